@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from search_spaces import FasterViTConfig, build_model, resolve_config
 
-__all__ = ["CostRecord", "count_params", "count_flops", "static_cost", "stage_table"]
+__all__ = ["CostRecord", "count_params", "count_flops", "analytic_flops", "analytic_params", "static_cost",
+           "stage_table"]
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,68 @@ def count_flops(model: nn.Module, resolution: tuple[int, int], in_chans: int = 3
         return int(fca.total())
 
 
-def static_cost(spec: Union[FasterViTConfig, str, dict, nn.Module]) -> CostRecord:
-    """Params and FLOPs of a config, preset name, config dict or built FasterViT."""
+def analytic_flops(cfg: FasterViTConfig) -> int:
+    """fvcore's count for the deployed model, from the config alone (no model built: instant).
+
+    Counts what fvcore counts by default: convolution, linear and attention MACs, BatchNorm
+    (2 per element, eval), LayerNorm (5 per element), nearest upsampling (1 per output element),
+    and the classifier. Tests check it equals ``count_flops`` exactly on varied configs.
+    """
+    h, w = cfg.resolution
+    total = 0
+    for c_in, c_out in ((cfg.in_chans, cfg.in_dim), (cfg.in_dim, cfg.dim)):  # stem
+        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        total += c_out * c_in * 9 * h * w + 2 * c_out * h * w
+    for g in cfg.stages:
+        c, (h, w) = g.width, g.feature
+        depth = cfg.depths[g.index]
+        if not g.transformer:
+            total += depth * 2 * (c * c * 9 * h * w + 2 * c * h * w)
+        else:
+            hidden = int(c * cfg.mlp_ratio)
+            nw, t = g.num_windows, g.tokens_per_window + g.ct_per_window
+            per_block = nw * t * (5 * c + 3 * c * c + c * c + 5 * c + 2 * c * hidden) + nw * 2 * t * t * c
+            if g.hat:
+                n = g.num_carrier_tokens
+                per_block += n * (5 * c + 3 * c * c + c * c + 5 * c + 2 * c * hidden) + 2 * n * n * c
+                total += c * cfg.ct_init_kernel**2 * g.padded[0] * g.padded[1]
+                if cfg.do_propagation:
+                    total += nw * c * g.window * g.window
+            total += depth * per_block
+        if g.index < len(cfg.stages) - 1:  # downsample: LayerNorm2d + 3x3 stride-2 conv
+            ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+            total += 5 * c * h * w + 2 * c * c * 9 * ho * wo
+    h, w = cfg.stages[-1].feature
+    total += (5 if cfg.layer_norm_last else 2) * cfg.num_features * h * w
+    return total + cfg.num_features * cfg.num_classes
+
+
+def analytic_params(cfg: FasterViTConfig) -> int:
+    """Parameter count from a model built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        return count_params(build_model(cfg))
+
+
+def static_cost(spec: Union[FasterViTConfig, str, dict, nn.Module], *, method: str = "analytic") -> CostRecord:
+    """Params and FLOPs of a config, preset name, config dict or built FasterViT.
+
+    ``method="analytic"`` (default, instant) or ``"fvcore"`` (traces the model; the reference).
+    Both give the same numbers; tests check it.
+    """
+    if method not in ("analytic", "fvcore"):
+        raise ValueError(f"method={method!r} must be 'analytic' or 'fvcore'")
     if isinstance(spec, nn.Module):
-        model = spec
         cfg = getattr(spec, "config", None)
         if cfg is None:
             raise ValueError("static_cost needs a FasterViT (with .config) or a config")
-    else:
-        cfg = resolve_config(spec)
+        if method == "fvcore":
+            return CostRecord(count_params(spec), count_flops(spec, cfg.resolution, cfg.in_chans), tuple(cfg.resolution))
+        return CostRecord(count_params(spec), analytic_flops(cfg), tuple(cfg.resolution))
+    cfg = resolve_config(spec)
+    if method == "fvcore":
         model = build_model(cfg)
-    return CostRecord(count_params(model), count_flops(model, cfg.resolution, cfg.in_chans), tuple(cfg.resolution))
+        return CostRecord(count_params(model), count_flops(model, cfg.resolution, cfg.in_chans), tuple(cfg.resolution))
+    return CostRecord(analytic_params(cfg), analytic_flops(cfg), tuple(cfg.resolution))
 
 
 def stage_table(cfg: FasterViTConfig) -> list[dict[str, Any]]:

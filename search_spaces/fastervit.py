@@ -407,7 +407,8 @@ class FasterViT(nn.Module):
         self.num_classes = cfg.num_classes
         self.num_features = cfg.num_features
         self.stem = Stem(cfg.in_chans, cfg.in_dim, cfg.dim)
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        n = sum(cfg.depths)
+        dpr = [cfg.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]  # linspace(0, rate, n)
         stages = []
         for geom in cfg.stages:
             i = geom.index

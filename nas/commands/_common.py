@@ -25,9 +25,8 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can cause (bad config, missing file or dataset) into one message."""
     try:
         yield
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        fail(str(msg))
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
 
 
 def load_config(spec: str) -> Any:

@@ -24,9 +24,11 @@ PAPER_TABLE1 = {
 def describe(
     config: str = typer.Argument(..., metavar="NAME|CONFIG.json", help="Preset name or config JSON file."),
     resolution: Optional[int] = typer.Option(None, help="Override the config's (square) resolution."),
+    fvcore: bool = typer.Option(False, "--fvcore", help="Count FLOPs by tracing with fvcore (slow) instead of "
+                                "the analytic count (instant, equal by test)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON record instead of tables."),
 ) -> None:
-    """Params, FLOPs (fvcore), per-stage shapes, tokens per window and carrier tokens of one network."""
+    """Params, FLOPs (fvcore's count), per-stage shapes, tokens per window and carrier tokens of one network."""
     from rich.table import Table
 
     from evaluators.cost import stage_table, static_cost
@@ -35,7 +37,7 @@ def describe(
     with user_errors():
         if resolution is not None:
             cfg = cfg.replace(resolution=resolution)
-        cost = static_cost(cfg)
+        cost = static_cost(cfg, method="fvcore" if fvcore else "analytic")
     stages = stage_table(cfg)
     if as_json:
         print_json(dict(name=config, arch_id=cfg.arch_id, config=cfg.to_dict(), **cost.to_dict(), stages=stages))
@@ -44,8 +46,8 @@ def describe(
     console.print(cfg.summary(), highlight=False)
     console.print(f"params {cost.params_m:.2f} M   FLOPs (MACs) {cost.gflops:.3f} G at "
                   f"{cfg.resolution[0]}x{cfg.resolution[1]}", highlight=False)
-    t = Table("stage", "kind", "depth", "width", "heads", "feature", "padded", "window", "windows",
-              "tokens/window", "CT/window", "CTs total")
+    t = Table("stage", "kind", "depth", "width", "heads", "feature", "padded", "win", "windows",
+              "tok/win", "CT/win", "CTs")
     for r in stages:
         t.add_row(*("" if r[k] is None else str(r[k]) for k in (
             "stage", "kind", "depth", "width", "heads", "feature", "padded", "window", "windows",
@@ -71,8 +73,8 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
     if as_json:
         print_json(rows)
         return
-    t = Table("preset", "params (M)", "paper", "FLOPs (G)", "paper", "config")
+    t = Table("preset", "params (M)", "paper", "FLOPs (G)", "paper")
     for r in rows:
         t.add_row(r["name"], f"{r['params_m']:.2f}", "" if r["paper_params_m"] is None else f"{r['paper_params_m']}",
-                  f"{r['gflops']:.2f}", "" if r["paper_gflops"] is None else f"{r['paper_gflops']}", r["summary"])
+                  f"{r['gflops']:.2f}", "" if r["paper_gflops"] is None else f"{r['paper_gflops']}")
     console.print(t)
