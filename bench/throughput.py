@@ -22,7 +22,8 @@ starts after it, and what is done is written)::
 
     PYTHONPATH=. python bench/throughput.py --out results/benchmarks/throughput.json
 
-``--smoke`` runs every part on the CPU with tiny models in well under a minute (plumbing check).
+``--smoke`` runs every part on the CPU with tiny models (about a minute on two idle cores): it
+checks the script, not speed.
 """
 
 from __future__ import annotations
@@ -577,7 +578,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--smoke", action="store_true", help="CPU, tiny models, seconds: checks the script, not speed")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny models, about a minute: checks the script, not speed")
     args = p.parse_args(argv)
     args.parts = [s.strip() for s in args.parts.split(",") if s.strip()]
     unknown = sorted(set(args.parts) - set(PARTS))
@@ -605,8 +606,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     try:
         device = resolve_device("cpu" if args.smoke else "cuda")
-    except NoGPUError as e:
-        print(f"error: {e}; `--smoke` checks this script on the CPU", file=sys.stderr)
+    except NoGPUError:
+        print("error: no CUDA GPU was found; this benchmark needs one (--smoke checks the script on the CPU)",
+              file=sys.stderr)
         return 3
     _LOCK, _CORES = mp.get_context("spawn").Lock(), _split_cores()
     if _CORES:

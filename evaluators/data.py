@@ -446,7 +446,8 @@ def _cifar(kind: str, data_dir: Optional[Path], download: bool) -> DataSplits:
         _torchvision_download(kind, root)
         folder = _cifar_folder(kind, root)
     if folder is None:
-        where = f"{data_dir / spec['folder']}/" if data_dir is not None else f"<data_dir>/{spec['folder']}/ (no --data-dir given)"
+        where = (f"{data_dir / spec['folder']}/" if data_dir is not None
+                 else f"<data_dir>/{spec['folder']}/ (no --data-dir given)")
         raise DatasetError(_cifar_help(kind, where))
     classes: tuple[str, ...] = tuple(str(i) for i in range(spec["classes"]))
     meta_path = folder / spec["meta"]

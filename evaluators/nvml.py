@@ -62,7 +62,7 @@ class NvmlSample:
 class NvmlProbe:
     """NVML handle of one CUDA device, found by PCI bus id (so ``CUDA_VISIBLE_DEVICES`` is honoured).
 
-    Open with ``NvmlProbe.open(device)``; ``close()`` releases NVML (the probe is a context manager).
+    Open with ``NvmlProbe.open(device)`` (or ``open_probe``); ``close()`` releases NVML.
     """
 
     def __init__(self, nvml: Any, handle: Any):
@@ -111,12 +111,6 @@ class NvmlProbe:
         if self._handle is not None:
             self._handle = None
             self._nvml.nvmlShutdown()
-
-    def __enter__(self) -> "NvmlProbe":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
 
 def open_probe(device: torch.device) -> tuple[Optional[NvmlProbe], Optional[str]]:

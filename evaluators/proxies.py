@@ -11,7 +11,8 @@ Sign convention: HIGHER = BETTER for every proxy (a search maximises them all):
 
 ========== =====================================================================================
 params     +number of parameters ("bigger nets score higher").
-flops      +multiply-accumulates of one image at the batch's resolution (fvcore; bigger = higher).
+flops      +multiply-accumulates of one image at the batch's resolution, as fvcore counts them
+           (from the config when the model is a FasterViT, else traced; bigger = higher).
 synflow    log of the synaptic-flow saliency sum (Tanaka et al. 2020, as used by Abdelfattah et al.
            2021): a float64 copy with every state-dict tensor replaced by its absolute value,
            BatchNorm in eval mode (at initialisation: the identity), an all-ones input of one
@@ -199,12 +200,18 @@ def params(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0)
     return float(count_params(model))
 
 
-@register_proxy("flops", description="+fvcore MACs of one image at the batch's resolution (bigger = higher)")
+@register_proxy("flops", description="+MACs of one image at the batch's resolution, fvcore's count (bigger = higher)")
 def flops(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
-    from .cost import count_flops
+    """From the config (``evaluators.cost.analytic_flops``, equal to fvcore's trace, instant) when the
+    model is a FasterViT built for the batch's resolution; otherwise fvcore traces the model."""
+    from .cost import analytic_flops, count_flops
 
     x = batch[0]
-    return float(count_flops(model, tuple(x.shape[-2:]), in_chans=x.shape[1]))
+    res = tuple(x.shape[-2:])
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, FasterViTConfig) and tuple(cfg.resolution) == res and cfg.in_chans == x.shape[1]:
+        return float(analytic_flops(cfg))
+    return float(count_flops(model, res, in_chans=x.shape[1]))
 
 
 @register_proxy("synflow", description="log sum |w * dR/dw|, |weights|, BN eval, ones input, float64")
@@ -402,10 +409,9 @@ def compute_proxies(model_or_cfg: Union[nn.Module, FasterViTConfig, str, Mapping
         raise ValueError(f"proxy names repeat: {names}")
     dev = _device(device, batch)
     if isinstance(model_or_cfg, nn.Module):
-        model = model_or_cfg
+        model = model_or_cfg  # proxies copy it before changing modes or weights
     else:
-        model = init_model(model_or_cfg, seed, num_classes=num_classes)
-    model = model.to(dev) if not isinstance(model_or_cfg, nn.Module) else model
+        model = init_model(model_or_cfg, seed, num_classes=num_classes, device=dev)
     batch = _batch_on(batch, dev)
     results: dict[str, ProxyResult] = {}
     for name in names:

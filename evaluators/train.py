@@ -321,7 +321,8 @@ def train_proxy(
     with torch.random.fork_rng(devices=cuda_gens):
         torch.default_generator.manual_seed(seed)  # stochastic depth draws from the default generators
         if dev.type == "cuda":
-            torch.cuda.default_generators[dev.index].manual_seed(seed)
+            with torch.cuda.device(dev):
+                torch.cuda.manual_seed(seed)
         model.train()
         batches = iter(loader)
         t_loop = time.perf_counter()

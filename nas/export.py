@@ -13,15 +13,20 @@ what was checked) and ``README.md`` (a model card with every measurement of the 
 Choosing a trial (``select_trial``; ``--pick`` on the command line, repeatable):
 
 - ``knee``: the Pareto trial closest (Euclidean) to the ideal point after min-max normalising each
-  objective over the Pareto set: ``n_i = (v - best_i) / (worst_i - best_i)`` (0 when an objective
-  is constant on the front); the knee minimises ``sqrt(sum n_i^2)``.
+  objective over the Pareto set: ``n_i = (v_i - best_i) / (worst_i - best_i)`` (0 when an
+  objective is constant on the front); the knee minimises ``sqrt(sum n_i^2)``. (A front of two
+  points has no knee: both lie at distance 1, which is reported as ambiguous.)
 - ``max-<objective>`` / ``min-<objective>``: the complete feasible trial best on that objective of
-  the study (e.g. ``max-accuracy``, ``min-latency``).
-- a condition such as ``throughput>=8000`` (``NAME op NUMBER``, op in ``<= >= < >``): keeps the
-  Pareto trials satisfying it. Alone, in a 2-objective study, the condition picks the trial best
-  on the other objective; otherwise several candidates are ambiguous: add ``max-/min-<objective>``,
-  which then picks among the Pareto trials satisfying every condition. A condition may name a
-  study objective or another recorded quantity (``params``, ``flops``, profiler fields).
+  the study (e.g. ``max-accuracy``, ``min-latency``); an objective the study lacks is an error.
+- a condition such as ``throughput>=8000`` (``NAME op NUMBER``, op in ``<= >= < >``, parsed by
+  ``nas.objectives.parse_constraint``) keeps the Pareto trials satisfying it. Conditions may be
+  repeated (all must hold) and may name a study objective or another recorded quantity (``params``,
+  ``flops``; ``throughput``/``latency``/``memory`` from the profiler record). With conditions
+  alone: one trial left -> that one; else, when exactly one study objective is not named by a
+  condition (a 2-objective study), the trial best on it; else ambiguous ("add --pick
+  max-<objective>"). With one ``knee`` / ``max-`` / ``min-`` added, that chooses among the Pareto
+  trials satisfying every condition. Nothing satisfying is an error naming the best value of each
+  condition on the front.
 
 Ties between different architectures are an error listing the tied trial numbers; trials that
 sampled the same config are one candidate (the lowest trial number is exported).
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -267,20 +273,23 @@ def export_onnx(model: Any, path: Union[str, Path], *, opset: int = MIN_OPSET, e
                               input_names=[in_name], output_names=[out_name], do_constant_folding=True,
                               dynamic_axes={in_name: {0: "batch"}, out_name: {0: "batch"}})
         else:
-            try:
-                import onnxscript  # noqa: F401
-            except ImportError:
-                raise ExportError("the dynamo ONNX exporter needs onnxscript: pip install onnxscript") from None
+            if importlib.util.find_spec("onnxscript") is None:
+                raise ExportError("the dynamo ONNX exporter needs onnxscript: pip install onnxscript")
             batch = torch.export.Dim("batch", min=1, max=4096)
             torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=max(opset, 18),
                               input_names=[in_name], output_names=[out_name], dynamic_shapes=({0: batch},),
-                              external_data=False)
+                              external_data=_param_bytes(model) > 1_800_000_000, verbose=False)
     proto = onnx.load(str(path), load_external_data=False)
     onnx.checker.check_model(str(path))
     real_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {"exporter": exporter, "opset": real_opset, "input": in_name, "output": out_name,
             "input_shape": ["batch", cfg.in_chans, *cfg.resolution], "dynamic_axes": {in_name: [0], out_name: [0]},
             "deployed": True, "fuse_bn": True}
+
+
+def _param_bytes(model: Any) -> int:
+    """Bytes of parameters and buffers: above ~2 GB an ONNX file needs external data (protobuf limit)."""
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()] if t is not None)
 
 
 # ------------------------------------------------------------------------------------------ picking
@@ -416,7 +425,8 @@ def _check_exportable(t: Any) -> None:
     state = t.state
     if state == optuna.trial.TrialState.COMPLETE:
         if not t.user_attrs.get("config"):
-            raise ExportError(f"trial #{t.number} has no recorded config (user_attrs['config']): not a `nas search` trial")
+            raise ExportError(f"trial #{t.number} has no recorded config (user_attrs['config']): "
+                              f"not a `nas search` trial")
         return
     why = t.user_attrs.get("error")
     if state == optuna.trial.TrialState.FAIL:
@@ -571,6 +581,16 @@ def _check_out(out: Path, force: bool) -> None:
         raise ExportError(f"--out {out} exists and is not empty; add --force to replace it, or choose another folder")
 
 
+def _normal_permissions(folder: Path) -> None:
+    """mkdtemp makes a private (0700) folder and some writers make 0600 files: give the export the
+    permissions of an ordinary folder under the user's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for p in folder.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _commit(tmp: Path, out: Path, force: bool) -> None:
     """Move the complete ``tmp`` folder to ``out`` (renames in one file system, so atomic)."""
     _check_out(out, force)
@@ -692,6 +712,9 @@ def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None
         source = _trial_source(st, t, storage, [pick] if isinstance(pick, str) else pick)
         if weights is None and t.user_attrs.get("weights_path"):
             weights = t.user_attrs["weights_path"]
+            if not Path(weights).is_file():
+                raise ExportError(f"trial #{t.number} trained, but its weights {weights} (user_attrs['weights_path'], "
+                                  f"relative to the current folder) are missing; pass --weights PATH")
     else:
         if trial is not None or pick is not None:
             raise ExportError("--trial/--pick choose a trial of a --study; with --config there is nothing to pick")
@@ -711,6 +734,7 @@ def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None
     flops = (t.user_attrs.get("flops") if t is not None else None) or cost.flops
 
     # --- write into a temporary folder next to out, check, then move ----------------------------
+    created = [p for p in [out.parent, *out.parent.parents] if not p.exists()]  # removed again on failure
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -719,7 +743,13 @@ def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None
         files, fmt_meta = {}, {}
         for name in names:
             f = FORMATS[name]
-            fmt_meta[name] = f.write(ctx, tmp / f.filename)
+            try:
+                fmt_meta[name] = f.write(ctx, tmp / f.filename)
+            except ExportError:
+                raise
+            except Exception as e:  # an exporter's own failure: one line for the CLI, chained for the API
+                first = (str(e).strip().splitlines() or [""])[0]
+                raise ExportError(f"writing {f.filename} failed: {type(e).__name__}: {first}") from e
             files[name] = f.filename
         verification = _verify(ctx, tmp, names)
         meta = dict(
@@ -740,9 +770,15 @@ def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None
         if extra:  # e.g. ONNX external-data files of very large models
             meta["extra_files"] = extra
             (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        _normal_permissions(tmp)
         _commit(tmp, out, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for p in created:  # innermost first
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
     return ExportResult(out=out, files=files, config=cfg, trial=t.number if t is not None else None,
                         weights=weight_info["kind"], metadata=meta)
@@ -812,7 +848,8 @@ def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
     lines += [f"| {EXPORT_FILE} | export metadata: source, date, weights, checks, versions |", ""]
 
     if src["kind"] == "study":
-        lines += ["## Measurements (from the trial)", "", "| objective | value | direction | unit |", "|---|---|---|---|"]
+        lines += ["## Measurements (from the trial)", "", "| objective | value | direction | unit |",
+                  "|---|---|---|---|"]
         for n, v in src["objectives"].items():
             lines.append(f"| {n} | {_fmt(v)} | {src['directions'][n]} | {_OBJ_UNITS.get(n, '')} |")
         if src.get("constraints"):

@@ -132,7 +132,7 @@ class RelPosBias(nn.Module):
 
     def forward(self) -> torch.Tensor:
         if self.deployed is not None:
-            return self.deployed[..., : self.num_tokens]
+            return self.deployed[None, :, :, : self.num_tokens]
         return self.bias()
 
     @torch.no_grad()
@@ -141,8 +141,10 @@ class RelPosBias(nn.Module):
         if dtype is not None:
             b = b.to(dtype)
         n = b.shape[-1]
-        padded = b.new_zeros(*b.shape[:-1], -(-n // _BIAS_ALIGN) * _BIAS_ALIGN)
-        padded[..., :n] = b
+        padded = b.new_zeros(*b.shape[1:-1], -(-n // _BIAS_ALIGN) * _BIAS_ALIGN)
+        padded[..., :n] = b[0]
+        # kept 3-D (heads, N, N padded): model.to(memory_format=channels_last) re-strides 4-D
+        # buffers, and the fused attention kernels need the mask's last dim contiguous
         self.deployed = padded
 
 

@@ -24,7 +24,8 @@ def export(
                                           "trial's trained weights if it trained, else a seeded initialisation."),
     formats: str = typer.Option("safetensors,onnx", "--format", "-f",
                                 help="Comma list of safetensors, onnx, pt, torchscript (safetensors always)."),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder (once the new one is complete)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace a non-empty --out folder (once the new one is complete)."),
     opset: int = typer.Option(17, help="ONNX opset (>= 17)."),
     seed: int = typer.Option(0, help="Seed of the initialisation (untrained exports) and of the check inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -60,4 +61,4 @@ def export(
         worst = max((r["max_abs_diff"] for r in checks), default=0.0)
         console.print(f"  {fname:<22} checked ({', '.join(sorted({r['loader'] for r in checks}))}): "
                       f"max abs diff {worst:.2g}", highlight=False)
-    console.print(f"  config.json, export.json, README.md", highlight=False)
+    console.print("  config.json, export.json, README.md", highlight=False)

@@ -76,9 +76,6 @@ def test_resolution_and_flags_are_honoured(tiny_config):
     assert model.stem.conv1.weight.is_contiguous()
 
 
-@pytest.mark.xfail(strict=True, reason="search_spaces/fastervit.py: RelPosBias.deployed is a 4-D buffer, so "
-                   "model.to(memory_format=channels_last) re-strides it and SDPA drops its fused kernels "
-                   "(they need attn_mask.stride(-1) == 1); fix: keep the deployed bias 3-D")
 def test_channels_last_keeps_attention_masks_fusable(tiny_config):
     from search_spaces.fastervit import RelPosBias
 

@@ -55,6 +55,13 @@ def test_wider_network_scores_higher_on_size_proxies(name, tiny_config, batch):
     assert fn(wide, batch, device="cpu", seed=0) > fn(narrow, batch, device="cpu", seed=0)
 
 
+def test_flops_proxy_equals_fvcore_trace(tiny_config, batch):
+    from evaluators.cost import count_flops
+
+    model = init_model(tiny_config, 0)
+    assert PROXIES["flops"].fn(model, batch, device="cpu", seed=0) == float(count_flops(model, (64, 64)))
+
+
 def test_registry_and_sign_convention_documented():
     import evaluators.proxies as mod
 
