@@ -392,7 +392,7 @@ class Estimator:
     """Seconds a training task will take in a worker (given the current concurrency).
 
     Model: seconds = c * images * work_units(arch); c starts from the assumed aggregate
-    throughput and becomes the 75th percentile of the finished tasks' c (conservative).
+    throughput and becomes the median of the finished tasks' c.
     """
 
     def __init__(self, assumed_img_s: float, workers: int, ref_units: float):
@@ -403,7 +403,7 @@ class Estimator:
         if len(self.samples) < 3:
             return max([self.prior] + self.samples)
         xs = sorted(self.samples)
-        return xs[min(len(xs) - 1, int(0.75 * len(xs)))]
+        return xs[len(xs) // 2]
 
     def add(self, seconds: float, images: int, units: float) -> None:
         if images > 0 and seconds > 0:
@@ -412,7 +412,7 @@ class Estimator:
     def seconds(self, images: int, units: float, kind: str) -> float:
         if kind == "proxies":
             return 15.0
-        return 1.15 * self.c() * images * units + 5.0
+        return self.c() * images * units + 5.0
 
 
 def _fmt_s(s: float) -> str:

@@ -157,13 +157,16 @@ def _label(t: Any) -> str:
 
 
 def write_report(study: Any, path: Path | str, *, reference: Optional[Sequence[float]] = None,
-                 png: bool = True) -> Optional[Path]:
+                 png: bool = True, plotlyjs: str = "embed") -> Optional[Path]:
     """Write a self-contained HTML report (plotly) and, with ``png``, a PNG of the front.
 
     Contents: the Pareto front over all trials (Optuna's plot), FasterViT-0..3 trials labelled,
     the hypervolume history (Optuna's plot) with its reference point, the Pareto table, failures.
-    Returns None when the study has no complete trial yet.
+    ``plotlyjs="embed"`` makes the file self-contained (~5 MB, works offline); ``"cdn"`` links
+    plotly.js instead (small, for committed reports). Returns None without a feasible trial.
     """
+    if plotlyjs not in ("embed", "cdn"):
+        raise ValueError(f"plotlyjs={plotlyjs!r} must be 'embed' or 'cdn'")
     import warnings
 
     import optuna
@@ -203,7 +206,7 @@ def write_report(study: Any, path: Path | str, *, reference: Optional[Sequence[f
 trials: {summary['n_trials']} ({summary['n_complete']} complete, {summary['n_failed']} failed, {summary['n_pruned']} pruned);
 hypervolume: {_fmt(summary['hypervolume'])} w.r.t. reference point {ref} (worst feasible value per objective, 10% of the range further);
 devices: {', '.join(summary['devices'])}</p>
-{front.to_html(full_html=False, include_plotlyjs=True)}
+{front.to_html(full_html=False, include_plotlyjs=True if plotlyjs == "embed" else "cdn")}
 {hv_fig.to_html(full_html=False, include_plotlyjs=False)}
 <h2>Pareto set</h2><table><tr>{header}</tr>{rows}</table>
 <h2>Reference presets</h2><pre>{json.dumps(summary['presets'], indent=1)}</pre>

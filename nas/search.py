@@ -44,7 +44,7 @@ class SearchSettings:
     """Everything ``nas search`` takes; ``None`` means "choose for the device" (see ``resolved``)."""
 
     objectives: Sequence[str] = ("accuracy", "throughput")
-    proxy: str = "synflow"
+    proxy: str = "jacob_cov"
     trials: Optional[int] = None
     timeout: Optional[float] = None
     sampler: str = "nsga2"
@@ -442,7 +442,11 @@ class SearchRun:
         self.storage_desc = describe_storage(s.storage) if s.storage is None or isinstance(s.storage, str) \
             else type(s.storage).__name__
         self.queued = enqueue_presets(self.study, self.space) if (enqueue and s.enqueue_presets) else []
-        self.objective = _make_objective(self.space, self.evaluator, self.objectives, constraints)
+        from .parallel import fail_stale_trials, with_heartbeat
+
+        # trials left RUNNING by a killed process become FAIL on resume; this process's trials beat while they run
+        self.stale_failed = fail_stale_trials(self.study)
+        self.objective = with_heartbeat(_make_objective(self.space, self.evaluator, self.objectives, constraints))
         self.stopped_reason: Optional[str] = None
         log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(_jsonable(s.to_dict())))
 

@@ -159,7 +159,9 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.scale = self.head_dim**-0.5
-        self.fused_attn = use_fused_attn()
+        # the fused SDPA kernels need head_dim % 8 == 0; otherwise SDPA's math fallback upcasts to
+        # fp32 and is slower than the explicit path (FasterViT-4: head_dim 49)
+        self.fused_attn = use_fused_attn() and self.head_dim % 8 == 0
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos

@@ -12,7 +12,7 @@ from ._common import console, fail, user_errors
 def search(
     objective: str = typer.Option("accuracy,throughput", "--objective", "-o",
                                   help="2-3 of: accuracy, throughput, latency, params, flops, memory."),
-    proxy: str = typer.Option("synflow", help="Accuracy proxy (see `nas proxies`), or 'train'."),
+    proxy: str = typer.Option("jacob_cov", help="Accuracy proxy (see `nas proxies`), or 'train'. Default: the best zero-cost proxy on our ground truth (README)."),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials to add (default: 40 on a GPU, 8 on CPU)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     sampler: str = typer.Option("nsga2", help="nsga2 | nsga3 | tpe | gp | random."),
@@ -48,8 +48,9 @@ def search(
     if backend not in ("optuna", "ray"):
         fail(f"--backend {backend!r} must be 'optuna' or 'ray'")
     with user_errors():
-        resolved = settings.resolved()
-    if resolved.device == "cpu" and not quiet:
+        # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
+        resolved = settings.resolved() if backend != "ray" else None
+    if resolved is not None and resolved.device == "cpu" and not quiet:
         console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "
                       f"(batch {resolved.batch_size}, eager), not the paper's GPU protocol.[/]")
     if backend == "ray":
