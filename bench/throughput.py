@@ -12,10 +12,12 @@ Parts (``--parts``; each is written into one JSON file, so several runs can fill
   Spearman rho between the two rankings.
 - ``repeatability``: the quick FasterViT-0 measurement three times: wall time and CV.
 
-``torch.compile`` takes 30-90 s per model, so compiled models are built, compiled and warmed in
-worker processes (niced, pinned to all cores but two), and every timed section, in the workers and
-in this process, holds one lock and runs on the two reserved cores: timings never overlap, and
-compiling never competes with launching kernels for a CPU core.
+Three phases keep every timing uncontended. A: every non-compiled measurement, in this process,
+alone on the GPU. B: worker processes compile every ``compiled`` model in parallel, timing
+nothing — inductor autotunes kernels on the GPU while it compiles, which is why nothing may be timed
+meanwhile (the first design timed while others compiled: CVs of 5-37%). C: this process alone
+compiles each model again, from the inductor cache filled in B, and times it. ``--only-compiled``
+runs B and C only.
 
 Run on the GPU machine from the repository root (``--time-budget`` 480 s by default: no new work
 starts after it, and what is done is written)::

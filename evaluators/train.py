@@ -188,6 +188,7 @@ def train_proxy(
     eval_batch_size: Optional[int] = None,
     progress: bool = True,
     desc: Optional[str] = None,
+    save_weights: Union[str, Path, None] = None,
 ) -> TrainResult:
     """Train ``cfg`` briefly from scratch and return its validation top-1 (the ``train`` proxy).
 
@@ -224,6 +225,7 @@ def train_proxy(
         eval_batch_size: validation batch size (default: 2 x batch_size).
         progress: show a progress bar (tqdm).
         desc: progress-bar label.
+        save_weights: write the trained weights there (safetensors) when the run ends without NaN.
     """
     # ---------------------------------------------------------------- arguments
     if epochs is not None and steps is not None:
@@ -376,6 +378,11 @@ def train_proxy(
         top1 = float("nan")
         final_loss = float("nan")
     else:
+        if save_weights is not None:  # the trained network, for export (same parameter shapes at any resolution)
+            from search_spaces.io import save_weights as _save
+
+            Path(save_weights).parent.mkdir(parents=True, exist_ok=True)
+            _save(model, save_weights)
         top1 = history[-1][1]
         tail = losses[-10:]
         final_loss = sum(tail) / len(tail) if tail else float("nan")

@@ -458,6 +458,46 @@ def _note_other_default_storage(study: str, storage: str, out: Callable[[str], N
             f"optuna.copy_study(from_study_name={study!r}, from_storage={DEFAULT_STORAGE!r}, to_storage=...)[/]")
 
 
+@dataclasses.dataclass
+class Driver:
+    """What a coordinating process (parallel parent, Ray driver) holds: the study and its output."""
+
+    study: Any
+    out: Callable[[str], None]
+    results_dir: Path
+    log_file: Path
+    storage_desc: str
+    stale: list[int]
+    queued: list[str]
+
+
+def open_driver(s: Any, space: Any, console: Any = None) -> Driver:
+    """Create/load the study once (directions, names, presets), fail stale trials, set up logs."""
+    import warnings
+
+    import optuna
+
+    from .objectives import parse_objectives
+    from .search import _setup_logging, create_or_load_study, enqueue_presets
+
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+
+    def out(msg: str) -> None:
+        if not s.quiet:
+            console.print(msg, highlight=False)
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    results_dir = Path(s.results_dir)
+    log_file = _setup_logging(results_dir, s.study)
+    study = create_or_load_study(s, parse_objectives(s.objectives))
+    stale = fail_stale_trials(study)
+    queued = enqueue_presets(study, space) if s.enqueue_presets else []
+    return Driver(study, out, results_dir, log_file, describe_storage(s.storage), stale, queued)
+
+
 def run_parallel(settings: Any, *, workers: int, console: Any = None,
                  python: Optional[str] = None) -> Any:
     """Run (or resume) ``settings.study`` with ``workers`` worker processes; returns a ``SearchResult``.
@@ -466,7 +506,7 @@ def run_parallel(settings: Any, *, workers: int, console: Any = None,
     workers (default: this one).
     """
     from .objectives import parse_constraint, parse_objectives
-    from .search import _setup_logging, create_or_load_study, enqueue_presets, summarize
+    from .search import summarize
     from search_spaces.space import load_space
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -485,28 +525,10 @@ def run_parallel(settings: Any, *, workers: int, console: Any = None,
 
     from rich.markup import escape
 
-    if console is None:
-        from rich.console import Console
-
-        console = Console(stderr=True)
-    quiet = s.quiet
-
-    def out(msg: str) -> None:
-        if not quiet:
-            console.print(msg, highlight=False)
-
-    import warnings
-
-    import optuna
-
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    results_dir = Path(s.results_dir)
-    log_file = _setup_logging(results_dir, s.study)
-    storage_desc = describe_storage(s.storage)
-    study = create_or_load_study(s, objectives)
+    drv = open_driver(s, space, console)
+    out, study, stale, queued = drv.out, drv.study, drv.stale, drv.queued
+    results_dir, log_file, storage_desc = drv.results_dir, drv.log_file, drv.storage_desc
     _note_other_default_storage(s.study, storage, out)
-    stale = fail_stale_trials(study)
-    queued = enqueue_presets(study, space) if s.enqueue_presets else []
     before = len(study.get_trials(deepcopy=False))
 
     threads = max(1, (os.cpu_count() or 1) // n)

@@ -239,8 +239,10 @@ def _write_png(study: Any, path: Path, names: Sequence[str], presets: Sequence[A
         ax.scatter([t.values[0]], [t.values[1]], marker="D", c="k", s=30)
         ax.annotate(_label(t).replace("faster_vit_", "FV-").replace("_224", ""), (t.values[0], t.values[1]),
                     fontsize=8, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel(names[0])
-    ax.set_ylabel(names[1])
+    proxy = study.user_attrs.get("proxy")
+    label = (lambda n: f"{n} (proxy: {proxy})" if n == "accuracy" and proxy else n)
+    ax.set_xlabel(label(names[0]))
+    ax.set_ylabel(label(names[1]))
     ax.legend(fontsize=8)
     ax.set_title(f"{study.study_name}: {names[0]} vs {names[1]}")
     hist = hypervolume_history(study)

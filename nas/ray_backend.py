@@ -56,8 +56,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 from unittest import mock
 
-from .parallel import _absolute_url, fail_stale_trials, portable_settings, process_identity, with_heartbeat
-from .storage import DEFAULT_JOURNAL, describe_storage, get_storage, storage_kind
+from .parallel import _absolute_url, fail_stale_trials, open_driver, portable_settings, process_identity, with_heartbeat
+from .storage import DEFAULT_JOURNAL, get_storage, storage_kind
 
 __all__ = ["run_ray_search", "RayNotInstalledError", "ray_storage", "INSTALL_HINT"]
 
@@ -367,12 +367,14 @@ def run_ray_search(settings: Any, *, address: Optional[str] = None, workers: int
             (``train_epochs > 1``).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``num_cpus``, ``runtime_env``).
     """
+    import optuna
+
     ray, tune = _import_ray()
     from ray.tune.schedulers import ASHAScheduler
 
     from .objectives import parse_constraint, parse_objectives
     from .samplers import make_sampler
-    from .search import _setup_logging, create_or_load_study, enqueue_presets, summarize
+    from .search import summarize
     from search_spaces.space import load_space
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -412,26 +414,9 @@ def run_ray_search(settings: Any, *, address: Optional[str] = None, workers: int
         if use_asha and "accuracy" not in names:
             raise ValueError(f"asha=True needs 'accuracy' among the objectives, not {names}")
 
-        if console is None:
-            from rich.console import Console
-
-            console = Console(stderr=True)
-
-        def out(msg: str) -> None:
-            if not s.quiet:
-                console.print(msg, highlight=False)
-
-        import warnings
-
-        import optuna
-
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        results_dir = Path(s.results_dir)
-        log_file = _setup_logging(results_dir, s.study)
-        storage_desc = describe_storage(s.storage)
-        study = create_or_load_study(s, objectives)
-        stale = fail_stale_trials(study)
-        queued = enqueue_presets(study, space) if s.enqueue_presets else []
+        drv = open_driver(s, space, console)
+        out, study, stale, queued = drv.out, drv.study, drv.stale, drv.queued
+        results_dir, log_file, storage_desc = drv.results_dir, drv.log_file, drv.storage_desc
         out(f"[bold]backend[/]: Ray Tune {ray.__version__} ({'local Ray' if address is None else address}; {nodes} "
             f"node(s), {resources.get('CPU', 0):g} CPU, {cluster_gpus:g} GPU), {workers} trial(s) at once, "
             f"{gpus_per_trial:g} GPU and 1 CPU per trial, device {device}"

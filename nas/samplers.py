@@ -42,7 +42,7 @@ def _tpe(*, seed: int, n_trials: int, **_: Any) -> Any:
     import optuna
 
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=max(5, min(20, n_trials // 5)), warn_independent_sampling=False)
+                                      n_startup_trials=max(5, min(20, n_trials // 5)))
 
 
 @register_sampler("gp")

@@ -173,7 +173,9 @@ class Evaluator:
         return self._num_classes  # type: ignore[return-value]
 
     # one config ------------------------------------------------------------------------------
-    def measure(self, cfg: FasterViTConfig, record: Callable[[str, Any], None]) -> dict[str, Any]:
+    def measure(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
+                weights_path: Optional[Path] = None) -> dict[str, Any]:
+        """Static cost, then profiler, then proxy; ``weights_path``: where a trained proxy saves weights."""
         from evaluators.cost import static_cost
 
         m: dict[str, Any] = {}
@@ -198,7 +200,7 @@ class Evaluator:
                 raise TrialFailure(f"profiler: {m['profile']['error']}")
         if self.needs_proxy:
             t = time.perf_counter()
-            m["accuracy"], details = self._proxy(cfg, record)
+            m["accuracy"], details = self._proxy(cfg, record, weights_path)
             timings["proxy_s"] = time.perf_counter() - t
             record("proxy", details)
         record("timings", timings)
@@ -214,7 +216,8 @@ class Evaluator:
     def _needed(self) -> set[str]:
         return {o.name for o in self.objectives} | {c.name for c in self.constraints}
 
-    def _proxy(self, cfg: FasterViTConfig, record: Callable[[str, Any], None]) -> tuple[float, dict[str, Any]]:
+    def _proxy(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
+               weights_path: Optional[Path] = None) -> tuple[float, dict[str, Any]]:
         try:
             small = cfg.at_resolution(self.s.proxy_resolution).replace(num_classes=self.num_classes)
         except ValueError as e:
@@ -231,10 +234,14 @@ class Evaluator:
 
             res = train_proxy(small, data=self.s.data, data_dir=self.s.data_dir, epochs=self.s.train_epochs,
                               subset=self.s.train_subset, seed=self.s.seed, device=self.s.device, report=report,
-                              progress=False)
-            details = dataclasses.asdict(res) if dataclasses.is_dataclass(res) else dict(res)
+                              progress=False, save_weights=weights_path)
+            details = res.to_dict()
             if res.status == "nan":
                 raise TrialFailure(f"train proxy: {res.reason}")
+            if weights_path is not None and Path(weights_path).is_file():
+                # trained at the proxy resolution; parameter shapes do not depend on it, so the
+                # weights load into the full-resolution config (nas export marks them "trained")
+                record("weights_path", str(Path(weights_path).resolve()))
             return float(res.top1), {"train": details}
         from evaluators.proxies import compute_proxies
 
@@ -285,6 +292,9 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
             raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "
                              f"values would not be comparable; use another --study name")
         return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler)
+    import warnings
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
                                 directions=[o.direction for o in objectives])
     study.set_metric_names(names)
@@ -327,7 +337,9 @@ def _make_objective(space: SearchSpace, evaluator: Evaluator, objectives: Sequen
             record("config", cfg.to_dict())
             record("arch_id", cfg.arch_id)
             record("summary", cfg.summary())
-            m = evaluator.measure(cfg, record)
+            weights = (Path(evaluator.s.results_dir) / "weights" / trial.study.study_name
+                       / f"trial-{trial.number}.safetensors")
+            m = evaluator.measure(cfg, record, weights_path=weights)
             out = []
             for o in objectives:
                 v = o.extract(m)

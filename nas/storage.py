@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_JOURNAL", "get_storage", "storage_kind", "describe_storage"]
 

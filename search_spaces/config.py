@@ -172,7 +172,6 @@ class FasterViTConfig:
         out = []
         for i in range(NUM_STAGES):
             width = self.dim * 2**i
-            transformer = i not in CONV_STAGES
             ws = self.window_size[i]
             if i in CONV_STAGES:
                 if self.hat[i]:

@@ -427,3 +427,28 @@ def test_cli_errors_exit_2(syn, real_study, tmp_path):
     assert r.exit_code == 2 and "not empty; add --force" in " ".join(r.output.split())
     assert sorted(p.name for p in taken.iterdir()) == ["a.txt"] and (taken / "a.txt").read_text() == "keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_trained_trial_exports_its_trained_weights(tmp_path):
+    """A `--proxy train` trial saves its network; export ships those weights and says "trained"."""
+    import optuna
+    import torch
+    from safetensors.torch import load_file
+
+    from nas.export import export_model
+    from nas.search import SearchSettings, run_search
+    from search_spaces import load_model
+    from tests.spaces import tiny_space
+
+    storage = f"sqlite:///{tmp_path}/nas.db"
+    run_search(SearchSettings(objectives=("accuracy", "params"), proxy="train", trials=1, space=tiny_space(),
+                              storage=storage, study="trained", results_dir=str(tmp_path), device="cpu", quiet=True,
+                              enqueue_presets=False, train_subset=512, train_epochs=1.0, proxy_resolution=64))
+    t = optuna.load_study(study_name="trained", storage=storage).trials[0]
+    assert t.state == optuna.trial.TrialState.COMPLETE, t.user_attrs.get("error")
+    weights = t.user_attrs["weights_path"]
+    res = export_model(tmp_path / "out", study="trained", storage=storage, trial=0, formats=("safetensors",))
+    assert res.weights == "trained"
+    model = load_model(tmp_path / "out")
+    saved = load_file(weights)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())

@@ -12,7 +12,6 @@ import subprocess
 from pathlib import Path
 
 import optuna
-import pytest
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

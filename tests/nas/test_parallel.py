@@ -24,44 +24,15 @@ from nas.cli import app
 from nas.parallel import (HEARTBEAT_KEY, OWNER_KEY, TrialHeartbeat, assign_gpus, fail_stale_trials, parallel_storage,
                           portable_settings, process_identity, settings_from_dict, split_trials)
 from nas.search import SearchSettings
+from tests.spaces import tiny_space, write_space
 from nas.storage import DEFAULT_JOURNAL, get_storage
 
 runner = CliRunner()
 
-# every point is a valid config (ct_size <= window 2): no refused trial
-TINY_SPACE = """\
-name: tiny-valid
-base:
-  resolution: 64
-  dim: 16
-  in_dim: 8
-  depths: [1, 1, 2, 1]
-  num_heads: [1, 1, 2, 2]
-  window_size: [2, 2, 2, 2]
-  ct_size: 1
-  num_classes: 10
-knobs:
-  dim: {choices: [8, 16, 24]}
-  depths[2]: {choices: [1, 2]}
-  ct_size: {choices: [1, 2]}
-"""
-
+# every point of tiny_space() is valid (ct_size <= window 2): no refused trial
 # a CPU latency measurement of these takes several seconds: long enough to kill a worker mid-trial
-SLOW_SPACE = """\
-name: slow
-base:
-  resolution: 128
-  dim: 16
-  in_dim: 8
-  depths: [1, 1, 2, 1]
-  num_heads: [1, 1, 2, 2]
-  window_size: [2, 2, 4, 2]
-  ct_size: 1
-  num_classes: 10
-knobs:
-  dim: {choices: [16, 24, 32]}
-  depths[2]: {choices: [1, 2]}
-"""
+SLOW_SPACE = tiny_space(name="slow", base=dict(resolution=128, window_size=[2, 2, 4, 2]),
+                        **{"dim": {"choices": [16, 24, 32]}, "ct_size": {"choices": [1]}})
 
 
 def _text(output: str) -> str:
@@ -103,7 +74,7 @@ def test_parallel_storage_policy():
 
 def test_portable_settings_round_trip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    write_space(tmp_path / "space.yaml", tiny_space())
     s = SearchSettings(objectives=("params", "flops"), space="space.yaml", storage="journal:r/s.journal",
                        results_dir="r", trials=3, constraints=("params<=1e9",))
     d = portable_settings(s)
@@ -183,7 +154,7 @@ def test_cli_refuses_sqlite_with_workers(tmp_path, monkeypatch):
 def test_cli_four_workers_twenty_trials_all_recorded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
-    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    write_space(tmp_path / "space.yaml", tiny_space())
     result = runner.invoke(app, ["search", "--objective", "params,flops", "--space", "space.yaml", "--device", "cpu",
                                  "--workers", "4", "--trials", "20", "--study", "w4"])
     out = _text(result.output)
@@ -249,7 +220,7 @@ def _snapshot(study: optuna.Study) -> dict:
 
 
 def test_killed_worker_is_reported_failed_and_resumed_without_loss(tmp_path):
-    (tmp_path / "space.yaml").write_text(SLOW_SPACE)
+    write_space(tmp_path / "space.yaml", SLOW_SPACE)
     journal = tmp_path / "results" / "nas.journal"
     cmd = [sys.executable, "-m", "nas.cli", "search", "--objective", "params,latency", "--space", "space.yaml",
            "--device", "cpu", "--batch-size", "2", "--workers", "2", "--study", "k"]

@@ -13,26 +13,11 @@ from nas.cli import app
 from nas.search import SearchSettings, create_or_load_study, run_search
 from nas.objectives import parse_objectives
 from nas.storage import get_storage
+from tests.spaces import tiny_space, write_space
 
 runner = CliRunner()
 
 # ct_size=3 > window 2 is refused by the generator: such trials must be recorded as FAIL with the reason
-TINY_SPACE = """\
-name: tiny
-base:
-  resolution: 64
-  dim: 16
-  in_dim: 8
-  depths: [1, 1, 2, 1]
-  num_heads: [1, 1, 2, 2]
-  window_size: [2, 2, 2, 2]
-  ct_size: 1
-  num_classes: 10
-knobs:
-  dim: {choices: [8, 16, 24]}
-  depths[2]: {choices: [1, 2]}
-  ct_size: {choices: [1, 2, 3]}
-"""
 REFUSED = {"dim": 16, "depths[2]": 1, "ct_size": 3}
 
 
@@ -72,7 +57,7 @@ def test_searcher_tells_each_outcome(tmp_path):
 
     from nas.ray_backend import _classes, _Control, _DefineByRun
 
-    (tmp_path / "space.yaml").write_text(TINY_SPACE.replace("[1, 2, 3]", "[1, 2]"))
+    write_space(tmp_path / "space.yaml", tiny_space())
     storage = f"journal:{tmp_path / 's.journal'}"
     objectives = parse_objectives("params,accuracy")
     settings = SearchSettings(objectives=("params", "accuracy"), storage=storage, study="tell", device="cpu")
@@ -127,7 +112,7 @@ def test_ray_cluster_records_every_trial_like_a_local_run(local_ray, tmp_path, m
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "200")
-    (tmp_path / "space.yaml").write_text(TINY_SPACE)
+    write_space(tmp_path / "space.yaml", tiny_space(refused=True))
     base = dict(objectives=("params", "flops"), space="space.yaml", device="cpu", quiet=True)
 
     # a local run of the same space: the attributes a trial must have
@@ -174,7 +159,7 @@ def test_asha_stops_or_completes_train_proxy_trials(local_ray, tmp_path, monkeyp
     from nas.ray_backend import run_ray_search
 
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "space.yaml").write_text(TINY_SPACE.replace("[1, 2, 3]", "[1, 2]"))
+    write_space(tmp_path / "space.yaml", tiny_space())
     settings = SearchSettings(objectives=("params", "accuracy"), proxy="train", train_epochs=3, train_subset=512,
                               proxy_resolution=64, space="space.yaml", device="cpu", trials=4, study="asha",
                               quiet=True)

@@ -13,31 +13,21 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from nas.cli import app
 from nas.search import SearchSettings, run_search
+from tests.spaces import tiny_space, write_space
 
 runner = CliRunner()
 
-TINY_SPACE = dict(
-    name="tiny",
-    base=dict(resolution=64, dim=16, in_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2],
-              window_size=[2, 2, 2, 2], ct_size=1, num_classes=10, drop_path_rate=0.0),
-    knobs={
-        "dim": {"choices": [8, 16, 24]},
-        "depths[2]": {"choices": [1, 2]},
-        "mlp_ratio": {"choices": [2.0, 4.0]},
-        "ct_size": {"choices": [1, 2, 3]},  # 3 > window 2: refused by the generator -> a failed trial
-    },
-)
+TINY_SPACE = tiny_space(refused=True, **{"mlp_ratio": {"choices": [2.0, 4.0]}})
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY_SPACE, sort_keys=False))
+    write_space(tmp_path / "tiny.yaml", TINY_SPACE)
     return tmp_path
 
 
