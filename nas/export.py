@@ -327,12 +327,6 @@ def parse_pick(text: str) -> Pick:
     return Pick(t, "condition", objective=c.name, constraint=c)
 
 
-def _maximize(study: Any) -> list[bool]:
-    import optuna
-
-    return [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-
-
 def _config_key(t: Any) -> str:
     return json.dumps(t.user_attrs.get("config"), sort_keys=True) if t.user_attrs.get("config") else f"#{t.number}"
 
@@ -369,12 +363,12 @@ def _measured(study: Any, t: Any, name: str) -> Optional[float]:
 
 def knee_trial(study: Any, pool: Optional[Sequence[Any]] = None) -> Any:
     """The knee (see the module docstring) among ``pool`` (default: the Pareto set)."""
-    from .pareto import pareto_trials
+    from .pareto import maximize_flags, pareto_trials
 
     front = pareto_trials(study)
     if not front:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial: nothing to pick")
-    maximize = _maximize(study)
+    maximize = maximize_flags(study)
     span = []
     for i, mx in enumerate(maximize):
         vals = [t.values[i] for t in front]
@@ -439,10 +433,10 @@ def _check_exportable(t: Any) -> None:
 
 
 def _pick(study: Any, picks: Sequence[Pick]) -> Any:
-    from .pareto import feasible_trials, objective_names, pareto_trials
+    from .pareto import feasible_trials, maximize_flags, objective_names, pareto_trials
 
     names = objective_names(study)
-    maximize = dict(zip(names, _maximize(study)))
+    maximize = dict(zip(names, maximize_flags(study)))
     selectors = [p for p in picks if p.kind != "condition"]
     conditions = [p for p in picks if p.kind == "condition"]
     if len(selectors) > 1:
@@ -646,7 +640,7 @@ def _versions() -> dict[str, Optional[str]]:
 
 
 def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str]]) -> dict[str, Any]:
-    from .pareto import feasible_trials, objective_names, pareto_trials
+    from .pareto import feasible_trials, maximize_flags, objective_names, pareto_trials
     from .storage import describe_storage
 
     names = objective_names(study)
@@ -658,7 +652,7 @@ def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str
         on_pareto_front=any(p.number == t.number for p in pareto_trials(study)),
         feasible=any(p.number == t.number for p in feasible_trials(study)),
         objectives=dict(zip(names, t.values)),
-        directions=dict(zip(names, ["maximize" if m else "minimize" for m in _maximize(study)])),
+        directions=dict(zip(names, ["maximize" if m else "minimize" for m in maximize_flags(study)])),
         constraints=dict(t.constraints) if getattr(t, "constraints", None) else {},
         study_proxy=study.user_attrs.get("proxy"), study_settings=study.user_attrs.get("settings"),
         started=t.datetime_start.isoformat() if t.datetime_start else None,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["objective_names", "feasible_trials", "pareto_trials", "pareto_rows", "reference_point", "hypervolume",
-           "hypervolume_history", "write_report", "study_summary", "load_study"]
+           "hypervolume_history", "write_report", "study_summary", "load_study", "maximize_flags"]
 
 
 def load_study(study: str, storage: Any = None) -> Any:
@@ -36,7 +36,8 @@ def objective_names(study: Any) -> list[str]:
                 [f"objective_{i}" for i in range(len(study.directions))])
 
 
-def _maximize(study: Any) -> list[bool]:
+def maximize_flags(study: Any) -> list[bool]:
+    """Per objective: True where the study maximises it."""
     import optuna
 
     return [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
@@ -62,7 +63,7 @@ def reference_point(study: Any, trials: Optional[Sequence[Any]] = None) -> Optio
     if not trials:
         return None
     ref = []
-    for i, maximize in enumerate(_maximize(study)):
+    for i, maximize in enumerate(maximize_flags(study)):
         vals = [t.values[i] for t in trials]
         lo, hi = min(vals), max(vals)
         margin = 0.1 * (hi - lo) if hi > lo else 0.1 * (abs(hi) or 1.0)
@@ -84,7 +85,7 @@ def hypervolume(study: Any, reference: Optional[Sequence[float]] = None,
     ref = list(reference) if reference is not None else reference_point(study, trials)
     if ref is None or not trials:
         return None
-    maximize = _maximize(study)
+    maximize = maximize_flags(study)
     ref_loss = np.asarray(_loss(ref, maximize), dtype=float)
     pts = np.asarray([_loss(t.values, maximize) for t in trials], dtype=float)
     pts = pts[np.all(pts <= ref_loss, axis=1)]
@@ -141,7 +142,7 @@ def study_summary(study: Any, reference: Optional[Sequence[float]] = None) -> di
     ref = list(reference) if reference is not None else reference_point(study)
     return dict(
         study=study.study_name, objectives=objective_names(study),
-        directions=["maximize" if m else "minimize" for m in _maximize(study)],
+        directions=["maximize" if m else "minimize" for m in maximize_flags(study)],
         settings=study.user_attrs.get("settings"), proxy=study.user_attrs.get("proxy"),
         n_trials=len(trials), n_complete=sum(t.state == states.COMPLETE for t in trials),
         n_failed=sum(t.state == states.FAIL for t in trials), n_pruned=sum(t.state == states.PRUNED for t in trials),
