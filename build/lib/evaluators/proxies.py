@@ -1,0 +1,487 @@
+"""Zero-cost accuracy proxies: scores of an untrained network that should rank architectures.
+
+Every proxy has one signature, ``fn(model, batch, *, device, seed) -> float``, where ``batch`` is
+``(images, labels)``: images already resized to the model's resolution and normalised (see
+``evaluators.data``), labels int64. Proxies are registered by name (``register_proxy``) and are
+meant to be computed on a freshly initialised model (``init_model(cfg, seed)``, seeded without
+touching the global RNG). A proxy never changes the caller's model: those that change weights
+or modes (all but ``params``/``flops``) work on a deep copy.
+
+Sign convention: HIGHER = BETTER for every proxy (a search maximises them all):
+
+========== =====================================================================================
+params     +number of parameters ("bigger nets score higher").
+flops      +multiply-accumulates of one image at the batch's resolution, as fvcore counts them
+           (from the config when the model is a FasterViT, else traced; bigger = higher).
+synflow    log of the synaptic-flow saliency sum (Tanaka et al. 2020, as used by Abdelfattah et al.
+           2021): a float64 copy with every state-dict tensor replaced by its absolute value,
+           BatchNorm in eval mode (at initialisation: the identity), an all-ones input of one
+           image, R = sum of the logits, score = log sum_{conv/linear weights} |w * dR/dw|.
+           LayerNorm cannot be "switched off" like BN (it has no running statistics) and is part
+           of the transformer blocks, so it stays; it also keeps the transformer stages' signal
+           bounded, which is why float64 does not overflow even on FasterViT-6.
+snip       sum |w * dL/dw| over conv/linear weights, L = cross-entropy on the batch (Lee et al.
+           2019 as a proxy: Abdelfattah et al. 2021). Train mode, stochastic depth off.
+grad_norm  sum over conv/linear layers of ||dL/dW||_2 (Abdelfattah et al. 2021). Train mode.
+jacob_cov  Mellor et al. (2020, v1 of "NAS without training"): J = d(sum of logits)/d(input) per
+           image, C = correlation matrix of the rows of J, score = -sum_i [log(l_i + k) +
+           1/(l_i + k)] over the eigenvalues l_i of C, k = 1e-5 (less correlated = higher).
+           Rows with zero variance are treated as uncorrelated; tiny negative eigenvalues from
+           round-off are clipped to 0.
+naswot     Mellor et al. (ICML 2021): each image gets a binary code, one bit per activation unit;
+           K[i, j] = number of units where images i and j agree; score = log det K. FasterViT has
+           ReLU in the stem and GELU in the blocks: the bit is the sign of the PRE-activation
+           (x > 0), which for ReLU is the original definition and for GELU marks the side where
+           GELU(x) is positive. Positional-encoding MLPs (inputs are coordinates, not images) are
+           left out. Train mode (BatchNorm batch statistics), no gradients.
+ensemble   synflow + log(snip) + naswot / batch_size: a sum of log-scale scores, equal weights.
+           Taking logs makes the sum indifferent to each proxy's units (a constant factor on a
+           proxy shifts every architecture equally), so it needs no population statistics; the
+           implicit weight of each member is its log dynamic range across architectures. It was
+           chosen a priori (a size/flow signal, a loss-gradient saliency and an activation
+           diversity signal, as in the literature's votes), not fitted to any ground truth here;
+           ``bench/proxy_groundtruth.py`` measures it like every other proxy.
+========== =====================================================================================
+
+``rank_ensemble(records, names)`` is the population-level ensemble: the mean normalised rank of
+several proxies over a set of architectures (needs the whole set; not a per-model proxy).
+
+Determinism: given the model (hence ``init_model``'s seed) and the batch, every proxy is
+deterministic on the CPU; on a GPU, cuDNN/cuBLAS reductions may differ in the last bits.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces import FasterViT, FasterViTConfig, resolve_config
+
+__all__ = [
+    "Proxy", "ProxyResult", "ProxyError", "PROXIES", "register_proxy", "list_proxies", "get_proxy", "init_model",
+    "compute_proxies", "rank_ensemble", "ENSEMBLE_MEMBERS",
+]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+ProxyFn = Callable[..., float]
+
+
+class ProxyError(RuntimeError):
+    """A proxy cannot give a finite score for this network (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A registered proxy: its function, what it measures, and (for derived ones) its members."""
+
+    name: str
+    fn: ProxyFn
+    description: str
+    members: tuple[str, ...] = ()
+    combine: Optional[Callable[[Mapping[str, float], int], float]] = None
+
+
+@dataclass
+class ProxyResult:
+    """One proxy on one network: the value (None when it failed), seconds taken, the error if any."""
+
+    name: str
+    value: Optional[float]
+    seconds: float
+    error: Optional[str] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROXIES: dict[str, Proxy] = {}
+
+
+def register_proxy(name: str, *, description: str = "", members: Sequence[str] = (),
+                   combine: Optional[Callable[[Mapping[str, float], int], float]] = None
+                   ) -> Callable[[ProxyFn], ProxyFn]:
+    """Register ``fn(model, batch, *, device, seed) -> float`` (higher = better) under ``name``.
+
+    ``members``/``combine`` declare a derived proxy: ``compute_proxies`` combines the members'
+    values (``combine(values, batch_size)``) when they were computed in the same call.
+    """
+    def deco(fn: ProxyFn) -> ProxyFn:
+        if name in PROXIES:
+            raise ValueError(f"proxy {name!r} is already registered")
+        PROXIES[name] = Proxy(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0], tuple(members),
+                              combine)
+        return fn
+    return deco
+
+
+def list_proxies() -> list[str]:
+    """Registered proxy names, in registration order."""
+    return list(PROXIES)
+
+
+def get_proxy(name: str) -> Proxy:
+    if name not in PROXIES:
+        raise ValueError(f"unknown proxy {name!r}; known: {', '.join(PROXIES)}")
+    return PROXIES[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+def init_model(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], seed: int, *,
+               num_classes: Optional[int] = None, device: Union[str, torch.device, None] = None) -> FasterViT:
+    """A freshly initialised FasterViT whose weights depend only on ``cfg`` and ``seed``.
+
+    Built on the CPU under ``torch.random.fork_rng`` seeded with ``seed`` (the caller's global RNG
+    state is restored afterwards), then moved to ``device``: the same seed gives the same weights
+    on every device.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an integer")
+    cfg = resolve_config(cfg)
+    if num_classes is not None:
+        cfg = cfg.replace(num_classes=num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FasterViT(cfg)
+    return model.to(device) if device is not None else model
+
+
+def _device(device: Union[str, torch.device, None], batch: Batch) -> torch.device:
+    return torch.device(device) if device is not None else batch[0].device
+
+
+def _working_copy(model: nn.Module, device: torch.device, *, train: bool,
+                  dtype: Optional[torch.dtype] = None) -> nn.Module:
+    """A deep copy on ``device`` in train/eval mode with stochastic depth and dropout off, no grads."""
+    from timm.layers import DropPath
+
+    m = copy.deepcopy(model)
+    m = m.to(device=device, dtype=dtype) if dtype is not None else m.to(device)
+    m.train(train)
+    for mod in m.modules():
+        if isinstance(mod, DropPath):
+            mod.drop_prob = 0.0
+        elif isinstance(mod, nn.Dropout):
+            mod.p = 0.0
+    for p in m.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    return m
+
+
+def _weighted_layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def _batch_on(batch: Batch, device: torch.device) -> Batch:
+    x, y = batch
+    return x.to(device), y.to(device)
+
+
+# ---------------------------------------------------------------------------------------------
+# proxies
+# ---------------------------------------------------------------------------------------------
+@register_proxy("params", description="+number of parameters (bigger nets score higher)")
+def params(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    from .cost import count_params
+
+    return float(count_params(model))
+
+
+@register_proxy("flops", description="+MACs of one image at the batch's resolution, fvcore's count (bigger = higher)")
+def flops(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """From the config (``evaluators.cost.analytic_flops``, equal to fvcore's trace, instant) when the
+    model is a FasterViT built for the batch's resolution; otherwise fvcore traces the model."""
+    from .cost import analytic_flops, count_flops
+
+    x = batch[0]
+    res = tuple(x.shape[-2:])
+    cfg = getattr(model, "config", None)
+    if isinstance(cfg, FasterViTConfig) and tuple(cfg.resolution) == res and cfg.in_chans == x.shape[1]:
+        return float(analytic_flops(cfg))
+    return float(count_flops(model, res, in_chans=x.shape[1]))
+
+
+@register_proxy("synflow", description="log sum |w * dR/dw|, |weights|, BN eval, ones input, float64")
+def synflow(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=False, dtype=torch.float64)
+    with torch.no_grad():
+        for t in m.state_dict().values():  # parameters and BN running statistics, as in the paper
+            if t.is_floating_point():
+                t.abs_()
+    scored = {id(layer.weight) for layer in _weighted_layers(m)}
+    total = torch.zeros((), dtype=torch.float64, device=dev)
+    seen: set[int] = set()
+
+    # Score each parameter as soon as its gradient is complete and drop the gradient: peak memory
+    # stays at one model (float64) + activations, which matters for FasterViT-4..6.
+    def hook(p: torch.Tensor) -> None:
+        if id(p) in seen:
+            raise ProxyError("a parameter is used twice in one forward pass; synflow's per-parameter "
+                             "streaming needs each parameter used once")
+        seen.add(id(p))
+        if id(p) in scored:
+            total.add_((p.detach() * p.grad).abs().sum())
+        p.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(hook) for p in m.parameters()]
+    try:
+        x = torch.ones((1, *batch[0].shape[1:]), dtype=torch.float64, device=dev)
+        m(x).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    value = float(total)
+    if not math.isfinite(value):
+        raise ProxyError(f"synflow sum overflowed float64 ({value})")
+    if value <= 0.0:
+        raise ProxyError("synflow sum is 0: no gradient reaches the weights")
+    return math.log(value)
+
+
+def _loss_grads(model: nn.Module, batch: Batch, dev: torch.device) -> tuple[list[nn.Module], list[Optional[torch.Tensor]]]:
+    m = _working_copy(model, dev, train=True)
+    x, y = _batch_on(batch, dev)
+    layers = _weighted_layers(m)
+    loss = F.cross_entropy(m(x), y)
+    grads = torch.autograd.grad(loss, [layer.weight for layer in layers], allow_unused=True)
+    return layers, list(grads)
+
+
+@register_proxy("snip", description="sum |w * dL/dw| over conv/linear weights (cross-entropy on the batch)")
+def snip(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    dev = _device(device, batch)
+    layers, grads = _loss_grads(model, batch, dev)
+    total = sum(((layer.weight.detach() * g).abs().sum(dtype=torch.float64) for layer, g in zip(layers, grads)
+                 if g is not None), torch.zeros((), dtype=torch.float64, device=dev))
+    return float(total)
+
+
+@register_proxy("grad_norm", description="sum over conv/linear layers of ||dL/dW||_2")
+def grad_norm(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    dev = _device(device, batch)
+    _, grads = _loss_grads(model, batch, dev)
+    total = sum((g.double().norm() for g in grads if g is not None), torch.zeros((), dtype=torch.float64, device=dev))
+    return float(total)
+
+
+@register_proxy("jacob_cov", description="-sum log(l+k)+1/(l+k), l = eigenvalues of the input-Jacobian correlation")
+def jacob_cov(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=True)
+    x, _ = _batch_on(batch, dev)
+    if x.shape[0] < 2:
+        raise ProxyError("jacob_cov needs a batch of at least 2 images")
+    x = x.clone().requires_grad_(True)
+    (jac,) = torch.autograd.grad(m(x).sum(), x)
+    j = jac.reshape(jac.shape[0], -1).double()
+    j = j - j.mean(dim=1, keepdim=True)
+    norms = j.norm(dim=1, keepdim=True)
+    j = torch.where(norms > 0, j / norms.clamp_min(1e-300), torch.zeros_like(j))
+    corr = j @ j.T
+    corr.fill_diagonal_(1.0)
+    eig = torch.linalg.eigvalsh(corr).clamp_min(0.0)
+    k = 1e-5
+    return float(-(torch.log(eig + k) + 1.0 / (eig + k)).sum())
+
+
+def _positional_modules(model: nn.Module) -> set[int]:
+    from search_spaces.fastervit import RelPosBias, TokenPosEmbed
+
+    out: set[int] = set()
+    for mod in model.modules():
+        if isinstance(mod, (TokenPosEmbed, RelPosBias)):
+            out.update(id(sub) for sub in mod.modules())
+    return out
+
+
+@register_proxy("naswot", description="log det of the activation-pattern agreement kernel (pre-activation sign)")
+def naswot(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=True)
+    x, _ = _batch_on(batch, dev)
+    b = x.shape[0]
+    if b < 2:
+        raise ProxyError("naswot needs a batch of at least 2 images")
+    kernel = torch.zeros((b, b), dtype=torch.float64, device=dev)
+    skip = _positional_modules(m)
+    problems: list[str] = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            a = inputs[0].detach()
+            if a.shape[0] % b:
+                problems.append(f"{name}: leading dimension {a.shape[0]} is not a multiple of the batch {b}")
+                return
+            code = (a.reshape(b, -1) > 0)
+            units = code.shape[1]
+            # exact in float32 while counts stay below 2**24 (0/1 inputs are exact in TF32 too)
+            z = code.to(torch.float32 if units < 2**24 else torch.float64)
+            agree_ones = z @ z.T
+            ones = z.sum(dim=1)
+            # agreements = z z^T + (1 - z)(1 - z)^T
+            kernel.add_((2 * agree_ones - ones[:, None] - ones[None, :] + units).double())
+        return fn
+
+    handles = [mod.register_forward_hook(hook(name)) for name, mod in m.named_modules()
+               if isinstance(mod, (nn.ReLU, nn.GELU)) and id(mod) not in skip]
+    if not handles:
+        raise ProxyError("naswot found no ReLU/GELU modules to read activation patterns from")
+    try:
+        with torch.no_grad():
+            m(x)
+    finally:
+        for h in handles:
+            h.remove()
+    if problems:
+        raise ProxyError("naswot cannot group activations per image: " + "; ".join(problems[:3]))
+    sign, logdet = torch.linalg.slogdet(kernel)
+    if float(sign) <= 0 or not math.isfinite(float(logdet)):
+        raise ProxyError("naswot kernel is singular: two images of the batch have identical activation codes")
+    return float(logdet)
+
+
+#: members of the per-model ``ensemble`` proxy (chosen a priori, see the module docstring)
+ENSEMBLE_MEMBERS = ("synflow", "snip", "naswot")
+
+
+def _combine_ensemble(values: Mapping[str, float], batch_size: int) -> float:
+    snip_value = values["snip"]
+    if not snip_value > 0:
+        raise ProxyError(f"ensemble needs snip > 0 to take its log, got {snip_value}")
+    return values["synflow"] + math.log(snip_value) + values["naswot"] / batch_size
+
+
+@register_proxy("ensemble", description="synflow + log(snip) + naswot/batch (log-scale sum, a-priori members)",
+                members=ENSEMBLE_MEMBERS, combine=_combine_ensemble)
+def ensemble(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    values = {n: PROXIES[n].fn(model, batch, device=device, seed=seed) for n in ENSEMBLE_MEMBERS}
+    return _combine_ensemble(values, batch[0].shape[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# running several
+# ---------------------------------------------------------------------------------------------
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _error_text(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()[0]
+    return text[:500]
+
+
+def compute_proxies(model_or_cfg: Union[nn.Module, FasterViTConfig, str, Mapping[str, Any]],
+                    names: Optional[Iterable[str]], batch: Batch, *, device: Union[str, torch.device, None] = None,
+                    seed: int = 0, num_classes: Optional[int] = None) -> dict[str, ProxyResult]:
+    """Compute several proxies on one network; a failing proxy records its error, the rest still run.
+
+    Args:
+        model_or_cfg: a model (used as given, never changed) or a config / preset name / dict,
+            from which ``init_model(cfg, seed, num_classes=num_classes)`` builds a fresh model.
+        names: proxies to compute (default: all registered), in this order; a derived proxy
+            (``ensemble``) reuses its members' values when they are computed in the same call.
+        batch: ``(images, labels)``, images resized to the model's resolution and normalised.
+        device: where to run (default: the batch's device).
+        seed: passed to every proxy, and the init seed for a config.
+
+    Returns:
+        ``{name: ProxyResult(value, seconds, error)}``; a non-finite value is recorded as an error.
+    """
+    names = list(names) if names is not None else list(PROXIES)
+    for n in names:
+        get_proxy(n)
+    if len(set(names)) != len(names):
+        raise ValueError(f"proxy names repeat: {names}")
+    dev = _device(device, batch)
+    if isinstance(model_or_cfg, nn.Module):
+        model = model_or_cfg  # proxies copy it before changing modes or weights
+    else:
+        model = init_model(model_or_cfg, seed, num_classes=num_classes, device=dev)
+    batch = _batch_on(batch, dev)
+    results: dict[str, ProxyResult] = {}
+    for name in names:
+        proxy = PROXIES[name]
+        if proxy.members and all(m in results and results[m].ok for m in proxy.members):
+            t0 = time.perf_counter()
+            try:
+                value: Optional[float] = proxy.combine({m: results[m].value for m in proxy.members}, batch[0].shape[0])
+                error = None
+            except Exception as e:  # recorded on the result, never raised
+                value, error = None, _error_text(e)
+            seconds = sum(results[m].seconds for m in proxy.members) + time.perf_counter() - t0
+            results[name] = _checked(name, value, seconds, error)
+            continue
+        _sync(dev)
+        t0 = time.perf_counter()
+        try:
+            value = float(proxy.fn(model, batch, device=dev, seed=seed))
+            error = None
+        except Exception as e:  # recorded on the result, never raised
+            value, error = None, _error_text(e)
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+        _sync(dev)
+        results[name] = _checked(name, value, time.perf_counter() - t0, error)
+    return results
+
+
+def _checked(name: str, value: Optional[float], seconds: float, error: Optional[str]) -> ProxyResult:
+    if error is None and (value is None or not math.isfinite(value)):
+        return ProxyResult(name, None, seconds, f"ProxyError: {name} returned a non-finite value ({value})")
+    return ProxyResult(name, value, seconds, error)
+
+
+def _value(v: Any) -> Optional[float]:
+    if isinstance(v, ProxyResult):
+        v = v.value
+    if isinstance(v, Mapping):
+        v = v.get("value")
+    if v is None or isinstance(v, bool):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def rank_ensemble(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> list[Optional[float]]:
+    """Population-level ensemble: mean normalised rank (0 = worst, 1 = best) of ``names``.
+
+    ``records[i][name]`` is a number, a ``ProxyResult`` or a ``{"value": ...}`` dict. Only
+    records with a finite value for every name are ranked (ties share their average rank); the
+    others get None. Higher = better, like every proxy.
+    """
+    from scipy.stats import rankdata
+
+    names = list(names)
+    if not names:
+        raise ValueError("rank_ensemble needs at least one proxy name")
+    vals = [[_value(r.get(n)) for n in names] for r in records]
+    keep = [i for i, row in enumerate(vals) if all(v is not None for v in row)]
+    out: list[Optional[float]] = [None] * len(records)
+    if not keep:
+        return out
+    if len(keep) == 1:
+        out[keep[0]] = 0.5
+        return out
+    score = [0.0] * len(keep)
+    for j in range(len(names)):
+        ranks = rankdata([vals[i][j] for i in keep], method="average")
+        for k, r in enumerate(ranks):
+            score[k] += (float(r) - 1.0) / (len(keep) - 1)
+    for k, i in enumerate(keep):
+        out[i] = score[k] / len(names)
+    return out

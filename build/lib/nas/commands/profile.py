@@ -1,0 +1,91 @@
+"""``nas profile``: measured throughput of one network on the GPU (images/s, latency, memory, GPU state)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from ._common import console, err_console, fail, load_config, print_json, user_errors
+
+NO_GPU_EXIT = 3
+# Defaults per device: the paper's protocol on a GPU; small, plain and quick on a CPU.
+_GPU_DEFAULTS = dict(batch_size=128, mode="cudagraph", dtype="fp16", warmup=3, repeats=20)
+_CPU_DEFAULTS = dict(batch_size=8, mode="eager", dtype="fp32", warmup=1, repeats=5)
+
+
+def profile(
+    config: str = typer.Argument(..., metavar="NAME|CONFIG.json", help="Preset name or config JSON file."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward [GPU: 128, CPU: 8]."),
+    resolution: Optional[int] = typer.Option(None, help="Override the config's (square) resolution."),
+    dtype: Optional[str] = typer.Option(None, help="fp16 | bf16 (autocast AMP) | fp32 [GPU: fp16, CPU: fp32]."),
+    mode: Optional[str] = typer.Option(
+        None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) "
+                   "[GPU: cudagraph, CPU: eager]."),
+    no_deploy: bool = typer.Option(False, "--no-deploy", help="Keep positional MLPs and BatchNorm (as trained)."),
+    no_channels_last: bool = typer.Option(False, "--no-channels-last", help="Contiguous (NCHW) memory format."),
+    device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),
+    warmup: Optional[int] = typer.Option(None, help="Warm-up forward passes [GPU: 3, CPU: 1]."),
+    repeats: Optional[int] = typer.Option(None, help="Timed samples [GPU: 20, CPU: 5]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON record instead of a table."),
+) -> None:
+    """Images/s (median, min, max, CV), latency, batch-1 latency, peak memory and GPU clocks of one network."""
+    from evaluators.profiler import NoGPUError, measure_throughput, resolve_device
+
+    cfg = load_config(config)
+    try:
+        with user_errors():
+            dev = resolve_device(device)
+    except NoGPUError:
+        fail("no CUDA GPU was found (torch.cuda.is_available() is False); add --device cpu to measure on the CPU "
+             "(CPU numbers are not the paper's GPU protocol)", code=NO_GPU_EXIT)
+    defaults = _GPU_DEFAULTS if dev.type == "cuda" else _CPU_DEFAULTS
+    chosen = dict(batch_size=batch_size, mode=mode, dtype=dtype, warmup=warmup, repeats=repeats)
+    options = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+    if dev.type == "cpu":
+        err_console.print(f"note: measuring on the CPU ({options['mode']}, {options['dtype']}, batch "
+                          f"{options['batch_size']}); CPU numbers are not the paper's protocol "
+                          "(GPU, batch 128, fp16 AMP)", highlight=False)
+    with user_errors():
+        record = measure_throughput(cfg, resolution=resolution, deploy=not no_deploy,
+                                    channels_last=not no_channels_last, device=dev, **options)
+    if as_json:
+        print_json(record.to_dict())
+    else:
+        _print_table(config, record)
+    if record.error:
+        fail(f"measurement failed: {record.error}", code=1)
+
+
+def _print_table(name: str, r: Any) -> None:
+    from rich.table import Table
+
+    def num(value: Optional[float], fmt: str, unit: str = "") -> str:
+        return "-" if value is None else f"{value:{fmt}}{unit}"
+
+    t = Table("measure", "value", title=f"{name}  ({r.model})", title_justify="left")
+    t.add_row("device", r.gpu_name if r.device == "cuda" else f"cpu ({r.cpu_name})")
+    t.add_row("settings", f"{r.mode}, {r.dtype}, batch {r.batch_size}, {r.resolution[0]}x{r.resolution[1]}, "
+                          f"{'deploy' if r.deploy else 'no deploy'}, "
+                          f"{'channels_last' if r.channels_last else 'contiguous'}")
+    t.add_row("images/s (median)", num(r.images_per_s, ",.1f"))
+    t.add_row("images/s (min / max)", f"{num(r.images_per_s_min, ',.1f')} / {num(r.images_per_s_max, ',.1f')}")
+    t.add_row("CV over samples", num(None if r.cv is None else 100 * r.cv, ".2f", " %"))
+    t.add_row("latency per batch", num(r.latency_ms, ".3f", " ms"))
+    t.add_row("latency, batch 1", num(r.latency_b1_ms, ".3f", " ms"))
+    t.add_row("peak GPU memory", num(r.peak_mem_mb, ",.0f", " MiB"))
+    if r.compile_s is not None:
+        t.add_row("compile time", num(r.compile_s, ".1f", " s"))
+    if r.device == "cuda":
+        t.add_row("driver", r.driver or "-")
+        t.add_row("SM clock (median / max)", f"{num(r.sm_clock_mhz, 'd')} / {num(r.max_sm_clock_mhz, 'd')} MHz")
+        t.add_row("temperature (max)", num(r.temperature_c, "d", " °C"))
+        t.add_row("power (median)", num(r.power_w, ".0f", " W"))
+        t.add_row("throttle reasons", ", ".join(r.throttle_reasons) or "none")
+        if r.nvml_error:
+            t.add_row("NVML", r.nvml_error)
+    t.add_row("samples", f"{r.repeats} x {num(r.iters_per_sample, 'd')} forward(s), warm-up {r.warmup}")
+    t.add_row("wall time", num(r.wall_s, ".2f", " s"))
+    if r.error:
+        t.add_row("error", r.error)
+    console.print(t)

@@ -1,0 +1,96 @@
+"""``nas search``: a multi-objective study (local Optuna, parallel workers, or Ray Tune)."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from ._common import console, fail, user_errors
+
+
+def search(
+    objective: str = typer.Option("accuracy,throughput", "--objective", "-o",
+                                  help="2-3 of: accuracy, throughput, latency, params, flops, memory."),
+    proxy: str = typer.Option("jacob_cov", help="Accuracy proxy (see `nas proxies`), or 'train'. Default: the best zero-cost proxy on our ground truth (README)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials to add (default: 40 on a GPU, 8 on CPU)."),
+    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
+    sampler: str = typer.Option("nsga2", help="nsga2 | nsga3 | tpe | gp | random."),
+    constraint: List[str] = typer.Option([], "--constraint", "-c", help="e.g. 'params<=60e6' (repeatable)."),
+    space: str = typer.Option("default", help="Built-in space name or a YAML file."),
+    data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///results/nas.db; "
+                                          "journal:results/nas.journal with --workers)."),
+    study: str = typer.Option("default", help="Study name; the same name resumes and adds trials."),
+    device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda if present)."),
+    seed: int = typer.Option(0, help="Seed of the sampler, data batch and proxies."),
+    enqueue_presets: Optional[bool] = typer.Option(None, "--enqueue-presets/--no-enqueue-presets",
+                                                   help="Evaluate FasterViT-0..3 first as reference points "
+                                                        "(default: on with a GPU)."),
+    proxy_resolution: Optional[int] = typer.Option(None, help="Resolution the proxy scores at (default 128 GPU / 96 CPU)."),
+    batch_size: Optional[int] = typer.Option(None, help="Profiler batch size (default 128 GPU / 2 CPU)."),
+    workers: int = typer.Option(1, help="Parallel worker processes sharing the study (one per GPU)."),
+    backend: str = typer.Option("optuna", help="optuna (this box) | ray (Ray Tune)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (auto | HOST:PORT)."),
+    gpus_per_trial: float = typer.Option(1.0, help="GPUs per Ray trial (fractions allowed)."),
+    results_dir: str = typer.Option("results", help="Where logs and reports go."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Search the space for the Pareto front of the chosen objectives; prints the front and a report path."""
+    from nas.search import SearchSettings
+
+    settings = SearchSettings(
+        objectives=tuple(objective.split(",")), proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
+        constraints=tuple(constraint), space=space, data=data, data_dir=data_dir, storage=storage, study=study,
+        device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
+        batch_size=batch_size, results_dir=results_dir, quiet=quiet)
+    if backend not in ("optuna", "ray"):
+        fail(f"--backend {backend!r} must be 'optuna' or 'ray'")
+    with user_errors():
+        # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
+        resolved = settings.resolved() if backend != "ray" else None
+    if resolved is not None and resolved.device == "cpu" and not quiet:
+        console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "
+                      f"(batch {resolved.batch_size}, eager), not the paper's GPU protocol.[/]")
+    if backend == "ray":
+        from nas.ray_backend import run_ray_search
+
+        with user_errors():
+            result = run_ray_search(settings, address=ray_address, workers=workers, gpus_per_trial=gpus_per_trial)
+    elif workers > 1:
+        from nas.parallel import run_parallel
+
+        with user_errors():
+            result = run_parallel(settings, workers=workers)
+    else:
+        from nas.search import run_search
+
+        with user_errors():
+            result = run_search(settings)
+    _print_result(result, quiet)
+
+
+def _print_result(result, quiet: bool) -> None:
+    from nas.commands.pareto import print_pareto_rows
+
+    if result.stopped_reason:
+        console.print(f"[red]{result.stopped_reason}[/]")
+    console.print(f"study [bold]{result.study_name}[/] on {result.storage}: {result.n_complete} complete, "
+                  f"{result.n_failed} failed, {result.n_pruned} pruned", highlight=False)
+    print_pareto_rows(result.pareto, result.hypervolume, result.objectives)
+    if result.report:
+        console.print(f"report: {result.report}", highlight=False)
+    if result.log_file:
+        console.print(f"log: {result.log_file}", highlight=False)
+
+
+def worker(
+    settings_json: str = typer.Argument(..., help="JSON of SearchSettings (written by the parent)."),
+    trials: int = typer.Option(..., help="Trials this worker runs."),
+    gpu: Optional[str] = typer.Option(None, help="CUDA_VISIBLE_DEVICES for this worker."),
+) -> None:
+    """Internal: one parallel worker of `nas search --workers N`."""
+    from nas.parallel import worker_main
+
+    worker_main(settings_json, trials=trials, gpu=gpu)

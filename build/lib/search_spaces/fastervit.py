@@ -1,0 +1,590 @@
+"""FasterViT, generated from a ``FasterViTConfig``.
+
+Paper: Hatamizadeh et al., "FasterViT: Fast Vision Transformers with Hierarchical Attention",
+ICLR 2024 (arXiv 2306.06189). FasterViT-0..6 are points of the config space and load the official
+checkpoints (through ``checkpoint_filter_fn``) with identical outputs.
+
+Layout: positional encodings, attention, blocks, carrier-token initialiser, stages, model,
+checkpoint mapping, deploy step.
+
+Deploy (``model.switch_to_deploy()``) is an explicit step: it evaluates every positional MLP once
+for the configured resolution, stores the results as buffers (aligned for the fused attention
+kernels, in the dtype the model will run in) and folds BatchNorm into the preceding convolutions.
+``forward`` never changes module state.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Optional, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import DropPath, LayerNorm2d, trunc_normal_, use_fused_attn
+
+from .config import FasterViTConfig, StageGeometry
+
+__all__ = ["FasterViT", "build_model", "checkpoint_filter_fn", "window_order"]
+
+_BIAS_ALIGN = 16  # fused attention kernels want the mask's row stride a multiple of this
+
+
+# ---------------------------------------------------------------------------------------------
+# positional encodings
+# ---------------------------------------------------------------------------------------------
+def window_order(grid: tuple[int, int], window: int) -> torch.Tensor:
+    """Raster indices of a (H, W) token grid listed window by window (windows of ``window``²).
+
+    Carrier tokens are kept in this order inside a stage, so that splitting them per window is a
+    free reshape; the positional tables are permuted to match once.
+    """
+    gh, gw = grid
+    idx = torch.arange(gh * gw).view(gh // window, window, gw // window, window)
+    return idx.permute(0, 2, 1, 3).reshape(-1)
+
+
+class _CoordMLP(nn.Sequential):
+    """Linear(2, hidden) -> ReLU -> Linear(hidden, out, no bias): maps coordinates to values."""
+
+    def __init__(self, out_features: int, hidden: int = 512):
+        super().__init__()
+        self.fc1 = nn.Linear(2, hidden)
+        self.act = nn.ReLU()
+        self.fc2 = nn.Linear(hidden, out_features, bias=False)
+
+
+class TokenPosEmbed(nn.Module):
+    """Absolute positional embedding added to tokens of a (H, W) grid, from an MLP over coordinates.
+
+    Coordinates are centred and scaled per axis: (i - n//2) / (n//2).
+    """
+
+    def __init__(self, dim: int, grid: tuple[int, int], order: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.grid = grid
+        self.mlp = _CoordMLP(dim)
+        axes = []
+        for n in grid:
+            half = max(n // 2, 1)
+            axes.append((torch.arange(n, dtype=torch.float32) - n // 2) / half)
+        coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+        if order is not None:
+            coords = coords[order]
+        self.register_buffer("coords", coords, persistent=False)
+        self.register_buffer("deployed", None, persistent=False)
+
+    def embedding(self) -> torch.Tensor:
+        return self.mlp(self.coords).unsqueeze(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deployed is not None:
+            return x + self.deployed
+        return x + self.embedding()
+
+    @torch.no_grad()
+    def deploy(self, dtype: Optional[torch.dtype] = None) -> None:
+        emb = self.embedding()
+        self.deployed = emb.to(dtype) if dtype is not None else emb
+
+
+class RelPosBias(nn.Module):
+    """SwinV2-style continuous relative position bias over a (H, W) token grid.
+
+    An MLP maps log-spaced relative offsets to one bias per head, squashed by 16*sigmoid.
+    ``num_prefix`` extra tokens (carrier tokens placed before the window) get zero bias.
+    """
+
+    def __init__(self, grid: tuple[int, int], num_heads: int, num_prefix: int = 0,
+                 order: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.grid = grid
+        self.num_heads = num_heads
+        self.num_prefix = num_prefix
+        self.mlp = _CoordMLP(num_heads)
+        gh, gw = grid
+        rel_h = torch.arange(-(gh - 1), gh, dtype=torch.float32) / max(gh - 1, 1)
+        rel_w = torch.arange(-(gw - 1), gw, dtype=torch.float32) / max(gw - 1, 1)
+        table = torch.stack(torch.meshgrid(rel_h, rel_w, indexing="ij"), dim=-1).reshape(-1, 2) * 8
+        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+        self.register_buffer("table", table, persistent=False)
+        pos = torch.stack(torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")).flatten(1)
+        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0)
+        index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
+        if order is not None:
+            index = index[order][:, order]
+        self.register_buffer("index", index, persistent=False)
+        self.register_buffer("deployed", None, persistent=False)
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix + self.grid[0] * self.grid[1]
+
+    def bias(self) -> torch.Tensor:
+        """The (1, heads, N, N) additive attention bias."""
+        n = self.grid[0] * self.grid[1]
+        b = self.mlp(self.table)[self.index.reshape(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
+        b = 16 * torch.sigmoid(b)
+        if self.num_prefix:
+            b = F.pad(b, (self.num_prefix, 0, self.num_prefix, 0))
+        return b.unsqueeze(0)
+
+    def forward(self) -> torch.Tensor:
+        if self.deployed is not None:
+            return self.deployed[None, :, :, : self.num_tokens]
+        return self.bias()
+
+    @torch.no_grad()
+    def deploy(self, dtype: Optional[torch.dtype] = None) -> None:
+        b = self.bias()
+        if dtype is not None:
+            b = b.to(dtype)
+        n = b.shape[-1]
+        padded = b.new_zeros(*b.shape[1:-1], -(-n // _BIAS_ALIGN) * _BIAS_ALIGN)
+        padded[..., :n] = b[0]
+        # kept 3-D (heads, N, N padded): model.to(memory_format=channels_last) re-strides 4-D
+        # buffers, and the fused attention kernels need the mask's last dim contiguous
+        self.deployed = padded
+
+
+# ---------------------------------------------------------------------------------------------
+# attention and blocks
+# ---------------------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head self-attention with a learned relative position bias."""
+
+    def __init__(self, dim: int, num_heads: int, rel_pos: RelPosBias, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        # the fused SDPA kernels need head_dim % 8 == 0; otherwise SDPA's math fallback upcasts to
+        # fp32 and is slower than the explicit path (FasterViT-4: head_dim 49)
+        self.fused_attn = use_fused_attn() and self.head_dim % 8 == 0
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos = rel_pos
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.rel_pos()
+        if self.fused_attn:
+            if bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
+                bias = bias.to(q.dtype)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            attn = (q @ k.transpose(-2, -1)) * self.scale + bias
+            x = attn.softmax(dim=-1) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def _layer_scale(dim: int, init: Optional[float]) -> Optional[nn.Parameter]:
+    return nn.Parameter(init * torch.ones(dim)) if init is not None else None
+
+
+def _scale(x: torch.Tensor, gamma: Optional[torch.Tensor]) -> torch.Tensor:
+    return x if gamma is None else x * gamma
+
+
+class ConvBlock(nn.Module):
+    """x + BN(Conv3x3(GELU(BN(Conv3x3(x))))), optionally layer-scaled."""
+
+    def __init__(self, dim: int, drop_path: float = 0.0, layer_scale: Optional[float] = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.act = nn.GELU()
+        self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.gamma = _layer_scale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm2(self.conv2(self.act(self.norm1(self.conv1(x)))))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1)
+        return x + self.drop_path(y)
+
+
+class HATBlock(nn.Module):
+    """Transformer block of a windowed stage, with hierarchical attention when carrier tokens exist.
+
+    With carrier tokens (CTs): (1) all CTs of an image attend to each other; (2) each window's
+    tokens attend together with that window's CTs; (3) they are split again. Without CTs this is a
+    plain (window or global) attention block. Local tokens: (B*windows, window², C); CTs:
+    (B, windows*ct², C) listed window by window.
+    """
+
+    def __init__(self, dim: int, num_heads: int, geom: StageGeometry, ct_size: int, mlp_ratio: float,
+                 qkv_bias: bool, drop_path: float, layer_scale: Optional[float], propagate: bool):
+        super().__init__()
+        ws = geom.window
+        self.window = ws
+        self.ct_size = ct_size
+        self.num_ct = geom.ct_per_window
+        hidden = int(dim * mlp_ratio)
+        self.pos_embed = TokenPosEmbed(dim, (ws, ws))
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, RelPosBias((ws, ws), num_heads, num_prefix=self.num_ct), qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, hidden)
+        self.gamma_attn = _layer_scale(dim, layer_scale)
+        self.gamma_mlp = _layer_scale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.propagate = propagate and geom.hat
+        if geom.hat:
+            order = window_order(geom.ct_grid, ct_size)
+            self.ct_pos_embed = TokenPosEmbed(dim, geom.ct_grid, order=order)
+            self.ct_norm1 = nn.LayerNorm(dim)
+            self.ct_attn = Attention(dim, num_heads, RelPosBias(geom.ct_grid, num_heads, order=order), qkv_bias)
+            self.ct_norm2 = nn.LayerNorm(dim)
+            self.ct_mlp = Mlp(dim, hidden)
+            self.gamma_ct_attn = _layer_scale(dim, layer_scale)
+            self.gamma_ct_mlp = _layer_scale(dim, layer_scale)
+        else:
+            self.ct_attn = None
+
+    def forward(self, x: torch.Tensor, ct: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        x = self.pos_embed(x)
+        if self.ct_attn is not None:
+            ct = self.ct_pos_embed(ct)
+            ct = ct + self.drop_path(_scale(self.ct_attn(self.ct_norm1(ct)), self.gamma_ct_attn))
+            ct = ct + self.drop_path(_scale(self.ct_mlp(self.ct_norm2(ct)), self.gamma_ct_mlp))
+            b_ct, _, c = ct.shape
+            x = torch.cat((ct.reshape(x.shape[0], self.num_ct, c), x), dim=1)
+        x = x + self.drop_path(_scale(self.attn(self.norm1(x)), self.gamma_attn))
+        x = x + self.drop_path(_scale(self.mlp(self.norm2(x)), self.gamma_mlp))
+        if self.ct_attn is not None:
+            ct_w, x = x.split((self.num_ct, x.shape[1] - self.num_ct), dim=1)
+            if self.propagate:
+                x = x + _scale(self._upsample(ct_w), self.gamma_ct_attn)
+            ct = ct_w.reshape(b_ct, -1, c)
+        return x, ct
+
+    def _upsample(self, ct_w: torch.Tensor) -> torch.Tensor:
+        """Nearest-neighbour spread of each window's CTs over its window² tokens (in fp32)."""
+        n, _, c = ct_w.shape
+        img = ct_w.transpose(1, 2).reshape(n, c, self.ct_size, self.ct_size).float()
+        up = F.interpolate(img, size=(self.window, self.window), mode="nearest")
+        return up.flatten(2).transpose(1, 2).to(ct_w.dtype)
+
+
+class CarrierTokenInit(nn.Module):
+    """Carrier tokens of a stage: depth-wise conv (positional encoding), then average pooling.
+
+    Pooling follows the official rule per axis: out = ct*windows, stride = floor(size/out),
+    kernel = size - (out-1)*stride (overlapping when the window is not a multiple of ct_size).
+    ``kernel_size`` is the CT-init conv kernel (3 in the paper; 5 = overlapping variant).
+    """
+
+    def __init__(self, dim: int, geom: StageGeometry, ct_size: int, kernel_size: int = 3):
+        super().__init__()
+        self.pos_conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        kernel, stride = [], []
+        for size, out in zip(geom.padded, geom.ct_grid):
+            s = size // out
+            kernel.append(size - (out - 1) * s)
+            stride.append(s)
+        self.pool = nn.AvgPool2d(kernel_size=tuple(kernel), stride=tuple(stride))
+        self.ct_size = ct_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.pos_conv(x))
+        B, C, H, W = x.shape
+        k = self.ct_size
+        x = x.view(B, C, H // k, k, W // k, k).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(B, -1, C)
+
+
+class Downsample(nn.Module):
+    """LayerNorm over channels, then a 3x3 stride-2 convolution that doubles the width."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = LayerNorm2d(dim)
+        self.conv = nn.Conv2d(dim, 2 * dim, 3, 2, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.norm(x))
+
+
+class Stem(nn.Module):
+    """Two 3x3 stride-2 convolutions with BatchNorm and ReLU: 224² -> 56²."""
+
+    def __init__(self, in_chans: int, in_dim: int, dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chans, in_dim, 3, 2, 1, bias=False)
+        self.norm1 = nn.BatchNorm2d(in_dim, eps=1e-4)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(in_dim, dim, 3, 2, 1, bias=False)
+        self.norm2 = nn.BatchNorm2d(dim, eps=1e-4)
+        self.act2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act2(self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x))))))
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+class ConvStage(nn.Module):
+    def __init__(self, geom: StageGeometry, depth: int, drop_path: list[float],
+                 layer_scale: Optional[float], downsample: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(ConvBlock(geom.width, drop_path[i], layer_scale) for i in range(depth))
+        self.downsample = Downsample(geom.width) if downsample else None
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        return x if self.downsample is None else self.downsample(x)
+
+
+class TransformerStage(nn.Module):
+    """Windowed transformer stage: pad to whole windows, make carrier tokens, run blocks, un-pad."""
+
+    def __init__(self, geom: StageGeometry, cfg: FasterViTConfig, drop_path: list[float], downsample: bool):
+        super().__init__()
+        i = geom.index
+        self.geom = geom
+        self.window = geom.window
+        self.ct_init = CarrierTokenInit(geom.width, geom, cfg.ct_size, cfg.ct_init_kernel) if geom.hat else None
+        depth = cfg.depths[i]
+        self.blocks = nn.ModuleList(
+            HATBlock(geom.width, cfg.num_heads[i], geom, cfg.ct_size, cfg.mlp_ratio, cfg.qkv_bias, drop_path[j],
+                     cfg.layer_scale, propagate=cfg.do_propagation and j == depth - 1)
+            for j in range(depth))
+        self.downsample = Downsample(geom.width) if downsample else None
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        ws = self.window
+        pad_h, pad_w = (-H) % ws, (-W) % ws
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        Hp, Wp = H + pad_h, W + pad_w
+        ct = self.ct_init(x) if self.ct_init is not None else None
+        # (B, C, Hp, Wp) -> (B * windows, ws*ws, C)
+        x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
+        for blk in self.blocks:
+            if self.grad_checkpointing and x.requires_grad:
+                x, ct = torch.utils.checkpoint.checkpoint(blk, x, ct, use_reentrant=False)
+            else:
+                x, ct = blk(x, ct)
+        # back to an NCHW-shaped view with channels-last strides (cheap for the LayerNorm2d after)
+        x = x.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+        x = x.permute(0, 3, 1, 2)
+        if pad_h or pad_w:
+            x = x[:, :, :H, :W]
+        return x if self.downsample is None else self.downsample(x)
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------------
+class FasterViT(nn.Module):
+    """FasterViT built from a ``FasterViTConfig``."""
+
+    def __init__(self, cfg: FasterViTConfig):
+        super().__init__()
+        if not isinstance(cfg, FasterViTConfig):
+            raise TypeError(f"FasterViT needs a FasterViTConfig, got {type(cfg).__name__}")
+        self.config = cfg
+        self.num_classes = cfg.num_classes
+        self.num_features = cfg.num_features
+        self.stem = Stem(cfg.in_chans, cfg.in_dim, cfg.dim)
+        n = sum(cfg.depths)
+        dpr = [cfg.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]  # linspace(0, rate, n)
+        stages = []
+        for geom in cfg.stages:
+            i = geom.index
+            rates = dpr[sum(cfg.depths[:i]):sum(cfg.depths[: i + 1])]
+            last = i == len(cfg.stages) - 1
+            if geom.transformer:
+                stages.append(TransformerStage(geom, cfg, rates, downsample=not last))
+            else:
+                stages.append(ConvStage(geom, cfg.depths[i], rates, cfg.layer_scale_conv, downsample=not last))
+        self.stages = nn.ModuleList(stages)
+        self.norm = LayerNorm2d(self.num_features) if cfg.layer_norm_last else nn.BatchNorm2d(self.num_features)
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
+        self.deployed = False
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, LayerNorm2d, nn.BatchNorm2d)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    # timm-style API ---------------------------------------------------------------------------
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+        return self.norm(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    # deploy -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def switch_to_deploy(self, dtype: Optional[torch.dtype] = None, fuse_bn: bool = True) -> "FasterViT":
+        """Precompute every positional bias (for this resolution) and fold BatchNorm into convs.
+
+        Args:
+            dtype: dtype to store the biases in (the dtype the model will run in, e.g.
+                ``torch.float16`` under AMP); default: the parameters' dtype.
+            fuse_bn: fold eval-mode BatchNorm into the preceding conv (stem, conv blocks).
+
+        The model is for inference afterwards (``eval()`` is called); outputs are unchanged.
+        """
+        self.eval()
+        for m in self.modules():
+            if isinstance(m, (TokenPosEmbed, RelPosBias)):
+                m.deploy(dtype)
+        if fuse_bn:
+            s = self.stem
+            s.conv1, s.norm1 = _fuse_conv_bn(s.conv1, s.norm1), nn.Identity()
+            s.conv2, s.norm2 = _fuse_conv_bn(s.conv2, s.norm2), nn.Identity()
+            for m in self.modules():
+                if isinstance(m, ConvBlock):
+                    m.conv1, m.norm1 = _fuse_conv_bn(m.conv1, m.norm1), nn.Identity()
+                    m.conv2, m.norm2 = _fuse_conv_bn(m.conv2, m.norm2), nn.Identity()
+        self.deployed = True
+        return self
+
+    def train(self, mode: bool = True) -> "FasterViT":
+        if mode and self.deployed:
+            raise RuntimeError("this FasterViT was switched to deploy (biases frozen, BN folded); build a new one to train")
+        return super().train(mode)
+
+
+def _fuse_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
+    if not isinstance(bn, nn.BatchNorm2d):
+        return conv
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def build_model(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], **overrides: Any) -> FasterViT:
+    """Build a FasterViT from a config, a preset name, a config dict or a JSON file path.
+
+    ``overrides`` replace config fields (e.g. ``num_classes=10``) and are validated.
+    """
+    from .presets import resolve_config
+
+    cfg = resolve_config(cfg)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    return FasterViT(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# official checkpoints
+# ---------------------------------------------------------------------------------------------
+_KEY_RULES: list[tuple[str, str]] = [
+    (r"^patch_embed\.conv_down\.0\.", "stem.conv1."),
+    (r"^patch_embed\.conv_down\.1\.", "stem.norm1."),
+    (r"^patch_embed\.conv_down\.3\.", "stem.conv2."),
+    (r"^patch_embed\.conv_down\.4\.", "stem.norm2."),
+    (r"^levels\.", "stages."),
+    (r"\.downsample\.reduction\.0\.", ".downsample.conv."),
+    (r"\.global_tokenizer\.pos_embed\.", ".ct_init.pos_conv."),
+    (r"\.pos_emb_funct\.", ".rel_pos."),
+    (r"\.cpb_mlp\.0\.", ".mlp.fc1."),
+    (r"\.cpb_mlp\.2\.", ".mlp.fc2."),
+    (r"\.hat_pos_embed\.", ".ct_pos_embed."),
+    (r"\.hat_norm1\.", ".ct_norm1."),
+    (r"\.hat_norm2\.", ".ct_norm2."),
+    (r"\.hat_attn\.", ".ct_attn."),
+    (r"\.hat_mlp\.", ".ct_mlp."),
+    (r"\.gamma1$", ".gamma_ct_attn"),
+    (r"\.gamma2$", ".gamma_ct_mlp"),
+    (r"\.gamma3$", ".gamma_attn"),
+    (r"\.gamma4$", ".gamma_mlp"),
+]
+# buffers of the official code that are caches or pure geometry: recomputed here, never loaded
+_DROP = re.compile(r"(relative_bias|relative_coords_table|relative_position_index)$|"
+                   r"\.global_tokenizer\.to_global_feature\.pos\.")
+
+
+def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: Optional[nn.Module] = None
+                         ) -> dict[str, torch.Tensor]:
+    """Map an official FasterViT checkpoint (or ``state_dict()``) to this implementation's keys.
+
+    Accepts a raw state dict or a checkpoint holding one under ``state_dict``/``model``, with or
+    without a ``module.`` prefix. Cached/geometric buffers are dropped (they are recomputed). Where
+    the official any-resolution code builds a carrier-token initialiser that it never uses (a HAT
+    stage with one window), its weights are dropped when ``model`` has no such module.
+    """
+    if "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    elif "model" in state_dict:
+        state_dict = state_dict["model"]
+    ours = set(model.state_dict()) if model is not None else None
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state_dict.items():
+        if k.startswith("module."):
+            k = k[len("module."):]
+        if _DROP.search(k):
+            continue
+        for pattern, repl in _KEY_RULES:
+            k = re.sub(pattern, repl, k)
+        if ours is not None and ".ct_init." in k and k not in ours:
+            continue
+        out[k] = v
+    return out
+
+
+def load_official_state_dict(model: FasterViT, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> Any:
+    """Load an official checkpoint into ``model`` (strict by default)."""
+    return model.load_state_dict(checkpoint_filter_fn(state_dict, model), strict=strict)
+
+
+def iter_deployable(model: nn.Module) -> Iterable[nn.Module]:
+    """Modules whose positional tables ``switch_to_deploy`` precomputes."""
+    return (m for m in model.modules() if isinstance(m, (TokenPosEmbed, RelPosBias)))

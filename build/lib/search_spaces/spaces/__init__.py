@@ -1,0 +1,1 @@
+"""Built-in search spaces (YAML files read with importlib.resources)."""
