@@ -1,1 +1,0 @@
-"""One module per ``nas`` subcommand (see ``nas.cli.COMMANDS``)."""

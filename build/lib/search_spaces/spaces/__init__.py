@@ -1,1 +1,0 @@
-"""Built-in search spaces (YAML files read with importlib.resources)."""
