@@ -41,10 +41,27 @@ ensemble   synflow + log(snip) + naswot / batch_size: a sum of log-scale scores,
            chosen a priori (a size/flow signal, a loss-gradient saliency and an activation
            diversity signal, as in the literature's votes), not fitted to any ground truth here;
            ``bench/proxy_groundtruth.py`` measures it like every other proxy.
+az_*       AZ-NAS (Lee & Ham, CVPR 2024): ``az_expressivity`` (sum of per-block spectral entropies
+           of the feature covariance), ``az_progressivity`` (smallest entropy gain block to block),
+           ``az_trainability`` (mean -s - 1/s + 2, s = block-Jacobian spectral norm, <= 0) and
+           ``az_nas`` (per-model stand-in E + P + T + log FLOPs; the paper's rank score is the
+           population-level ``az_nas_rank``).
+zico       ZiCo (Li et al., ICLR 2023): sum over layers of log sum mean|g| / std(g), gradients of
+           the batch's two halves.
+meco       MeCo (Jiang et al., NeurIPS 2023): sum over blocks of the smallest eigenvalue of the
+           channel correlation matrix (in [0, 1] per block).
+dss        TF-TAS DSS (Zhou et al., CVPR 2022): log of nuclear-norm synaptic diversity of the
+           attention qkv/proj + synaptic saliency of the MLPs and conv layers (linearised net).
 ========== =====================================================================================
 
+The layers each proxy reads in FasterViT are given in its docstring; the scores themselves are in
+``evaluators.proxy_scores``. ``compute_proxy_table(configs, names, batch)`` runs several
+architectures; each ``ProxyResult`` carries the seconds of that proxy alone.
+
 ``rank_ensemble(records, names)`` is the population-level ensemble: the mean normalised rank of
-several proxies over a set of architectures (needs the whole set; not a per-model proxy).
+several proxies over a set of architectures (needs the whole set; not a per-model proxy);
+``az_nas_rank(records)`` is AZ-NAS's sum of log-ranks, and ``population_scores(records)`` computes
+every population-level score whose members are present.
 
 Determinism: given the model (hence ``init_model``'s seed) and the batch, every proxy is
 deterministic on the CPU; on a GPU, cuDNN/cuBLAS reductions may differ in the last bits.
@@ -64,17 +81,17 @@ import torch.nn.functional as F
 
 from search_spaces import FasterViT, FasterViTConfig, resolve_config
 
+from . import proxy_scores as _zs
+from .proxy_scores import ProxyError
+
 __all__ = [
     "Proxy", "ProxyResult", "ProxyError", "PROXIES", "register_proxy", "list_proxies", "get_proxy", "init_model",
-    "compute_proxies", "rank_ensemble", "ENSEMBLE_MEMBERS",
+    "compute_proxies", "compute_proxy_table", "rank_ensemble", "ENSEMBLE_MEMBERS", "AZ_NAS_MEMBERS", "ZICO_SPLITS",
+    "az_nas_rank", "population_scores", "POPULATION_SCORES",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ProxyFn = Callable[..., float]
-
-
-class ProxyError(RuntimeError):
-    """A proxy cannot give a finite score for this network (the message says why)."""
 
 
 @dataclass(frozen=True)
@@ -217,11 +234,7 @@ def flops(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) 
 @register_proxy("synflow", description="log sum |w * dR/dw|, |weights|, BN eval, ones input, float64")
 def synflow(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     dev = _device(device, batch)
-    m = _working_copy(model, dev, train=False, dtype=torch.float64)
-    with torch.no_grad():
-        for t in m.state_dict().values():  # parameters and BN running statistics, as in the paper
-            if t.is_floating_point():
-                t.abs_()
+    m = _linearised_copy(model, dev)  # parameters and BN running statistics |.|, as in the paper
     scored = {id(layer.weight) for layer in _weighted_layers(m)}
     total = torch.zeros((), dtype=torch.float64, device=dev)
     seen: set[int] = set()
@@ -373,6 +386,195 @@ def ensemble(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 
 
 
 # ---------------------------------------------------------------------------------------------
+# ViT-suited proxies (scores in evaluators.proxy_scores; layer choices documented here)
+# ---------------------------------------------------------------------------------------------
+def _fastervit_only(model: nn.Module, name: str) -> None:
+    if not isinstance(model, FasterViT):
+        raise ProxyError(f"{name} reads FasterViT block outputs; got a {type(model).__name__}")
+
+
+def _az(model: nn.Module, batch: Batch, device: Any, seed: int, trainability: bool) -> dict[str, float]:
+    _fastervit_only(model, "AZ-NAS")
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=True)
+    x, _ = _batch_on(batch, dev)
+    return _zs.az_nas_components(m, x, seed=seed, trainability=trainability)
+
+
+@register_proxy("az_expressivity", description="AZ-NAS: sum of per-block spectral entropies of the feature covariance")
+def az_expressivity(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """AZ-NAS expressivity (Lee & Ham, "AZ-NAS: Assembling Zero-Cost Proxies for Network
+    Architecture Search", CVPR 2024, Sec. 3): for every block feature, the entropy of the
+    normalised eigenvalues of its channel covariance (positions of all images as samples), summed.
+    Isotropic features (the variance spread over many directions) score high.
+
+    FasterViT: the stem output, every ConvBlock output and every HATBlock's local tokens (put back
+    in image order, padding cropped; carrier tokens left out as summaries of those tokens) — the
+    residual-block outputs, which is where AZ-NAS reads both its CNN and its ViT spaces. Train
+    mode (BatchNorm on batch statistics, as in the authors' CNN space), no gradients.
+    """
+    return _az(model, batch, device, seed, trainability=False)["expressivity"]
+
+
+@register_proxy("az_progressivity", description="AZ-NAS: smallest increase of the block entropy from one block to the next")
+def az_progressivity(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """AZ-NAS progressivity (Lee & Ham, CVPR 2024, Sec. 3): min over consecutive block features of
+    (entropy of block l+1) - (entropy of block l), with the entropies of ``az_expressivity``: a
+    network whose expressivity grows at every block scores high; one block that loses it costs.
+
+    FasterViT: the same features as ``az_expressivity``; the pairs run across stage boundaries
+    too (width doubles there, so the entropy can rise by up to log 2). The authors drop this term
+    on their isotropic ViT space (AutoFormer, constant width); FasterViT is hierarchical like
+    their CNN space, where they use it.
+    """
+    return _az(model, batch, device, seed, trainability=False)["progressivity"]
+
+
+@register_proxy("az_trainability", description="AZ-NAS: mean over blocks of -s-1/s+2, s = spectral norm of the block Jacobian")
+def az_trainability(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """AZ-NAS trainability (Lee & Ham, CVPR 2024, Sec. 3): for each pair of consecutive block
+    features, a Rademacher probe v (drawn from ``seed``) on the output is pulled back to the input
+    (v^T J by autograd); σ = largest singular value of the position-averaged E[g_in v^T], an
+    estimate of the block Jacobian's spectral norm; score = mean of -σ - 1/σ + 2 (<= 0; 0 when
+    σ = 1, i.e. gradients neither explode nor vanish through the block).
+
+    FasterViT: the features of ``az_expressivity``. Within a stage, positions pair one to one;
+    across a stage boundary (stride-2 downsample) the input gradient is folded 2x2 into channels
+    (space-to-depth, as the authors do for strided CNN blocks). For a HATBlock, the carrier
+    tokens entering it are held fixed: J is the block's map on local tokens.
+
+    Sampling bias (the paper's estimator): with N = B*H*W probe rows and C channels, E[g v^T] of
+    an identity block has σ ~ (1 + sqrt(C/N))^2, not 1. Late, wide, small-map stages need a
+    large batch (FasterViT-0 at 224, stage 4: C = 512, N = 49 B; B = 64 gives ~2.0, B = 8 ~5.4),
+    and the bias grows with width, so compare architectures at one batch size.
+    """
+    return _az(model, batch, device, seed, trainability=True)["trainability"]
+
+
+#: members of the AZ-NAS combination: its three zero-cost terms and its complexity term (FLOPs)
+AZ_NAS_MEMBERS = ("az_expressivity", "az_progressivity", "az_trainability", "flops")
+
+
+def _combine_az_nas(values: Mapping[str, float], batch_size: int) -> float:
+    f = values["flops"]
+    if not f > 0:
+        raise ProxyError(f"az_nas needs flops > 0 to take its log, got {f}")
+    return values["az_expressivity"] + values["az_progressivity"] + values["az_trainability"] + math.log(f)
+
+
+@register_proxy("az_nas", description="per-model AZ-NAS stand-in: expressivity + progressivity + trainability + log FLOPs",
+                members=AZ_NAS_MEMBERS, combine=_combine_az_nas)
+def az_nas(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """Per-model AZ-NAS stand-in (Lee & Ham, CVPR 2024): E + P + T + log(FLOPs).
+
+    AZ-NAS itself is population-level: sum over its four terms of log(rank / N) within the
+    evaluated set (``az_nas_rank``, the number to compare with the paper). A single model has no
+    ranks, so this entry is a fixed, a-priori sum of the same terms in their natural units
+    (nats for E and P, a bounded <= 0 score for T, log FLOPs for the complexity), usable where a
+    per-model score is needed (a search objective). Its spread across architectures is
+    dominated by expressivity, which grows with the number of blocks; ``bench`` reports it and
+    ``az_nas_rank`` side by side. One pass computes E, P and T.
+
+    FasterViT: the block features of ``az_expressivity``; FLOPs as the ``flops`` entry.
+    """
+    values = _az(model, batch, device, seed, trainability=True)
+    values = {f"az_{k}": v for k, v in values.items()}
+    values["flops"] = PROXIES["flops"].fn(model, batch, device=device, seed=seed)
+    return _combine_az_nas(values, batch[0].shape[0])
+
+
+def _scored_layers(model: nn.Module) -> list[nn.Module]:
+    """Conv/linear layers that see image features: positional MLPs (coordinate inputs) left out."""
+    skip = _positional_modules(model)
+    return [m for m in _weighted_layers(model) if id(m) not in skip]
+
+
+#: ZiCo cuts the batch into this many parts (the paper uses two batches)
+ZICO_SPLITS = 2
+
+
+@register_proxy("zico", description="ZiCo: sum over layers of log sum |mean grad| / std grad across 2 half-batches")
+def zico(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """ZiCo (Li, Dong, Yang, Bogdan, "ZiCo: Zero-shot NAS via Inverse Coefficient of Variation
+    on Gradients", ICLR 2023, Eq. 9): for each layer, sum over its weights of E[|g|] / std(g),
+    the gradient statistics taken over batches; the score sums the log of that per layer. High
+    when gradients are large and consistent across batches.
+
+    The batch is cut into ``ZICO_SPLITS`` = 2 equal halves, each a separate cross-entropy
+    forward/backward (pass 2x the per-batch size the paper uses, e.g. 128 for two batches of 64).
+    Weights whose gradient is equal in both halves (std 0) are left out, as in the authors' code.
+    FasterViT: every conv and linear weight that sees image features — stem, conv blocks,
+    downsamplers, carrier-token convs, attention qkv/proj, MLP fc1/fc2 (local and carrier-token
+    branches) and the head; the positional MLPs (inputs are coordinates) are left out. Train mode.
+    """
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=True)
+    x, y = _batch_on(batch, dev)
+    return _zs.zico_score(m, _scored_layers(m), x, y, splits=ZICO_SPLITS)
+
+
+@register_proxy("meco", description="MeCo: sum over blocks of the min eigenvalue of the channel correlation matrix")
+def meco(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """MeCo (Jiang, Wang, Bie, "MeCo: Zero-Shot NAS with One Data and Single Forward Pass via
+    Minimum Eigenvalue of Correlation", NeurIPS 2023): for each layer's feature map of one image,
+    the Pearson correlation matrix of its channels (over spatial positions); score = sum over
+    layers of its smallest eigenvalue (in [0, 1]). High when no channel is a linear mix of others.
+
+    FasterViT: the block features of ``az_expressivity`` (stem, ConvBlocks, HATBlock local tokens
+    in image order). The authors' code hooks every module; at block level each residual block
+    counts once, and transformer tokens get the same channels-by-positions layout as conv maps.
+    The eigenvalue is averaged over the batch's images (the paper uses one; the mean is the same
+    quantity with less noise). A feature with fewer positions than channels has a rank-deficient
+    correlation and contributes 0 — at 224 px FasterViT-0's stages 3-4 (14², 7² positions vs 256,
+    512 channels); the paper's MeCo_opt variant (channel sampling) is not implemented here.
+    Train mode (BatchNorm on batch statistics), no gradients.
+    """
+    _fastervit_only(model, "meco")
+    dev = _device(device, batch)
+    m = _working_copy(model, dev, train=True)
+    x, _ = _batch_on(batch, dev)
+    return _zs.meco_score(m, x)
+
+
+def _linearised_copy(model: nn.Module, dev: torch.device) -> nn.Module:
+    """float64 eval copy with every floating state-dict tensor replaced by its absolute value."""
+    m = _working_copy(model, dev, train=False, dtype=torch.float64)
+    with torch.no_grad():
+        for t in m.state_dict().values():
+            if t.is_floating_point():
+                t.abs_()
+    return m
+
+
+@register_proxy("dss", description="TF-TAS DSS: log(sum nuc|W| nuc|dR/dW| over attention + sum |W dR/dW| elsewhere)")
+def dss(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
+    """DSS indicator of TF-TAS (Zhou et al., "Training-free Transformer Architecture Search",
+    CVPR 2022, Sec. 3.3): synaptic diversity of the multi-head attention weights, sum of
+    ||W||_* x ||dR/dW||_* (nuclear norms), plus synaptic saliency of the MLP weights,
+    sum |W * dR/dW|; R = sum of the logits of an all-ones image through the linearised network
+    (every weight and buffer |.|, BN in eval mode, float64; as synflow). Returned as the log of
+    the sum (monotone: the ranking is DSS's; the log keeps the values readable).
+
+    FasterViT: diversity term on every Attention's qkv and proj (local and carrier-token
+    attention); saliency term on every Mlp's fc1 and fc2 and, as TF-TAS treats its patch
+    embedding and classifier, on every other conv/linear weight that sees image features — the
+    stem, the conv stages' blocks, the downsamplers, the carrier-token convs and the head — so
+    that the conv stages count (they have neither attention nor MLP). Positional MLPs are left out.
+    """
+    from search_spaces.fastervit import Attention
+
+    dev = _device(device, batch)
+    m = _linearised_copy(model, dev)
+    msa_ids = {id(mod.qkv) for mod in m.modules() if isinstance(mod, Attention)}
+    msa_ids |= {id(mod.proj) for mod in m.modules() if isinstance(mod, Attention)}
+    layers = _scored_layers(m)
+    msa = [layer for layer in layers if id(layer) in msa_ids]
+    rest = [layer for layer in layers if id(layer) not in msa_ids]
+    x = torch.ones((1, *batch[0].shape[1:]), dtype=torch.float64, device=dev)
+    return _zs.dss_score(m, msa, rest, x)
+
+
+# ---------------------------------------------------------------------------------------------
 # running several
 # ---------------------------------------------------------------------------------------------
 def _sync(dev: torch.device) -> None:
@@ -440,6 +642,28 @@ def compute_proxies(model_or_cfg: Union[nn.Module, FasterViTConfig, str, Mapping
     return results
 
 
+def compute_proxy_table(configs: Sequence[Union[FasterViTConfig, str, Mapping[str, Any]]],
+                        names: Optional[Iterable[str]], batch: Batch, *,
+                        device: Union[str, torch.device, None] = None, seed: int = 0,
+                        num_classes: Optional[int] = None,
+                        progress: Optional[Callable[[int, int, dict[str, ProxyResult]], None]] = None,
+                        ) -> list[dict[str, ProxyResult]]:
+    """``compute_proxies`` for each config (same batch, device and seed), one record per config.
+
+    Each record maps proxy name -> ``ProxyResult`` (value, seconds of that proxy alone, error);
+    ``progress(i, n, record)`` is called after each config. Feed the records to
+    ``population_scores`` / ``rank_ensemble`` for the population-level combinations.
+    """
+    names = list(names) if names is not None else list(PROXIES)
+    out: list[dict[str, ProxyResult]] = []
+    for i, cfg in enumerate(configs):
+        rec = compute_proxies(cfg, names, batch, device=device, seed=seed, num_classes=num_classes)
+        out.append(rec)
+        if progress is not None:
+            progress(i + 1, len(configs), rec)
+    return out
+
+
 def _checked(name: str, value: Optional[float], seconds: float, error: Optional[str]) -> ProxyResult:
     if error is None and (value is None or not math.isfinite(value)):
         return ProxyResult(name, None, seconds, f"ProxyError: {name} returned a non-finite value ({value})")
@@ -485,3 +709,50 @@ def rank_ensemble(records: Sequence[Mapping[str, Any]], names: Sequence[str]) ->
     for k, i in enumerate(keep):
         out[i] = score[k] / len(names)
     return out
+
+
+def _valid_rows(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> tuple[list[int], list[list[float]]]:
+    vals = [[_value(r.get(n)) for n in names] for r in records]
+    keep = [i for i, row in enumerate(vals) if all(v is not None for v in row)]
+    return keep, [[float(vals[i][j]) for i in keep] for j in range(len(names))]  # type: ignore[arg-type]
+
+
+def az_nas_rank(records: Sequence[Mapping[str, Any]], names: Sequence[str] = AZ_NAS_MEMBERS) -> list[Optional[float]]:
+    """The AZ-NAS score of Lee & Ham (CVPR 2024, Eq. 9) over a population: sum over ``names`` of
+    log(rank / N), rank 1 = lowest value, N = number of ranked records (ties share their average
+    rank). The best record on every term scores 0; others are negative. Records with a missing
+    or non-finite member get None (not ranked). Like ``rank_ensemble``, it needs the whole set:
+    adding architectures changes every score, so it is a bench/report quantity, not a per-model
+    proxy (the per-model stand-in is the ``az_nas`` entry).
+    """
+    from scipy.stats import rankdata
+
+    names = list(names)
+    if not names:
+        raise ValueError("az_nas_rank needs at least one proxy name")
+    keep, cols = _valid_rows(records, names)
+    out: list[Optional[float]] = [None] * len(records)
+    if not keep:
+        return out
+    n = len(keep)
+    score = [0.0] * n
+    for col in cols:
+        for k, r in enumerate(rankdata(col, method="average")):
+            score[k] += math.log(float(r) / n)
+    for k, i in enumerate(keep):
+        out[i] = score[k]
+    return out
+
+
+#: population-level combinations: name -> (function of the records, the proxies it needs)
+POPULATION_SCORES: dict[str, tuple[Callable[..., list[Optional[float]]], tuple[str, ...]]] = {
+    "az_nas_rank": (az_nas_rank, AZ_NAS_MEMBERS),
+}
+
+
+def population_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Optional[float]]]:
+    """Every population-level score whose members appear in ``records`` (one record per
+    architecture, as ``compute_proxy_table`` returns): ``{name: [score or None per record]}``."""
+    present = set().union(*(r.keys() for r in records)) if records else set()
+    return {name: fn(records, members) for name, (fn, members) in POPULATION_SCORES.items()
+            if set(members) <= present}
