@@ -445,7 +445,7 @@ def az_trainability(model: nn.Module, batch: Batch, *, device: Any = None, seed:
 
     Sampling bias (the paper's estimator): with N = B*H*W probe rows and C channels, E[g v^T] of
     an identity block has σ ~ (1 + sqrt(C/N))^2, not 1. Late, wide, small-map stages need a
-    large batch (FasterViT-0 at 224, stage 4: C = 512, N = 49 B; B = 64 gives ~2.0, B = 8 ~5.4),
+    large batch (FasterViT-0 at 224, stage 4: C = 512, N = 49 B; B = 64 gives ~2.0, B = 8 ~4.6),
     and the bias grows with width, so compare architectures at one batch size.
     """
     return _az(model, batch, device, seed, trainability=True)["trainability"]
