@@ -87,7 +87,7 @@ from .proxy_scores import ProxyError
 __all__ = [
     "Proxy", "ProxyResult", "ProxyError", "PROXIES", "register_proxy", "list_proxies", "get_proxy", "init_model",
     "compute_proxies", "compute_proxy_table", "rank_ensemble", "ENSEMBLE_MEMBERS", "AZ_NAS_MEMBERS", "ZICO_SPLITS",
-    "az_nas_rank", "population_scores", "POPULATION_SCORES",
+    "az_nas_rank", "population_scores", "POPULATION_SCORES", "proxy_timings",
 ]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -103,6 +103,9 @@ class Proxy:
     description: str
     members: tuple[str, ...] = ()
     combine: Optional[Callable[[Mapping[str, float], int], float]] = None
+    #: members whose seconds a combined value costs (default: all); a member computed as a
+    #: by-product of another (AZ-NAS: E and P come with the trainability pass) is left out
+    cost_members: tuple[str, ...] = ()
 
 
 @dataclass
@@ -126,18 +129,22 @@ PROXIES: dict[str, Proxy] = {}
 
 
 def register_proxy(name: str, *, description: str = "", members: Sequence[str] = (),
-                   combine: Optional[Callable[[Mapping[str, float], int], float]] = None
-                   ) -> Callable[[ProxyFn], ProxyFn]:
+                   combine: Optional[Callable[[Mapping[str, float], int], float]] = None,
+                   cost_members: Sequence[str] = ()) -> Callable[[ProxyFn], ProxyFn]:
     """Register ``fn(model, batch, *, device, seed) -> float`` (higher = better) under ``name``.
 
     ``members``/``combine`` declare a derived proxy: ``compute_proxies`` combines the members'
-    values (``combine(values, batch_size)``) when they were computed in the same call.
+    values (``combine(values, batch_size)``) when they were computed in the same call, and charges
+    it the seconds of ``cost_members`` (default: all members).
     """
+    if not set(cost_members) <= set(members):
+        raise ValueError(f"cost_members {list(cost_members)} must be members of {name!r}")
+
     def deco(fn: ProxyFn) -> ProxyFn:
         if name in PROXIES:
             raise ValueError(f"proxy {name!r} is already registered")
         PROXIES[name] = Proxy(name, fn, description or (fn.__doc__ or "").strip().splitlines()[0], tuple(members),
-                              combine)
+                              combine, tuple(cost_members))
         return fn
     return deco
 
@@ -463,7 +470,7 @@ def _combine_az_nas(values: Mapping[str, float], batch_size: int) -> float:
 
 
 @register_proxy("az_nas", description="per-model AZ-NAS stand-in: expressivity + progressivity + trainability + log FLOPs",
-                members=AZ_NAS_MEMBERS, combine=_combine_az_nas)
+                members=AZ_NAS_MEMBERS, combine=_combine_az_nas, cost_members=("az_trainability", "flops"))
 def az_nas(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     """Per-model AZ-NAS stand-in (Lee & Ham, CVPR 2024): E + P + T + log(FLOPs).
 
@@ -625,7 +632,7 @@ def compute_proxies(model_or_cfg: Union[nn.Module, FasterViTConfig, str, Mapping
                 error = None
             except Exception as e:  # recorded on the result, never raised
                 value, error = None, _error_text(e)
-            seconds = sum(results[m].seconds for m in proxy.members) + time.perf_counter() - t0
+            seconds = sum(results[m].seconds for m in (proxy.cost_members or proxy.members)) + time.perf_counter() - t0
             results[name] = _checked(name, value, seconds, error)
             continue
         _sync(dev)
@@ -756,3 +763,29 @@ def population_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Op
     present = set().union(*(r.keys() for r in records)) if records else set()
     return {name: fn(records, members) for name, (fn, members) in POPULATION_SCORES.items()
             if set(members) <= present}
+
+
+def proxy_timings(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Optional[float]]]:
+    """Seconds per architecture of each proxy over ``compute_proxy_table`` records (or dicts
+    with ``"seconds"``): ``{name: {n, mean, median, max}}``, successful runs only (n = 0 -> None).
+
+    A derived proxy computed from its members carries the members' seconds it costs (see
+    ``Proxy.cost_members``); ``params``/``flops`` are analytic and near 0.
+    """
+    import statistics
+
+    names: list[str] = []
+    for r in records:
+        names += [n for n in r if n not in names]
+    out: dict[str, dict[str, Optional[float]]] = {}
+    for n in names:
+        secs = []
+        for r in records:
+            v = r.get(n)
+            ok = v.ok if isinstance(v, ProxyResult) else (isinstance(v, Mapping) and v.get("error") is None
+                                                          and v.get("value") is not None)
+            if v is not None and ok:
+                secs.append(float(v.seconds if isinstance(v, ProxyResult) else v["seconds"]))
+        out[n] = dict(n=len(secs), mean=statistics.fmean(secs) if secs else None,
+                      median=statistics.median(secs) if secs else None, max=max(secs) if secs else None)
+    return out

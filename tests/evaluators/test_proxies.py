@@ -276,6 +276,11 @@ def test_az_nas_per_model_combines_its_members(tiny_config, batch):
     assert res["az_nas"].value == pytest.approx(expected, rel=1e-12)
     alone = compute_proxies(tiny_config, ["az_nas"], batch, device="cpu", seed=0)["az_nas"]
     assert alone.value == pytest.approx(expected, rel=1e-9)
+    # E and P come with the trainability pass: the combination costs that pass (+ FLOPs) only
+    assert res["az_nas"].seconds >= res["az_trainability"].seconds + res["flops"].seconds
+    assert res["az_nas"].seconds < res["az_trainability"].seconds + res["flops"].seconds + res["az_expressivity"].seconds
+    with pytest.raises(ValueError, match="cost_members"):
+        register_proxy("x_bad", members=("a",), cost_members=("b",))
 
 
 def test_az_nas_rank_is_a_sum_of_log_ranks():
@@ -293,7 +298,9 @@ def test_az_nas_rank_is_a_sum_of_log_ranks():
 
 
 def test_proxy_table_and_population_scores(tiny_config, batch):
-    from evaluators.proxies import AZ_NAS_MEMBERS, az_nas_rank, compute_proxy_table, population_scores
+    from evaluators.proxies import (
+        AZ_NAS_MEMBERS, az_nas_rank, compute_proxy_table, population_scores, proxy_timings,
+    )
 
     cfgs = [tiny_config, tiny_config.replace(dim=32, num_heads=(1, 1, 4, 4))]
     seen = []
@@ -304,6 +311,10 @@ def test_proxy_table_and_population_scores(tiny_config, batch):
     pop = population_scores(table)
     assert pop["az_nas_rank"] == az_nas_rank(table) and all(v is not None and v <= 0 for v in pop["az_nas_rank"])
     assert population_scores([{n: table[0][n] for n in ("flops",)}]) == {}
+    times = proxy_timings(table + [{"az_trainability": dict(value=None, seconds=9.0, error="boom")}])
+    assert times["az_trainability"]["n"] == 2 and times["az_trainability"]["max"] < 9.0
+    assert times["az_expressivity"]["mean"] == pytest.approx(
+        (table[0]["az_expressivity"].seconds + table[1]["az_expressivity"].seconds) / 2)
 
 
 def test_zico_layer_snr_prefers_consistent_gradients():
