@@ -244,12 +244,27 @@ def min_correlation_eigenvalue(fmap: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigvalsh(corr)[:, 0].clamp(0.0, 1.0)
 
 
-def meco_score(model: nn.Module, x: torch.Tensor) -> float:
+def meco_score(model: nn.Module, x: torch.Tensor, *, sample: Optional[int] = None, seed: int = 0) -> float:
     """Sum over block features of the smallest channel-correlation eigenvalue, averaged over the
-    batch's images."""
+    batch's images.
+
+    ``sample=k`` is MeCo_opt: per feature, k channels drawn without replacement (from ``seed``,
+    on the CPU; the same channels for every image), the eigenvalue of their k x k correlation
+    times C / k (all channels when C <= k).
+    """
     with torch.no_grad():
         feats, _ = block_features(model, x)
-    return float(sum(float(min_correlation_eigenvalue(f.map()).mean()) for f in feats))
+    gen = torch.Generator().manual_seed(seed)
+    total = 0.0
+    for f in feats:
+        m = f.map()
+        c = m.shape[-1]
+        scale = 1.0
+        if sample is not None and c > sample:
+            idx = torch.randperm(c, generator=gen)[:sample].to(m.device)
+            m, scale = m[..., idx], c / sample
+        total += scale * float(min_correlation_eigenvalue(m).mean())
+    return total
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def test_compute_proxies_from_config_equals_from_model(tiny_config, batch):
 
 
 # ------------------------------------------------------------------------------ ViT-suited proxies
-NEW_PROXIES = ("az_expressivity", "az_progressivity", "az_trainability", "az_nas", "zico", "meco", "dss")
+NEW_PROXIES = ("az_expressivity", "az_progressivity", "az_trainability", "az_nas", "zico", "meco", "meco_opt", "dss")
 
 
 @pytest.fixture
@@ -186,7 +186,7 @@ def padded_config():
 def test_new_proxies_are_registered_with_citations():
     assert set(NEW_PROXIES) <= set(list_proxies())
     cites = dict(az_expressivity="CVPR 2024", az_progressivity="CVPR 2024", az_trainability="CVPR 2024",
-                 az_nas="CVPR 2024", zico="ICLR 2023", meco="NeurIPS 2023", dss="CVPR 2022")
+                 az_nas="CVPR 2024", zico="ICLR 2023", meco="NeurIPS 2023", meco_opt="NeurIPS 2023", dss="CVPR 2022")
     for name, cite in cites.items():
         doc = PROXIES[name].fn.__doc__
         assert cite in doc and "FasterViT:" in doc, name
@@ -346,6 +346,18 @@ def test_meco_eigenvalue_bounds_and_collinear_channels(tiny_config, batch):
     assert float(min_correlation_eigenvalue(few)[0]) == pytest.approx(0.0, abs=1e-9)
     v = PROXIES["meco"].fn(init_model(tiny_config, 0), batch, device="cpu", seed=0)
     assert 0.0 <= v <= 1 + sum(tiny_config.depths)  # each block's eigenvalue lies in [0, 1]
+
+
+def test_meco_opt_samples_channels_from_the_seed(tiny_config, batch):
+    from evaluators.proxy_scores import meco_score
+
+    model = init_model(tiny_config, 0).train()
+    # with more channels sampled than any feature has, MeCo_opt is MeCo
+    assert meco_score(model, batch[0], sample=10_000) == pytest.approx(meco_score(model, batch[0]))
+    a, b = (PROXIES["meco_opt"].fn(model, batch, device="cpu", seed=s) for s in (0, 1))
+    assert a != b and a > 0  # the sampled channels come from the seed
+    # each block adds at most C / 8 (an eigenvalue of a correlation matrix is <= 1)
+    assert a <= sum(c / 8 for c in [16] + [16, 32, 64, 64, 128]) + 1e-9
 
 
 def test_dss_is_nuclear_diversity_plus_saliency():
