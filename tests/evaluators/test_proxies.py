@@ -388,7 +388,7 @@ def test_dss_scores_a_wider_network_higher(tiny_config, batch):
 def test_new_proxies_finite_on_fastervit_0_at_64():
     from search_spaces import PRESETS
 
-    model = init_model(PRESETS["faster_vit_0_224"].at_resolution(64), 0, num_classes=10)  # ~60 s on 2 CPU cores
+    model = init_model(PRESETS["faster_vit_0_224"].at_resolution(64), 0, num_classes=10)  # ~2 min on 2 busy CPU cores
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(4, 3, 64, 64, generator=gen), torch.randint(0, 10, (4,), generator=gen))
     res = compute_proxies(model, list(NEW_PROXIES), batch, device="cpu", seed=0)
