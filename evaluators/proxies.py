@@ -87,7 +87,8 @@ from .proxy_scores import ProxyError
 
 __all__ = [
     "Proxy", "ProxyResult", "ProxyError", "PROXIES", "register_proxy", "list_proxies", "get_proxy", "init_model",
-    "compute_proxies", "compute_proxy_table", "rank_ensemble", "ENSEMBLE_MEMBERS", "AZ_NAS_MEMBERS", "ZICO_SPLITS", "MECO_OPT_CHANNELS",
+    "compute_proxies", "compute_proxy_table", "rank_ensemble", "ENSEMBLE_MEMBERS", "AZ_NAS_MEMBERS", "ZICO_SPLITS",
+    "MECO_OPT_CHANNELS",
     "az_nas_rank", "population_scores", "POPULATION_SCORES", "proxy_timings",
 ]
 
@@ -424,7 +425,7 @@ def az_expressivity(model: nn.Module, batch: Batch, *, device: Any = None, seed:
     return _az(model, batch, device, seed, trainability=False)["expressivity"]
 
 
-@register_proxy("az_progressivity", description="AZ-NAS: smallest increase of the block entropy from one block to the next")
+@register_proxy("az_progressivity", description="AZ-NAS: smallest increase of the block entropy, block to block")
 def az_progressivity(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     """AZ-NAS progressivity (Lee & Ham, CVPR 2024, Sec. 3): min over consecutive block features of
     (entropy of block l+1) - (entropy of block l), with the entropies of ``az_expressivity``: a
@@ -438,7 +439,7 @@ def az_progressivity(model: nn.Module, batch: Batch, *, device: Any = None, seed
     return _az(model, batch, device, seed, trainability=False)["progressivity"]
 
 
-@register_proxy("az_trainability", description="AZ-NAS: mean over blocks of -s-1/s+2, s = spectral norm of the block Jacobian")
+@register_proxy("az_trainability", description="AZ-NAS: mean over blocks of -s-1/s+2, s = block-Jacobian spectral norm")
 def az_trainability(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     """AZ-NAS trainability (Lee & Ham, CVPR 2024, Sec. 3): for each pair of consecutive block
     features, a Rademacher probe v (drawn from ``seed``) on the output is pulled back to the input
@@ -470,7 +471,7 @@ def _combine_az_nas(values: Mapping[str, float], batch_size: int) -> float:
     return values["az_expressivity"] + values["az_progressivity"] + values["az_trainability"] + math.log(f)
 
 
-@register_proxy("az_nas", description="per-model AZ-NAS stand-in: expressivity + progressivity + trainability + log FLOPs",
+@register_proxy("az_nas", description="per-model AZ-NAS stand-in: E + P + T + log FLOPs",
                 members=AZ_NAS_MEMBERS, combine=_combine_az_nas, cost_members=("az_trainability", "flops"))
 def az_nas(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     """Per-model AZ-NAS stand-in (Lee & Ham, CVPR 2024): E + P + T + log(FLOPs).

@@ -236,6 +236,8 @@ def min_correlation_eigenvalue(fmap: torch.Tensor) -> torch.Tensor:
     of the channels over the H*W positions (0 <= value <= 1). A channel with no variance gets a
     zero row and column (its correlation is undefined), as in MeCo's code."""
     b, h, w, c = fmap.shape
+    if h * w <= c:  # centred over h*w positions: rank <= h*w - 1 < c, so the smallest eigenvalue is 0
+        return torch.zeros(b, dtype=torch.float64, device=fmap.device)
     z = fmap.reshape(b, h * w, c).double()
     z = z - z.mean(dim=1, keepdim=True)
     norm = z.norm(dim=1, keepdim=True)
