@@ -533,7 +533,7 @@ def meco(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -
     in image order). The authors' code hooks every module; at block level each residual block
     counts once, and transformer tokens get the same channels-by-positions layout as conv maps.
     The eigenvalue is averaged over the batch's images (the paper uses one; the mean is the same
-    quantity with less noise). A feature with fewer positions than channels has a rank-deficient
+    quantity with less noise). A feature with no more positions than channels has a rank-deficient
     correlation and contributes 0 — at 224 px FasterViT-0's stages 3-4 (14², 7² positions vs 256,
     512 channels); the paper's MeCo_opt variant (channel sampling) is not implemented here.
     Train mode (BatchNorm on batch statistics), no gradients.
