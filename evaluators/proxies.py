@@ -748,7 +748,8 @@ def _valid_rows(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> t
     return keep, [[float(vals[i][j]) for i in keep] for j in range(len(names))]  # type: ignore[arg-type]
 
 
-def az_nas_rank(records: Sequence[Mapping[str, Any]], names: Sequence[str] = AZ_NAS_MEMBERS) -> list[Optional[float]]:
+def az_nas_rank(records: Sequence[Mapping[str, Any]],
+                names: Sequence[str] = AZ_NAS_MEMBERS) -> list[Optional[float]]:
     """The AZ-NAS score of Lee & Ham (CVPR 2024, Eq. 9) over a population: sum over ``names`` of
     log(rank / N), rank 1 = lowest value, N = number of ranked records (ties share their average
     rank). The best record on every term scores 0; others are negative. Records with a missing
