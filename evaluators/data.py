@@ -27,11 +27,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .augment import Augment
 
 __all__ = [
     "DatasetError", "ImageData", "ImageFolderData", "DataSplits", "BatchLoader", "DATASETS",
@@ -377,6 +380,46 @@ def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bo
 
 
 # ---------------------------------------------------------------------------------------------
+# composed relational tasks (evaluators.composed): the ground-truth task family
+# ---------------------------------------------------------------------------------------------
+#: images per split of a composed task (validation from Fashion-MNIST's test items)
+COMPOSED_SIZES = {"train": 40_000, "val": 10_000}
+COMPOSED_SEEDS = {"train": 0, "val": 1}
+
+
+def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
+    """A composed task over Fashion-MNIST items; ``arg`` is the canvas side (default 64)."""
+    from .composed import ComposeSpec, class_names, compose_split
+
+    name = f"fmnist-{task}"
+    canvas = 64
+    if arg:
+        if not arg.isdigit():
+            raise ValueError(f"data={name}:{arg}: the part after ':' is the canvas side in pixels, e.g. {name}:96")
+        canvas = int(arg)
+    source = _fashion_mnist(None, data_dir=data_dir, download=download, image_size=28)
+    splits = {}
+    for split, src in (("train", source.train), ("val", source.val)):
+        spec = ComposeSpec(task, COMPOSED_SIZES[split], canvas=canvas, seed=COMPOSED_SEEDS[split])
+        images, labels = compose_split(src.images, src.labels, spec)
+        splits[split] = ImageData(images, labels, class_names(task, source.classes), name + (f":{arg}" if arg else ""),
+                                  split, f"composed from {src.source} ({spec})")
+    return DataSplits(splits["train"].name, splits["train"], splits["val"])
+
+
+@register_dataset("fmnist-odd")
+def _fmnist_odd(arg: Optional[str], *, data_dir: Optional[Path], download: bool, image_size: int) -> DataSplits:
+    """Odd one out: 3 Fashion-MNIST items on a 2x2 grid (64 px); label = class of the odd item."""
+    return _composed("odd", arg, data_dir, download)
+
+
+@register_dataset("fmnist-pairs")
+def _fmnist_pairs(arg: Optional[str], *, data_dir: Optional[Path], download: bool, image_size: int) -> DataSplits:
+    """Same or different: 2 Fashion-MNIST items on a 2x2 grid (64 px); label = same class."""
+    return _composed("pairs", arg, data_dir, download)
+
+
+# ---------------------------------------------------------------------------------------------
 # CIFAR-10 / CIFAR-100 (torchvision's pickled batches)
 # ---------------------------------------------------------------------------------------------
 class _ArrayUnpickler(pickle.Unpickler):
@@ -595,12 +638,15 @@ class BatchLoader:
 
     Each ``iter()`` is one epoch: a permutation drawn from a ``torch.Generator`` seeded once with
     ``seed`` (so epoch k is the same for equal seeds), or the split's order without ``shuffle``.
-    In-memory uint8 data already on ``device`` is indexed there (no host copies).
+    In-memory uint8 data already on ``device`` is indexed there (no host copies). ``augment``
+    (``evaluators.augment.Augment``) translates/flips each uint8 batch on the device first, from
+    its own generator seeded with ``seed``.
     """
 
     def __init__(self, data: Split, *, batch_size: int, resolution: Union[int, Sequence[int]],
                  device: DeviceLike = None, shuffle: bool = True, seed: int = 0, drop_last: bool = True,
-                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, channels: int = 3):
+                 mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None, channels: int = 3,
+                 augment: Optional["Augment"] = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
         if drop_last and batch_size > len(data):
@@ -618,6 +664,10 @@ class BatchLoader:
         self.channels = channels
         self.affine = _affine(self.mean, self.std, self.device)  # on the device once, not per batch
         self.generator = torch.Generator().manual_seed(int(seed))
+        self.augment = augment if augment is not None and augment.active else None
+        self.aug_generator = None
+        if self.augment is not None:  # on the batch's device, so augmentation never syncs with the host
+            self.aug_generator = torch.Generator(device=self.device).manual_seed(int(seed) + 7919)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -630,6 +680,8 @@ class BatchLoader:
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = self.data.take(indices)
+        if self.augment is not None:
+            images = self.augment(images.to(self.device, non_blocking=True), self.aug_generator)
         x = prepare_images(images, resolution=self.resolution, device=self.device, channels=self.channels,
                            affine=self.affine)
         return x, labels.to(self.device, non_blocking=True)

@@ -31,10 +31,12 @@ import torch.nn.functional as F
 
 from search_spaces import FasterViTConfig, resolve_config
 
+from .augment import Augment
 from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .proxies import init_model
 
-__all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "STATUSES"]
+__all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode",
+           "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
 STATUSES = ("ok", "pruned", "nan")
 
@@ -57,6 +59,8 @@ class TrainResult:
     device: str = ""
     recipe: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    step_mode: str = "eager"
+    compile_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN/inf become None; history as [step, top1] lists)."""
@@ -162,6 +166,451 @@ def _check_int(name: str, value: Any, minimum: int = 1) -> int:
     return value
 
 
+# ---------------------------------------------------------------------------------------------
+# learning-rate scaling and the compile rule
+# ---------------------------------------------------------------------------------------------
+#: ``lr`` is the peak learning rate at this batch size; other batch sizes scale it (``scaled_lr``).
+LR_REFERENCE_BATCH = 256
+LR_SCALINGS = ("sqrt", "linear", "none")
+STEP_MODES = ("auto", "eager", "graph", "compile")
+
+#: Constants of the compile rule, measured by ``bench/train_speed.py`` on an NVIDIA H200
+#: (torch 2.11, FasterViT-0 at 128 px, batch 1024; results/benchmarks/train-speed.json):
+#: compile seconds ~ COMPILE_S_BASE + COMPILE_S_PER_BLOCK * blocks, and the compiled step's speed-up
+#: over the CUDA-graph eager step. ``auto`` compiles only when the steps left would save more
+#: time than compiling costs (see ``choose_step_mode``).
+COMPILE_S_BASE = 20.0
+COMPILE_S_PER_BLOCK = 2.5
+COMPILE_SPEEDUP = 1.5
+#: steps run (and timed) in CUDA-graph mode before ``auto`` decides whether to compile
+PROBE_STEPS = 8
+
+
+def scaled_lr(lr: float, batch_size: int, rule: str = "sqrt") -> float:
+    """Peak LR for ``batch_size`` from ``lr`` given at ``LR_REFERENCE_BATCH``.
+
+    ``sqrt`` (default) is the square-root rule for adaptive optimisers (Malladi et al., "On the
+    SDEs and Scaling Rules for Adaptive Gradient Algorithms", NeurIPS 2022); ``linear`` is Goyal
+    et al.'s rule for SGD; ``none`` uses ``lr`` as given.
+    """
+    if rule not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling={rule!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
+    ratio = batch_size / LR_REFERENCE_BATCH
+    return lr * (math.sqrt(ratio) if rule == "sqrt" else ratio if rule == "linear" else 1.0)
+
+
+def estimated_compile_seconds(cfg: FasterViTConfig) -> float:
+    """Seconds ``torch.compile`` of a training step is expected to take for ``cfg`` (rule constants)."""
+    return COMPILE_S_BASE + COMPILE_S_PER_BLOCK * sum(cfg.depths)
+
+
+def choose_step_mode(requested: str, device: torch.device, *, cfg: FasterViTConfig,
+                     steps_left: Optional[int] = None, graph_step_s: Optional[float] = None) -> tuple[str, str]:
+    """The training-step mode to use and why (the documented ``auto`` rule).
+
+    ``eager`` on the CPU. On CUDA, ``auto`` starts with a CUDA graph of the whole step (capture
+    costs about one step) and, once ``PROBE_STEPS`` steps have been timed, compiles only if
+    ``steps_left * graph_step_s * (1 - 1/COMPILE_SPEEDUP) > estimated_compile_seconds(cfg)``: the
+    time compiling would save on the rest of this run must exceed what it costs. A search trains
+    many different architectures, so compile time is paid per trial and short runs stay eager.
+    """
+    if requested not in STEP_MODES:
+        raise ValueError(f"compile={requested!r} is unknown; choose one of {', '.join(STEP_MODES)}")
+    if device.type != "cuda":
+        if requested in ("graph", "compile"):
+            raise ValueError(f"compile={requested!r} needs a CUDA device (got {device}); use 'auto' or 'eager'")
+        return "eager", f"{device.type}: eager (CUDA graphs and compiling need a CUDA device)"
+    if requested != "auto":
+        return requested, f"{requested} (requested)"
+    if steps_left is None or graph_step_s is None:
+        return "graph", "auto: CUDA graph while the first steps are timed"
+    compile_s = estimated_compile_seconds(cfg)
+    saving = steps_left * graph_step_s * (1.0 - 1.0 / COMPILE_SPEEDUP)
+    verdict = "compile" if saving > compile_s else "graph"
+    return verdict, (f"auto: {steps_left} steps left x {graph_step_s * 1e3:.1f} ms would save ~{saving:.0f} s "
+                     f"compiled vs ~{compile_s:.0f} s to compile -> {verdict}")
+
+
+# ---------------------------------------------------------------------------------------------
+# training steps: eager, CUDA graph of the whole step, compiled
+# ---------------------------------------------------------------------------------------------
+class _Step:
+    """One optimisation step ``step(x, y) -> loss`` (a device tensor, read back asynchronously)."""
+
+    mode = "eager"
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, label_smoothing: float,
+                 grad_clip: Optional[float], amp: bool, device: torch.device):
+        self.model = model
+        self.optimizer = optimizer
+        self.label_smoothing = label_smoothing
+        self.grad_clip = grad_clip
+        self.amp = amp
+        self.device = device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.compile_seconds = 0.0
+
+    def _forward_backward(self, x: torch.Tensor, y: torch.Tensor, cache: bool = True) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp, cache_enabled=cache):
+            logits = self.model(x)
+        loss = _loss(logits, y, self.label_smoothing)
+        loss.backward()
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=self.device.type == "cuda")
+        self.optimizer.step()
+        return loss
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._forward_backward(x, y)
+
+    def release(self) -> None:
+        """Free what this step holds beyond the model and optimizer (graphs, pools)."""
+
+
+class _GraphStep(_Step):
+    """The whole step (forward, backward, clip, AdamW) captured once in a CUDA graph and replayed.
+
+    ``WARMUP`` real steps run eagerly on a side stream first (PyTorch's whole-network capture
+    recipe); the next batch is copied into static input buffers, the step is captured and then
+    replayed for that batch and every later one. Needs a capturable optimizer with a tensor LR.
+    """
+
+    mode = "graph"
+    WARMUP = 3
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.graph: Optional[torch.cuda.CUDAGraph] = None
+        self.static: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.static_loss: Optional[torch.Tensor] = None
+        self.seen = 0
+        self.side = torch.cuda.Stream(self.device)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.graph is None and self.seen < self.WARMUP:
+            self.seen += 1
+            self.side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self.side):
+                loss = super().__call__(x, y)
+            torch.cuda.current_stream(self.device).wait_stream(self.side)
+            return loss
+        if self.graph is None:
+            self._capture(x, y)
+        sx, sy = self.static
+        sx.copy_(x, non_blocking=True)
+        sy.copy_(y, non_blocking=True)
+        self.graph.replay()
+        return self.static_loss
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.static = (x.clone(), y.clone())
+        torch.cuda.synchronize(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.static_loss = self._forward_backward(*self.static, cache=False)
+        self.graph = graph
+
+    def release(self) -> None:
+        self.graph, self.static, self.static_loss = None, None, None
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+class _CompiledStep(_Step):
+    """``torch.compile`` of the model (inductor, default mode: no autotuning, no CUDA graphs).
+
+    Not captured in a CUDA graph: inductor's random-number offsets (stochastic depth) cannot be
+    replayed from a graph captured outside it ("Offset increment outside graph capture", measured
+    on an H200 with torch 2.11). The first two calls compile forward and backward; their time is
+    ``compile_seconds``.
+    """
+
+    mode = "compile"
+
+    def __init__(self, model: nn.Module, *args: Any, **kwargs: Any):
+        super().__init__(model, *args, **kwargs)
+        self.model = torch.compile(model, dynamic=False)
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.calls >= 2:
+            return super().__call__(x, y)
+        self.calls += 1
+        t = time.perf_counter()
+        loss = super().__call__(x, y)
+        torch.cuda.synchronize(self.device)
+        self.compile_seconds += time.perf_counter() - t
+        return loss
+
+
+def _make_step(mode: str, model: nn.Module, optimizer: torch.optim.Optimizer, **kwargs: Any) -> _Step:
+    cls = {"eager": _Step, "graph": _GraphStep, "compile": _CompiledStep}[mode]
+    return cls(model, optimizer, **kwargs)
+
+
+def _optimizer(model: nn.Module, *, lr: float, weight_decay: float, device: torch.device
+               ) -> tuple[torch.optim.Optimizer, Optional[torch.Tensor]]:
+    """AdamW (fused on CUDA). On CUDA the LR is a device tensor and the optimizer capturable, so
+    the same optimizer serves eager, graphed and compiled steps; the schedule writes the tensor."""
+    groups = _param_groups(model, weight_decay)
+    if device.type != "cuda":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999)), None
+    lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
+    return torch.optim.AdamW(groups, lr=lr_t, betas=(0.9, 0.999), fused=True, capturable=True), lr_t
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr_t: Optional[torch.Tensor], value: float) -> None:
+    if lr_t is not None:
+        lr_t.fill_(value)
+    else:
+        for g in optimizer.param_groups:
+            g["lr"] = value
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything one training run owns (so an error or OOM releases it all together)."""
+
+    cfg: FasterViTConfig
+    model: nn.Module
+    loader: BatchLoader
+    val_loader: BatchLoader
+    total: int
+    per_epoch: int
+    every: int
+    warmup_steps: int
+    peak_lr: float
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    recipe: dict[str, Any]
+
+
+def _check_arguments(a: dict[str, Any]) -> None:
+    """Validate ``train_proxy``'s arguments (each error names the argument, value and rule)."""
+    if a["epochs"] is not None and a["steps"] is not None:
+        raise ValueError(f"give epochs or steps, not both (epochs={a['epochs']}, steps={a['steps']})")
+    if a["epochs"] is not None:
+        _check_number("epochs", a["epochs"], low=0.0, low_open=True)
+    if a["steps"] is not None:
+        _check_int("steps", a["steps"])
+    _check_int("batch_size", a["batch_size"])
+    _check_number("lr", a["lr"], low=0.0, low_open=True)
+    _check_number("weight_decay", a["weight_decay"], low=0.0)
+    _check_number("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
+    _check_number("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
+    for name, low_open in (("grad_clip", True), ("drop_path_rate", False)):
+        if a[name] is not None:
+            _check_number(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
+                          high_open=name != "grad_clip")
+    for name in ("eval_every", "eval_batch_size"):
+        if a[name] is not None:
+            _check_int(name, a[name])
+    if isinstance(a["seed"], bool) or not isinstance(a["seed"], int):
+        raise ValueError(f"seed={a['seed']!r} must be an integer")
+    if a["resolution"] is not None:
+        _check_int("resolution", a["resolution"], 16)
+    if a["report"] is not None and not callable(a["report"]):
+        raise ValueError(f"report={a['report']!r} must be callable(step, val_top1) -> bool")
+    if a["compile"] not in STEP_MODES:
+        raise ValueError(f"compile={a['compile']!r} is unknown; choose one of {', '.join(STEP_MODES)}")
+    if a["lr_scaling"] not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling={a['lr_scaling']!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
+    if a["augment"] is not None and not isinstance(a["augment"], Augment):
+        raise ValueError(f"augment={a['augment']!r} must be an evaluators.augment.Augment or None")
+
+
+def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], a: dict[str, Any]) -> _Run:
+    """Data on the device, the model at the training resolution, loaders, budget and recipe."""
+    dev = _resolve_device(a["device"])
+    use_amp = bool(a["amp"]) and dev.type == "cuda"
+    data = a["data"]
+    splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=a["data_dir"],
+                                                                      download=a["download"])
+    train = splits.train.subset(a["subset"], seed=0).to(dev)
+    val = splits.val.subset(a["val_subset"], seed=0).to(dev)
+    cfg = resolve_config(cfg)
+    if a["resolution"] is not None:
+        cfg = cfg.at_resolution(a["resolution"])
+    changes: dict[str, Any] = {"num_classes": splits.num_classes}
+    if a["drop_path_rate"] is not None:
+        changes["drop_path_rate"] = float(a["drop_path_rate"])
+    cfg = cfg.replace(**changes)
+    model = init_model(cfg, a["seed"], device=dev)
+    channels_last = bool(a["channels_last"]) and dev.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = normalization(model)
+    bs = a["batch_size"]
+    loader = BatchLoader(train, batch_size=bs, resolution=cfg.resolution, device=dev, shuffle=True, seed=a["seed"],
+                         drop_last=True, mean=mean, std=std, channels=cfg.in_chans, augment=a["augment"])
+    val_loader = BatchLoader(val, batch_size=a["eval_batch_size"] or 2 * bs, resolution=cfg.resolution, device=dev,
+                             shuffle=False, drop_last=False, mean=mean, std=std, channels=cfg.in_chans)
+    per_epoch = len(loader)
+    total = a["steps"] if a["steps"] is not None else max(1, round((a["epochs"] or 1.0) * per_epoch))
+    warmup_steps = int(round(a["warmup"] * total))
+    peak = scaled_lr(a["lr"], bs, a["lr_scaling"])
+    aug = a["augment"]
+    recipe = dict(data=splits.name, resolution=list(cfg.resolution), steps=total, epochs=total / per_epoch,
+                  batch_size=bs, subset=len(train), val_subset=len(val), lr=a["lr"], lr_reference_batch=LR_REFERENCE_BATCH,
+                  lr_scaling=a["lr_scaling"], peak_lr=peak, weight_decay=a["weight_decay"], warmup=a["warmup"],
+                  warmup_steps=warmup_steps, label_smoothing=a["label_smoothing"], grad_clip=a["grad_clip"],
+                  drop_path_rate=cfg.drop_path_rate, seed=a["seed"], amp=use_amp, channels_last=channels_last,
+                  augment=asdict(aug) if aug is not None else None, compile=a["compile"],
+                  eval_every=a["eval_every"] or per_epoch,
+                  optimizer="AdamW(betas=(0.9, 0.999), no decay on biases/norms), warm-up + cosine to 0")
+    return _Run(cfg, model, loader, val_loader, total, per_epoch, a["eval_every"] or per_epoch, warmup_steps, peak,
+                dev, use_amp, channels_last, recipe)
+
+
+class _Batches:
+    """Endless batches of the training loader, epoch after epoch (channels-last when asked)."""
+
+    def __init__(self, run: _Run):
+        self.loader = run.loader
+        self.channels_last = run.channels_last
+        self.it = iter(self.loader)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        try:
+            x, y = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            x, y = next(self.it)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+
+@dataclass
+class _Progress:
+    """What the loop has seen so far (losses, history, status) and the progress bar."""
+
+    total: int
+    lr: float
+    bar: Any = None
+    history: list[tuple[int, float]] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    first_loss: float = float("nan")
+    status: str = "ok"
+    reason: str = ""
+    done: int = 0
+    eval_seconds: float = 0.0
+
+    def observe(self, seen: Optional[tuple[int, float]]) -> bool:
+        """Record a loss read back from the device; True when it is not finite (the run stops)."""
+        if seen is None:
+            return False
+        s, v = seen
+        if s == 0:
+            self.first_loss = v
+        if not math.isfinite(v):
+            self.status, self.reason = "nan", f"loss became {v} at step {s + 1} of {self.total} (lr {self.lr:g})"
+            return True
+        self.losses.append(v)
+        return False
+
+    def tick(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.losses and (self.done % 20 == 0 or self.done == self.total):
+                self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}", refresh=False)
+
+
+@dataclass
+class _ModeLog:
+    """Which step mode ran, why, and what compiling cost."""
+
+    mode: str
+    reason: str
+    compile_seconds: float = 0.0
+    switched_at: Optional[int] = None
+
+
+def _maybe_switch(run: _Run, step: _Step, requested: str, log: _ModeLog, prog: _Progress, t_probe: float,
+                  make: Callable[[str], _Step]) -> _Step:
+    """After the probe steps, apply the ``auto`` rule; returns the step to continue with."""
+    graph_step_s = (time.perf_counter() - t_probe) / max(1, PROBE_STEPS - _GraphStep.WARMUP - 1)
+    mode, reason = choose_step_mode(requested, run.device, cfg=run.cfg, steps_left=run.total - prog.done,
+                                    graph_step_s=graph_step_s)
+    log.reason = reason
+    if mode == step.mode:
+        return step
+    step.release()
+    log.mode, log.switched_at = mode, prog.done
+    return make(mode)
+
+
+def _validate(run: _Run, prog: _Progress, report: Optional[Callable[[int, float], bool]]) -> bool:
+    """Validate now, record it, ask ``report``; True when the run must stop (pruned)."""
+    t_eval = time.perf_counter()
+    acc = evaluate(run.model, run.val_loader, amp=run.amp)
+    prog.eval_seconds += time.perf_counter() - t_eval
+    prog.history.append((prog.done, acc))
+    if prog.bar is not None:
+        prog.bar.set_postfix(loss=f"{prog.losses[-1]:.3f}" if prog.losses else "-", val=f"{acc:.2f}")
+    if report is not None and report(prog.done, acc):
+        prog.status, prog.reason = "pruned", f"report() asked to stop at step {prog.done} (val top-1 {acc:.2f}%)"
+        return True
+    return False
+
+
+def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLog]:
+    """The training loop; returns (train seconds without validation, mode log)."""
+    kwargs = dict(label_smoothing=a["label_smoothing"], grad_clip=a["grad_clip"], amp=run.amp, device=run.device)
+    optimizer, lr_t = _optimizer(run.model, lr=run.peak_lr, weight_decay=a["weight_decay"], device=run.device)
+
+    def make(mode: str) -> _Step:
+        return _make_step(mode, run.model, optimizer, **kwargs)
+
+    mode, reason = choose_step_mode(a["compile"], run.device, cfg=run.cfg)
+    log = _ModeLog(mode, reason)
+    step = make(mode)
+    watch = _LossWatch(run.device)
+    batches = _Batches(run)
+    run.model.train()
+    t_loop = time.perf_counter()
+    t_probe = t_loop
+    try:
+        for i in range(run.total):
+            _set_lr(optimizer, lr_t, run.peak_lr * lr_at(i, total=run.total, warmup_steps=run.warmup_steps))
+            x, y = batches.next()
+            loss = step(x, y)
+            prog.done = i + 1
+            if prog.observe(watch.push(i, loss)):
+                break
+            prog.tick()
+            if a["compile"] == "auto" and run.device.type == "cuda":
+                if prog.done == _GraphStep.WARMUP + 1:
+                    torch.cuda.synchronize(run.device)
+                    t_probe = time.perf_counter()
+                elif prog.done == PROBE_STEPS:
+                    torch.cuda.synchronize(run.device)
+                    step = _maybe_switch(run, step, a["compile"], log, prog, t_probe, make)
+            if prog.done % run.every == 0 and prog.done < run.total:
+                if prog.observe(watch.flush()) or _validate(run, prog, a["report"]):
+                    break
+        if prog.status == "ok":
+            prog.observe(watch.flush())
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+    finally:
+        log.compile_seconds = step.compile_seconds
+        step.release()
+    return time.perf_counter() - t_loop - prog.eval_seconds, log
+
+
 def train_proxy(
     cfg: Union[FasterViTConfig, str, Mapping[str, Any]],
     *,
@@ -175,14 +624,18 @@ def train_proxy(
     subset: Optional[int] = None,
     val_subset: Optional[int] = None,
     lr: float = 1e-3,
+    lr_scaling: str = "sqrt",
     weight_decay: float = 0.05,
     warmup: float = 0.05,
     label_smoothing: float = 0.1,
     grad_clip: Optional[float] = None,
     drop_path_rate: Optional[float] = None,
+    augment: Optional[Augment] = None,
     seed: int = 0,
     device: Union[str, torch.device, None] = None,
     amp: bool = True,
+    channels_last: bool = True,
+    compile: str = "auto",
     report: Optional[Callable[[int, float], bool]] = None,
     eval_every: Optional[int] = None,
     eval_batch_size: Optional[int] = None,
@@ -190,7 +643,7 @@ def train_proxy(
     desc: Optional[str] = None,
     save_weights: Union[str, Path, None] = None,
 ) -> TrainResult:
-    """Train ``cfg`` briefly from scratch and return its validation top-1 (the ``train`` proxy).
+    """Train ``cfg`` from scratch with a fixed recipe and return its validation top-1 (the ``train`` proxy).
 
     Example:
         >>> from search_spaces import FasterViTConfig
@@ -211,14 +664,21 @@ def train_proxy(
         batch_size: training batch size.
         subset: training images used (a fixed seeded-0 subset, the same for every seed/arch).
         val_subset: validation images used (fixed subset; default all).
-        lr, weight_decay: AdamW peak learning rate and decoupled weight decay.
+        lr: AdamW peak learning rate at batch ``LR_REFERENCE_BATCH`` (256); scaled to
+            ``batch_size`` by ``lr_scaling`` (``scaled_lr``: sqrt, linear or none).
+        weight_decay: AdamW decoupled weight decay (not on biases and norm/scale vectors).
         warmup: fraction of the steps spent in linear warm-up, in [0, 1).
         label_smoothing: cross-entropy label smoothing, in [0, 1).
         grad_clip: clip the global gradient norm to this (None: no clipping).
         drop_path_rate: override the config's stochastic-depth rate (None: keep it).
-        seed: init, data order and stochastic depth.
+        augment: on-device random translation / flip of training batches (None: none).
+        seed: init, data order, augmentation and stochastic depth.
         device: ``cuda``/``cpu``/... (default: CUDA when available).
         amp: bf16 autocast (CUDA only; ignored on the CPU).
+        channels_last: channels-last memory format for model and batches (CUDA only).
+        compile: step mode: ``eager``, ``graph`` (the whole step in a CUDA graph), ``compile``
+            (``torch.compile``), or ``auto`` (``choose_step_mode``'s rule; the result
+            records the mode, why, and the compile seconds).
         report: ``report(step, val_top1) -> bool`` after every intermediate validation; True stops
             the run with ``status="pruned"``.
         eval_every: steps between validations (default: once per epoch); the end always validates.
@@ -227,167 +687,52 @@ def train_proxy(
         desc: progress-bar label.
         save_weights: write the trained weights there (safetensors) when the run ends without NaN.
     """
-    # ---------------------------------------------------------------- arguments
-    if epochs is not None and steps is not None:
-        raise ValueError(f"give epochs or steps, not both (epochs={epochs}, steps={steps})")
-    if epochs is not None:
-        _check_number("epochs", epochs, low=0.0, low_open=True)
-    if steps is not None:
-        _check_int("steps", steps)
-    _check_int("batch_size", batch_size)
-    _check_number("lr", lr, low=0.0, low_open=True)
-    _check_number("weight_decay", weight_decay, low=0.0)
-    _check_number("warmup", warmup, low=0.0, high=1.0, high_open=True)
-    _check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
-    if grad_clip is not None:
-        _check_number("grad_clip", grad_clip, low=0.0, low_open=True)
-    if drop_path_rate is not None:
-        _check_number("drop_path_rate", drop_path_rate, low=0.0, high=1.0, high_open=True)
-    if eval_every is not None:
-        _check_int("eval_every", eval_every)
-    if eval_batch_size is not None:
-        _check_int("eval_batch_size", eval_batch_size)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an integer")
-    if resolution is not None:
-        _check_int("resolution", resolution, 16)
-    if report is not None and not callable(report):
-        raise ValueError(f"report={report!r} must be callable(step, val_top1) -> bool")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    use_amp = bool(amp) and dev.type == "cuda"
-
+    args = dict(locals())
+    _check_arguments(args)
     t_start = time.perf_counter()
-    # ---------------------------------------------------------------- data and model
-    splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
-    train = splits.train.subset(subset, seed=0).to(dev)
-    val = splits.val.subset(val_subset, seed=0).to(dev)
-    cfg = resolve_config(cfg)
-    if resolution is not None:
-        cfg = cfg.at_resolution(resolution)
-    changes: dict[str, Any] = {"num_classes": splits.num_classes}
-    if drop_path_rate is not None:
-        changes["drop_path_rate"] = float(drop_path_rate)
-    cfg = cfg.replace(**changes)
-    model = init_model(cfg, seed, device=dev)
-    mean, std = normalization(model)
-    loader = BatchLoader(train, batch_size=batch_size, resolution=cfg.resolution, device=dev, shuffle=True,
-                         seed=seed, drop_last=True, mean=mean, std=std, channels=cfg.in_chans)
-    val_loader = BatchLoader(val, batch_size=eval_batch_size or 2 * batch_size, resolution=cfg.resolution, device=dev,
-                             shuffle=False, drop_last=False, mean=mean, std=std, channels=cfg.in_chans)
-    per_epoch = len(loader)
-    total = steps if steps is not None else max(1, round((epochs if epochs is not None else 1.0) * per_epoch))
-    every = eval_every if eval_every is not None else per_epoch
-    warmup_steps = int(round(warmup * total))
-    recipe = dict(data=splits.name, resolution=list(cfg.resolution), steps=total, epochs=total / per_epoch,
-                  batch_size=batch_size, subset=len(train), val_subset=len(val), lr=lr, weight_decay=weight_decay,
-                  warmup=warmup, warmup_steps=warmup_steps, label_smoothing=label_smoothing, grad_clip=grad_clip,
-                  drop_path_rate=cfg.drop_path_rate, seed=seed, amp=use_amp, eval_every=every,
-                  optimizer="AdamW(betas=(0.9, 0.999), no decay on biases/norms), warm-up + cosine to 0")
-
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999),
-                                  **({"fused": True} if dev.type == "cuda" else {}))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, total=total, warmup_steps=warmup_steps))
-
-    bar = None
+    run = _prepare_run(cfg, args)
+    prog = _Progress(total=run.total, lr=run.peak_lr)
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=desc or cfg.summary()[:60], unit="step", leave=False, dynamic_ncols=True)
+        prog.bar = tqdm(total=run.total, desc=desc or run.cfg.summary()[:60], unit="step", leave=False,
+                        dynamic_ncols=True)
+    cuda_gens = [run.device.index] if run.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda_gens):
+            torch.default_generator.manual_seed(seed)  # stochastic depth draws from the default generators
+            if run.device.type == "cuda":
+                with torch.cuda.device(run.device):
+                    torch.cuda.manual_seed(seed)
+            train_seconds, log = _loop(run, prog, args)
+            if prog.status == "ok" and (not prog.history or prog.history[-1][0] != prog.done):
+                prog.history.append((prog.done, evaluate(run.model, run.val_loader, amp=run.amp)))
+    finally:
+        if prog.bar is not None:
+            prog.bar.close()
+    return _result(run, prog, log, train_seconds, t_start, save_weights)
 
-    history: list[tuple[int, float]] = []
-    losses: list[float] = []
-    first_loss = float("nan")
-    status, reason = "ok", ""
-    done = 0
-    eval_seconds = 0.0
-    watch = _LossWatch(dev)
 
-    def observe(seen: Optional[tuple[int, float]]) -> bool:
-        """Record a loss read back from the device; True when it is not finite."""
-        nonlocal first_loss, status, reason
-        if seen is None:
-            return False
-        s, v = seen
-        if s == 0:
-            first_loss = v
-        if not math.isfinite(v):
-            status, reason = "nan", f"loss became {v} at step {s + 1} of {total} (lr {lr:g})"
-            return True
-        losses.append(v)
-        return False
-
-    cuda_gens = [dev.index] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda_gens):
-        torch.default_generator.manual_seed(seed)  # stochastic depth draws from the default generators
-        if dev.type == "cuda":
-            with torch.cuda.device(dev):
-                torch.cuda.manual_seed(seed)
-        model.train()
-        batches = iter(loader)
-        t_loop = time.perf_counter()
-        try:
-            for step in range(total):
-                try:
-                    x, y = next(batches)
-                except StopIteration:
-                    batches = iter(loader)
-                    x, y = next(batches)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)
-                loss = _loss(logits, y, label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
-                scheduler.step()
-                done = step + 1
-                if observe(watch.push(step, loss)):
-                    break
-                if bar is not None:
-                    bar.update(1)
-                    if losses and (done % 20 == 0 or done == total):
-                        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-                if done % every == 0 and done < total:
-                    if observe(watch.flush()):
-                        break
-                    t_eval = time.perf_counter()
-                    acc = evaluate(model, val_loader, amp=use_amp)
-                    eval_seconds += time.perf_counter() - t_eval
-                    history.append((done, acc))
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{losses[-1]:.3f}" if losses else "-", val=f"{acc:.2f}")
-                    if report is not None and report(done, acc):
-                        status, reason = "pruned", f"report() asked to stop at step {done} (val top-1 {acc:.2f}%)"
-                        break
-            if status == "ok":
-                observe(watch.flush())
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            train_seconds = time.perf_counter() - t_loop - eval_seconds
-            if status == "ok" and (not history or history[-1][0] != done):
-                history.append((done, evaluate(model, val_loader, amp=use_amp)))
-        finally:
-            if bar is not None:
-                bar.close()
-
-    if status == "nan":
-        top1 = float("nan")
-        final_loss = float("nan")
+def _result(run: _Run, prog: _Progress, log: _ModeLog, train_seconds: float, t_start: float,
+            save_weights: Union[str, Path, None]) -> TrainResult:
+    """The ``TrainResult`` of a finished loop (weights saved when asked and the run did not go NaN)."""
+    if prog.status == "nan":
+        top1 = final_loss = float("nan")
     else:
         if save_weights is not None:  # the trained network, for export (same parameter shapes at any resolution)
             from search_spaces.io import save_weights as _save
 
             Path(save_weights).parent.mkdir(parents=True, exist_ok=True)
-            _save(model, save_weights)
-        top1 = history[-1][1]
-        tail = losses[-10:]
+            _save(run.model, save_weights)
+        top1 = prog.history[-1][1]
+        tail = prog.losses[-10:]
         final_loss = sum(tail) / len(tail) if tail else float("nan")
+    dev = run.device
+    recipe = dict(run.recipe, step_mode=log.mode, step_mode_reason=log.reason, mode_switched_at=log.switched_at)
     return TrainResult(
-        top1=top1, top1_history=history, steps=done, epochs=done / per_epoch, seconds=time.perf_counter() - t_start,
-        images_per_s=done * batch_size / train_seconds if train_seconds > 0 else float("nan"),
-        final_loss=final_loss, status=status, reason=reason, train_seconds=train_seconds, first_loss=first_loss,
-        device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", recipe=recipe, config=cfg.to_dict())
+        top1=top1, top1_history=prog.history, steps=prog.done, epochs=prog.done / run.per_epoch,
+        seconds=time.perf_counter() - t_start,
+        images_per_s=prog.done * run.loader.batch_size / train_seconds if train_seconds > 0 else float("nan"),
+        final_loss=final_loss, status=prog.status, reason=prog.reason, train_seconds=train_seconds,
+        first_loss=prog.first_loss, device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        recipe=recipe, config=run.cfg.to_dict(), step_mode=log.mode, compile_seconds=log.compile_seconds)

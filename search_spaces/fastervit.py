@@ -123,12 +123,22 @@ class RelPosBias(nn.Module):
 
     def bias(self) -> torch.Tensor:
         """The (1, heads, N, N) additive attention bias."""
+        return self._aligned_bias()[None, :, :, : self.num_tokens]
+
+    def _aligned_bias(self) -> torch.Tensor:
+        """(heads, N, N rounded up to ``_BIAS_ALIGN``): the bias in a contiguous, zero-padded buffer.
+
+        Built head-major (no permute), so the last dimension is contiguous and rows start on
+        aligned addresses: what the fused attention kernels need for ``attn_mask`` — also inside a
+        compiled training step, where the compiler would otherwise keep a permuted layout.
+        """
         n = self.grid[0] * self.grid[1]
-        b = self.mlp(self.table)[self.index.reshape(-1)].view(n, n, self.num_heads).permute(2, 0, 1)
-        b = 16 * torch.sigmoid(b)
-        if self.num_prefix:
-            b = F.pad(b, (self.num_prefix, 0, self.num_prefix, 0))
-        return b.unsqueeze(0)
+        b = 16 * torch.sigmoid(self.mlp(self.table).t()[:, self.index.reshape(-1)].view(self.num_heads, n, n))
+        m = self.num_tokens
+        width = -(-m // _BIAS_ALIGN) * _BIAS_ALIGN
+        out = b.new_zeros(self.num_heads, m, width)
+        out[:, self.num_prefix:, self.num_prefix:m] = b
+        return out
 
     def forward(self) -> torch.Tensor:
         if self.deployed is not None:
@@ -137,15 +147,10 @@ class RelPosBias(nn.Module):
 
     @torch.no_grad()
     def deploy(self, dtype: Optional[torch.dtype] = None) -> None:
-        b = self.bias()
-        if dtype is not None:
-            b = b.to(dtype)
-        n = b.shape[-1]
-        padded = b.new_zeros(*b.shape[1:-1], -(-n // _BIAS_ALIGN) * _BIAS_ALIGN)
-        padded[..., :n] = b[0]
+        b = self._aligned_bias()
         # kept 3-D (heads, N, N padded): model.to(memory_format=channels_last) re-strides 4-D
         # buffers, and the fused attention kernels need the mask's last dim contiguous
-        self.deployed = padded
+        self.deployed = b.to(dtype) if dtype is not None else b
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,997 @@
+"""Ground truth for accuracy proxies: train >= 40 FasterViTs with one recipe, rank the proxies.
+
+What it does (issue #4):
+  1. Samples ``--n-archs`` architectures from the default search space (seeded), balancing the
+     marginal counts of every knob's values, always including FasterViT-0/1/2's knob values.
+  2. For each: every zero-cost proxy (``evaluators.proxies``) on a freshly initialised model
+     (seed ``--proxy-seed``) and one batch of ``--proxy-batch`` real training images, at the
+     training resolution; params and FLOPs at that resolution.
+  3. Trains each with ONE recipe on Fashion-MNIST (``evaluators.train.train_proxy``) -> the
+     ground truth (final val top-1 on the 10k test split); re-trains the first ``--n-reseed``
+     with another seed -> the seed-to-seed Kendall tau (the ceiling any proxy can reach against
+     this ground truth); runs the ``train`` proxy (same recipe at ``--short-fraction`` of the
+     steps, its own seed).
+  4. Kendall tau / Spearman rho of every proxy against the ground truth, bootstrap 95% CI of tau,
+     mean cost per architecture, and the issue's target (best tau >= 0.6 and >= params + 0.1),
+     written into the JSON and printed as a markdown table.
+
+Throughput: small nets train launch-bound, so ``--workers`` spawned processes share the one GPU,
+each owning its own task queue (the main process hands a task to an idle worker; results are
+appended to the JSON after every finished task, atomically). A re-run skips finished
+(arch_id, seed, kind) tasks; ``--time-budget`` stops starting tasks whose estimated end falls
+after the budget. Proxy timings are measured inside workers while other workers train on the
+same GPU: they are contended (upper bounds of the isolated cost), and the JSON says so.
+
+    python bench/proxy_groundtruth.py --smoke                       # CPU, tiny, seconds
+    python bench/proxy_groundtruth.py --data-dir DIR --time-budget 530 --out OUT.json   # GPU
+    python bench/proxy_groundtruth.py --analyze-only --out OUT.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import queue
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
+    sys.path.insert(0, str(ROOT))
+
+BENCH = "groundtruth"
+SCHEMA_VERSION = 1
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "groundtruth.json"
+PRESET_NAMES = {"fv0": "faster_vit_0_224", "fv1": "faster_vit_1_224", "fv2": "faster_vit_2_224",
+                "fv3": "faster_vit_3_224"}
+TARGET_TAU = 0.6
+TARGET_MARGIN = 0.1
+MIN_ARCHS_FOR_VERDICT = 10
+#: settings that define the experiment; a resumed run must match them exactly
+RECIPE_KEYS = ("data", "easy_data", "space", "n_archs", "sample_seed", "resolution", "epochs", "subset", "val_subset",
+               "batch_size", "lr", "weight_decay", "warmup", "label_smoothing", "drop_path", "grad_clip", "amp",
+               "augment_crop", "augment_flip", "compile", "seed", "reseed_seed", "n_reseed", "short_fractions",
+               "short_seed", "proxy_batch", "proxy_seed")
+#: task kinds: zero-cost proxies, the ground truth, the easy-data case, short training at a fraction
+KINDS = ("proxies", "full", "easy", "short")
+
+
+# =============================================================================================
+# architectures
+# =============================================================================================
+def _encode(value: Any) -> str:
+    return json.dumps(value)
+
+
+def sample_archs(space: Any, *, n: int, seed: int, resolution: int, pool_factor: int = 25) -> list[dict[str, Any]]:
+    """``n`` distinct architectures: FasterViT-0/1/2, then greedy marginal balancing over a seeded pool.
+
+    A pool of random points (valid at ``resolution``) is drawn with ``numpy.random.default_rng(seed)``;
+    points are then picked one at a time, each time the one whose knob values are rarest so far
+    (sum over knobs of 1 / (1 + count of its value); an inactive conditional knob counts as the
+    value "inactive"), ties going to the earlier pool point. Every value of every knob ends up
+    about equally often, unlike plain random sampling at n = 40.
+    """
+    import numpy as np
+
+    from search_spaces import PRESETS
+
+    chosen: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def record(name: str, knobs: dict[str, Any], cfg: Any) -> dict[str, Any]:
+        train_cfg = cfg.at_resolution(resolution)
+        return dict(arch_id=cfg.arch_id, name=name, knobs=knobs, config=cfg.to_dict(), train_config=train_cfg.to_dict(),
+                    train_arch_id=train_cfg.arch_id, summary=train_cfg.summary())
+
+    for short, preset in PRESET_NAMES.items():
+        knobs = space.params_for(PRESETS[preset])
+        if knobs is None:
+            raise ValueError(f"{preset} is not a point of space {space.name!r}")
+        cfg = space.apply(knobs)
+        chosen.append(record(short, knobs, cfg))
+        seen.add(cfg.arch_id)
+    if n < len(chosen):
+        raise ValueError(f"--n-archs={n} must be >= {len(chosen)} (FasterViT-0/1/2 are always included)")
+    rng = np.random.default_rng(seed)
+    pool: list[tuple[dict[str, Any], Any]] = []
+    attempts = 0
+    while len(pool) < pool_factor * n and attempts < 200 * n:
+        attempts += 1
+        try:
+            knobs, cfg = space.sample_random(rng)
+            cfg.at_resolution(resolution)
+        except ValueError:
+            continue
+        if cfg.arch_id in seen:
+            continue
+        seen.add(cfg.arch_id)
+        pool.append((knobs, cfg))
+    names = [k.name for k in space.knobs]
+    counts = {k: Counter() for k in names}
+
+    def values(knobs: dict[str, Any]) -> dict[str, str]:
+        return {k: _encode(knobs[k]) if k in knobs else "inactive" for k in names}
+
+    for a in chosen:
+        for k, v in values(a["knobs"]).items():
+            counts[k][v] += 1
+    used = [False] * len(pool)
+    encoded = [values(kn) for kn, _ in pool]
+    while len(chosen) < n:
+        best, best_score = -1, -1.0
+        for i, enc in enumerate(encoded):
+            if used[i]:
+                continue
+            score = sum(1.0 / (1 + counts[k][v]) for k, v in enc.items())
+            if score > best_score:
+                best, best_score = i, score
+        if best < 0:
+            raise ValueError(f"the space gave only {len(chosen)} distinct architectures valid at {resolution} px")
+        used[best] = True
+        for k, v in encoded[best].items():
+            counts[k][v] += 1
+        knobs, cfg = pool[best]
+        chosen.append(record(f"s{len(chosen) - len(PRESET_NAMES):02d}", knobs, cfg))
+    return chosen
+
+
+def smoke_archs(resolution: int) -> list[dict[str, Any]]:
+    """Three tiny architectures for the CPU smoke run (HAT, global attention, deeper)."""
+    from search_spaces import FasterViTConfig
+
+    base = dict(resolution=resolution, dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+                window_size=(2, 2, 2, 2), num_classes=10, drop_path_rate=0.0)
+    cfgs = [FasterViTConfig(**base),
+            FasterViTConfig(**dict(base, window_size=(2, 2, 4, 2), hat=(False,) * 4)),
+            FasterViTConfig(**dict(base, dim=24, depths=(1, 2, 2, 1), num_heads=(1, 1, 3, 3), ct_size=1))]
+    return [dict(arch_id=c.arch_id, name=f"t{i}", knobs={}, config=c.to_dict(), train_config=c.to_dict(),
+                 train_arch_id=c.arch_id, summary=c.summary()) for i, c in enumerate(cfgs)]
+
+
+def diversity(archs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Counts of each value of the knobs that matter most for the ranking question."""
+    out: dict[str, dict[str, int]] = {}
+    for key in ("dim", "depths[2]", "window_size[2]", "hat[2]", "ct_size", "ct_init_kernel", "mlp_ratio", "layer_scale"):
+        c = Counter(_encode(a["knobs"][key]) if key in a["knobs"] else "inactive" for a in archs)
+        out[key] = dict(sorted(c.items()))
+    return out
+
+
+# =============================================================================================
+# tasks
+# =============================================================================================
+def task_key(t: dict[str, Any]) -> str:
+    kind = f"short@{t['fraction']:g}" if t["kind"] == "short" else t["kind"]
+    return f"{kind}:{t['arch_id']}:{t['seed']}"
+
+
+def build_tasks(archs: list[dict[str, Any]], s: dict[str, Any]) -> list[dict[str, Any]]:
+    """All tasks in priority order, so that any prefix a time budget cuts is usable.
+
+    First the re-seeded architectures (ground truth with both seeds, and the same two seeds on the
+    easy data), then the ground truth of every other architecture, then the short-training proxy
+    at each fraction (smallest budget first), then the zero-cost proxies.
+    """
+    reseed = reseed_indices(len(archs), s["n_reseed"])
+    tasks = []
+    for i in sorted(reseed):
+        a = archs[i]["arch_id"]
+        tasks += [dict(kind="full", arch_id=a, seed=s["seed"]), dict(kind="full", arch_id=a, seed=s["reseed_seed"]),
+                  dict(kind="easy", arch_id=a, seed=s["seed"]), dict(kind="easy", arch_id=a, seed=s["reseed_seed"])]
+    tasks += [dict(kind="full", arch_id=a["arch_id"], seed=s["seed"]) for i, a in enumerate(archs) if i not in reseed]
+    for frac in sorted(s["short_fractions"]):
+        tasks += [dict(kind="short", fraction=frac, arch_id=a["arch_id"], seed=s["short_seed"]) for a in archs]
+    tasks += [dict(kind="proxies", arch_id=a["arch_id"], seed=s["proxy_seed"]) for a in archs]
+    return tasks
+
+
+def reseed_indices(n: int, k: int) -> set[int]:
+    """``k`` architecture indices spread evenly over ``0..n-1`` (0, n/k, 2n/k, ...): the ceiling is
+    measured across the whole range of architectures, not only on the first (FasterViT-0/1/2)."""
+    return {int(i * n / k) for i in range(k)} if k else set()
+
+
+def steps_per_epoch(s: dict[str, Any], train_size: int) -> int:
+    return (s["subset"] or train_size) // s["batch_size"]
+
+
+def task_steps(t: dict[str, Any], s: dict[str, Any], train_size: int) -> int:
+    """Steps of a training task: the ground-truth budget (epochs of the ground-truth train split,
+    also for the easy data, so both see the same number of images), times the short fraction."""
+    full = max(1, round(s["epochs"] * steps_per_epoch(s, train_size)))
+    return max(1, round(full * t["fraction"])) if t["kind"] == "short" else full
+
+
+def task_images(t: dict[str, Any], s: dict[str, Any], train_size: int, val_size: int) -> int:
+    """Images processed (training images + validation images weighted 1/3: forward only)."""
+    if t["kind"] == "proxies":
+        return 0
+    steps = task_steps(t, s, train_size)
+    evals = max(1, int(steps // steps_per_epoch(s, train_size))) if t["kind"] == "full" else 1
+    return steps * s["batch_size"] + evals * (s["val_subset"] or val_size) // 3
+
+
+def _work_units(arch: dict[str, Any]) -> float:
+    """Relative cost of one training step: blocks (launch-bound) plus width-weighted compute."""
+    c = arch["train_config"]
+    return sum(c["depths"]) + 4 + sum(c["depths"]) * (c["dim"] / 64) ** 2 * 0.5
+
+
+# =============================================================================================
+# worker process
+# =============================================================================================
+def _error_text(e: BaseException) -> str:
+    return (f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__])[0][:500]
+
+
+def _worker(wid: int, setup: dict[str, Any], tasks: Any, results: Any) -> None:
+    """Worker loop: load the data once onto the device, then run tasks from its own queue."""
+    try:
+        import torch
+
+        torch.set_num_threads(setup["threads"])
+        from evaluators.data import load_dataset
+
+        device = setup["device"]
+        if device.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise RuntimeError("--device cuda but CUDA is not available in the worker")
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            gpu = torch.cuda.get_device_name()
+        else:
+            gpu = "cpu"
+        splits = {"main": load_dataset(setup["data"], data_dir=setup["data_dir"]).to(device)}
+        if setup["settings"].get("easy_data"):
+            splits["easy"] = load_dataset(setup["settings"]["easy_data"], data_dir=setup["data_dir"]).to(device)
+    except Exception as e:  # reported to the main process, which stops with this message
+        results.put(("fatal", wid, None, _error_text(e)))
+        return
+    results.put(("ready", wid, None, dict(gpu=gpu, pid=os.getpid())))
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        try:
+            out = _run_task(task, splits, setup, gpu, wid)
+            results.put(("done", wid, task, out))
+        except Exception as e:  # recorded as a failure of this task; retried by a later run
+            fatal = isinstance(e, RuntimeError) and "CUDA error" in str(e)
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            results.put(("error", wid, task, _error_text(e)))
+            if fatal:  # the CUDA context may be broken: end this worker, the main process starts another
+                return
+
+
+def _run_task(task: dict[str, Any], all_splits: Any, setup: dict[str, Any], gpu: str, wid: int) -> dict[str, Any]:
+    from search_spaces import FasterViTConfig
+
+    s = setup["settings"]
+    arch = setup["archs"][task["arch_id"]]
+    device = setup["device"]
+    splits = all_splits["main"]
+    if task["kind"] == "proxies":
+        from evaluators.data import normalization, sample_batch
+        from evaluators.proxies import compute_proxies, init_model
+
+        cfg = FasterViTConfig.from_dict(arch["train_config"]).replace(num_classes=splits.num_classes)
+        model = init_model(cfg, task["seed"], device=device)
+        mean, std = normalization(model)
+        batch = sample_batch(splits.train, batch_size=s["proxy_batch"], resolution=cfg.resolution,
+                             seed=s["proxy_seed"], device=device, mean=mean, std=std)
+        res = compute_proxies(model, setup["proxies"], batch, device=device, seed=task["seed"])
+        return dict(values={n: r.to_dict() for n, r in res.items()}, gpu=gpu, worker=wid)
+    from evaluators.augment import Augment
+    from evaluators.train import train_proxy
+
+    train_size = len(splits.train) if s["subset"] is None else s["subset"]
+    steps = task_steps(task, s, len(splits.train))
+    data = all_splits["easy"] if task["kind"] == "easy" else splits
+    r = train_proxy(FasterViTConfig.from_dict(arch["config"]), data=data, resolution=s["resolution"], steps=steps,
+                    batch_size=s["batch_size"], subset=min(train_size, len(data.train)), val_subset=s["val_subset"],
+                    lr=s["lr"], weight_decay=s["weight_decay"], warmup=s["warmup"],
+                    label_smoothing=s["label_smoothing"], grad_clip=s["grad_clip"], drop_path_rate=s["drop_path"],
+                    augment=Augment(crop=s["augment_crop"], flip=s["augment_flip"]), compile=s["compile"],
+                    seed=task["seed"], device=device, amp=s["amp"], eval_every=steps_per_epoch(s, len(splits.train)),
+                    progress=False)
+    d = r.to_dict()
+    d.pop("config", None)
+    d["step_mode"] = r.recipe.get("step_mode")
+    d.pop("recipe", None)
+    d.update(gpu=gpu, worker=wid, data=data.name)
+    return d
+
+
+# =============================================================================================
+# results file
+# =============================================================================================
+def _atomic_write(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, default=str, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _clean(v: Any) -> Any:
+    """JSON without NaN: non-finite floats become None (recursively)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+class Store:
+    """The results JSON: settings, architectures, proxy records, training runs, failures, analysis."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def open(cls, path: Path, settings: Optional[dict[str, Any]], archs: Optional[list[dict[str, Any]]]) -> "Store":
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"error: {path} is not valid JSON ({e}); move it away or pass another --out") from None
+            if data.get("benchmark") != BENCH:
+                raise SystemExit(f"error: {path} is not a {BENCH} results file")
+            if settings is not None:
+                old = {k: data["settings"].get(k) for k in RECIPE_KEYS}
+                new = {k: settings[k] for k in RECIPE_KEYS}
+                diff = {k: (old[k], new[k]) for k in RECIPE_KEYS if _clean(old[k]) != _clean(new[k])}
+                if diff:
+                    lines = ", ".join(f"{k}: file {a!r} vs now {b!r}" for k, (a, b) in diff.items())
+                    raise SystemExit(f"error: {path} holds another experiment ({lines}); pass the same options to "
+                                     f"resume, or another --out")
+            return cls(path, data)
+        if settings is None:
+            raise SystemExit(f"error: {path} does not exist (nothing to analyse)")
+        data = dict(benchmark=BENCH, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    settings=settings, archs=archs, proxies={}, runs=[], failures=[], sessions=[], analysis=None,
+                    notes=["top1 in percent on the full validation split (Fashion-MNIST: the official 10k test set)",
+                           "proxy seconds are measured inside worker processes while other workers train on the "
+                           "same GPU: contended, so upper bounds of the isolated cost",
+                           "every proxy is higher = better; a negative tau means the proxy ranks in reverse"])
+        store = cls(path, data)
+        store.save()
+        return store
+
+    def save(self) -> None:
+        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _atomic_write(self.path, _clean(self.data))
+
+    def finished(self) -> set[str]:
+        done = {f"proxies:{a}:{r['seed']}" for a, r in self.data["proxies"].items()}
+        done |= {task_key(r) for r in self.data["runs"] if r.get("status") in ("ok", "nan", "pruned")}
+        return done
+
+    def add(self, task: dict[str, Any], out: dict[str, Any]) -> None:
+        out = dict(out, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        if task["kind"] == "proxies":
+            self.data["proxies"][task["arch_id"]] = dict(out, seed=task["seed"])
+            arch = next(a for a in self.data["archs"] if a["arch_id"] == task["arch_id"])
+            for key in ("params", "flops"):
+                v = out["values"].get(key, {})
+                if v.get("value") is not None:
+                    arch[key] = int(v["value"])
+                    arch.pop(f"{key}_error", None)
+                else:
+                    arch[key] = None
+                    arch[f"{key}_error"] = f"{key} unavailable: {v.get('error')}"
+        else:
+            self.data["runs"] = [r for r in self.data["runs"] if task_key(r) != task_key(task)]
+            self.data["runs"].append(dict(out, **task))
+        self.save()
+
+    def fail(self, task: dict[str, Any], error: str, worker: Any) -> None:
+        self.data["failures"].append(dict(task, error=error, worker=worker,
+                                          at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+        self.save()
+
+
+# =============================================================================================
+# scheduling
+# =============================================================================================
+class Estimator:
+    """Seconds a training task will take in a worker (given the current concurrency).
+
+    Model: seconds = c * images * work_units(arch); c starts from the assumed aggregate
+    throughput and becomes the median of the finished tasks' c.
+    """
+
+    def __init__(self, assumed_img_s: float, workers: int, ref_units: float):
+        self.prior = workers / (assumed_img_s * ref_units)
+        self.samples: list[float] = []
+
+    def c(self) -> float:
+        if len(self.samples) < 3:
+            return max([self.prior] + self.samples)
+        xs = sorted(self.samples)
+        return xs[len(xs) // 2]
+
+    def add(self, seconds: float, images: int, units: float) -> None:
+        if images > 0 and seconds > 0:
+            self.samples.append(seconds / (images * units))
+
+    def seconds(self, images: int, units: float, kind: str) -> float:
+        if kind == "proxies":
+            return 15.0
+        return self.c() * images * units + 5.0
+
+
+def _fmt_s(s: float) -> str:
+    s = max(0, int(s))
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]], *, workers: int, threads: int,
+              device: str, data: str, data_dir: Optional[str], time_budget: Optional[float], assumed_img_s: float,
+              train_size: int, val_size: int, t0: float, dry_run: bool = False, max_start: Optional[int] = None,
+              only: Optional[set[str]] = None, proxies: Optional[list[str]] = None) -> int:
+    """Run the unfinished tasks with a pool of spawned workers; returns the number finished now.
+
+    ``max_start`` stops starting tasks after that many (the smoke run uses it to test resuming).
+    """
+    import multiprocessing as mp
+
+    by_id = {a["arch_id"]: a for a in archs}
+    all_tasks = build_tasks(archs, settings)
+    done = store.finished()
+    pending = [t for t in all_tasks if task_key(t) not in done and (not only or t["kind"] in only)]
+    if only == {"proxies"}:  # zero-cost proxies are only worth computing where a ground truth exists
+        trained = {r["arch_id"] for r in store.data["runs"] if r["kind"] == "full" and r.get("top1") is not None}
+        pending = [t for t in pending if t["arch_id"] in trained]
+    n_total, n_todo = len(all_tasks), len(pending)
+    ref = _work_units(by_id[archs[0]["arch_id"]])
+    est = Estimator(assumed_img_s, workers, 1.0)  # work units are passed relative to the first arch (FV-0)
+    images = sum(task_images(t, settings, train_size, val_size) for t in pending)
+    guess = sum(est.seconds(task_images(t, settings, train_size, val_size), _work_units(by_id[t["arch_id"]]) / ref,
+                            t["kind"]) for t in pending) / max(1, workers)
+    print(f"{n_todo} of {n_total} tasks to run ({n_total - n_todo} already in {store.path}); "
+          f"{images / 1e6:.2f} M training images; at an assumed {assumed_img_s:,.0f} img/s aggregate over {workers} "
+          f"workers (a guess until tasks finish) about {_fmt_s(guess)}"
+          + (f"; time budget {_fmt_s(time_budget)}" if time_budget else ""), flush=True)
+    if dry_run:
+        kinds = Counter(t["kind"] for t in pending)
+        print(f"dry run: {dict(kinds)} tasks; nothing started", flush=True)
+        return 0
+    if not pending:
+        return 0
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    setup = dict(settings=settings, archs=by_id, device=device, data=data, data_dir=data_dir, threads=threads,
+                 proxies=proxies or [])
+    procs: dict[int, Any] = {}
+    queues: dict[int, Any] = {}
+    next_wid = 0
+
+    def start_worker() -> None:
+        nonlocal next_wid
+        q = ctx.Queue()
+        p = ctx.Process(target=_worker, args=(next_wid, setup, q, results), daemon=True)
+        p.start()
+        procs[next_wid], queues[next_wid] = p, q
+        next_wid += 1
+
+    for _ in range(min(workers, n_todo)):
+        start_worker()
+    idle: list[int] = []
+    in_flight: dict[int, tuple[dict[str, Any], float]] = {}
+    finished_now = 0
+    restarts = 0
+    stopped_by_budget = False
+    started = 0
+    images_done = 0
+    t_first = None
+    deadline = t0 + time_budget if time_budget else None
+    session = dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), workers=workers, device=device, gpu=None,
+                   time_budget=time_budget, tasks_finished=0, tasks_failed=0, stopped_by_budget=False)
+    store.data["sessions"].append(session)
+    try:
+        while pending or in_flight:
+            while idle and pending:
+                t = pending[0]
+                units = _work_units(by_id[t["arch_id"]]) / ref
+                need = est.seconds(task_images(t, settings, train_size, val_size), units, t["kind"])
+                if (deadline is not None and time.time() + need > deadline) or (
+                        max_start is not None and started >= max_start):
+                    stopped_by_budget = True
+                    break
+                started += 1
+                if t["kind"] != "proxies":  # aggregate img/s counts from the first training task
+                    t_first = t_first or time.time()
+                pending.pop(0)
+                wid = idle.pop(0)
+                queues[wid].put(t)
+                in_flight[wid] = (t, time.time())
+            if stopped_by_budget and not in_flight:
+                break
+            if not in_flight and not idle and not procs:
+                raise SystemExit("error: no worker is alive")
+            try:
+                kind, wid, task, payload = results.get(timeout=5.0)
+            except queue.Empty:
+                for w, p in list(procs.items()):
+                    if not p.is_alive():
+                        if w in in_flight:
+                            t, _ = in_flight.pop(w)
+                            store.fail(t, f"worker {w} died (exit code {p.exitcode})", w)
+                            session["tasks_failed"] += 1
+                        procs.pop(w)
+                        if w in idle:
+                            idle.remove(w)
+                        if pending and restarts < 2 * workers:
+                            restarts += 1
+                            start_worker()
+                continue
+            if kind == "fatal":
+                raise SystemExit(f"error: worker {wid} could not start: {payload}")
+            if kind == "ready":
+                session["gpu"] = payload["gpu"]
+                store.data.setdefault("device", {}).update(gpu=payload["gpu"])
+                idle.append(wid)
+                continue
+            t, _t_start = in_flight.pop(wid)
+            idle.append(wid)
+            elapsed = time.time() - t0
+            if kind == "error":
+                store.fail(t, payload, wid)
+                session["tasks_failed"] += 1
+                print(f"  FAILED {t['kind']} {by_id[t['arch_id']]['name']} seed {t['seed']}: {payload}", flush=True)
+                if not procs[wid].is_alive() or "CUDA error" in payload:
+                    procs[wid].join(timeout=10)
+                    procs.pop(wid)
+                    idle.remove(wid)
+                    if pending and restarts < 2 * workers:
+                        restarts += 1
+                        start_worker()
+                continue
+            store.add(t, payload)
+            finished_now += 1
+            session["tasks_finished"] = finished_now
+            name = by_id[t["arch_id"]]["name"]
+            if t["kind"] == "proxies":
+                errs = [n for n, v in payload["values"].items() if v["error"]]
+                secs = sum(v["seconds"] for v in payload["values"].values())
+                msg = f"proxies {secs:.1f}s" + (f" (failed: {', '.join(errs)})" if errs else "")
+            else:
+                imgs = task_images(t, settings, train_size, val_size)
+                est.add(payload["seconds"], imgs, _work_units(by_id[t["arch_id"]]) / ref)
+                images_done += imgs
+                top1 = payload["top1"]
+                msg = (f"top1 {top1:.2f}%" if top1 is not None else f"status {payload['status']}") + \
+                      f" {payload['seconds']:.0f}s {payload['images_per_s']:,.0f} img/s"
+                if payload["status"] != "ok":
+                    msg += f" [{payload['status']}: {payload['reason']}]"
+            left = sum(est.seconds(task_images(x, settings, train_size, val_size),
+                                   _work_units(by_id[x["arch_id"]]) / ref, x["kind"]) for x in pending) / max(1, workers)
+            rate = images_done / max(1e-9, time.time() - (t_first or time.time()))
+            print(f"[{n_total - len(pending) - len(in_flight):3d}/{n_total}] {t['kind']:7s} {name} seed {t['seed']}: "
+                  f"{msg} | {_fmt_s(elapsed)} elapsed, {rate:,.0f} img/s aggregate, ~{_fmt_s(left)} of queued "
+                  f"work left", flush=True)
+    finally:
+        for w, q in queues.items():
+            if w in procs and procs[w].is_alive():
+                q.put(None)
+        for w, p in procs.items():
+            p.join(timeout=20)
+            if p.is_alive():
+                p.terminate()
+        session["stopped_by_budget"] = stopped_by_budget
+        session["training_images"] = images_done
+        session["aggregate_img_s"] = images_done / (time.time() - t_first) if t_first and images_done else None
+        session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        store.save()
+    if stopped_by_budget:
+        print(f"stopped starting tasks ({'time budget' if max_start is None else 'max_start'}): {len(pending)} not "
+              f"started; run the same command again to continue", flush=True)
+    return finished_now
+
+
+# =============================================================================================
+# analysis
+# =============================================================================================
+def _corr(xs: list[float], ys: list[float], *, boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    import numpy as np
+    from scipy.stats import kendalltau, spearmanr
+
+    n = len(xs)
+    out: dict[str, Any] = dict(n=n, kendall_tau=None, spearman_rho=None, tau_ci95=None)
+    if n < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return out
+    out["kendall_tau"] = float(kendalltau(xs, ys)[0])
+    out["spearman_rho"] = float(spearmanr(xs, ys)[0])
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(xs), np.asarray(ys)
+    taus = []
+    for _ in range(boot):
+        idx = rng.integers(0, n, n)
+        if len(set(x[idx])) > 1 and len(set(y[idx])) > 1:
+            t = kendalltau(x[idx], y[idx])[0]
+            if math.isfinite(t):
+                taus.append(t)
+    if taus:
+        out["tau_ci95"] = [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))]
+    return out
+
+
+def _fill_flops(store: Store) -> int:
+    """FLOPs missing from architecture records (their proxy task failed to count them), computed
+    here from the config (``evaluators.cost.analytic_flops``: fvcore's count, no trace); returns how many."""
+    missing = [a for a in store.data["archs"] if a.get("flops") is None and a["arch_id"] in store.data["proxies"]]
+    if not missing:
+        return 0
+    from evaluators.cost import analytic_flops
+    from search_spaces import FasterViTConfig
+
+    for a in missing:
+        a["flops"] = int(analytic_flops(FasterViTConfig.from_dict(a["train_config"])))
+        a["flops_note"] = "computed at analysis time from the config (analytic_flops)"
+        a.pop("flops_error", None)
+    store.save()
+    return len(missing)
+
+
+def f(v: Any, fmt: str = "{:+.3f}") -> str:
+    """A number for the markdown table ("—" when missing)."""
+    return "—" if v is None else fmt.format(v)
+
+
+def analyze(store: Store) -> dict[str, Any]:
+    """Correlation table of every proxy against the ground truth; stored in the JSON and returned."""
+    import statistics
+
+    from evaluators.proxies import ENSEMBLE_MEMBERS, rank_ensemble
+
+    d = store.data
+    s = d["settings"]
+    archs = {a["arch_id"]: a for a in d["archs"]}
+    runs = d["runs"]
+
+    def runs_of(kind: str, seed: int) -> dict[str, dict[str, Any]]:
+        return {r["arch_id"]: r for r in runs if r["kind"] == kind and r["seed"] == seed}
+
+    full0, full1, short = runs_of("full", s["seed"]), runs_of("full", s["reseed_seed"]), runs_of("short", s["short_seed"])
+    gt = {a: r["top1"] for a, r in full0.items() if r["status"] == "ok" and r["top1"] is not None}
+    gt_bad = {a: r["status"] for a, r in full0.items() if a not in gt}
+    ids = [a for a in archs if a in gt]  # arch order of the file
+    gt_vals = [gt[a] for a in ids]
+    ground = dict(n=len(gt), failed=gt_bad, gpus=sorted({r.get("gpu") for r in full0.values() if r.get("gpu")}),
+                  mean_top1=statistics.fmean(gt_vals) if gt_vals else None,
+                  min_top1=min(gt_vals) if gt_vals else None, max_top1=max(gt_vals) if gt_vals else None,
+                  std_top1=statistics.pstdev(gt_vals) if len(gt_vals) > 1 else None,
+                  mean_seconds=statistics.fmean(r["seconds"] for r in full0.values()) if full0 else None)
+    pairs = [a for a in ids if a in full1 and full1[a]["status"] == "ok" and full1[a]["top1"] is not None]
+    x0, x1 = [gt[a] for a in pairs], [full1[a]["top1"] for a in pairs]
+    ceiling = dict(_corr(x0, x1), seeds=[s["seed"], s["reseed_seed"]],
+                   mean_abs_delta_top1=statistics.fmean(abs(a - b) for a, b in zip(x0, x1)) if pairs else None,
+                   max_abs_delta_top1=max((abs(a - b) for a, b in zip(x0, x1)), default=None))
+    # Model-based ceiling for the whole population (less noisy than tau on the few pairs): with
+    # seed noise N(0, sigma^2) (sigma = E|delta| * sqrt(pi) / 2) on top of the spread of top-1 across
+    # architectures, two seeds correlate at r = 1 - sigma^2 / var(top-1); for Gaussian data Kendall
+    # tau = (2 / pi) * asin(r).
+    ceiling["predicted_population_tau"] = None
+    if pairs and len(gt_vals) > 2 and statistics.pvariance(gt_vals) > 0:
+        sigma = ceiling["mean_abs_delta_top1"] * math.sqrt(math.pi) / 2
+        r = max(0.0, 1.0 - sigma**2 / statistics.pvariance(gt_vals))
+        ceiling.update(seed_sigma_top1=sigma, predicted_population_tau=2 / math.pi * math.asin(r))
+
+    values: dict[str, dict[str, float]] = {}
+    seconds: dict[str, list[float]] = {}
+    filled = 0
+    for a in ids:
+        rec = d["proxies"].get(a)
+        if rec is None:
+            continue
+        values[a] = {}
+        for name, v in rec["values"].items():
+            if v.get("value") is not None:
+                values[a][name] = v["value"]
+                seconds.setdefault(name, []).append(v["seconds"])
+        if "flops" not in values[a] and archs[a].get("flops") is not None:
+            values[a]["flops"] = float(archs[a]["flops"])
+            filled += 1
+    rows: list[dict[str, Any]] = []
+
+    def add_row(name: str, getter: Any, secs: Optional[list[float]], note: str = "", kind: str = "proxy") -> None:
+        xs, ys = [], []
+        for a in ids:
+            v = getter(a)
+            if v is not None:
+                xs.append(float(v))
+                ys.append(gt[a])
+        rows.append(dict(proxy=name, kind=kind, **_corr(xs, ys),
+                         mean_seconds=statistics.fmean(secs) if secs else None, note=note))
+
+    for name in s["proxies"]:
+        note = ""
+        if name == "flops" and filled:
+            note = f"{filled} FLOPs computed at analysis (from the config)"
+        if name == "ensemble":
+            note = "per-model log-scale sum of " + "+".join(ENSEMBLE_MEMBERS) + " (a priori)"
+        add_row(name, lambda a, n=name: values.get(a, {}).get(n), seconds.get(name), note)
+    ok_short = {a: r for a, r in short.items() if r["status"] == "ok" and r["top1"] is not None}
+    add_row("train", lambda a: ok_short[a]["top1"] if a in ok_short else None,
+            [r["seconds"] for r in ok_short.values()],
+            f"same recipe at {s['short_fraction']:g} of the steps, seed {s['short_seed']}")
+    recs = [values.get(a, {}) for a in ids]
+    members = [m for m in ENSEMBLE_MEMBERS if m in s["proxies"]]
+    if members:
+        ens = dict(zip(ids, rank_ensemble(recs, members)))
+        cost = [sum(statistics.fmean(seconds[m]) for m in members)] if all(m in seconds for m in members) else None
+        add_row(f"rank({'+'.join(members)})", lambda a: ens.get(a), cost,
+                "population rank average, members chosen a priori", kind="ensemble")
+    zc = [r for r in rows if r["kind"] == "proxy" and r["proxy"] not in ("train", "ensemble")
+          and r["kendall_tau"] is not None]
+    top3 = [r["proxy"] for r in sorted(zc, key=lambda r: -r["kendall_tau"])[:3]]
+    if len(top3) >= 2:
+        ens3 = dict(zip(ids, rank_ensemble(recs, top3)))
+        add_row(f"rank({'+'.join(top3)})", lambda a: ens3.get(a), None,
+                "IN-SAMPLE: members picked by their tau on this ground truth (optimistic)", kind="in-sample")
+    epoch_ckpt = {}
+    for a in ids:
+        hist = full0[a].get("top1_history") or []
+        if len(hist) >= 2:
+            epoch_ckpt[a] = hist[0][1]
+    if epoch_ckpt:
+        add_row("train@1st-eval (same run)", lambda a: epoch_ckpt.get(a), None,
+                "checkpoint of the ground-truth run itself: not independent; shows whether the ranking still moves",
+                kind="same-run")
+
+    eligible = [r for r in rows if r["kind"] in ("proxy", "ensemble") and r["kendall_tau"] is not None]
+    params_row = next((r for r in rows if r["proxy"] == "params"), None)
+    best = max(eligible, key=lambda r: r["kendall_tau"], default=None)
+    target: dict[str, Any] = dict(tau=TARGET_TAU, margin_over_params=TARGET_MARGIN, met=False)
+    if best is None or params_row is None or params_row["kendall_tau"] is None or len(gt) < MIN_ARCHS_FOR_VERDICT:
+        target["verdict"] = (f"NOT EVALUATED: {len(gt)} architectures have a ground truth (a verdict needs "
+                             f">= {MIN_ARCHS_FOR_VERDICT} and finished proxies)")
+    else:
+        margin = best["kendall_tau"] - params_row["kendall_tau"]
+        met = best["kendall_tau"] >= TARGET_TAU and margin >= TARGET_MARGIN
+        target.update(met=met, best=best["proxy"], best_tau=best["kendall_tau"], params_tau=params_row["kendall_tau"],
+                      margin=margin)
+        target["verdict"] = (
+            f"{'MET' if met else 'NOT MET'}: best proxy {best['proxy']} tau={best['kendall_tau']:.3f} "
+            f"(needs >= {TARGET_TAU}), params tau={params_row['kendall_tau']:.3f}, margin {margin:+.3f} "
+            f"(needs >= {TARGET_MARGIN})")
+        low = [v for v in (ceiling["kendall_tau"], ceiling["predicted_population_tau"]) if v is not None]
+        if low and max(low) < TARGET_TAU:
+            target["verdict"] += (f". The ground truth agrees with itself across seeds only at tau="
+                                  f"{f(ceiling['kendall_tau'])} (n={ceiling['n']}; model-based "
+                                  f"{f(ceiling['predicted_population_tau'])}), below the target: no proxy can be "
+                                  f"expected to reach it against this ground truth")
+
+    lines = ["| proxy | n | Kendall τ [95% CI] | Spearman ρ | s/arch | note |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = f" [{r['tau_ci95'][0]:+.2f}, {r['tau_ci95'][1]:+.2f}]" if r["tau_ci95"] else ""
+        lines.append(f"| {r['proxy']} | {r['n']} | {f(r['kendall_tau'])}{ci} | {f(r['spearman_rho'])} | "
+                     f"{f(r['mean_seconds'], '{:.3g}')} | {r['note']} |")
+    gpus = ", ".join(ground["gpus"]) or "?"
+    rec = (f"{s['data']} at {s['resolution']} px, {s['epochs']:g} epochs of {s['subset'] or 'all'} images, batch "
+           f"{s['batch_size']}, AdamW lr {s['lr']:g} wd {s['weight_decay']:g}, warm-up {s['warmup']:g}, label "
+           f"smoothing {s['label_smoothing']:g}, drop-path {s['drop_path']:g}, "
+           f"{'bf16 autocast on CUDA' if s['amp'] else 'fp32'}")
+    header = [f"Ground truth: {ground['n']} architectures, val top-1 {f(ground['min_top1'], '{:.2f}')}–"
+              f"{f(ground['max_top1'], '{:.2f}')}% (mean {f(ground['mean_top1'], '{:.2f}')}, sd "
+              f"{f(ground['std_top1'], '{:.2f}')}), {rec}; seed {s['seed']}; GPU {gpus}; "
+              f"{f(ground['mean_seconds'], '{:.0f}')} s per training (concurrent workers)."
+              + (f" Not usable: {len(gt_bad)} runs ({', '.join(sorted(set(gt_bad.values())))})." if gt_bad else ""),
+              f"Seed-to-seed ceiling (seeds {s['seed']} vs {s['reseed_seed']}, n={ceiling['n']}): Kendall τ "
+              f"{f(ceiling['kendall_tau'])}, Spearman ρ {f(ceiling['spearman_rho'])}, mean |Δtop-1| "
+              f"{f(ceiling['mean_abs_delta_top1'], '{:.2f}')} points; predicted ceiling over all "
+              f"{ground['n']} (Gaussian noise model) τ {f(ceiling['predicted_population_tau'])}.",
+              f"Target (issue #4): {target['verdict']}.", ""]
+    table = "\n".join(header + lines)
+    analysis = dict(computed=time.strftime("%Y-%m-%dT%H:%M:%S"), ground_truth=ground, ceiling=ceiling, rows=rows,
+                    target=target, table_markdown=table)
+    d["analysis"] = analysis
+    store.save()
+    return analysis
+
+
+# =============================================================================================
+# main
+# =============================================================================================
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)})")
+    p.add_argument("--data", default="fmnist-odd", help="the ground-truth task (a dataset name)")
+    p.add_argument("--easy-data", default="fashion-mnist", help="the easy-data case, same archs and recipe ('' = none)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset files (e.g. the 4 Fashion-MNIST IDX .gz)")
+    p.add_argument("--space", default="default")
+    p.add_argument("--n-archs", type=int, default=60)
+    p.add_argument("--sample-seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=64,
+                   help="training/proxy resolution: 64 gives the 2x2 stage-3 windows one cell of the task each")
+    p.add_argument("--epochs", type=float, default=4.0)
+    p.add_argument("--subset", type=int, default=None, help="training images used (default: all)")
+    p.add_argument("--val-subset", type=int, default=None, help="validation images used (default: all 10k)")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth for every arch (0: off)")
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--augment-crop", type=float, default=0.0625, help="random translation, fraction of the side")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
+    p.add_argument("--compile", default="graph", help="train_proxy step mode (auto, eager, graph, compile)")
+    p.add_argument("--only", default=None, help="run only these task kinds (comma list of proxies,full,easy,short)")
+    p.add_argument("--no-amp", action="store_true", help="fp32 instead of bf16 autocast on CUDA")
+    p.add_argument("--seed", type=int, default=0, help="ground-truth training seed")
+    p.add_argument("--reseed-seed", type=int, default=1, help="second seed for the ceiling")
+    p.add_argument("--n-reseed", type=int, default=12, help="architectures trained with the second seed too")
+    p.add_argument("--short-fractions", default="0.05,0.1,0.25", help="budgets of the train proxy (fractions of steps)")
+    p.add_argument("--short-seed", type=int, default=2, help="seed of the train proxy (not the ground truth's)")
+    p.add_argument("--proxy-batch", type=int, default=64)
+    p.add_argument("--proxy-seed", type=int, default=3, help="init/batch seed of the zero-cost proxies")
+    p.add_argument("--proxies", nargs="+", default=None, help="zero-cost proxies (default: all registered)")
+    p.add_argument("--workers", type=int, default=3, help="training processes sharing the GPU")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker")
+    p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="seconds from start: no task starts unless its estimated end is within the budget")
+    p.add_argument("--assumed-img-s", type=float, default=8000.0,
+                   help="aggregate training img/s assumed before any task finished (for estimates only)")
+    p.add_argument("--analyze-only", action="store_true", help="recompute the table from --out and print it")
+    p.add_argument("--smoke", action="store_true", help="CPU, 3 tiny archs, a few steps (checks the whole path)")
+    p.add_argument("--dry-run", action="store_true", help="sample, write the file, print the plan; train nothing")
+    return p.parse_args(argv)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    def bad(msg: str) -> None:
+        raise SystemExit(f"error: {msg}")
+    if args.n_archs < 3:
+        bad(f"--n-archs={args.n_archs} must be >= 3")
+    if not 0 <= args.n_reseed <= args.n_archs:
+        bad(f"--n-reseed={args.n_reseed} must be in [0, --n-archs]")
+    try:
+        args.short_fractions = [float(v) for v in str(args.short_fractions).split(",") if v]
+    except ValueError:
+        bad(f"--short-fractions={args.short_fractions!r} must be a comma list of numbers")
+    if not args.short_fractions or not all(0 < v <= 1 for v in args.short_fractions):
+        bad(f"--short-fractions={args.short_fractions} must be fractions in (0, 1]")
+    kinds = set(args.only.split(",")) if args.only else None
+    if kinds and not kinds <= set(KINDS):
+        bad(f"--only={args.only!r}: kinds are {', '.join(KINDS)}")
+    args.only = kinds
+    if args.epochs <= 0:
+        bad(f"--epochs={args.epochs} must be > 0")
+    if args.workers < 1 or args.threads < 1:
+        bad("--workers and --threads must be >= 1")
+    if args.proxy_batch < 2:
+        bad(f"--proxy-batch={args.proxy_batch} must be >= 2")
+    if len({args.seed, args.reseed_seed}) != 2:
+        bad("--seed and --reseed-seed must differ")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    t0 = time.time()
+    args = parse_args(argv)
+    if args.smoke:
+        args.device = args.device or "cpu"
+        args.n_archs, args.n_reseed, args.resolution = 3, 2, 64
+        args.epochs, args.subset, args.val_subset, args.batch_size = 1.0, 128, 64, 32
+        args.proxy_batch, args.workers, args.compile = 8, min(args.workers, 2), "eager"
+        args.short_fractions = "0.25"
+        if args.out is None:
+            args.out = Path(tempfile.mkdtemp(prefix="nas-proxy-gt-smoke-")) / "proxy-groundtruth-smoke.json"
+    out = args.out or DEFAULT_OUT
+    if args.analyze_only:
+        store = Store.open(out, None, None)
+        n = _fill_flops(store)
+        if n:
+            print(f"computed the FLOPs of {n} architectures from their configs")
+        print(analyze(store)["table_markdown"])
+        return 0
+    _validate(args)
+
+    import torch
+
+    from evaluators.proxies import list_proxies
+    from search_spaces.space import load_space
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but CUDA is not available; use --device cpu (or --smoke)")
+    proxies = args.proxies or list_proxies()
+    unknown = [n for n in proxies if n not in list_proxies()]
+    if unknown:
+        raise SystemExit(f"error: unknown proxies {unknown}; known: {', '.join(list_proxies())}")
+    settings = dict(data=args.data, space=args.space if not args.smoke else "smoke", n_archs=args.n_archs,
+                    sample_seed=args.sample_seed, resolution=args.resolution, epochs=args.epochs, subset=args.subset,
+                    val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                    warmup=args.warmup, label_smoothing=args.label_smoothing, drop_path=args.drop_path,
+                    grad_clip=args.grad_clip, amp=not args.no_amp, seed=args.seed, reseed_seed=args.reseed_seed,
+                    n_reseed=args.n_reseed, short_fractions=args.short_fractions, short_seed=args.short_seed,
+                    proxy_batch=args.proxy_batch, proxy_seed=args.proxy_seed, easy_data=args.easy_data or None,
+                    augment_crop=args.augment_crop, augment_flip=not args.no_flip, compile=args.compile,
+                    recipe_text=("AdamW (betas 0.9/0.999, no weight decay on biases and norm/scale vectors), linear "
+                                 "warm-up then cosine to 0 per step, cross-entropy with label smoothing, on-device "
+                                 "random translation + flips; LR given at batch 256, sqrt-scaled; uint8 data on the device, bilinear resize + ImageNet normalisation "
+                                 "per batch; last partial batch dropped; validation on the whole val split"))
+
+    t_sample = time.time()
+    space = load_space(args.space)
+    # the smoke run samples the real 40 too (configs only, no models) to check the sampler
+    sampled = sample_archs(space, n=40 if args.smoke else args.n_archs, seed=args.sample_seed,
+                           resolution=128 if args.smoke else args.resolution)
+    print(f"sampled {len(sampled)} architectures from space {space.name!r} in {time.time() - t_sample:.1f}s; "
+          f"value counts: {json.dumps(diversity(sampled))}", flush=True)
+    archs = smoke_archs(args.resolution) if args.smoke else sampled
+    if args.dry_run and not out.is_file():  # plan only: write nothing under --out
+        out = Path(tempfile.mkdtemp(prefix="nas-proxy-gt-dry-")) / out.name
+    store = Store.open(out, settings, archs)
+    archs = store.data["archs"]  # a resumed run uses the file's architectures
+    if not args.dry_run:
+        store.data.setdefault("device", {}).update(
+            torch=torch.__version__, python=platform.python_version(), cpu_count=os.cpu_count(),
+            cuda=torch.version.cuda if device.startswith("cuda") else None)
+        store.data["diversity"] = diversity(archs)
+        store.save()
+
+    from evaluators.data import load_dataset
+
+    splits = load_dataset(args.data, data_dir=args.data_dir)  # fails here, once, with the dataset message
+    if args.subset is not None and args.subset > len(splits.train):
+        raise SystemExit(f"error: --subset={args.subset} exceeds the {len(splits.train)} training images")
+    print(f"data: {splits.summary()}; results: {out}", flush=True)
+    common = dict(workers=args.workers, threads=args.threads, device=device, data=args.data, data_dir=args.data_dir,
+                  time_budget=args.time_budget, assumed_img_s=args.assumed_img_s, train_size=len(splits.train),
+                  val_size=len(splits.val), t0=t0, only=args.only, proxies=list(proxies))
+    if args.smoke:  # stop after 5 tasks, then resume: the second call must run only the other 6
+        first = run_tasks(store, settings, archs, max_start=5, **common)
+        second = run_tasks(Store.open(out, settings, archs), settings, archs, **common)
+        store = Store.open(out, None, None)
+        if (first, second) != (5, len(build_tasks(archs, settings)) - 5):
+            print(f"smoke: FAILED, resume ran {first} then {second} tasks")
+            return 1
+    else:
+        run_tasks(store, settings, archs, dry_run=args.dry_run, **common)
+        if args.dry_run:
+            for a in archs:
+                print(f"  {a['name']:4s} {a['arch_id']}  {a['summary']}")
+        print(f"total {_fmt_s(time.time() - t0)}; analyse with --analyze-only --out {out}", flush=True)
+        return 0
+    analysis = analyze(store)
+    print(analysis["table_markdown"], flush=True)
+    if args.smoke:
+        left = [t for t in build_tasks(archs, settings) if task_key(t) not in store.finished()]
+        again = Store.open(out, settings, archs)
+        if left or len(again.finished()) != len(build_tasks(archs, settings)):
+            print(f"smoke: FAILED, {len(left)} tasks unfinished: {[task_key(t) for t in left]}; failures: "
+                  f"{store.data['failures']}")
+            return 1
+        table = analyze(Store.open(out, None, None))["table_markdown"]  # the --analyze-only path
+        if table != analysis["table_markdown"]:
+            print("smoke: FAILED, --analyze-only gave another table")
+            return 1
+        print(f"smoke: ok, every task finished and a re-run would skip all {len(store.finished())} "
+              f"({time.time() - t0:.0f}s); file {out}")
+    print(f"total {_fmt_s(time.time() - t0)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
