@@ -114,8 +114,11 @@ class Knob:
 
 def _check_value(field_name: str, index: Optional[int], value: Any, where: str) -> None:
     """Type-check a value against the config field it sets (full validation happens in the config)."""
-    if field_name in ("hat", "do_propagation", "layer_norm_last", "qkv_bias"):
+    if field_name in ("hat", "do_propagation", "layer_norm_last", "qkv_bias", "attn_bias", "pos_bias_1d",
+                      "ct_attention", "ct_init", "ct_gate"):
         ok = isinstance(value, bool)
+    elif field_name in ("attention", "stem"):
+        ok = isinstance(value, str)
     elif field_name in ("layer_scale", "layer_scale_conv"):
         ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
     elif field_name in ("mlp_ratio", "drop_path_rate"):
