@@ -255,3 +255,28 @@ def test_summary_names_non_default_knobs(base):
     assert s.endswith(" -attn_bias ct_gate stem:hybrid overlap1")
     assert "twins" in base.replace(attention="twins", hat=NO_HAT).summary()
     assert "-attn_bias" not in base.summary()
+
+
+def test_bench_knobs_smoke_writes_every_ratio(tmp_path):
+    """bench/knobs.py (the GPU evidence script) on the CPU: every group and row, with paper ratios."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "knobs.py"
+    spec = importlib.util.spec_from_file_location("bench_knobs", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "knobs.json"
+    result = bench.main(["--smoke", "--rounds", "1", "--out", str(out)])
+    assert json.loads(out.read_text()) == result and result["complete"] and result["smoke"]
+    groups = result["groups"]
+    assert set(groups) == {"table_s2", "table_6_fv2", "proposals"}
+    s2 = {r["variant"]: r for r in groups["table_s2"]["rows"]}
+    assert set(bench.PAPER_S2) < set(s2) and s2["baseline"]["ratio"] == 1.0
+    assert all(s2[v]["paper_ratio"] == bench.PAPER_S2[v] and s2[v]["ratio"] > 0 for v in bench.PAPER_S2)
+    t6 = {r["variant"]: r for r in groups["table_6_fv2"]["rows"]}
+    assert t6["twins"]["paper_ratio"] == pytest.approx(3668 / 3161) and t6["edgevit"]["ratio"] > 0
+    assert {"ct_gate", "stem_hybrid", "window_overlap_1", "window_overlap_2"} < {r["variant"] for r in groups["proposals"]["rows"]}
+    # each distinct architecture is measured once per round and shared between groups
+    assert len(result["measurements"]) == len({r["arch_id"] for g in groups.values() for r in g["rows"]})
