@@ -193,7 +193,14 @@ def stage_table(cfg: FasterViTConfig) -> list[dict[str, Any]]:
     """Per-stage facts for ``nas describe``: shapes, windows, tokens per window, carrier tokens."""
     rows = []
     for g in cfg.stages:
-        kind = "conv" if not g.transformer else ("HAT" if g.hat else ("global attn" if g.num_windows == 1 else "window attn"))
+        if not g.transformer:
+            kind = "conv"
+        elif g.attention != "hat":
+            kind = {"twins": "Twins LSA/GSA", "edgevit": "EdgeViT LGL"}[g.attention]
+        else:
+            kind = "HAT" if g.hat else ("global attn" if g.num_windows == 1 else "window attn")
+            if g.overlap:
+                kind += f" +halo{g.overlap}"
         rows.append(dict(
             stage=g.index + 1, kind=kind, depth=cfg.depths[g.index], width=g.width,
             heads=cfg.num_heads[g.index] if g.transformer else None,
