@@ -26,9 +26,10 @@ CONV_STAGES = (0, 1)
 ATTENTIONS = ("hat", "twins", "edgevit")
 #: Patch embedding: the paper's two stride-2 convs, or the hybrid (conv + patchify) stem.
 STEMS = ("conv", "hybrid")
-#: Knobs added after arch ids were first published, with their defaults: a config enters the
-#: ``arch_id`` hash with such a knob only when it differs from its default, so every config
-#: written before these knobs existed keeps its id (saved studies refer to arch ids).
+#: Knobs added after arch ids were first published, with their defaults. ``to_dict`` (so config
+#: files, study records and the ``arch_id`` hash) carries such a knob only when it differs from
+#: its default: every config written before these knobs existed keeps its JSON and its id (saved
+#: studies refer to both), and a default-valued config reads in older versions too.
 HASHED_WHEN_CHANGED: dict[str, Any] = dict(
     attn_bias=True, pos_bias_1d=True, ct_attention=True, ct_init=True, attention="hat", ct_gate=False,
     stem="conv", window_overlap=0)
@@ -305,25 +306,27 @@ class FasterViTConfig:
     def arch_id(self) -> str:
         """A short stable hash of the architecture (all knobs but ``num_classes`` and ``drop_path_rate``).
 
-        Knobs of ``HASHED_WHEN_CHANGED`` enter only when they differ from their defaults, so configs
-        written before those knobs existed keep their ids.
+        Knobs of ``HASHED_WHEN_CHANGED`` enter only when they differ from their defaults (as in
+        ``to_dict``), so configs written before those knobs existed keep their ids.
         """
         d = self.to_dict()
         for k in ("num_classes", "drop_path_rate", "schema_version"):
             d.pop(k, None)
-        for k, default in HASHED_WHEN_CHANGED.items():
-            if d.get(k) == default:
-                d.pop(k)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; ``from_dict`` of it gives an equal config."""
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict; ``from_dict`` of it gives an equal config.
+
+        Knobs of ``HASHED_WHEN_CHANGED`` at their defaults are left out unless ``full``.
+        """
         d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for f in dataclasses.fields(self):
             if not f.init:
                 continue
             v = getattr(self, f.name)
+            if not full and f.name in HASHED_WHEN_CHANGED and v == HASHED_WHEN_CHANGED[f.name]:
+                continue
             if f.name == "resolution":
                 v = v[0] if v[0] == v[1] else list(v)
             elif isinstance(v, tuple):

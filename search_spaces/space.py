@@ -285,7 +285,7 @@ class SearchSpace:
         for k in self.knobs:
             if not self.active(k, values):
                 continue
-            target = cfg.to_dict()[k.field]  # JSON form: a square resolution is one int
+            target = cfg.to_dict(full=True)[k.field]  # JSON form: a square resolution is one int
             if k.index is not None:
                 target = target[k.index]
             if k.choices is not None:

@@ -70,7 +70,7 @@ def _create(variant: str, base: FasterViTConfig, pretrained: bool, *, pretrained
     if timm_only.get("output_stride") not in (None, 32):
         raise ValueError(f"output_stride={timm_only['output_stride']}: FasterViT's output stride is 32 only")
     timm_only.pop("output_stride", None)
-    known = {f for f in base.to_dict() if f != "schema_version"}
+    known = {f for f in base.to_dict(full=True) if f != "schema_version"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
         raise TypeError(f"unknown argument(s) for {variant}: {unknown}; config fields: {sorted(known)}")

@@ -115,3 +115,10 @@ def test_reset_classifier_keeps_config_in_step(tiny_config):
     assert model.config.num_classes == 0 and model(torch.randn(1, 3, 64, 64)).shape == (1, model.num_features)
     with pytest.raises(ValueError, match="global_pool='max'"):
         model.reset_classifier(5, global_pool="max")
+
+
+def test_new_knobs_through_timm(tiny_config):
+    m = timm.create_model("nas_faster_vit", config=tiny_config, attention="edgevit", hat=[False] * 4, stem="hybrid")
+    assert m.config.attention == "edgevit" and m.config.stem == "hybrid"
+    with pytest.raises(ValueError, match=r"window_overlap=5 must be < window_size\[2\]=2"):
+        timm.create_model("nas_faster_vit", config=tiny_config, window_overlap=5)
