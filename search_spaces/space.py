@@ -57,6 +57,9 @@ class OneOf:
     def to_yaml(self) -> dict[str, list]:
         return {"in": list(self.values)}
 
+    def __str__(self) -> str:
+        return f"any of {list(self.values)}"
+
 
 def _matches(value: Any, cond: Any) -> bool:
     return value in cond.values if isinstance(cond, OneOf) else value == cond

@@ -284,3 +284,19 @@ def test_bench_knobs_smoke_writes_every_ratio(tmp_path):
     assert {"ct_gate", "stem_hybrid", "window_overlap_1", "window_overlap_2"} < {r["variant"] for r in groups["proposals"]["rows"]}
     # each distinct architecture is measured once per round and shared between groups
     assert len(result["measurements"]) == len({r["arch_id"] for g in groups.values() for r in g["rows"]})
+
+
+@pytest.mark.parametrize("changes, dropped", [
+    (dict(attn_bias=False), ".rel_pos."),
+    (dict(pos_bias_1d=False), "pos_embed."),
+    (dict(ct_attention=False), "ct_"),  # ct_norm1, ct_attn, ct_mlp, gamma_ct_* (but gamma_ct_attn of propagation)
+    (dict(ct_init=False), ".ct_init.pos_conv."),
+])
+def test_ablation_of_a_trained_model_loads_its_weights(base, changes, dropped):
+    """Table S.2's "removed after training" column: the ablated network takes the trained weights
+    with nothing missing; only the removed component's weights are left over."""
+    trained = build_model(base.replace(do_propagation=True, layer_scale=0.5)).state_dict()
+    ablated = build_model(base.replace(do_propagation=True, layer_scale=0.5, **changes))
+    result = ablated.load_state_dict(trained, strict=False)
+    assert not result.missing_keys
+    assert result.unexpected_keys and all(dropped in k for k in result.unexpected_keys)
