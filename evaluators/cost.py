@@ -74,37 +74,91 @@ def count_flops(model: nn.Module, resolution: tuple[int, int], in_chans: int = 3
 def analytic_flops(cfg: FasterViTConfig) -> int:
     """fvcore's count for the deployed model, from the config alone (no model built: instant).
 
-    Counts what fvcore counts by default: convolution, linear and attention MACs, BatchNorm
-    (2 per element, eval), LayerNorm (5 per element), nearest upsampling (1 per output element),
-    and the classifier. Tests check it equals ``count_flops`` exactly on varied configs.
+    Counts what fvcore counts by default: convolution (transposed too), linear and attention MACs,
+    BatchNorm (2 per element, eval), LayerNorm (5 per element), nearest upsampling (1 per output
+    element), and the classifier; additions, pooling, gathers and activations are free. Every knob
+    of ``FasterViTConfig`` is counted (attention type, ablations, halo keys, CT gate, stem). Tests
+    check it equals ``count_flops`` exactly on varied configs.
     """
-    h, w = cfg.resolution
-    total = 0
-    for c_in, c_out in ((cfg.in_chans, cfg.in_dim), (cfg.in_dim, cfg.dim)):  # stem
-        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-        total += c_out * c_in * 9 * h * w + 2 * c_out * h * w
+    total = _stem_flops(cfg)
     for g in cfg.stages:
         c, (h, w) = g.width, g.feature
-        depth = cfg.depths[g.index]
         if not g.transformer:
-            total += depth * 2 * (c * c * 9 * h * w + 2 * c * h * w)
+            total += cfg.depths[g.index] * 2 * (c * c * 9 * h * w + 2 * c * h * w)
+        elif g.attention == "twins":
+            total += _twins_flops(cfg, g)
+        elif g.attention == "edgevit":
+            total += _edgevit_flops(cfg, g)
         else:
-            hidden = int(c * cfg.mlp_ratio)
-            nw, t = g.num_windows, g.tokens_per_window + g.ct_per_window
-            per_block = nw * t * (5 * c + 3 * c * c + c * c + 5 * c + 2 * c * hidden) + nw * 2 * t * t * c
-            if g.hat:
-                n = g.num_carrier_tokens
-                per_block += n * (5 * c + 3 * c * c + c * c + 5 * c + 2 * c * hidden) + 2 * n * n * c
-                total += c * cfg.ct_init_kernel**2 * g.padded[0] * g.padded[1]
-                if cfg.do_propagation:
-                    total += nw * c * g.window * g.window
-            total += depth * per_block
+            total += _hat_flops(cfg, g)
         if g.index < len(cfg.stages) - 1:  # downsample: LayerNorm2d + 3x3 stride-2 conv
             ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
             total += 5 * c * h * w + 2 * c * c * 9 * ho * wo
     h, w = cfg.stages[-1].feature
     total += (5 if cfg.layer_norm_last else 2) * cfg.num_features * h * w
     return total + cfg.num_features * cfg.num_classes
+
+
+def _stem_flops(cfg: FasterViTConfig) -> int:
+    h, w = cfg.resolution
+    h1, w1 = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    h2, w2 = (h1 - 1) // 2 + 1, (w1 - 1) // 2 + 1
+    total = cfg.in_dim * cfg.in_chans * 9 * h1 * w1 + 2 * cfg.in_dim * h1 * w1  # conv-BN, stride 2
+    total += cfg.dim * cfg.in_dim * 9 * h2 * w2 + 2 * cfg.dim * h2 * w2  # conv-BN, stride 2
+    if cfg.stem == "hybrid":  # stride-1 conv-BN at half resolution + 4x4 patchify conv-BN
+        total += cfg.in_dim * cfg.in_dim * 9 * h1 * w1 + 2 * cfg.in_dim * h1 * w1
+        total += cfg.dim * cfg.in_chans * 16 * h2 * w2 + 2 * cfg.dim * h2 * w2
+    return total
+
+
+def _token_block(c: int, hidden: int, tokens: int) -> int:
+    """Per-token part of a pre-norm block: 2 LayerNorms, qkv and output projections, the MLP."""
+    return tokens * (5 * c + 3 * c * c + c * c + 5 * c + 2 * c * hidden)
+
+
+def _hat_flops(cfg: FasterViTConfig, g: Any) -> int:
+    c, hidden, heads = g.width, int(g.width * cfg.mlp_ratio), cfg.num_heads[g.index]
+    nw, L = g.num_windows, g.ct_per_window
+    t = g.tokens_per_window + L  # queries of a window: its tokens and its carrier tokens
+    tk = (g.window + 2 * g.overlap) ** 2 + L  # keys: with the halo ring (window_overlap)
+    per_block = nw * _token_block(c, hidden, t) + nw * 2 * t * tk * c
+    total = 0
+    if g.hat:
+        if cfg.ct_attention:
+            n = g.num_carrier_tokens
+            per_block += _token_block(c, hidden, n) + 2 * n * n * c
+        if cfg.ct_gate:
+            per_block += nw * L * c * heads
+        if cfg.ct_init:
+            total += c * cfg.ct_init_kernel**2 * g.padded[0] * g.padded[1]
+        if cfg.do_propagation:
+            total += nw * c * g.window * g.window
+    return total + cfg.depths[g.index] * per_block
+
+
+def _twins_flops(cfg: FasterViTConfig, g: Any) -> int:
+    c, hidden = g.width, int(g.width * cfg.mlp_ratio)
+    T = g.padded[0] * g.padded[1]
+    ws2 = g.window * g.window
+    lsa = _token_block(c, hidden, T) + g.num_windows * 2 * ws2 * ws2 * c
+    keys = ws2 if g.windows != (1, 1) else T
+    gsa = _token_block(c, hidden, T) - T * 2 * c * c + 2 * c * c * keys + 2 * T * keys * c  # q on T, kv on keys
+    if g.windows != (1, 1):
+        gsa += c * c * g.windows[0] * g.windows[1] * ws2 + 5 * c * ws2  # stride-r conv + LayerNorm
+    depth = cfg.depths[g.index]
+    return (depth + 1) // 2 * lsa + depth // 2 * gsa
+
+
+def _edgevit_flops(cfg: FasterViTConfig, g: Any) -> int:
+    c, hidden = g.width, int(g.width * cfg.mlp_ratio)
+    T = g.padded[0] * g.padded[1]
+    D = g.window * g.window  # delegate tokens
+    local = 2 * c * T + 2 * c * c * T + 9 * c * T  # BN, two point-wise convs, 3x3 depth-wise
+    glob = 5 * c * T + 3 * c * c * D + 2 * D * D * c + c * c * T
+    if g.windows != (1, 1):
+        glob += c * T + 5 * c * T  # transposed depth-wise propagation + LayerNorm
+    mlp = 5 * c * T + 2 * c * hidden * T
+    return cfg.depths[g.index] * (local + glob + mlp)
 
 
 def analytic_params(cfg: FasterViTConfig) -> int:
@@ -139,7 +193,14 @@ def stage_table(cfg: FasterViTConfig) -> list[dict[str, Any]]:
     """Per-stage facts for ``nas describe``: shapes, windows, tokens per window, carrier tokens."""
     rows = []
     for g in cfg.stages:
-        kind = "conv" if not g.transformer else ("HAT" if g.hat else ("global attn" if g.num_windows == 1 else "window attn"))
+        if not g.transformer:
+            kind = "conv"
+        elif g.attention != "hat":
+            kind = {"twins": "Twins LSA/GSA", "edgevit": "EdgeViT LGL"}[g.attention]
+        else:
+            kind = "HAT" if g.hat else ("global attn" if g.num_windows == 1 else "window attn")
+            if g.overlap:
+                kind += f" +halo{g.overlap}"
         rows.append(dict(
             stage=g.index + 1, kind=kind, depth=cfg.depths[g.index], width=g.width,
             heads=cfg.num_heads[g.index] if g.transformer else None,

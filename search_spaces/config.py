@@ -15,12 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-__all__ = ["FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES"]
+__all__ = ["FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES", "ATTENTIONS",
+           "STEMS", "HASHED_WHEN_CHANGED"]
 
 SCHEMA_VERSION = 1
 NUM_STAGES = 4
 #: Stages 1-2 are dense residual conv blocks, stages 3-4 transformer blocks (as in the paper).
 CONV_STAGES = (0, 1)
+#: Attention of stages 3-4: the paper's HAT, or one of the alternatives of its Table 6.
+ATTENTIONS = ("hat", "twins", "edgevit")
+#: Patch embedding: the paper's two stride-2 convs, or the hybrid (conv + patchify) stem.
+STEMS = ("conv", "hybrid")
+#: Knobs added after arch ids were first published, with their defaults. ``to_dict`` (so config
+#: files, study records and the ``arch_id`` hash) carries such a knob only when it differs from
+#: its default: every config written before these knobs existed keeps its JSON and its id (saved
+#: studies refer to both), and a default-valued config reads in older versions too.
+HASHED_WHEN_CHANGED: dict[str, Any] = dict(
+    attn_bias=True, pos_bias_1d=True, ct_attention=True, ct_init=True, attention="hat", ct_gate=False,
+    stem="conv", window_overlap=0)
 
 
 def _conv_out(size: int) -> int:
@@ -42,6 +54,8 @@ class StageGeometry:
     hat: bool  # carrier tokens are used (HAT flag and more than one window)
     ct_grid: tuple[int, int]  # carrier tokens of the whole map along (H, W); (0, 0) without HAT
     ct_per_window: int
+    overlap: int = 0  # halo pixels each side of a window (window_overlap; 0 with a single window)
+    attention: str = "hat"  # "hat", "twins" or "edgevit" (transformer stages)
 
     @property
     def tokens_per_window(self) -> int:
@@ -88,6 +102,31 @@ class FasterViTConfig:
     FasterViT-0..6 are points of this space (see ``search_spaces.PRESETS``). Change a config with
     ``dataclasses.replace`` (validation runs again); ``arch_id`` hashes it.
 
+    Ablation knobs (paper, arXiv 2306.06189, Table S.2 on FasterViT-2; "off" removes one component
+    and everything else stays; defaults are the paper's model):
+
+    - ``attn_bias``: the relative position bias of every attention (the SwinV2-style MLP over
+      log-spaced offsets). Off: attention logits get no positional term.
+    - ``pos_bias_1d``: the absolute positional MLP added to the local tokens of each window and to
+      the carrier tokens at every block (the "1D pos bias" row). Off: no absolute position term.
+    - ``ct_attention``: step (1) of a HAT block, the carrier tokens of all windows attending to
+      each other (with its MLP). Off: carrier tokens are still made, join their window's attention
+      and are propagated, but never exchange information across windows.
+    - ``ct_init``: the convolutional carrier-token initialisation, Sec. 3.3 of the paper
+      (x_c = Conv3x3(x), x_ct = AvgPool(x_c)). Off: carrier tokens are the plain average pool of
+      the window features, with no positional convolution. (Table S.2 also removes it from a
+      trained model, -0.48: only pooling can remain then, so that is what "off" is.)
+
+    Attention of stages 3-4 (paper Table 6): ``attention`` = ``hat`` (default) | ``twins`` |
+    ``edgevit`` (see ``search_spaces.fastervit`` for each, with its paper). Only ``hat`` has
+    carrier tokens, so the other two need ``hat`` false in every stage.
+
+    Proposals of the course reproduction: ``ct_gate`` (a learned, input-dependent scale of the
+    carrier tokens' influence on the window tokens; needs a stage with carrier tokens), ``stem`` =
+    ``conv`` | ``hybrid`` (conv stem plus a patchify branch), ``window_overlap`` (k halo pixels on
+    each side of every window as extra keys, masked outside the map; needs ``hat`` attention and
+    k < the window of every stage with more than one window).
+
     Example:
         >>> cfg = FasterViTConfig(dim=32, in_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
         ...                       window_size=(4, 4, 4, 2), resolution=64, num_classes=10)
@@ -113,6 +152,15 @@ class FasterViTConfig:
     layer_norm_last: bool = False
     qkv_bias: bool = True
     drop_path_rate: float = 0.2
+    # --- the paper's ablations (Table S.2), its attention alternatives (Table 6), proposals ----
+    attn_bias: bool = True
+    pos_bias_1d: bool = True
+    ct_attention: bool = True
+    ct_init: bool = True
+    attention: str = "hat"
+    ct_gate: bool = False
+    stem: str = "conv"
+    window_overlap: int = 0
     _geometry: tuple = field(default=(), init=False, repr=False, compare=False, hash=False)
 
     # ------------------------------------------------------------------ validation
@@ -164,7 +212,47 @@ class FasterViTConfig:
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0.0 <= d < 1.0:
             raise ValueError(f"drop_path_rate={d!r} must be in [0, 1)")
         set_("drop_path_rate", float(d))
+        self._check_knob_types()
         set_("_geometry", self._compute_geometry())
+        self._check_knob_rules()
+
+    def _check_knob_types(self) -> None:
+        for name in ("attn_bias", "pos_bias_1d", "ct_attention", "ct_init", "ct_gate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
+        for name, allowed in (("attention", ATTENTIONS), ("stem", STEMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} must be one of {', '.join(map(repr, allowed))}")
+        _int(self.window_overlap, "window_overlap", 0)
+        if self.attention != "hat":
+            for i, h in enumerate(self.hat):
+                if h:
+                    raise ValueError(f"hat[{i}]=true needs attention='hat': attention={self.attention!r} replaces "
+                                     f"hierarchical attention in stages 3-4 (no carrier tokens); set hat to false")
+
+    def _check_knob_rules(self) -> None:
+        """Rules between knobs that need the geometry (which stages have carrier tokens, windows)."""
+        has_ct = any(g.hat for g in self.stages)
+        for name, value in (("ct_gate", True), ("ct_attention", False), ("ct_init", False)):
+            if getattr(self, name) == value and not has_ct:
+                raise ValueError(
+                    f"{name}={str(value).lower()} needs carrier tokens, but no stage has HAT with more than one "
+                    f"window (hat={[h for h in self.hat]}, windows per stage "
+                    f"{[g.windows for g in self.stages if g.transformer]}, attention={self.attention!r})")
+        k = self.window_overlap
+        if not k:
+            return
+        if self.attention != "hat":
+            raise ValueError(f"window_overlap={k} needs attention='hat' (halo keys are added to the window "
+                             f"attention of HAT stages), got attention={self.attention!r}")
+        windowed = [g for g in self.stages if g.transformer and g.num_windows > 1]
+        if not windowed:
+            raise ValueError(f"window_overlap={k} has no effect: no transformer stage has more than one window "
+                             f"(window_size={list(self.window_size)} at resolution {list(self.resolution)})")
+        for g in windowed:
+            if k >= g.window:
+                raise ValueError(f"window_overlap={k} must be < window_size[{g.index}]={g.window}: the halo reaches "
+                                 f"into the neighbouring windows only")
 
     def _compute_geometry(self) -> tuple[StageGeometry, ...]:
         h, w = self.resolution
@@ -194,8 +282,9 @@ class FasterViTConfig:
                     raise ValueError(
                         f"ct_size={self.ct_size} must be <= window_size[{i}]={ws}: carrier tokens are pooled from each window")
                 ct_grid = (self.ct_size * nh, self.ct_size * nw) if hat else (0, 0)
+                overlap = self.window_overlap if nh * nw > 1 else 0
                 out.append(StageGeometry(i, width, (h, w), (ph, pw), ws, (nh, nw), True, hat, ct_grid,
-                                         self.ct_size**2 if hat else 0))
+                                         self.ct_size**2 if hat else 0, overlap, self.attention))
                 hidden = int(width * self.mlp_ratio)
                 if hidden < 1:
                     raise ValueError(f"mlp_ratio={self.mlp_ratio} gives an empty MLP (int({width}*{self.mlp_ratio})=0) in stage {i + 1}")
@@ -215,20 +304,29 @@ class FasterViTConfig:
 
     @property
     def arch_id(self) -> str:
-        """A short stable hash of the architecture (all knobs but ``num_classes`` and ``drop_path_rate``)."""
+        """A short stable hash of the architecture (all knobs but ``num_classes`` and ``drop_path_rate``).
+
+        Knobs of ``HASHED_WHEN_CHANGED`` enter only when they differ from their defaults (as in
+        ``to_dict``), so configs written before those knobs existed keep their ids.
+        """
         d = self.to_dict()
         for k in ("num_classes", "drop_path_rate", "schema_version"):
             d.pop(k, None)
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     # ------------------------------------------------------------------ serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; ``from_dict`` of it gives an equal config."""
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """A JSON-ready dict; ``from_dict`` of it gives an equal config.
+
+        Knobs of ``HASHED_WHEN_CHANGED`` at their defaults are left out unless ``full``.
+        """
         d: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
         for f in dataclasses.fields(self):
             if not f.init:
                 continue
             v = getattr(self, f.name)
+            if not full and f.name in HASHED_WHEN_CHANGED and v == HASHED_WHEN_CHANGED[f.name]:
+                continue
             if f.name == "resolution":
                 v = v[0] if v[0] == v[1] else list(v)
             elif isinstance(v, tuple):
@@ -291,7 +389,8 @@ class FasterViTConfig:
         res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
         if res == self.resolution:
             return self
-        probe = dataclasses.replace(self, resolution=res, window_size=(1, 1, 2, 2), hat=(False,) * NUM_STAGES)
+        probe = dataclasses.replace(self, resolution=res, window_size=(1, 1, 2, 2), hat=(False,) * NUM_STAGES,
+                                    ct_gate=False, ct_attention=True, ct_init=True, window_overlap=0)
         windows = list(self.window_size)
         for old, new in zip(self.stages, probe.stages):
             if not old.transformer:
@@ -311,4 +410,20 @@ class FasterViTConfig:
         return (f"r{r} d{self.dim}/{self.in_dim} depth{'-'.join(map(str, self.depths))} "
                 f"heads{'-'.join(map(str, self.num_heads))} w{'-'.join(map(str, self.window_size))} "
                 f"ct{self.ct_size}k{self.ct_init_kernel} mlp{self.mlp_ratio:g} hat[{hat}]"
-                f"{' prop' if self.do_propagation else ''}")
+                f"{' prop' if self.do_propagation else ''}{self._knob_summary()}")
+
+    def _knob_summary(self) -> str:
+        """Non-default ablation/proposal knobs, e.g. ' -attn_bias twins overlap1'."""
+        parts = []
+        for name in ("attn_bias", "pos_bias_1d", "ct_attention", "ct_init"):
+            if not getattr(self, name):
+                parts.append(f"-{name}")
+        if self.attention != "hat":
+            parts.append(self.attention)
+        if self.ct_gate:
+            parts.append("ct_gate")
+        if self.stem != "conv":
+            parts.append(f"stem:{self.stem}")
+        if self.window_overlap:
+            parts.append(f"overlap{self.window_overlap}")
+        return "".join(" " + p for p in parts)

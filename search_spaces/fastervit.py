@@ -5,7 +5,10 @@ ICLR 2024 (arXiv 2306.06189). FasterViT-0..6 are points of the config space and 
 checkpoints (through ``checkpoint_filter_fn``) with identical outputs.
 
 Layout: positional encodings, attention, blocks, carrier-token initialiser, stages, model,
-checkpoint mapping, deploy step.
+checkpoint mapping, deploy step. Besides the paper's HAT blocks, stages 3-4 can use the Twins or
+EdgeViT blocks of the paper's Table 6 (``attention``), and the ablation/proposal knobs of
+``FasterViTConfig`` (``attn_bias``, ``pos_bias_1d``, ``ct_attention``, ``ct_init``, ``ct_gate``,
+``stem``, ``window_overlap``) each switch one component; their defaults build the paper's model.
 
 Deploy (``model.switch_to_deploy()``) is an explicit step: it evaluates every positional MLP once
 for the configured resolution, stores the results as buffers (aligned for the fused attention
@@ -26,7 +29,7 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_, use_fused_attn
 
 from .config import FasterViTConfig, StageGeometry
 
-__all__ = ["FasterViT", "build_model", "checkpoint_filter_fn", "window_order"]
+__all__ = ["FasterViT", "build_model", "checkpoint_filter_fn", "window_order", "DEPLOYABLE"]
 
 _BIAS_ALIGN = 16  # fused attention kernels want the mask's row stride a multiple of this
 
@@ -153,13 +156,79 @@ class RelPosBias(nn.Module):
         self.deployed = b.to(dtype) if dtype is not None else b
 
 
+def _log_spaced_table(span: int) -> torch.Tensor:
+    """(2*span+1)^2 x 2 relative offsets -span..span per axis, log-spaced as in ``RelPosBias``."""
+    rel = torch.arange(-span, span + 1, dtype=torch.float32) / max(span, 1)
+    table = torch.stack(torch.meshgrid(rel, rel, indexing="ij"), dim=-1).reshape(-1, 2) * 8
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+class HaloRelPosBias(RelPosBias):
+    """``RelPosBias`` from a window's ws² query tokens to its (ws+2k)² keys (``window_overlap`` = k).
+
+    Key (a, b) of the enlarged window sits at (a-k, b-k) in window coordinates; offsets span
+    -(ws-1+k)..ws-1+k per axis and are log-spaced like the square case.
+    """
+
+    def __init__(self, window: int, overlap: int, num_heads: int, num_prefix: int = 0):
+        nn.Module.__init__(self)
+        self.grid = (window, window)
+        self.key_window = window + 2 * overlap
+        self.num_heads = num_heads
+        self.num_prefix = num_prefix
+        self.mlp = _CoordMLP(num_heads)
+        span = window - 1 + overlap
+        self.register_buffer("table", _log_spaced_table(span), persistent=False)
+        q = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        kk = torch.arange(self.key_window) - overlap
+        k = torch.stack(torch.meshgrid(kk, kk, indexing="ij")).flatten(1)
+        rel = q[:, :, None] - k[:, None, :] + span  # (2, nq, nk), each in 0..2*span
+        self.register_buffer("index", rel[0] * (2 * span + 1) + rel[1], persistent=False)
+        self.register_buffer("deployed", None, persistent=False)
+
+    @property
+    def num_tokens(self) -> int:  # keys (the deployed buffer is sliced to them)
+        return self.num_prefix + self.key_window**2
+
+    def bias(self) -> torch.Tensor:
+        """The (1, heads, prefix + ws², prefix + (ws+2k)²) additive attention bias."""
+        nq, nk = self.index.shape
+        b = self.mlp(self.table)[self.index.reshape(-1)].view(nq, nk, self.num_heads).permute(2, 0, 1)
+        b = 16 * torch.sigmoid(b)
+        if self.num_prefix:
+            b = F.pad(b, (self.num_prefix, 0, self.num_prefix, 0))
+        return b.unsqueeze(0)
+
+
+#: Modules whose positional tables ``switch_to_deploy`` precomputes (subclasses included).
+DEPLOYABLE = (TokenPosEmbed, RelPosBias)
+
+
 # ---------------------------------------------------------------------------------------------
 # attention and blocks
 # ---------------------------------------------------------------------------------------------
-class Attention(nn.Module):
-    """Multi-head self-attention with a learned relative position bias."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor], fused: bool,
+            scale: float) -> torch.Tensor:
+    """softmax(q kᵀ · scale + bias) v, through SDPA when ``fused`` (the blocks beyond the paper's)."""
+    if fused:
+        if bias is not None and bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
+            bias = bias.to(q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    attn = (q @ k.transpose(-2, -1)) * scale
+    if bias is not None:
+        attn = attn + bias
+    return attn.softmax(dim=-1) @ v
 
-    def __init__(self, dim: int, num_heads: int, rel_pos: RelPosBias, qkv_bias: bool = True):
+
+def _use_fused(head_dim: int) -> bool:
+    # the fused SDPA kernels need head_dim % 8 == 0; otherwise SDPA's math fallback upcasts to fp32
+    return use_fused_attn() and head_dim % 8 == 0
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a learned relative position bias (none: ``attn_bias`` off)."""
+
+    def __init__(self, dim: int, num_heads: int, rel_pos: Optional[RelPosBias], qkv_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
@@ -174,15 +243,106 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.rel_pos()
+        bias = self.rel_pos() if self.rel_pos is not None else None
         if self.fused_attn:
-            if bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
+            if bias is not None and bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
                 bias = bias.to(q.dtype)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
-            attn = (q @ k.transpose(-2, -1)) * self.scale + bias
+            attn = (q @ k.transpose(-2, -1)) * self.scale
+            if bias is not None:
+                attn = attn + bias
             x = attn.softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
+
+
+class CTGate(nn.Module):
+    """log(2·sigmoid(w·ct + b)) per head for each carrier token: added to that key's attention
+    logits, it scales the token's attention weight by a learned, input-dependent factor in (0, 2).
+
+    w = b = 0 at init (factor 1), so training starts from the paper's block (``ct_gate``: the course
+    reproduction's "dynamically scaled carrier-token influence").
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_heads, dim))
+        self.bias = nn.Parameter(torch.zeros(num_heads))
+
+    def forward(self, ct: torch.Tensor) -> torch.Tensor:
+        return math.log(2.0) + F.logsigmoid(F.linear(ct, self.weight, self.bias))
+
+
+def _halo_geometry(geom: StageGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather index of every window's (ws+2k)² keys in the k-padded map, and the mask of those outside it.
+
+    Windows are listed row by row (the order of the attention batch); the mask is 0 / -inf per key,
+    with zeros in front for the window's carrier tokens: (windows, 1, 1, ct + (ws+2k)²).
+    """
+    (nh, nw), ws, k = geom.windows, geom.window, geom.overlap
+    size = ws + 2 * k
+    hp, wp = geom.padded
+    a = torch.arange(size)
+    rows = torch.arange(nh)[:, None] * ws + a  # row in the k-padded map, per window row
+    cols = torch.arange(nw)[:, None] * ws + a
+    index = rows[:, None, :, None] * (wp + 2 * k) + cols[None, :, None, :]  # (nh, nw, size, size)
+    valid = (((rows >= k) & (rows < hp + k))[:, None, :, None]
+             & ((cols >= k) & (cols < wp + k))[None, :, None, :]).reshape(nh * nw, size * size)
+    mask = torch.zeros(valid.shape).masked_fill(~valid, float("-inf"))
+    mask = F.pad(mask, (geom.ct_per_window, 0))
+    return index.reshape(-1), mask.view(nh * nw, 1, 1, -1)
+
+
+class WindowAttention(Attention):
+    """Window attention of a HAT block with the course proposals ``window_overlap`` and ``ct_gate``.
+
+    ``window_overlap`` = k: the queries of a window (its carrier tokens and ws² tokens) also see the
+    k-pixel ring around it, as keys/values gathered from the neighbouring windows (halo attention:
+    Vaswani et al., CVPR 2021, "Scaling Local Self-Attention for Parameter Efficient Visual
+    Backbones"); ring positions outside the (padded) map are masked with -inf. Queries and output
+    keep their shape. ``ct_gate``: see ``CTGate``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, rel_pos: Optional[RelPosBias], qkv_bias: bool,
+                 geom: StageGeometry, gate: bool):
+        super().__init__(dim, num_heads, rel_pos, qkv_bias)
+        self.num_ct = geom.ct_per_window
+        self.windows = geom.windows
+        self.window = geom.window
+        self.overlap = geom.overlap
+        self.gate = CTGate(dim, num_heads) if gate else None
+        if self.overlap:
+            index, mask = _halo_geometry(geom)
+            self.register_buffer("halo_index", index, persistent=False)
+            self.register_buffer("halo_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B_, N, C = x.shape
+        L = self.num_ct
+        qkv = self.qkv(x).view(B_, N, 3, self.num_heads, self.head_dim)
+        q = qkv[:, :, 0].transpose(1, 2)
+        kv = qkv[:, :, 1:]
+        bias = self.rel_pos() if self.rel_pos is not None else None
+        if self.overlap:
+            kv = torch.cat((kv[:, :L], self._halo(kv[:, L:])), dim=1)
+            mask = self.halo_mask.repeat(B_ // self.halo_mask.shape[0], 1, 1, 1)
+            bias = mask if bias is None else bias + mask
+        if self.gate is not None:
+            g = self.gate(x[:, :L]).transpose(1, 2).unsqueeze(2)  # (B_, heads, 1, L)
+            g = F.pad(g, (0, kv.shape[1] - L))
+            bias = g if bias is None else bias + g
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        out = _attend(q, k, v, bias, self.fused_attn, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(B_, N, C))
+
+    def _halo(self, kv: torch.Tensor) -> torch.Tensor:
+        """(B*windows, ws², 2, heads, hd) keys/values -> (B*windows, (ws+2k)², 2, heads, hd)."""
+        (nh, nw), ws, k = self.windows, self.window, self.overlap
+        B_, _, two, h, hd = kv.shape
+        B = B_ // (nh * nw)
+        m = kv.reshape(B, nh, nw, ws, ws, two * h * hd).permute(0, 1, 3, 2, 4, 5).reshape(B, nh * ws, nw * ws, -1)
+        m = F.pad(m, (0, 0, k, k, k, k)).flatten(1, 2)
+        return m.index_select(1, self.halo_index).view(B_, -1, two, h, hd)
 
 
 class Mlp(nn.Module):
@@ -234,45 +394,60 @@ class HATBlock(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, geom: StageGeometry, ct_size: int, mlp_ratio: float,
-                 qkv_bias: bool, drop_path: float, layer_scale: Optional[float], propagate: bool):
+                 qkv_bias: bool, drop_path: float, layer_scale: Optional[float], propagate: bool, *,
+                 attn_bias: bool = True, pos_bias_1d: bool = True, ct_attention: bool = True,
+                 ct_gate: bool = False):
         super().__init__()
         ws = geom.window
         self.window = ws
         self.ct_size = ct_size
         self.num_ct = geom.ct_per_window
+        self.has_ct = geom.hat
         hidden = int(dim * mlp_ratio)
-        self.pos_embed = TokenPosEmbed(dim, (ws, ws))
+        self.pos_embed = TokenPosEmbed(dim, (ws, ws)) if pos_bias_1d else None
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, RelPosBias((ws, ws), num_heads, num_prefix=self.num_ct), qkv_bias)
+        rel: Optional[RelPosBias] = None
+        if attn_bias:
+            rel = (HaloRelPosBias(ws, geom.overlap, num_heads, num_prefix=self.num_ct) if geom.overlap
+                   else RelPosBias((ws, ws), num_heads, num_prefix=self.num_ct))
+        if geom.overlap or (ct_gate and geom.hat):
+            self.attn = WindowAttention(dim, num_heads, rel, qkv_bias, geom, gate=ct_gate and geom.hat)
+        else:
+            self.attn = Attention(dim, num_heads, rel, qkv_bias)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, hidden)
         self.gamma_attn = _layer_scale(dim, layer_scale)
         self.gamma_mlp = _layer_scale(dim, layer_scale)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.propagate = propagate and geom.hat
+        self.ct_attn = None
         if geom.hat:
             order = window_order(geom.ct_grid, ct_size)
-            self.ct_pos_embed = TokenPosEmbed(dim, geom.ct_grid, order=order)
-            self.ct_norm1 = nn.LayerNorm(dim)
-            self.ct_attn = Attention(dim, num_heads, RelPosBias(geom.ct_grid, num_heads, order=order), qkv_bias)
-            self.ct_norm2 = nn.LayerNorm(dim)
-            self.ct_mlp = Mlp(dim, hidden)
-            self.gamma_ct_attn = _layer_scale(dim, layer_scale)
-            self.gamma_ct_mlp = _layer_scale(dim, layer_scale)
-        else:
-            self.ct_attn = None
+            self.ct_pos_embed = TokenPosEmbed(dim, geom.ct_grid, order=order) if pos_bias_1d else None
+            if ct_attention:
+                self.ct_norm1 = nn.LayerNorm(dim)
+                ct_rel = RelPosBias(geom.ct_grid, num_heads, order=order) if attn_bias else None
+                self.ct_attn = Attention(dim, num_heads, ct_rel, qkv_bias)
+                self.ct_norm2 = nn.LayerNorm(dim)
+                self.ct_mlp = Mlp(dim, hidden)
+            # gamma_ct_attn also scales the propagation (as in the official code)
+            self.gamma_ct_attn = _layer_scale(dim, layer_scale) if ct_attention or self.propagate else None
+            self.gamma_ct_mlp = _layer_scale(dim, layer_scale) if ct_attention else None
 
     def forward(self, x: torch.Tensor, ct: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        x = self.pos_embed(x)
-        if self.ct_attn is not None:
-            ct = self.ct_pos_embed(ct)
-            ct = ct + self.drop_path(_scale(self.ct_attn(self.ct_norm1(ct)), self.gamma_ct_attn))
-            ct = ct + self.drop_path(_scale(self.ct_mlp(self.ct_norm2(ct)), self.gamma_ct_mlp))
+        if self.pos_embed is not None:
+            x = self.pos_embed(x)
+        if self.has_ct:
+            if self.ct_pos_embed is not None:
+                ct = self.ct_pos_embed(ct)
+            if self.ct_attn is not None:
+                ct = ct + self.drop_path(_scale(self.ct_attn(self.ct_norm1(ct)), self.gamma_ct_attn))
+                ct = ct + self.drop_path(_scale(self.ct_mlp(self.ct_norm2(ct)), self.gamma_ct_mlp))
             b_ct, _, c = ct.shape
             x = torch.cat((ct.reshape(x.shape[0], self.num_ct, c), x), dim=1)
         x = x + self.drop_path(_scale(self.attn(self.norm1(x)), self.gamma_attn))
         x = x + self.drop_path(_scale(self.mlp(self.norm2(x)), self.gamma_mlp))
-        if self.ct_attn is not None:
+        if self.has_ct:
             ct_w, x = x.split((self.num_ct, x.shape[1] - self.num_ct), dim=1)
             if self.propagate:
                 x = x + _scale(self._upsample(ct_w), self.gamma_ct_attn)
@@ -287,17 +462,176 @@ class HATBlock(nn.Module):
         return up.flatten(2).transpose(1, 2).to(ct_w.dtype)
 
 
+def _embed_windows(pe: TokenPosEmbed, x: torch.Tensor) -> torch.Tensor:
+    """Add a window-shaped positional embedding to every window of a (B, H, W, C) token map."""
+    B, H, W, C = x.shape
+    ws = pe.grid[0]
+    e = (pe.deployed if pe.deployed is not None else pe.embedding()).view(ws, 1, ws, C)
+    return (x.view(B, H // ws, ws, W // ws, ws, C) + e).view(B, H, W, C)
+
+
+def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * windows, ws², C), windows row by row."""
+    B, H, W, C = x.shape
+    return x.view(B, H // ws, ws, W // ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
+
+
+def _merge(x: torch.Tensor, ws: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of ``_partition``."""
+    C = x.shape[-1]
+    return x.view(-1, H // ws, W // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)
+
+
+class SubsampledAttention(nn.Module):
+    """Global sub-sampled attention (GSA) of Twins (Chu et al., NeurIPS 2021, "Twins: Revisiting the
+    Design of Spatial Attention in Vision Transformers", Sec. 3.2).
+
+    Every token queries keys/values computed from a summary of the map: a convolution with kernel =
+    stride = ``rate`` followed by LayerNorm (PVT's spatial reduction, which Twins adopts). With
+    ``rate`` = windows per side the keys lie on a window x window grid; for window 7 at 224 px this
+    is Twins-SVT's sub-sampling 8, 4, 2, 1 over its four stages. Rate (1, 1): plain global attention.
+    """
+
+    def __init__(self, dim: int, num_heads: int, rate: tuple[int, int], qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = _use_fused(self.head_dim)
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.sr = nn.Conv2d(dim, dim, rate, rate) if rate != (1, 1) else None
+        self.sr_norm = nn.LayerNorm(dim) if self.sr is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
+        B, H, W, C = x.shape
+        q = self.q(x).view(B, H * W, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.sr is not None:
+            s = self.sr_norm(self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2))
+        else:
+            s = x.reshape(B, H * W, C)
+        k, v = self.kv(s).view(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = _attend(q, k, v, None, self.fused_attn, self.scale)
+        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+
+
+class TwinsBlock(nn.Module):
+    """A Twins-SVT block (Chu et al., 2021, Sec. 3.2): LSA or GSA, each followed by an MLP.
+
+    LSA (locally-grouped self-attention) is attention inside each window of the stage, with this
+    space's relative position bias (``attn_bias``); GSA is ``SubsampledAttention``. A stage
+    alternates LSA, GSA, LSA, ... as Twins-SVT does. Positional information: this space's absolute
+    window embedding (``pos_bias_1d``) in place of Twins' convolutional PEG, so that the
+    comparison with HAT changes the attention only. Tokens: (B, H, W, C) on the padded map.
+    """
+
+    def __init__(self, dim: int, num_heads: int, geom: StageGeometry, mlp_ratio: float, qkv_bias: bool,
+                 drop_path: float, layer_scale: Optional[float], *, global_attn: bool, attn_bias: bool = True,
+                 pos_bias_1d: bool = True):
+        super().__init__()
+        ws = geom.window
+        self.window = ws
+        self.global_attn = global_attn
+        self.pos_embed = TokenPosEmbed(dim, (ws, ws)) if pos_bias_1d else None
+        self.norm1 = nn.LayerNorm(dim)
+        if global_attn:
+            self.attn: nn.Module = SubsampledAttention(dim, num_heads, geom.windows, qkv_bias)
+        else:
+            self.attn = Attention(dim, num_heads, RelPosBias((ws, ws), num_heads) if attn_bias else None, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.gamma_attn = _layer_scale(dim, layer_scale)
+        self.gamma_mlp = _layer_scale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = _embed_windows(self.pos_embed, x)
+        B, H, W, C = x.shape
+        y = self.norm1(x)
+        y = self.attn(y) if self.global_attn else _merge(self.attn(_partition(y, self.window)), self.window, H, W)
+        x = x + self.drop_path(_scale(y, self.gamma_attn))
+        return x + self.drop_path(_scale(self.mlp(self.norm2(x)), self.gamma_mlp))
+
+
+class EdgeViTBlock(nn.Module):
+    """A local-global-local (LGL) block of EdgeViT (Pan et al., ECCV 2022, "EdgeViTs: Competing
+    Light-weight CNNs on Mobile Devices with Vision Transformers", Sec. 3.2).
+
+    (1) Local aggregation: BatchNorm, point-wise, 3x3 depth-wise and point-wise convolutions
+    (residual). (2) Global sparse attention: one delegate token every ``rate`` pixels per axis
+    attends to all delegates; local propagation spreads the result back to every pixel with a
+    transposed depth-wise convolution (kernel = stride = rate), then LayerNorm and a projection
+    (residual). (3) MLP (residual). ``rate`` = windows per side, so the delegates lie on a
+    window x window grid (rate 2 on FasterViT's 14x14 stage 3 at 224 px, EdgeViT-S's rate there);
+    rate (1, 1) is global attention without propagation. The paper's LGL has an MLP after step
+    (1) too; one MLP per block keeps a block's cost near a HAT block's (as Table 6's GFLOPs are).
+    """
+
+    def __init__(self, dim: int, num_heads: int, geom: StageGeometry, mlp_ratio: float, qkv_bias: bool,
+                 drop_path: float, layer_scale: Optional[float], *, attn_bias: bool = True,
+                 pos_bias_1d: bool = True):
+        super().__init__()
+        ws = geom.window
+        self.rate = geom.windows
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = _use_fused(self.head_dim)
+        self.pos_embed = TokenPosEmbed(dim, (ws, ws)) if pos_bias_1d else None
+        self.local_norm = nn.BatchNorm2d(dim)
+        self.local_pw1 = nn.Conv2d(dim, dim, 1)
+        self.local_dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.local_pw2 = nn.Conv2d(dim, dim, 1)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.rel_pos = RelPosBias((ws, ws), num_heads) if attn_bias else None
+        propagate = self.rate != (1, 1)
+        self.prop = nn.ConvTranspose2d(dim, dim, self.rate, self.rate, groups=dim) if propagate else None
+        self.prop_norm = nn.LayerNorm(dim) if propagate else None
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.gamma_local = _layer_scale(dim, layer_scale)
+        self.gamma_attn = _layer_scale(dim, layer_scale)
+        self.gamma_mlp = _layer_scale(dim, layer_scale)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pos_embed is not None:
+            x = _embed_windows(self.pos_embed, x)
+        img = x.permute(0, 3, 1, 2)
+        y = self.local_pw2(self.local_dw(self.local_pw1(self.local_norm(img)))).permute(0, 2, 3, 1)
+        x = x + self.drop_path(_scale(y, self.gamma_local))
+        x = x + self.drop_path(_scale(self._global(self.norm1(x)), self.gamma_attn))
+        return x + self.drop_path(_scale(self.mlp(self.norm2(x)), self.gamma_mlp))
+
+    def _global(self, y: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = y.shape
+        rh, rw = self.rate
+        d = y[:, ::rh, ::rw]  # delegates: (B, H/rh, W/rw, C)
+        gh, gw = d.shape[1], d.shape[2]
+        q, k, v = self.qkv(d).view(B, gh * gw, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.rel_pos() if self.rel_pos is not None else None
+        out = _attend(q, k, v, bias, self.fused_attn, self.scale).transpose(1, 2).reshape(B, gh, gw, C)
+        if self.prop is not None:
+            out = self.prop_norm(self.prop(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
+        return self.proj(out)
+
+
 class CarrierTokenInit(nn.Module):
     """Carrier tokens of a stage: depth-wise conv (positional encoding), then average pooling.
 
     Pooling follows the official rule per axis: out = ct*windows, stride = floor(size/out),
     kernel = size - (out-1)*stride (overlapping when the window is not a multiple of ct_size).
-    ``kernel_size`` is the CT-init conv kernel (3 in the paper; 5 = overlapping variant).
+    ``kernel_size`` is the CT-init conv kernel (3 in the paper; 5 = overlapping variant);
+    ``conv=False`` (the ``ct_init`` ablation) pools the features without the convolution.
     """
 
-    def __init__(self, dim: int, geom: StageGeometry, ct_size: int, kernel_size: int = 3):
+    def __init__(self, dim: int, geom: StageGeometry, ct_size: int, kernel_size: int = 3, conv: bool = True):
         super().__init__()
-        self.pos_conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.pos_conv = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim) if conv else None
         kernel, stride = [], []
         for size, out in zip(geom.padded, geom.ct_grid):
             s = size // out
@@ -307,7 +641,7 @@ class CarrierTokenInit(nn.Module):
         self.ct_size = ct_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.pos_conv(x))
+        x = self.pool(self.pos_conv(x) if self.pos_conv is not None else x)
         B, C, H, W = x.shape
         k = self.ct_size
         x = x.view(B, C, H // k, k, W // k, k).permute(0, 2, 4, 3, 5, 1)
@@ -327,19 +661,41 @@ class Downsample(nn.Module):
 
 
 class Stem(nn.Module):
-    """Two 3x3 stride-2 convolutions with BatchNorm and ReLU: 224² -> 56²."""
+    """Two 3x3 stride-2 convolutions with BatchNorm and ReLU: 224² -> 56² (``stem='conv'``).
 
-    def __init__(self, in_chans: int, in_dim: int, dim: int):
+    ``stem='hybrid'`` (the course reproduction's "stronger patch embedding"; this design is ours):
+    a third, stride-1 3x3 conv-BN-ReLU between the two (a deeper convolutional stem, as in Xiao et
+    al., NeurIPS 2021, "Early Convolutions Help Transformers See Better"), plus a 4x4 stride-4
+    patchify branch (ViT's patch embedding, conv + BN; the image padded to a multiple of 4) added
+    before the last ReLU, so that the stem mixes overlapping-convolution and patch features.
+    """
+
+    def __init__(self, in_chans: int, in_dim: int, dim: int, hybrid: bool = False,
+                 resolution: tuple[int, int] = (224, 224)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, in_dim, 3, 2, 1, bias=False)
         self.norm1 = nn.BatchNorm2d(in_dim, eps=1e-4)
         self.act1 = nn.ReLU()
+        if hybrid:
+            self.conv_mid = nn.Conv2d(in_dim, in_dim, 3, 1, 1, bias=False)
+            self.norm_mid = nn.BatchNorm2d(in_dim, eps=1e-4)
+            self.act_mid = nn.ReLU()
         self.conv2 = nn.Conv2d(in_dim, dim, 3, 2, 1, bias=False)
         self.norm2 = nn.BatchNorm2d(dim, eps=1e-4)
         self.act2 = nn.ReLU()
+        self.hybrid = hybrid
+        if hybrid:
+            self.patch = nn.Conv2d(in_chans, dim, 4, 4, bias=False)
+            self.patch_norm = nn.BatchNorm2d(dim, eps=1e-4)
+            self.patch_pad = (0, (-resolution[1]) % 4, 0, (-resolution[0]) % 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act2(self.norm2(self.conv2(self.act1(self.norm1(self.conv1(x))))))
+        y = self.act1(self.norm1(self.conv1(x)))
+        if not self.hybrid:
+            return self.act2(self.norm2(self.conv2(y)))
+        y = self.norm2(self.conv2(self.act_mid(self.norm_mid(self.conv_mid(y)))))
+        p = F.pad(x, self.patch_pad) if any(self.patch_pad) else x
+        return self.act2(y + self.patch_norm(self.patch(p)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,12 +726,24 @@ class TransformerStage(nn.Module):
         i = geom.index
         self.geom = geom
         self.window = geom.window
-        self.ct_init = CarrierTokenInit(geom.width, geom, cfg.ct_size, cfg.ct_init_kernel) if geom.hat else None
+        self.attention = cfg.attention
+        self.ct_init = (CarrierTokenInit(geom.width, geom, cfg.ct_size, cfg.ct_init_kernel, conv=cfg.ct_init)
+                        if geom.hat else None)
         depth = cfg.depths[i]
-        self.blocks = nn.ModuleList(
-            HATBlock(geom.width, cfg.num_heads[i], geom, cfg.ct_size, cfg.mlp_ratio, cfg.qkv_bias, drop_path[j],
-                     cfg.layer_scale, propagate=cfg.do_propagation and j == depth - 1)
-            for j in range(depth))
+        knobs = dict(attn_bias=cfg.attn_bias, pos_bias_1d=cfg.pos_bias_1d)
+        args = (geom.width, cfg.num_heads[i], geom)
+        if cfg.attention == "twins":
+            blocks: list[nn.Module] = [
+                TwinsBlock(*args, cfg.mlp_ratio, cfg.qkv_bias, drop_path[j], cfg.layer_scale, global_attn=j % 2 == 1,
+                           **knobs) for j in range(depth)]
+        elif cfg.attention == "edgevit":
+            blocks = [EdgeViTBlock(*args, cfg.mlp_ratio, cfg.qkv_bias, drop_path[j], cfg.layer_scale, **knobs)
+                      for j in range(depth)]
+        else:
+            blocks = [HATBlock(*args, cfg.ct_size, cfg.mlp_ratio, cfg.qkv_bias, drop_path[j], cfg.layer_scale,
+                               propagate=cfg.do_propagation and j == depth - 1, ct_attention=cfg.ct_attention,
+                               ct_gate=cfg.ct_gate, **knobs) for j in range(depth)]
+        self.blocks = nn.ModuleList(blocks)
         self.downsample = Downsample(geom.width) if downsample else None
         self.grad_checkpointing = False
 
@@ -386,6 +754,8 @@ class TransformerStage(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
+        if self.attention != "hat":
+            return self._forward_map(x, H, W)
         ct = self.ct_init(x) if self.ct_init is not None else None
         # (B, C, Hp, Wp) -> (B * windows, ws*ws, C)
         x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
@@ -399,6 +769,17 @@ class TransformerStage(nn.Module):
         x = x.permute(0, 3, 1, 2)
         if pad_h or pad_w:
             x = x[:, :, :H, :W]
+        return x if self.downsample is None else self.downsample(x)
+
+    def _forward_map(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """Twins / EdgeViT blocks: tokens stay a (B, Hp, Wp, C) map; each block windows what it needs."""
+        x = x.permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            if self.grad_checkpointing and x.requires_grad:
+                x = torch.utils.checkpoint.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        x = x.permute(0, 3, 1, 2)[:, :, :H, :W]
         return x if self.downsample is None else self.downsample(x)
 
 
@@ -415,7 +796,7 @@ class FasterViT(nn.Module):
         self.config = cfg
         self.num_classes = cfg.num_classes
         self.num_features = cfg.num_features
-        self.stem = Stem(cfg.in_chans, cfg.in_dim, cfg.dim)
+        self.stem = Stem(cfg.in_chans, cfg.in_dim, cfg.dim, hybrid=cfg.stem == "hybrid", resolution=cfg.resolution)
         n = sum(cfg.depths)
         dpr = [cfg.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]  # linspace(0, rate, n)
         stages = []
@@ -431,7 +812,21 @@ class FasterViT(nn.Module):
         self.norm = LayerNorm2d(self.num_features) if cfg.layer_norm_last else nn.BatchNorm2d(self.num_features)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.deployed = False
+        self.feature_info = self._feature_info()
         self.apply(self._init_weights)
+
+    def _feature_info(self) -> list[dict[str, Any]]:
+        """timm's ``feature_info``: channels and stride of each module's output map (stem, stages).
+
+        A stage's output is after its downsampler (so stage 3 and 4 outputs are both at stride 32).
+        """
+        cfg = self.config
+        info = [dict(num_chs=cfg.dim, reduction=4, module="stem")]
+        for g in cfg.stages:
+            last = g.index == len(cfg.stages) - 1
+            info.append(dict(num_chs=g.width * (1 if last else 2), reduction=4 * 2 ** (g.index + (0 if last else 1)),
+                             module=f"stages.{g.index}"))
+        return info
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -453,9 +848,38 @@ class FasterViT(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        """A new (randomly initialised) head; ``config`` follows (``num_classes`` is not stale)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool={global_pool!r}: FasterViT pools by average only ('avg')")
+        self.config = self.config.replace(num_classes=num_classes)
         self.num_classes = num_classes
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters timm's optimiser factory should not decay: layer scales, positional MLPs, CT gates.
+
+        (Norm weights and biases are 1-D and skipped by timm anyway.)
+        """
+        out = set()
+        for name, _ in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("gamma") or ".rel_pos." in name or "pos_embed." in name or ".gate." in name:
+                out.add(name)
+        return out
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """timm's parameter grouping (layer-wise LR decay): stem, then stages (coarse) or blocks."""
+        if coarse:
+            return dict(stem=r"^stem", blocks=[(r"^stages\.(\d+)", None), (r"^norm", (99999,))])
+        return dict(stem=r"^stem", blocks=[
+            (r"^stages\.(\d+)\.ct_init", (0,)),
+            (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+            (r"^stages\.(\d+)\.downsample", (99998,)),
+            (r"^norm", (99999,)),
+        ])
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
@@ -484,12 +908,15 @@ class FasterViT(nn.Module):
         """
         self.eval()
         for m in self.modules():
-            if isinstance(m, (TokenPosEmbed, RelPosBias)):
+            if isinstance(m, DEPLOYABLE):
                 m.deploy(dtype)
         if fuse_bn:
             s = self.stem
             s.conv1, s.norm1 = _fuse_conv_bn(s.conv1, s.norm1), nn.Identity()
             s.conv2, s.norm2 = _fuse_conv_bn(s.conv2, s.norm2), nn.Identity()
+            if s.hybrid:
+                s.conv_mid, s.norm_mid = _fuse_conv_bn(s.conv_mid, s.norm_mid), nn.Identity()
+                s.patch, s.patch_norm = _fuse_conv_bn(s.patch, s.patch_norm), nn.Identity()
             for m in self.modules():
                 if isinstance(m, ConvBlock):
                     m.conv1, m.norm1 = _fuse_conv_bn(m.conv1, m.norm1), nn.Identity()
@@ -592,4 +1019,4 @@ def load_official_state_dict(model: FasterViT, state_dict: Mapping[str, torch.Te
 
 def iter_deployable(model: nn.Module) -> Iterable[nn.Module]:
     """Modules whose positional tables ``switch_to_deploy`` precomputes."""
-    return (m for m in model.modules() if isinstance(m, (TokenPosEmbed, RelPosBias)))
+    return (m for m in model.modules() if isinstance(m, DEPLOYABLE))

@@ -15,8 +15,14 @@ A space is a YAML file (or the same as a dict / ``SearchSpace`` object)::
     constraints: ["params <= 60e6"]  # optional, applied by the search to measured values
 
 Knob names are config fields, with ``[i]`` selecting one stage of a per-stage field. A
-conditional knob (``when``) is sampled only when every named knob/field has the given value;
-otherwise the base value stays. This module does no sampling through Optuna (that lives in
+conditional knob (``when``) is sampled only when every named knob/field has the given value (or,
+written ``{in: [...]}``, one of the listed values); otherwise the base value stays. A field may be
+set by several knobs told apart by a tag, ``field@tag``, when their conditions exclude each other,
+e.g. resolution-dependent window choices::
+
+      window_size[2]@384: {choices: [6, 8, 12, 24], when: {resolution: 384}}
+      window_size[2]@512: {choices: [8, 16, 32], when: {resolution: 512}}
+      hat[2]: {choices: [true, false], when: {"window_size[2]": {in: [6, 8, 12, 16]}}} This module does no sampling through Optuna (that lives in
 ``nas``); ``sample_random`` exists for ground-truth sets and tests.
 """
 
@@ -35,11 +41,28 @@ import numpy as np
 from .config import FasterViTConfig
 from .presets import resolve_config
 
-__all__ = ["Knob", "SearchSpace", "load_space", "list_builtin_spaces", "SpaceError"]
+__all__ = ["Knob", "OneOf", "SearchSpace", "load_space", "list_builtin_spaces", "SpaceError"]
 
-_NAME = re.compile(r"^([a-z_]+)(?:\[(\d+)\])?$")
+_NAME = re.compile(r"^([a-z_0-9]+)(?:\[(\d+)\])?(?:@([A-Za-z0-9_]+))?$")
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(FasterViTConfig) if f.init}
 _PER_STAGE = {"depths", "num_heads", "window_size", "hat"}
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A ``when`` condition ``{in: [...]}``: the knob/field has one of these values."""
+
+    values: tuple
+
+    def to_yaml(self) -> dict[str, list]:
+        return {"in": list(self.values)}
+
+    def __str__(self) -> str:
+        return f"any of {list(self.values)}"
+
+
+def _matches(value: Any, cond: Any) -> bool:
+    return value in cond.values if isinstance(cond, OneOf) else value == cond
 
 
 class SpaceError(ValueError):
@@ -72,6 +95,11 @@ class Knob:
     @property
     def field(self) -> str:
         return _NAME.match(self.name).group(1)
+
+    @property
+    def target(self) -> str:
+        """The config path the knob sets (its name without an ``@tag``)."""
+        return self.name.split("@", 1)[0]
 
     @property
     def index(self) -> Optional[int]:
@@ -108,14 +136,17 @@ class Knob:
             if self.log:
                 d["log"] = True
         if self.when:
-            d["when"] = dict(self.when)
+            d["when"] = {c: v.to_yaml() if isinstance(v, OneOf) else v for c, v in self.when}
         return d
 
 
 def _check_value(field_name: str, index: Optional[int], value: Any, where: str) -> None:
     """Type-check a value against the config field it sets (full validation happens in the config)."""
-    if field_name in ("hat", "do_propagation", "layer_norm_last", "qkv_bias"):
+    if field_name in ("hat", "do_propagation", "layer_norm_last", "qkv_bias", "attn_bias", "pos_bias_1d",
+                      "ct_attention", "ct_init", "ct_gate"):
         ok = isinstance(value, bool)
+    elif field_name in ("attention", "stem"):
+        ok = isinstance(value, str)
     elif field_name in ("layer_scale", "layer_scale_conv"):
         ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
     elif field_name in ("mlp_ratio", "drop_path_rate"):
@@ -173,6 +204,14 @@ class SearchSpace:
                 if not cm or cm.group(1) not in _CONFIG_FIELDS:
                     raise SpaceError(f"knobs.{k.name}.when: {cond!r} is not a config field or knob{where}")
             seen.add(k.name)
+        targets: dict[str, list[Knob]] = {}
+        for k in self.knobs:
+            targets.setdefault(k.target, []).append(k)
+        for target, ks in targets.items():
+            if len(ks) > 1 and not all(k.when for k in ks):
+                names = ", ".join(k.name for k in ks)
+                raise SpaceError(f"knobs {names} all set {target}: each needs a `when` that tells them apart"
+                                 f"{_where(lines, f'knobs.{ks[-1].name}')}")
         for name, value in self.fixed:
             m = _NAME.match(name)
             if not m or m.group(1) not in _CONFIG_FIELDS:
@@ -186,6 +225,9 @@ class SearchSpace:
     def _value(self, values: Mapping[str, Any], name: str) -> Any:
         if name in values:
             return values[name]
+        for knob_name, v in values.items():  # a field set through a tagged knob
+            if knob_name.split("@", 1)[0] == name:
+                return v
         m = _NAME.match(name)
         v = getattr(self.base, m.group(1))
         for fname, fv in self.fixed:
@@ -197,17 +239,22 @@ class SearchSpace:
 
     def active(self, knob: Knob, values: Mapping[str, Any]) -> bool:
         """Whether ``knob`` is sampled given the values decided so far."""
-        return all(self._value(values, c) == v for c, v in knob.when)
+        return all(_matches(self._value(values, c), v) for c, v in knob.when)
 
     def apply(self, values: Mapping[str, Any]) -> FasterViTConfig:
         """The config for knob values (inactive or missing knobs keep base/fixed values)."""
         d = self.base.to_dict()
         for name, v in self.fixed:
             d[name] = list(v) if isinstance(v, tuple) else v
+        set_by: dict[str, str] = {}
         for name, v in values.items():
             m = _NAME.match(name)
             if m is None or m.group(1) not in _CONFIG_FIELDS:
                 raise ValueError(f"unknown knob {name!r}")
+            target = name.split("@", 1)[0]
+            if target in set_by:
+                raise ValueError(f"knobs {set_by[target]} and {name} both set {target}")
+            set_by[target] = name
             fname, idx = m.group(1), m.group(2)
             if idx is None:
                 d[fname] = v
@@ -241,7 +288,7 @@ class SearchSpace:
         for k in self.knobs:
             if not self.active(k, values):
                 continue
-            target = getattr(cfg, k.field)
+            target = cfg.to_dict(full=True)[k.field]  # JSON form: a square resolution is one int
             if k.index is not None:
                 target = target[k.index]
             if k.choices is not None:
@@ -314,6 +361,7 @@ class SearchSpace:
             when = spec.get("when") or {}
             if not isinstance(when, Mapping):
                 raise SpaceError(f"knobs.{name}.when: must map knob/field -> value{where}")
+            when = {c: _condition(name, c, v, where) for c, v in when.items()}
             choices = spec.get("choices")
             if choices is not None and not isinstance(choices, (list, tuple)):
                 raise SpaceError(f"knobs.{name}.choices: must be a list{where}")
@@ -335,6 +383,15 @@ class SearchSpace:
         yield f"base: {self.base.summary()}"
         for k, v in self.fixed:
             yield f"fixed {k} = {v}"
+
+
+def _condition(knob: str, field_name: str, value: Any, where: str) -> Any:
+    """A ``when`` value: a plain value, or ``{in: [...]}`` (one of several)."""
+    if isinstance(value, OneOf) or not isinstance(value, Mapping):
+        return value
+    if set(value) != {"in"} or not isinstance(value["in"], (list, tuple)) or not value["in"]:
+        raise SpaceError(f"knobs.{knob}.when.{field_name}: a mapping condition must be {{in: [values...]}}{where}")
+    return OneOf(tuple(value["in"]))
 
 
 def _line_map(text: str) -> dict[str, int]:

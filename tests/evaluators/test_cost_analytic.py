@@ -20,6 +20,30 @@ def _variants():
     ]
 
 
+def _knob_variants():
+    """Every ablation / alternative / proposal knob, on padded and non-square maps too."""
+    tiny = _variants()[0].replace(depths=(1, 1, 2, 3))
+    no_hat = (False,) * 4
+    return [
+        tiny.replace(attn_bias=False, pos_bias_1d=False),
+        tiny.replace(ct_attention=False, do_propagation=True),
+        tiny.replace(ct_init=False, ct_init_kernel=5),
+        tiny.replace(ct_gate=True, hat=(False, False, True, True), window_size=(2, 2, 2, 2)),
+        tiny.replace(stem="hybrid", resolution=(70, 50)),
+        tiny.replace(window_overlap=1, ct_gate=True),
+        tiny.replace(resolution=80, window_size=(2, 2, 3, 3), window_overlap=2, ct_size=1),
+        tiny.replace(attention="twins", hat=no_hat),
+        tiny.replace(attention="twins", hat=no_hat, resolution=(72, 40), window_size=(2, 2, 2, 2)),
+        tiny.replace(attention="edgevit", hat=no_hat),
+        tiny.replace(attention="edgevit", hat=no_hat, resolution=80, window_size=(2, 2, 2, 3), mlp_ratio=2.5),
+    ]
+
+
+@pytest.mark.parametrize("cfg", _knob_variants(), ids=lambda c: c.summary())
+def test_analytic_equals_fvcore_for_every_knob(cfg):
+    assert analytic_flops(cfg) == count_flops(build_model(cfg), cfg.resolution)
+
+
 @pytest.mark.parametrize("cfg", _variants(), ids=lambda c: c.summary())
 def test_analytic_equals_fvcore(cfg):
     model = build_model(cfg)

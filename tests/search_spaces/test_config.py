@@ -105,7 +105,7 @@ def _knobs(small: bool):
         dim=st.sampled_from([4, 6, 8, 12, 16]) if small else st.integers(0, 40),
         depths=four(ints(1, 2, 0, 3)),
         num_heads=four(st.sampled_from([1, 2, 4]) if small else st.integers(0, 7)),
-        window_size=four(ints(2, 7, 0, 16)),
+        window_size=four(ints(2, 4, 0, 16)),
         ct_size=ints(1, 3, 0, 8),
         ct_init_kernel=st.sampled_from([1, 3, 5]) if small else st.integers(0, 9),
         mlp_ratio=st.floats(0.5, 4.0) if small else st.floats(0.0, 8.0),
@@ -115,9 +115,26 @@ def _knobs(small: bool):
         layer_norm_last=st.booleans(),
         qkv_bias=st.booleans(),
         num_classes=st.integers(0, 7),
-    ))
+        # ablations / attention alternatives / proposals (issue 13)
+        attn_bias=st.booleans(),
+        pos_bias_1d=st.booleans(),
+        ct_attention=st.sampled_from([True, True, False]) if small else st.one_of(st.booleans(), st.integers(0, 1)),
+        ct_init=st.sampled_from([True, True, False]) if small else st.booleans(),
+        attention=st.sampled_from(["hat", "twins", "edgevit"] if small else ["hat", "twins", "edgevit", "swin", ""]),
+        ct_gate=st.sampled_from([False, False, True]) if small else st.booleans(),
+        stem=st.sampled_from(["conv", "hybrid"] if small else ["conv", "hybrid", "patch"]),
+        window_overlap=st.sampled_from([0, 0, 1, 2]) if small else st.integers(-1, 8),
+    )).map(_plausible if small else (lambda d: d))
 
 
+def _plausible(kw: dict) -> dict:
+    """Small draws: Twins/EdgeViT without the HAT-only knobs, so that most such draws build."""
+    if kw["attention"] != "hat":
+        kw = {**kw, "hat": [False] * 4, "ct_gate": False, "ct_attention": True, "ct_init": True, "window_overlap": 0}
+    return kw
+
+
+_FIELDS = [f.name for f in dataclasses.fields(FasterViTConfig) if f.init]
 _configs = st.one_of(_knobs(small=True), _knobs(small=True), _knobs(small=True), _knobs(small=False))
 
 
@@ -126,8 +143,10 @@ _configs = st.one_of(_knobs(small=True), _knobs(small=True), _knobs(small=True),
 def test_any_drawn_config_builds_and_runs_or_is_refused_at_creation(kw):
     try:
         cfg = FasterViTConfig(drop_path_rate=0.0, **kw)
-    except ValueError:
-        return  # refused up front, with a message: that is the contract
+    except ValueError as e:
+        # refused up front, with a message naming the knob: that is the contract
+        assert any(name in str(e) for name in _FIELDS), f"refusal names no knob: {e}"
+        return
     model = build_model(cfg).eval()
     h, w = cfg.resolution
     with torch.no_grad():

@@ -71,3 +71,61 @@ def test_bad_space_files_name_the_key(tmp_path, text, message):
 def test_missing_space_file():
     with pytest.raises(SpaceError, match="neither a built-in space"):
         load_space("/nonexistent/space.yaml")
+
+
+def test_highres_space_holds_fastervit_0_at_384_and_512_and_every_point_is_valid():
+    space = load_space("highres")
+    assert "highres" in list_builtin_spaces()
+    for res in (384, 512):
+        cfg = PRESETS["faster_vit_0_224"].at_resolution(res)  # HAT stage 3: 2x2 windows
+        values = space.params_for(cfg)
+        assert values is not None and values[f"window_size[2]@{res}"] == cfg.window_size[2]
+        assert space.apply(values).arch_id == cfg.arch_id
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(80):
+        values, cfg = space.sample_random(rng)  # never refused: the windows fit each resolution
+        assert cfg.resolution[0] in (384, 512)
+        g3 = cfg.stages[2]
+        kinds.add((cfg.resolution[0], "global" if g3.num_windows == 1 else ("HAT" if g3.hat else "window")))
+        if g3.num_windows == 1:
+            assert "hat[2]" not in values and "ct_size" not in values  # no carrier tokens to tune
+    assert kinds == {(r, k) for r in (384, 512) for k in ("global", "HAT", "window")}
+
+
+def test_tagged_knobs_and_one_of_conditions():
+    space = SearchSpace.from_dict(dict(
+        base="faster_vit_0_224", fixed={"hat": [False] * 4},
+        knobs={"resolution": {"choices": [224, 448]},
+               "window_size[2]@224": {"choices": [7, 14], "when": {"resolution": 224}},
+               "window_size[2]@448": {"choices": [14, 28], "when": {"resolution": 448}},
+               "hat[2]": {"choices": [True, False], "when": {"window_size[2]": {"in": [7, 14]}}}}))
+    # 224: window 7 or 14, each with hat on/off; 448: window 14 (hat on/off) or 28 (no hat knob)
+    assert space.size() == 4 + 3
+    cfg = space.apply({"resolution": 448, "window_size[2]@448": 14, "hat[2]": True})
+    assert cfg.window_size[2] == 14 and cfg.stages[2].hat
+    assert space.params_for(cfg) == {"resolution": 448, "window_size[2]@448": 14, "hat[2]": True}
+    again = SearchSpace.from_dict(space.to_dict())
+    assert again.knobs == space.knobs and again.to_dict()["knobs"]["hat[2]"]["when"] == {
+        "window_size[2]": {"in": [7, 14]}}
+    with pytest.raises(ValueError, match=r"knobs window_size\[2\]@224 and window_size\[2\]@448 both set"):
+        space.apply({"window_size[2]@224": 7, "window_size[2]@448": 14})
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"dim": {"choices": [32]}, "dim@b": {"choices": [64]}}, r"knobs dim, dim@b all set dim: each needs a `when`"),
+    ({"hat[2]": {"choices": [True], "when": {"dim": {"any": [1]}}}},
+     r"knobs.hat\[2\].when.dim: a mapping condition must be \{in: \[values...\]\}"),
+])
+def test_bad_tagged_knobs_and_conditions(knobs, message):
+    with pytest.raises(SpaceError, match=message):
+        SearchSpace.from_dict(dict(base="faster_vit_0_224", knobs=knobs))
+
+
+def test_new_config_knobs_are_space_knobs():
+    space = SearchSpace.from_dict(dict(base="faster_vit_0_224", fixed={"hat": [False] * 4}, knobs={
+        "attention": {"choices": ["twins", "edgevit"]}, "pos_bias_1d": {"choices": [True, False]},
+        "stem": {"choices": ["conv", "hybrid"]}}))
+    assert space.size() == 8
+    with pytest.raises(SpaceError, match=r"attention: value 3 has the wrong type"):
+        SearchSpace.from_dict(dict(knobs={"attention": {"choices": [3]}}))
