@@ -454,7 +454,7 @@ def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]
     all_tasks = build_tasks(archs, settings)
     done = store.finished()
     pending = [t for t in all_tasks if task_key(t) not in done and (not only or t["kind"] in only)]
-    if only == {"proxies"}:  # zero-cost proxies are only worth computing where a ground truth exists
+    if only and not only & {"full", "easy"}:  # proxies are only worth computing where a ground truth exists
         trained = {r["arch_id"] for r in store.data["runs"] if r["kind"] == "full" and r.get("top1") is not None}
         pending = [t for t in pending if t["arch_id"] in trained]
     n_total, n_todo = len(all_tasks), len(pending)
