@@ -493,3 +493,25 @@ def summary_json(study: Any, path: Path | str, reference: Optional[Mapping[str, 
     path.write_text(json.dumps(study_summary(study, None if reference is None else list(reference.values())),
                                indent=2, default=str))
     return path
+
+
+def label_study(study: Any) -> Optional[list[str]]:
+    """Give a study made before labels existed its metric names (what optuna-dashboard shows) and
+    portable settings (no absolute paths); returns the labels set, or None when it had them."""
+    from .objectives import portable_settings
+
+    names = objective_names(study)
+    metric = list(study.metric_names or [])
+    changed = None
+    if "objectives" not in study.user_attrs:
+        study.set_user_attr("objectives", names)
+    if not metric or metric == names:
+        changed = objective_labels(study)
+        study.set_metric_names(changed)
+    settings = study.user_attrs.get("settings")
+    if isinstance(settings, dict):
+        portable = portable_settings(settings)
+        if portable != settings:
+            study.set_user_attr("settings", portable)
+            changed = changed or list(study.metric_names)
+    return changed

@@ -78,7 +78,7 @@ def measure_references(study: Any, presets: Sequence[str] = REFERENCE_PRESETS,
 def _measure_one(evaluator: Any, objectives: Sequence[Any], preset: str, presets: Any, failure: type) -> ReferencePoint:
     import math
 
-    cfg = presets[preset]().replace(num_classes=evaluator.num_classes)
+    cfg = presets[preset].replace(num_classes=evaluator.num_classes)
     try:
         m = evaluator.measure(cfg, lambda k, v: None)
     except (failure, ValueError) as e:
