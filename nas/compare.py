@@ -138,8 +138,9 @@ class CompareSettings:
             raise ValueError("mode 'cudagraph' needs a CUDA device; on the CPU use --mode eager or compile")
         s.warmup = s.warmup if s.warmup is not None else (3 if gpu else 1)
         s.repeats = s.repeats or (10 if gpu else 2)
-        if s.batch_size < 1 or s.repeats < 1 or s.warmup < 0:
-            raise ValueError(f"batch_size={s.batch_size}, repeats={s.repeats} must be >= 1 and warmup={s.warmup} >= 0")
+        for name in ("batch_size", "repeats", "warmup"):
+            if getattr(s, name) < 1:
+                raise ValueError(f"{name}={getattr(s, name)} must be >= 1")
         return s
 
 
