@@ -361,7 +361,8 @@ def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint
         fig.update_layout(title=dict(text=title), template="plotly_white", height=650,
                           scene=dict(xaxis_title=sc[0][1], yaxis_title=sc[1][1], zaxis_title=sc[2][1]))
     else:
-        fig.update_layout(**base_layout(title, sc[0][1], sc[1][1]))
+        fig.update_layout(**base_layout(title, sc[0][1], sc[1][1], height=620))
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.14, x=0), margin=dict(b=120))
     return fig
 
 
@@ -372,13 +373,21 @@ def _hv_figure(study: Any, ref: Sequence[float], names: Sequence[str], labels: S
     from .plots import COLORS, base_layout
 
     hist = hypervolume_history(study, ref)
-    units = " × ".join(lab for lab in labels)
+    units = _hv_units(names, labels)
     fig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[h for _, h in hist], mode="lines+markers", name="hypervolume",
                                line=dict(color=COLORS["front"], width=2), marker=dict(size=4)))
     point = ", ".join(f"{n}={format_value(n, v)}" for n, v in zip(names, ref))
     fig.update_layout(**base_layout(f"Hypervolume history (reference point {point})", "trial number (completed trials)",
                                     f"hypervolume ({units})", showlegend=True, height=420))
     return fig
+
+
+def _hv_units(names: Sequence[str], labels: Sequence[str]) -> str:
+    """The hypervolume's unit: the product of the objectives' units (e.g. "jacob_cov score × img/s")."""
+    from .objectives import OBJECTIVES
+
+    return " × ".join(lab.split(" (")[0] if n == "accuracy" else OBJECTIVES[n].unit if n in OBJECTIVES else n
+                      for n, lab in zip(names, labels))
 
 
 def _intro_html(summary: Mapping[str, Any], names: Sequence[str], labels: Sequence[str]) -> str:
@@ -477,7 +486,7 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
     hist = hypervolume_history(study, ref)
     axes[1].plot([n for n, _ in hist], [h for _, h in hist], "-", c=COLORS["front"], label="hypervolume")
     axes[1].set_xlabel("trial number (completed trials)")
-    axes[1].set_ylabel(f"hypervolume ({' × '.join(n for n in names)})")
+    axes[1].set_ylabel(f"hypervolume ({_hv_units(names, labels)})")
     axes[1].grid(alpha=0.3)
     axes[1].legend(fontsize=8)
     axes[1].set_title("hypervolume history (reference point: " + ", ".join(f"{v:.4g}" for v in ref) + ")", fontsize=10)
