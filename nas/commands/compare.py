@@ -54,6 +54,10 @@ def compare(
     from pathlib import Path
 
     prefix = Path(out)
+    missing = _missing_report_deps()
+    if missing and not render:
+        console.print(f"note: {missing} not installed: the JSON will be written, the HTML/PNG not (render them "
+                      f"elsewhere with --render)", highlight=False)
     if render:
         with user_errors():
             d = json.loads(Path(render).read_text())
@@ -70,11 +74,11 @@ def compare(
         path = save_json(d, prefix.with_suffix(".json"))
         console.print(f"json: {path}", highlight=False)
     _print(d)
-    try:
-        from nas.compare_report import write_compare_html, write_compare_png
-    except ImportError as e:
-        fail(f"cannot write the HTML/PNG figure ({e}); the JSON is written: render it where plotly and matplotlib "
-             f"are installed with `nas compare --render {prefix.with_suffix('.json')} --out {prefix}`", code=1)
+    if missing:
+        fail(f"cannot write the HTML/PNG figure: {missing} not installed; render the JSON where they are: "
+             f"`nas compare --render {prefix.with_suffix('.json')} --out {prefix}`", code=1)
+    from nas.compare_report import write_compare_html, write_compare_png
+
     with user_errors():
         html = write_compare_html(d, prefix.with_suffix(".html"), plotlyjs=plotlyjs)
     png = write_compare_png(d, prefix.with_suffix(".png"))
@@ -93,3 +97,16 @@ def _run(settings, run_compare) -> dict:
 
         result = run_compare(settings, on_step=step)
     return result.to_dict()
+
+
+def _missing_report_deps() -> str:
+    """'' when plotly and matplotlib import, else their names (the figure needs both)."""
+    import importlib
+
+    missing = []
+    for mod in ("plotly.graph_objects", "matplotlib"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            missing.append(mod.split(".")[0])
+    return " and ".join(missing)

@@ -163,3 +163,16 @@ def test_table_ratios_divide_by_the_right_reference(monkeypatch):
     assert s2["attention bias"]["nas_ratio"] is None and s2["attention bias"]["nas_error"] == "not expressible"
     assert s3["w7c7"]["nas_ratio"] == 0.4 and s3["w7c2"]["nas_ratio"] == 1.0
     assert s3["w8c4"]["nas_ratio"] == 0.8 and s3["w8c2"]["official_ratio"] == 1.0
+
+
+def test_compare_imports_without_optuna_plotly_or_fvcore():
+    """The GPU image has torch and timm only: measuring must not need the search stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfor m in ('optuna', 'plotly', 'fvcore', 'optuna_dashboard'): sys.modules[m] = None\n"
+            "import nas.cli, nas.compare\nfrom nas.commands.compare import _missing_report_deps\n"
+            "assert _missing_report_deps() == 'plotly', _missing_report_deps()\n"
+            "assert len(nas.compare.resolve_models(['all'])) == 32\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
