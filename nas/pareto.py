@@ -515,8 +515,14 @@ def label_study(study: Any) -> Optional[list[str]]:
     if "objectives" not in study.user_attrs:
         study.set_user_attr("objectives", names)
     if not metric or metric == names:
+        import warnings
+
+        import optuna
+
         changed = objective_labels(study)
-        study.set_metric_names(changed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(changed)
     settings = study.user_attrs.get("settings")
     if isinstance(settings, dict):
         portable = portable_settings(settings)

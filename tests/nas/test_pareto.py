@@ -138,3 +138,39 @@ def test_readme_hypervolumes_are_what_the_cited_commands_print(monkeypatch):
         hv = json.loads(r.output)["hypervolume"]
         digits = len(f"{quoted:e}".split("e")[0].replace(".", "").rstrip("0"))
         assert f"{hv:.{max(digits, 2) - 1}e}".replace("e+0", "e") == f"{quoted:.{max(digits, 2) - 1}e}".replace("e+0", "e")
+
+
+def _old_style_study(tmp_path: Path):
+    """A study as `nas search` made them before labels: metric names = short names, absolute paths."""
+    st = optuna.create_study(directions=["maximize", "maximize"], study_name="old", storage=f"sqlite:///{tmp_path}/o.db")
+    st.set_metric_names(["accuracy", "throughput"])
+    st.set_user_attr("proxy", "train")
+    st.set_user_attr("settings", dict(proxy="train", train_epochs=2, data="fashion-mnist", batch_size=64, dtype="bf16",
+                                      profile_mode="eager", space="default", storage="sqlite:////srv/x/nas.db",
+                                      results_dir="/srv/x"))
+    st.add_trial(optuna.trial.create_trial(values=[85.0, 1000.0], user_attrs={"profile": {"resolution": [224, 224]}}))
+    return st
+
+
+def test_dashboard_names_the_metrics_of_an_older_study(tmp_path, capsys):
+    from nas.commands.dashboard import _label_studies
+
+    _old_style_study(tmp_path)
+    _label_studies(f"sqlite:///{tmp_path}/o.db")
+    assert "metric names set to top-1 % (train, 2 epochs, fashion-mnist)" in " ".join(capsys.readouterr().out.split())
+    st = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path}/o.db")
+    assert st.metric_names == ["top-1 % (train, 2 epochs, fashion-mnist)",
+                               "throughput, img/s (batch 64, 224 px, bf16, eager)"]
+    assert st.user_attrs["objectives"] == ["accuracy", "throughput"]
+    assert "/srv" not in json.dumps(st.user_attrs)
+    _label_studies(f"sqlite:///{tmp_path}/o.db")
+    assert capsys.readouterr().out == ""  # once
+
+
+def test_export_card_source_carries_the_labels(tmp_path):
+    from nas.export import _trial_source
+
+    st = _old_style_study(tmp_path)
+    src = _trial_source(st, st.trials[0], f"sqlite:///{tmp_path}/o.db", None)
+    assert src["labels"] == {"accuracy": "top-1 % (train, 2 epochs, fashion-mnist)",
+                             "throughput": "throughput, img/s (batch 64, 224 px, bf16, eager)"}
