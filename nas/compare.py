@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -421,12 +422,14 @@ def run_compare(settings: CompareSettings, *, on_step: Optional[Callable[[str, i
         done += 1
 
     rows: list[ModelRow] = []
-    for p, code in jobs:
-        step(f"{p.name} ({'timm ' + str(p.timm_id) if code == 'timm' else code})")
-        rows += _measure_one(p, code, s)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.meshgrid")  # the official code's, once per model
+        for p, code in jobs:
+            step(f"{p.name} ({'timm ' + str(p.timm_id) if code == 'timm' else code})")
+            rows += _measure_one(p, code, s)
+        tables = measure_tables(s, step) if s.tables else None
     primary = [r for r in rows if r.mode == s.modes[0]]
     front, dominated = pareto_front(primary)
-    tables = measure_tables(s, step) if s.tables else None
     if on_step:
         on_step("done", total, total)
     settings_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()}
