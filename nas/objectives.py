@@ -175,16 +175,17 @@ def display_scale(name: str, label: str) -> tuple[float, str]:
     return 1.0, label
 
 
-def format_value(name: str, value: Optional[float]) -> str:
-    """A value as a person reads it: 12.3 M params, 4.56 GFLOPs, 5,802 img/s, 3 significant digits otherwise."""
+def format_value(name: str, value: Optional[float], *, suffix: bool = True) -> str:
+    """A value as a person reads it: 12.3 M params, 4.56 GFLOPs, 5,802 img/s, 4 significant digits otherwise
+    (``suffix=False``: no " M"/" G", for a column whose title says the unit, see ``display_scale``)."""
     if value is None:
         return "—"
     if isinstance(value, float) and value != value:
         return "nan"
     if name == "params":
-        return f"{value / 1e6:.2f} M"
+        return f"{value / 1e6:.2f}" + (" M" if suffix else "")
     if name == "flops":
-        return f"{value / 1e9:.2f} G"
+        return f"{value / 1e9:.2f}" + (" G" if suffix else "")
     if name == "throughput":
         return f"{value:,.0f}"
     if name in ("latency", "memory"):

@@ -409,9 +409,13 @@ def _pareto_table_html(summary: Mapping[str, Any], names: Sequence[str], labels:
     from .objectives import format_value
     from .plots import table_html
 
-    header = ["trial", "preset", *labels, "params", "GFLOPs", "architecture"]
-    rows = [[r["trial"], _short(r.get("preset")), *(format_value(n, r.get(n)) for n in names),
-             format_value("params", r.get("params")), format_value("flops", r.get("flops")), r.get("summary") or ""]
+    from .objectives import display_scale
+
+    header = ["trial", "preset", *(display_scale(n, lab)[1] for n, lab in zip(names, labels)), "params (M)", "GFLOPs",
+              "architecture"]
+    rows = [[r["trial"], _short(r.get("preset")), *(format_value(n, r.get(n), suffix=False) for n in names),
+             format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
+             r.get("summary") or ""]
             for r in summary["pareto"]]
     return table_html(header, rows, [True, False, *([True] * len(names)), True, True, False])
 

@@ -94,6 +94,6 @@ def report_references(study: Any, measure: bool = True,
                       on_progress: Optional[Callable[[str], None]] = None) -> list[ReferencePoint]:
     """FasterViT-0..3 for a report: the study's trials, then (``measure``) the missing ones measured apart."""
     extra = measure_references(study, on_progress=on_progress) if measure else [
-        ReferencePoint(p, None, False, None, "not in the study (measure with `nas pareto`)")
+        ReferencePoint(p, None, False, None, "not in the study (`nas pareto` without --no-measure-references measures it)")
         for p in REFERENCE_PRESETS if p not in {r.preset for r in study_references(study)}]
     return study_references(study, extra)

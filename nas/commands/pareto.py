@@ -16,22 +16,25 @@ def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names
     hypervolume and the reference point it was computed for."""
     from rich.table import Table
 
-    from nas.objectives import format_value
+    from nas.objectives import display_scale, format_value
 
     if not rows:
         console.print("no complete feasible trial yet: empty Pareto set")
         return
-    labels = list(labels or names)
-    t = Table("trial", *labels, "params", "GFLOPs", "architecture", title="Pareto set")
+    labels = [display_scale(n, lab)[1] for n, lab in zip(names, labels or names)]
+    t = Table("trial", *labels, "params (M)", "GFLOPs", "architecture", title="Pareto set")
     for r in rows:
         label = f"{r['trial']}" + (f" ({r['preset'].replace('faster_vit_', 'FV-').replace('_224', '')})" if r.get("preset") else "")
-        t.add_row(label, *(format_value(n, r[n]) for n in names), format_value("params", r.get("params")),
-                  format_value("flops", r.get("flops")).replace(" G", ""), str(r.get("summary") or ""))
+        t.add_row(label, *(format_value(n, r[n], suffix=False) for n in names),
+                  format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
+                  str(r.get("summary") or ""))
     console.print(t)
-    if hv is not None:
-        point = ", ".join(f"{n}={v!r}" for n, v in zip(names, reference or []))
-        console.print(f"hypervolume {hv:.6g} w.r.t. reference point ({point}) — {rule or 'see `nas pareto --json`'}",
-                      highlight=False)
+    if hv is not None and reference is not None:
+        point = ", ".join(f"{n}={v!r}" for n, v in zip(names, reference))
+        console.print(f"hypervolume {hv:.6g} w.r.t. reference point ({point}) — {rule}", highlight=False)
+    elif hv is not None:
+        console.print(f"hypervolume {hv:.6g} (reference: worst feasible value per objective, 10% of its range "
+                      f"further; `nas pareto` prints it)", highlight=False)
 
 
 def _print_references(presets: Mapping[str, Any]) -> None:
@@ -44,7 +47,8 @@ def _print_references(presets: Mapping[str, Any]) -> None:
             where = f"dominated by trials {p['dominated_by']}"
         else:
             where = "not dominated by the front"
-        src = f"trial {p['trial']}" if p.get("trial") is not None else "not part of the study, measured the same way"
+        src = (f"trial {p['trial']}" if p.get("trial") is not None else "not part of the study" if p.get("not_measured")
+               else "not part of the study, measured the same way")
         console.print(f"  {name} ({src}): {where}", highlight=False)
 
 
