@@ -73,7 +73,7 @@ def main(argv=None) -> int:
                objectives=["accuracy", "throughput"], proxy=args.proxy, settings=dict(vars(args)), studies={})
     for s, st in studies.items():
         summary = study_summary(st, ref)
-        report = write_report(st, results_dir / f"{runs[s]['study']}.html", reference=ref, plotlyjs="cdn")
+        report = write_report(st, results_dir / f"{runs[s]['study']}.html", reference=ref, plotlyjs="directory")
         devices = summary["devices"]
         out["studies"][s] = dict(runs[s], hypervolume=hypervolume(st, ref), presets=dominates_presets(st),
                                  pareto=summary["pareto"], devices=devices, report=str(report) if report else None)

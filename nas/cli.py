@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("pareto", "pareto", "pareto"),
     ("dashboard", "dashboard", "dashboard"),
     ("export", "export", "export"),
+    ("compare", "compare", "compare"),
     ("worker", "search", "worker"),
 ]
 # (group name, module) — subcommand groups that bring their own typer.Typer as `app`.

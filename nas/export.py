@@ -640,7 +640,7 @@ def _versions() -> dict[str, Optional[str]]:
 
 
 def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str]]) -> dict[str, Any]:
-    from .pareto import feasible_trials, maximize_flags, objective_names, pareto_trials
+    from .pareto import feasible_trials, maximize_flags, objective_labels, objective_names, pareto_trials
     from .storage import describe_storage
 
     names = objective_names(study)
@@ -651,7 +651,7 @@ def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str
         trial=t.number, pick=list(picks) if picks else None, state=t.state.name, preset=t.user_attrs.get("preset"),
         on_pareto_front=any(p.number == t.number for p in pareto_trials(study)),
         feasible=any(p.number == t.number for p in feasible_trials(study)),
-        objectives=dict(zip(names, t.values)),
+        objectives=dict(zip(names, t.values)), labels=dict(zip(names, objective_labels(study))),
         directions=dict(zip(names, ["maximize" if m else "minimize" for m in maximize_flags(study)])),
         constraints=dict(t.constraints) if getattr(t, "constraints", None) else {},
         study_proxy=study.user_attrs.get("proxy"), study_settings=study.user_attrs.get("settings"),
@@ -845,7 +845,7 @@ def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
         lines += ["## Measurements (from the trial)", "", "| objective | value | direction | unit |",
                   "|---|---|---|---|"]
         for n, v in src["objectives"].items():
-            lines.append(f"| {n} | {_fmt(v)} | {src['directions'][n]} | {_OBJ_UNITS.get(n, '')} |")
+            lines.append(f"| {n} | {_fmt(v)} | {src['directions'][n]} | {src.get('labels', {}).get(n) or _OBJ_UNITS.get(n, '')} |")
         if src.get("constraints"):
             lines += ["", "Constraint violations (<= 0 is satisfied):", "",
                       _table(list(src["constraints"].items()), ("constraint", "violation"))]

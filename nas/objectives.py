@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-__all__ = ["Objective", "OBJECTIVES", "register_objective", "parse_objectives", "Constraint", "parse_constraint"]
+__all__ = ["Objective", "OBJECTIVES", "register_objective", "parse_objectives", "Constraint", "parse_constraint",
+           "objective_label", "metric_labels", "display_scale", "format_value", "portable_settings"]
 
 
 @dataclass(frozen=True)
@@ -120,3 +121,113 @@ def parse_constraint(text: str) -> Constraint:
     except ValueError:
         raise ValueError(f"constraint {text!r}: {num!r} is not a number") from None
     return Constraint(name, op, threshold)
+
+
+# ------------------------------------------------------------------------------------------ labels
+# What a person reads for each objective: one function, used by the study's metric names (so
+# optuna-dashboard shows them), the CLI tables, the HTML/PNG axes, `nas pareto --json` and the
+# export model card. Values stay raw (params count, MACs); ``display_scale`` says how plots show them.
+_DISPLAY_SCALE = {"params": (1e6, "params (M)"), "flops": (1e9, "GFLOPs (fvcore GMACs, 1 image)")}
+
+
+def objective_label(name: str, settings: Optional[Mapping[str, Any]] = None, *,
+                    resolution: Optional[int] = None) -> str:
+    """The label of objective ``name`` in a study run with ``settings`` (a ``SearchSettings.to_dict()``).
+
+    Trained accuracy reads "top-1 % (train, N epochs, DATA)", a zero-cost proxy "NAME score", and
+    throughput names batch, resolution, dtype and profiler mode. ``resolution``: the measured input
+    size (default: the fixed resolution of the settings' space, when it can be read).
+    """
+    s = dict(settings or {})
+    if name == "accuracy":
+        proxy = s.get("proxy")
+        if proxy == "train":
+            return f"top-1 % (train, {float(s.get('train_epochs') or 1):g} epochs, {s.get('data') or '?'})"
+        return f"{proxy} score" if proxy else "accuracy proxy score"
+    res = resolution if resolution is not None else _space_resolution(s.get("space"))
+    if name == "throughput":
+        parts = [f"batch {s['batch_size']}" if s.get("batch_size") else None, f"{res} px" if res else None,
+                 s.get("dtype"), s.get("profile_mode")]
+        return f"throughput, img/s ({', '.join(p for p in parts if p)})"
+    if name == "latency":
+        parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode")]
+        return f"latency, ms ({', '.join(p for p in parts if p)})"
+    if name == "memory":
+        return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'})"
+    if name == "params":
+        return "params (count)"
+    if name == "flops":
+        return f"FLOPs (fvcore MACs, 1 image{f', {res} px' if res else ''})"
+    obj = OBJECTIVES.get(name)
+    return f"{name} ({obj.unit})" if obj else name
+
+
+def metric_labels(names: Sequence[str], settings: Optional[Mapping[str, Any]] = None, **kw: Any) -> list[str]:
+    """``objective_label`` of each name (the study's metric names)."""
+    return [objective_label(n, settings, **kw) for n in names]
+
+
+def display_scale(name: str, label: str) -> tuple[float, str]:
+    """(divisor, axis title) for plotting raw values: params in M, FLOPs in G; others as they are."""
+    if name in _DISPLAY_SCALE:
+        return _DISPLAY_SCALE[name][0], label.replace("params (count)", "params (M)").replace(
+            "FLOPs (fvcore MACs", "GFLOPs (fvcore GMACs")
+    return 1.0, label
+
+
+def format_value(name: str, value: Optional[float], *, suffix: bool = True) -> str:
+    """A value as a person reads it: 12.3 M params, 4.56 GFLOPs, 5,802 img/s, 4 significant digits otherwise
+    (``suffix=False``: no " M"/" G", for a column whose title says the unit, see ``display_scale``)."""
+    if value is None:
+        return "—"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if name == "params":
+        return f"{value / 1e6:.2f}" + (" M" if suffix else "")
+    if name == "flops":
+        return f"{value / 1e9:.2f}" + (" G" if suffix else "")
+    if name == "throughput":
+        return f"{value:,.0f}"
+    if name in ("latency", "memory"):
+        return f"{value:,.2f}"
+    return f"{value:.4g}"
+
+
+def _space_resolution(space: Any) -> Optional[int]:
+    """The fixed input resolution of a named space (None when it is a knob or cannot be read)."""
+    if not isinstance(space, str):
+        return None
+    try:
+        from search_spaces.space import load_space
+
+        sp = load_space(space)
+    except (ValueError, OSError):  # a space file that is gone: the label goes without resolution
+        return None
+    if any(k.name == "resolution" for k in sp.knobs):
+        return None
+    h, w = sp.apply({}).resolution
+    return h if h == w else None
+
+
+def portable_settings(settings: Mapping[str, Any], cwd: Optional[str] = None) -> dict[str, Any]:
+    """Settings as a study stores them: paths under ``cwd`` relative, other absolute paths reduced to
+    ``…/NAME`` (a study attribute must not carry the layout of the machine that ran it)."""
+    import os
+
+    base = os.path.abspath(cwd or os.getcwd())
+
+    def path(p: str) -> str:
+        if not os.path.isabs(p):
+            return p
+        rel = os.path.relpath(p, base)
+        return rel if not rel.startswith("..") else f"…/{os.path.basename(p.rstrip('/'))}"
+
+    def value(v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        for prefix in ("sqlite:///", "journal:"):
+            if v.startswith(prefix):
+                return prefix + path(v[len(prefix):])
+        return path(v) if v.startswith("/") else v
+
+    return {k: value(v) for k, v in settings.items()}

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 from search_spaces import PRESETS, FasterViTConfig
 from search_spaces.space import SearchSpace, load_space
 
-from .objectives import Constraint, Objective, parse_constraint, parse_objectives
+from .objectives import Constraint, Objective, metric_labels, parse_constraint, parse_objectives, portable_settings
 from .samplers import make_sampler
 from .storage import describe_storage, get_storage
 
@@ -283,7 +283,7 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     except KeyError:
         existing = None
     if existing is not None:
-        have = existing.metric_names or existing.user_attrs.get("objectives")
+        have = existing.user_attrs.get("objectives") or existing.metric_names
         if have is not None and list(have) != names:
             raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {names}; "
                              f"use another --study name")
@@ -297,10 +297,10 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
                                 directions=[o.direction for o in objectives])
-    study.set_metric_names(names)
+    study.set_metric_names(metric_labels(names, settings.to_dict()))  # what optuna-dashboard shows
     study.set_user_attr("objectives", names)
     study.set_user_attr("proxy", settings.proxy if "accuracy" in names else None)
-    study.set_user_attr("settings", _jsonable(settings.to_dict()))
+    study.set_user_attr("settings", _jsonable(portable_settings(settings.to_dict())))
     return study
 
 

@@ -24,6 +24,21 @@ def dashboard(
     url = storage or DEFAULT_STORAGE
     if url.startswith("sqlite:///") and not __import__("os").path.exists(url[len("sqlite:///"):]):
         fail(f"no study database at {url[len('sqlite:///'):]}: run `nas search` first or pass --storage")
+    _label_studies(url)
     console.print(f"optuna-dashboard for {describe_storage(url)} at http://{host}:{port}/ (Ctrl-C to stop)",
                   highlight=False)
     run_server(get_storage(url), host=host, port=port)
+
+
+def _label_studies(url: str) -> None:
+    """Studies made before metric labels existed get them (so Best Trials and plots name each value)."""
+    import optuna
+
+    from nas.pareto import label_study
+    from nas.storage import get_storage
+
+    storage = get_storage(url)
+    for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        labels = label_study(optuna.load_study(study_name=s.study_name, storage=storage))
+        if labels:
+            console.print(f"study {s.study_name}: metric names set to {'; '.join(labels)}", highlight=False)

@@ -2,29 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import typer
 
 from ._common import console, print_json, user_errors
 
 
-def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names: Sequence[str]) -> None:
-    """The Pareto table: objective columns, then params/FLOPs and the architecture summary."""
+def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names: Sequence[str],
+                      labels: Optional[Sequence[str]] = None, reference: Optional[Sequence[float]] = None,
+                      rule: str = "") -> None:
+    """The Pareto table: objective columns (labelled with units), params/FLOPs, architecture; then the
+    hypervolume and the reference point it was computed for."""
     from rich.table import Table
+
+    from nas.objectives import display_scale, format_value
 
     if not rows:
         console.print("no complete feasible trial yet: empty Pareto set")
         return
-    t = Table("trial", *names, "params (M)", "GFLOPs", "architecture", title="Pareto set")
+    labels = [display_scale(n, lab)[1] for n, lab in zip(names, labels or names)]
+    t = Table("trial", *labels, "params (M)", "GFLOPs", "architecture", title="Pareto set")
     for r in rows:
         label = f"{r['trial']}" + (f" ({r['preset'].replace('faster_vit_', 'FV-').replace('_224', '')})" if r.get("preset") else "")
-        t.add_row(label, *(f"{r[n]:.4g}" for n in names), f"{(r.get('params') or 0) / 1e6:.2f}",
-                  f"{(r.get('flops') or 0) / 1e9:.2f}", str(r.get("summary") or ""))
+        t.add_row(label, *(format_value(n, r[n], suffix=False) for n in names),
+                  format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
+                  str(r.get("summary") or ""))
     console.print(t)
-    if hv is not None:
+    if hv is not None and reference is not None:
+        point = ", ".join(f"{n}={v!r}" for n, v in zip(names, reference))
+        console.print(f"hypervolume {hv:.6g} w.r.t. reference point ({point}) — {rule}", highlight=False)
+    elif hv is not None:
         console.print(f"hypervolume {hv:.6g} (reference: worst feasible value per objective, 10% of its range "
-                      f"further; see `nas pareto --json`)", highlight=False)
+                      f"further; `nas pareto` prints it)", highlight=False)
+
+
+def _print_references(presets: Mapping[str, Any]) -> None:
+    for name, p in presets.items():
+        if p.get("not_measured"):
+            where = f"not measured: {p['not_measured']}"
+        elif p.get("on_front"):
+            where = "on the front"
+        elif p.get("dominated_by"):
+            where = f"dominated by trials {p['dominated_by']}"
+        else:
+            where = "not dominated by the front"
+        src = (f"trial {p['trial']}" if p.get("trial") is not None else "not part of the study" if p.get("not_measured")
+               else "not part of the study, measured the same way")
+        console.print(f"  {name} ({src}): {where}", highlight=False)
 
 
 def pareto(
@@ -33,27 +58,42 @@ def pareto(
     report: Optional[str] = typer.Option(None, help="HTML report path (default results/reports/STUDY.html)."),
     no_report: bool = typer.Option(False, "--no-report", help="Do not write the HTML report."),
     as_json: bool = typer.Option(False, "--json", help="Print the study summary as JSON."),
+    reference: Optional[str] = typer.Option(
+        None, help="Hypervolume reference point, one value per objective in study order, e.g. "
+                   "--reference=-141.5,1988.8 (default: worst feasible value per objective, 10% of its range further)."),
+    measure_references: bool = typer.Option(
+        True, "--measure-references/--no-measure-references",
+        help="Measure FasterViT-0..3 the study's way when it lacks them (cached in the study), shown as "
+             "'not part of the study'."),
+    plotlyjs: str = typer.Option("embed", help="embed: plotly.js inside the HTML (one file, offline); directory: "
+                                               "plotly.min.js written beside it (shared by reports of one folder)."),
 ) -> None:
     """Print the Pareto set (config summary, objectives, trial number) and hypervolume; write the report."""
     from pathlib import Path
 
-    from nas.pareto import load_study, study_summary, write_report
+    from nas.pareto import load_study, objective_names, parse_reference, study_summary, write_report
+    from nas.references import report_references
 
     with user_errors():
         st = load_study(study, storage)
-        summary = study_summary(st)
-    path = None
-    if not no_report:
-        path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html")
+        ref = parse_reference(reference, objective_names(st)) if reference is not None else None
+        progress = None if as_json else (lambda p: console.print(f"measuring {p} the study's way (not part of it)…",
+                                                                 highlight=False))
+        refs = report_references(st, measure=measure_references, on_progress=progress)
+        summary = study_summary(st, ref, refs)
+        path = None
+        if not no_report:
+            path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html",
+                                reference=ref, references=refs, plotlyjs=plotlyjs)
     if as_json:
         summary["report"] = str(path) if path else None
         print_json(summary)
         return
     console.print(f"study [bold]{study}[/]: {summary['n_complete']} complete, {summary['n_failed']} failed, "
-                  f"{summary['n_pruned']} pruned; objectives {', '.join(summary['objectives'])}", highlight=False)
-    print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"])
-    for name, p in summary["presets"].items():
-        where = "on the front" if p["on_front"] else f"dominated by trials {p['dominated_by']}" if p["dominated_by"] else "not dominated by the front (infeasible?)"
-        console.print(f"  {name} (trial {p['trial']}): {where}", highlight=False)
+                  f"{summary['n_pruned']} pruned; objectives: "
+                  f"{'; '.join(f'{n} = {lab}' for n, lab in summary['labels'].items())}", highlight=False)
+    print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"], list(summary["labels"].values()),
+                      summary["reference_point"], summary["reference_point_rule"])
+    _print_references(summary["presets"])
     if path:
         console.print(f"report: {path}", highlight=False)

@@ -68,17 +68,19 @@ def search(
 
         with user_errors():
             result = run_search(settings)
-    _print_result(result, quiet)
+    _print_result(result, quiet, settings.storage)
 
 
-def _print_result(result, quiet: bool) -> None:
+def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
     from nas.commands.pareto import print_pareto_rows
+    from nas.pareto import load_study, objective_labels
 
     if result.stopped_reason:
         console.print(f"[red]{result.stopped_reason}[/]")
     console.print(f"study [bold]{result.study_name}[/] on {result.storage}: {result.n_complete} complete, "
                   f"{result.n_failed} failed, {result.n_pruned} pruned", highlight=False)
-    print_pareto_rows(result.pareto, result.hypervolume, result.objectives)
+    print_pareto_rows(result.pareto, result.hypervolume, result.objectives,
+                      objective_labels(load_study(result.study_name, storage)))  # columns say what they measure
     if result.report:
         console.print(f"report: {result.report}", highlight=False)
     if result.log_file:

@@ -41,7 +41,7 @@ def test_main_command_runs_on_cpu_and_ends_with_a_front(tmp_path):
     assert "running on the CPU" in out
     assert "Pareto set" in out and "report: results/reports/default.html" in out
     study = optuna.load_study(study_name="default", storage=f"sqlite:///{tmp_path}/results/nas.db")
-    assert study.metric_names == ["accuracy", "throughput"]
+    assert study.user_attrs["objectives"] == ["accuracy", "throughput"]
     assert len(study.trials) == 8
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 6
     assert (tmp_path / "results" / "reports" / "default.html").is_file()

@@ -173,7 +173,7 @@ def test_cli_four_workers_twenty_trials_all_recorded(tmp_path, monkeypatch):
     per_worker = [sum(t.user_attrs["worker"]["index"] == i for t in trials) for i in range(4)]
     assert per_worker == [5, 5, 5, 5]
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) == 4
-    assert study.metric_names == ["params", "flops"]
+    assert study.user_attrs["objectives"] == ["params", "flops"]
     for i in range(4):
         assert (tmp_path / "results" / "logs" / f"w4.worker{i}.log").read_text().count("NAS-TRIAL ") == 5
     assert (tmp_path / "results" / "reports" / "w4.html").is_file()

@@ -146,7 +146,7 @@ def test_ray_cluster_records_every_trial_like_a_local_run(local_ray, tmp_path, m
     refused = trials[0]
     assert refused.params == REFUSED and refused.state == states.FAIL and refused.user_attrs["status"] == "refused"
     assert refused.user_attrs["error"].startswith("refused config: ct_size=3 must be <= window_size[2]=2")
-    assert study.metric_names == ["params", "flops"]
+    assert study.user_attrs["objectives"] == ["params", "flops"]
 
     assert write_report(study, tmp_path / "report.html") is not None
     shown = runner.invoke(app, ["pareto", "--study", "ray", "--storage", "journal:results/nas.journal"])

@@ -46,7 +46,7 @@ def test_cli_search_records_everything_and_resumes(workdir):
                 "--seed", "3", "--proxy-resolution", "64", "--batch-size", "2")
     assert "Pareto set" in r.output and "report:" in r.output
     study = _study("s1")
-    assert study.metric_names == ["accuracy", "throughput"]
+    assert study.user_attrs["objectives"] == ["accuracy", "throughput"]
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
     trials = study.trials
     assert len(trials) == 8
