@@ -109,3 +109,43 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert lr_at(55, total=100, warmup_steps=10) == pytest.approx(0.5)
     assert lr_at(100, total=100, warmup_steps=10) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(0, total=5, warmup_steps=0) == pytest.approx(1.0)
+
+
+def test_lr_scaling_rules():
+    from evaluators.train import LR_REFERENCE_BATCH, scaled_lr
+
+    assert scaled_lr(1e-3, LR_REFERENCE_BATCH) == pytest.approx(1e-3)
+    assert scaled_lr(1e-3, 4 * LR_REFERENCE_BATCH) == pytest.approx(2e-3)
+    assert scaled_lr(1e-3, 4 * LR_REFERENCE_BATCH, "linear") == pytest.approx(4e-3)
+    assert scaled_lr(1e-3, 16, "none") == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr_scaling='cube'"):
+        scaled_lr(1e-3, 16, "cube")
+
+
+def test_step_mode_rule_is_documented_and_honest(tiny_config):
+    from evaluators.train import choose_step_mode, estimated_compile_seconds
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert choose_step_mode("auto", cpu, cfg=tiny_config)[0] == "eager"
+    with pytest.raises(ValueError, match="compile='graph' needs a CUDA device"):
+        choose_step_mode("graph", cpu, cfg=tiny_config)
+    with pytest.raises(ValueError, match="compile='fast' is unknown"):
+        choose_step_mode("fast", cpu, cfg=tiny_config)
+    assert choose_step_mode("auto", gpu, cfg=tiny_config) == ("graph", "auto: CUDA graph while the first steps are timed")
+    assert choose_step_mode("eager", gpu, cfg=tiny_config)[0] == "eager"
+    cost = estimated_compile_seconds(tiny_config)
+    # a short run never pays for compiling; a long one does, and the reason says why
+    short = choose_step_mode("auto", gpu, cfg=tiny_config, steps_left=10, graph_step_s=0.01)
+    long = choose_step_mode("auto", gpu, cfg=tiny_config, steps_left=10**6, graph_step_s=0.05)
+    assert short[0] == "graph" and long[0] == "compile"
+    assert f"~{cost:.0f} s to compile" in short[1] and long[1].endswith("-> compile")
+
+
+def test_result_records_recipe_mode_and_lr(tiny_config, fmnist):
+    r = train_proxy(tiny_config, data=fmnist, steps=2, batch_size=16, lr=1e-3, subset=64, val_subset=32,
+                    device="cpu", progress=False)
+    assert r.step_mode == "eager" and r.compile_seconds == 0.0
+    assert r.recipe["peak_lr"] == pytest.approx(1e-3 * (16 / 256) ** 0.5) and r.recipe["lr_scaling"] == "sqrt"
+    assert r.recipe["step_mode_reason"].startswith("cpu: eager")
+    with pytest.raises(ValueError, match="compile='graph' needs a CUDA device"):
+        train_proxy(tiny_config, data=fmnist, steps=2, compile="graph", **FAST)
