@@ -170,6 +170,9 @@ def summarize(d: dict[str, Any]) -> dict[str, Any]:
         easy_data=dict(dataset=s.get("easy_data"), seed_kendall_tau=easy["seed_kendall_tau"],
                        spread_sd=easy["spread_sd"], seed_sd=easy["seed_sd"], n=easy["n"]),
         proxies=rows, train_speed=_speed(), size_tau=size_tau, equal_params_group=equal_params_group(d, gt, sizes),
+        proxy_seconds_device=sorted({r.get("gpu") or "?" for r in d["proxies"].values()}),
+        short_training="not measured yet: the short-training proxy tasks (bench/groundtruth.py --only short) did "
+                       "not get GPU time in this session",
         same_seed_repeat_sd=(math.sqrt(statistics.fmean((a - b) ** 2 / 2 for a, b in repeats)) if repeats else None),
         recipe=dict((k, s[k]) for k in ("resolution", "epochs", "batch_size", "lr", "weight_decay", "warmup",
                                           "label_smoothing", "drop_path", "grad_clip", "augment_crop", "augment_flip",
