@@ -1,30 +1,28 @@
-"""Ground truth for accuracy proxies: train >= 40 FasterViTs with one recipe, rank the proxies.
+"""Ground truth for accuracy proxies on a task where FasterViT's knobs matter (issue #10).
 
-What it does (issue #4):
+What it does:
   1. Samples ``--n-archs`` architectures from the default search space (seeded), balancing the
-     marginal counts of every knob's values, always including FasterViT-0/1/2's knob values.
-  2. For each: every zero-cost proxy (``evaluators.proxies``) on a freshly initialised model
-     (seed ``--proxy-seed``) and one batch of ``--proxy-batch`` real training images, at the
-     training resolution; params and FLOPs at that resolution.
-  3. Trains each with ONE recipe on Fashion-MNIST (``evaluators.train.train_proxy``) -> the
-     ground truth (final val top-1 on the 10k test split); re-trains the first ``--n-reseed``
-     with another seed -> the seed-to-seed Kendall tau (the ceiling any proxy can reach against
-     this ground truth); runs the ``train`` proxy (same recipe at ``--short-fraction`` of the
-     steps, its own seed).
-  4. Kendall tau / Spearman rho of every proxy against the ground truth, bootstrap 95% CI of tau,
-     mean cost per architecture, and the issue's target (best tau >= 0.6 and >= params + 0.1),
-     written into the JSON and printed as a markdown table.
+     marginal counts of every knob's values, always including FasterViT-0..3's knob values.
+  2. Trains each with ONE recipe on ``--data`` (default ``fmnist-odd``, ``evaluators.composed``)
+     with ``evaluators.train.train_proxy`` -> the ground truth (final val top-1); re-trains
+     ``--n-reseed`` of them with a second seed (seed-to-seed tau and sd), and trains the same
+     ones with both seeds on ``--easy-data`` (Fashion-MNIST: the easy-data case).
+  3. The short-training proxy: the same recipe at each of ``--short-fractions`` of the steps.
+  4. Every zero-cost proxy (``evaluators.proxies``) on a freshly initialised model (seed
+     ``--proxy-seed``) and one batch of ``--proxy-batch`` training images, for the trained archs.
+  Then ``bench/groundtruth_analysis.py`` (also ``--analyze-only``) writes the summary.
 
-Throughput: small nets train launch-bound, so ``--workers`` spawned processes share the one GPU,
-each owning its own task queue (the main process hands a task to an idle worker; results are
-appended to the JSON after every finished task, atomically). A re-run skips finished
-(arch_id, seed, kind) tasks; ``--time-budget`` stops starting tasks whose estimated end falls
-after the budget. Proxy timings are measured inside workers while other workers train on the
-same GPU: they are contended (upper bounds of the isolated cost), and the JSON says so.
+Tasks run in that priority order, so a run cut by ``--time-budget`` leaves a usable prefix;
+``--only KINDS`` runs some kinds only (e.g. ``--only proxies --device cpu`` scores the trained
+architectures on a machine without a GPU). ``--workers`` spawned processes share one GPU, each
+owning its own task queue; results are written to the JSON after every finished task,
+atomically, and a re-run skips finished (kind, arch_id, seed) tasks: runs of at most 10 minutes
+add up to the whole experiment. Timings measured while workers share the GPU are contended.
 
-    python bench/proxy_groundtruth.py --smoke                       # CPU, tiny, seconds
-    python bench/proxy_groundtruth.py --data-dir DIR --time-budget 530 --out OUT.json   # GPU
-    python bench/proxy_groundtruth.py --analyze-only --out OUT.json
+    python bench/groundtruth.py --smoke                                          # CPU, tiny
+    python bench/groundtruth.py --data-dir DIR --only full,easy,short --time-budget 540   # GPU
+    python bench/groundtruth.py --only proxies --device cpu --workers 2          # proxies, CPU
+    python bench/groundtruth.py --analyze-only
 """
 
 from __future__ import annotations
@@ -606,204 +604,16 @@ def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]
 
 
 # =============================================================================================
-# analysis
+# analysis: bench/groundtruth_analysis.py
 # =============================================================================================
-def _corr(xs: list[float], ys: list[float], *, boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    import numpy as np
-    from scipy.stats import kendalltau, spearmanr
+def analyze(store: Store) -> str:
+    """Summary of the results file (``groundtruth_analysis.summarize``), as a markdown table."""
+    from groundtruth_analysis import markdown, summarize
 
-    n = len(xs)
-    out: dict[str, Any] = dict(n=n, kendall_tau=None, spearman_rho=None, tau_ci95=None)
-    if n < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
-        return out
-    out["kendall_tau"] = float(kendalltau(xs, ys)[0])
-    out["spearman_rho"] = float(spearmanr(xs, ys)[0])
-    rng = np.random.default_rng(seed)
-    x, y = np.asarray(xs), np.asarray(ys)
-    taus = []
-    for _ in range(boot):
-        idx = rng.integers(0, n, n)
-        if len(set(x[idx])) > 1 and len(set(y[idx])) > 1:
-            t = kendalltau(x[idx], y[idx])[0]
-            if math.isfinite(t):
-                taus.append(t)
-    if taus:
-        out["tau_ci95"] = [float(np.percentile(taus, 2.5)), float(np.percentile(taus, 97.5))]
-    return out
-
-
-def _fill_flops(store: Store) -> int:
-    """FLOPs missing from architecture records (their proxy task failed to count them), computed
-    here from the config (``evaluators.cost.analytic_flops``: fvcore's count, no trace); returns how many."""
-    missing = [a for a in store.data["archs"] if a.get("flops") is None and a["arch_id"] in store.data["proxies"]]
-    if not missing:
-        return 0
-    from evaluators.cost import analytic_flops
-    from search_spaces import FasterViTConfig
-
-    for a in missing:
-        a["flops"] = int(analytic_flops(FasterViTConfig.from_dict(a["train_config"])))
-        a["flops_note"] = "computed at analysis time from the config (analytic_flops)"
-        a.pop("flops_error", None)
+    summary = summarize(store.data)
+    store.data["analysis"] = summary
     store.save()
-    return len(missing)
-
-
-def f(v: Any, fmt: str = "{:+.3f}") -> str:
-    """A number for the markdown table ("—" when missing)."""
-    return "—" if v is None else fmt.format(v)
-
-
-def analyze(store: Store) -> dict[str, Any]:
-    """Correlation table of every proxy against the ground truth; stored in the JSON and returned."""
-    import statistics
-
-    from evaluators.proxies import ENSEMBLE_MEMBERS, rank_ensemble
-
-    d = store.data
-    s = d["settings"]
-    archs = {a["arch_id"]: a for a in d["archs"]}
-    runs = d["runs"]
-
-    def runs_of(kind: str, seed: int) -> dict[str, dict[str, Any]]:
-        return {r["arch_id"]: r for r in runs if r["kind"] == kind and r["seed"] == seed}
-
-    full0, full1, short = runs_of("full", s["seed"]), runs_of("full", s["reseed_seed"]), runs_of("short", s["short_seed"])
-    gt = {a: r["top1"] for a, r in full0.items() if r["status"] == "ok" and r["top1"] is not None}
-    gt_bad = {a: r["status"] for a, r in full0.items() if a not in gt}
-    ids = [a for a in archs if a in gt]  # arch order of the file
-    gt_vals = [gt[a] for a in ids]
-    ground = dict(n=len(gt), failed=gt_bad, gpus=sorted({r.get("gpu") for r in full0.values() if r.get("gpu")}),
-                  mean_top1=statistics.fmean(gt_vals) if gt_vals else None,
-                  min_top1=min(gt_vals) if gt_vals else None, max_top1=max(gt_vals) if gt_vals else None,
-                  std_top1=statistics.pstdev(gt_vals) if len(gt_vals) > 1 else None,
-                  mean_seconds=statistics.fmean(r["seconds"] for r in full0.values()) if full0 else None)
-    pairs = [a for a in ids if a in full1 and full1[a]["status"] == "ok" and full1[a]["top1"] is not None]
-    x0, x1 = [gt[a] for a in pairs], [full1[a]["top1"] for a in pairs]
-    ceiling = dict(_corr(x0, x1), seeds=[s["seed"], s["reseed_seed"]],
-                   mean_abs_delta_top1=statistics.fmean(abs(a - b) for a, b in zip(x0, x1)) if pairs else None,
-                   max_abs_delta_top1=max((abs(a - b) for a, b in zip(x0, x1)), default=None))
-    # Model-based ceiling for the whole population (less noisy than tau on the few pairs): with
-    # seed noise N(0, sigma^2) (sigma = E|delta| * sqrt(pi) / 2) on top of the spread of top-1 across
-    # architectures, two seeds correlate at r = 1 - sigma^2 / var(top-1); for Gaussian data Kendall
-    # tau = (2 / pi) * asin(r).
-    ceiling["predicted_population_tau"] = None
-    if pairs and len(gt_vals) > 2 and statistics.pvariance(gt_vals) > 0:
-        sigma = ceiling["mean_abs_delta_top1"] * math.sqrt(math.pi) / 2
-        r = max(0.0, 1.0 - sigma**2 / statistics.pvariance(gt_vals))
-        ceiling.update(seed_sigma_top1=sigma, predicted_population_tau=2 / math.pi * math.asin(r))
-
-    values: dict[str, dict[str, float]] = {}
-    seconds: dict[str, list[float]] = {}
-    filled = 0
-    for a in ids:
-        rec = d["proxies"].get(a)
-        if rec is None:
-            continue
-        values[a] = {}
-        for name, v in rec["values"].items():
-            if v.get("value") is not None:
-                values[a][name] = v["value"]
-                seconds.setdefault(name, []).append(v["seconds"])
-        if "flops" not in values[a] and archs[a].get("flops") is not None:
-            values[a]["flops"] = float(archs[a]["flops"])
-            filled += 1
-    rows: list[dict[str, Any]] = []
-
-    def add_row(name: str, getter: Any, secs: Optional[list[float]], note: str = "", kind: str = "proxy") -> None:
-        xs, ys = [], []
-        for a in ids:
-            v = getter(a)
-            if v is not None:
-                xs.append(float(v))
-                ys.append(gt[a])
-        rows.append(dict(proxy=name, kind=kind, **_corr(xs, ys),
-                         mean_seconds=statistics.fmean(secs) if secs else None, note=note))
-
-    for name in s["proxies"]:
-        note = ""
-        if name == "flops" and filled:
-            note = f"{filled} FLOPs computed at analysis (from the config)"
-        if name == "ensemble":
-            note = "per-model log-scale sum of " + "+".join(ENSEMBLE_MEMBERS) + " (a priori)"
-        add_row(name, lambda a, n=name: values.get(a, {}).get(n), seconds.get(name), note)
-    ok_short = {a: r for a, r in short.items() if r["status"] == "ok" and r["top1"] is not None}
-    add_row("train", lambda a: ok_short[a]["top1"] if a in ok_short else None,
-            [r["seconds"] for r in ok_short.values()],
-            f"same recipe at {s['short_fraction']:g} of the steps, seed {s['short_seed']}")
-    recs = [values.get(a, {}) for a in ids]
-    members = [m for m in ENSEMBLE_MEMBERS if m in s["proxies"]]
-    if members:
-        ens = dict(zip(ids, rank_ensemble(recs, members)))
-        cost = [sum(statistics.fmean(seconds[m]) for m in members)] if all(m in seconds for m in members) else None
-        add_row(f"rank({'+'.join(members)})", lambda a: ens.get(a), cost,
-                "population rank average, members chosen a priori", kind="ensemble")
-    zc = [r for r in rows if r["kind"] == "proxy" and r["proxy"] not in ("train", "ensemble")
-          and r["kendall_tau"] is not None]
-    top3 = [r["proxy"] for r in sorted(zc, key=lambda r: -r["kendall_tau"])[:3]]
-    if len(top3) >= 2:
-        ens3 = dict(zip(ids, rank_ensemble(recs, top3)))
-        add_row(f"rank({'+'.join(top3)})", lambda a: ens3.get(a), None,
-                "IN-SAMPLE: members picked by their tau on this ground truth (optimistic)", kind="in-sample")
-    epoch_ckpt = {}
-    for a in ids:
-        hist = full0[a].get("top1_history") or []
-        if len(hist) >= 2:
-            epoch_ckpt[a] = hist[0][1]
-    if epoch_ckpt:
-        add_row("train@1st-eval (same run)", lambda a: epoch_ckpt.get(a), None,
-                "checkpoint of the ground-truth run itself: not independent; shows whether the ranking still moves",
-                kind="same-run")
-
-    eligible = [r for r in rows if r["kind"] in ("proxy", "ensemble") and r["kendall_tau"] is not None]
-    params_row = next((r for r in rows if r["proxy"] == "params"), None)
-    best = max(eligible, key=lambda r: r["kendall_tau"], default=None)
-    target: dict[str, Any] = dict(tau=TARGET_TAU, margin_over_params=TARGET_MARGIN, met=False)
-    if best is None or params_row is None or params_row["kendall_tau"] is None or len(gt) < MIN_ARCHS_FOR_VERDICT:
-        target["verdict"] = (f"NOT EVALUATED: {len(gt)} architectures have a ground truth (a verdict needs "
-                             f">= {MIN_ARCHS_FOR_VERDICT} and finished proxies)")
-    else:
-        margin = best["kendall_tau"] - params_row["kendall_tau"]
-        met = best["kendall_tau"] >= TARGET_TAU and margin >= TARGET_MARGIN
-        target.update(met=met, best=best["proxy"], best_tau=best["kendall_tau"], params_tau=params_row["kendall_tau"],
-                      margin=margin)
-        target["verdict"] = (
-            f"{'MET' if met else 'NOT MET'}: best proxy {best['proxy']} tau={best['kendall_tau']:.3f} "
-            f"(needs >= {TARGET_TAU}), params tau={params_row['kendall_tau']:.3f}, margin {margin:+.3f} "
-            f"(needs >= {TARGET_MARGIN})")
-        low = [v for v in (ceiling["kendall_tau"], ceiling["predicted_population_tau"]) if v is not None]
-        if low and max(low) < TARGET_TAU:
-            target["verdict"] += (f". The ground truth agrees with itself across seeds only at tau="
-                                  f"{f(ceiling['kendall_tau'])} (n={ceiling['n']}; model-based "
-                                  f"{f(ceiling['predicted_population_tau'])}), below the target: no proxy can be "
-                                  f"expected to reach it against this ground truth")
-
-    lines = ["| proxy | n | Kendall τ [95% CI] | Spearman ρ | s/arch | note |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        ci = f" [{r['tau_ci95'][0]:+.2f}, {r['tau_ci95'][1]:+.2f}]" if r["tau_ci95"] else ""
-        lines.append(f"| {r['proxy']} | {r['n']} | {f(r['kendall_tau'])}{ci} | {f(r['spearman_rho'])} | "
-                     f"{f(r['mean_seconds'], '{:.3g}')} | {r['note']} |")
-    gpus = ", ".join(ground["gpus"]) or "?"
-    rec = (f"{s['data']} at {s['resolution']} px, {s['epochs']:g} epochs of {s['subset'] or 'all'} images, batch "
-           f"{s['batch_size']}, AdamW lr {s['lr']:g} wd {s['weight_decay']:g}, warm-up {s['warmup']:g}, label "
-           f"smoothing {s['label_smoothing']:g}, drop-path {s['drop_path']:g}, "
-           f"{'bf16 autocast on CUDA' if s['amp'] else 'fp32'}")
-    header = [f"Ground truth: {ground['n']} architectures, val top-1 {f(ground['min_top1'], '{:.2f}')}–"
-              f"{f(ground['max_top1'], '{:.2f}')}% (mean {f(ground['mean_top1'], '{:.2f}')}, sd "
-              f"{f(ground['std_top1'], '{:.2f}')}), {rec}; seed {s['seed']}; GPU {gpus}; "
-              f"{f(ground['mean_seconds'], '{:.0f}')} s per training (concurrent workers)."
-              + (f" Not usable: {len(gt_bad)} runs ({', '.join(sorted(set(gt_bad.values())))})." if gt_bad else ""),
-              f"Seed-to-seed ceiling (seeds {s['seed']} vs {s['reseed_seed']}, n={ceiling['n']}): Kendall τ "
-              f"{f(ceiling['kendall_tau'])}, Spearman ρ {f(ceiling['spearman_rho'])}, mean |Δtop-1| "
-              f"{f(ceiling['mean_abs_delta_top1'], '{:.2f}')} points; predicted ceiling over all "
-              f"{ground['n']} (Gaussian noise model) τ {f(ceiling['predicted_population_tau'])}.",
-              f"Target (issue #4): {target['verdict']}.", ""]
-    table = "\n".join(header + lines)
-    analysis = dict(computed=time.strftime("%Y-%m-%dT%H:%M:%S"), ground_truth=ground, ceiling=ceiling, rows=rows,
-                    target=target, table_markdown=table)
-    d["analysis"] = analysis
-    store.save()
-    return analysis
+    return markdown(summary)
 
 
 # =============================================================================================
@@ -893,14 +703,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.proxy_batch, args.workers, args.compile = 8, min(args.workers, 2), "eager"
         args.short_fractions = "0.25"
         if args.out is None:
-            args.out = Path(tempfile.mkdtemp(prefix="nas-proxy-gt-smoke-")) / "proxy-groundtruth-smoke.json"
+            args.out = Path(tempfile.mkdtemp(prefix="nas-gt-smoke-")) / "groundtruth-smoke.json"
     out = args.out or DEFAULT_OUT
     if args.analyze_only:
-        store = Store.open(out, None, None)
-        n = _fill_flops(store)
-        if n:
-            print(f"computed the FLOPs of {n} architectures from their configs")
-        print(analyze(store)["table_markdown"])
+        print(analyze(Store.open(out, None, None)))
         return 0
     _validate(args)
 
@@ -931,14 +737,14 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     t_sample = time.time()
     space = load_space(args.space)
-    # the smoke run samples the real 40 too (configs only, no models) to check the sampler
-    sampled = sample_archs(space, n=40 if args.smoke else args.n_archs, seed=args.sample_seed,
-                           resolution=128 if args.smoke else args.resolution)
+    # the smoke run samples the real 60 too (configs only, no models) to check the sampler
+    sampled = sample_archs(space, n=60 if args.smoke else args.n_archs, seed=args.sample_seed,
+                           resolution=64 if args.smoke else args.resolution)
     print(f"sampled {len(sampled)} architectures from space {space.name!r} in {time.time() - t_sample:.1f}s; "
           f"value counts: {json.dumps(diversity(sampled))}", flush=True)
     archs = smoke_archs(args.resolution) if args.smoke else sampled
     if args.dry_run and not out.is_file():  # plan only: write nothing under --out
-        out = Path(tempfile.mkdtemp(prefix="nas-proxy-gt-dry-")) / out.name
+        out = Path(tempfile.mkdtemp(prefix="nas-gt-dry-")) / out.name
     store = Store.open(out, settings, archs)
     archs = store.data["archs"]  # a resumed run uses the file's architectures
     if not args.dry_run:
@@ -972,7 +778,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"total {_fmt_s(time.time() - t0)}; analyse with --analyze-only --out {out}", flush=True)
         return 0
     analysis = analyze(store)
-    print(analysis["table_markdown"], flush=True)
+    print(analysis, flush=True)
     if args.smoke:
         left = [t for t in build_tasks(archs, settings) if task_key(t) not in store.finished()]
         again = Store.open(out, settings, archs)
@@ -980,8 +786,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"smoke: FAILED, {len(left)} tasks unfinished: {[task_key(t) for t in left]}; failures: "
                   f"{store.data['failures']}")
             return 1
-        table = analyze(Store.open(out, None, None))["table_markdown"]  # the --analyze-only path
-        if table != analysis["table_markdown"]:
+        table = analyze(Store.open(out, None, None))  # the --analyze-only path
+        if table != analysis:
             print("smoke: FAILED, --analyze-only gave another table")
             return 1
         print(f"smoke: ok, every task finished and a re-run would skip all {len(store.finished())} "

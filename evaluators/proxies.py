@@ -40,7 +40,7 @@ ensemble   synflow + log(snip) + naswot / batch_size: a sum of log-scale scores,
            implicit weight of each member is its log dynamic range across architectures. It was
            chosen a priori (a size/flow signal, a loss-gradient saliency and an activation
            diversity signal, as in the literature's votes), not fitted to any ground truth here;
-           ``bench/proxy_groundtruth.py`` measures it like every other proxy.
+           ``bench/groundtruth.py`` measures it like every other proxy.
 az_*       AZ-NAS (Lee & Ham, CVPR 2024): ``az_expressivity`` (sum of per-block spectral entropies
            of the feature covariance), ``az_progressivity`` (smallest entropy gain block to block),
            ``az_trainability`` (mean -s - 1/s + 2, s = block-Jacobian spectral norm, <= 0) and

@@ -22,7 +22,7 @@ Ray ASHA). All randomness (init, data order, stochastic depth) comes from ``seed
 RNG state of the caller is restored afterwards.
 
 Caveat (measured in this project): a short recipe ranks architectures partly by how fast they
-train, not only by how good they become; ``bench/proxy_groundtruth.py`` measures how stable such
+train, not only by how good they become; ``bench/groundtruth.py`` measures how stable such
 a ranking is across seeds before anyone calls it a ground truth.
 """
 
