@@ -29,6 +29,10 @@ def user_errors() -> Iterator[None]:
         yield
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
+    except OSError as e:  # read-only folder, full disk...: the file and the reason, no traceback
+        from nas.storage import _os_message
+
+        fail(_os_message(e, str(e.filename) if e.filename else "a file"))
 
 
 def load_config(spec: str) -> Any:

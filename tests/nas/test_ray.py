@@ -163,7 +163,8 @@ def test_asha_stops_or_completes_train_proxy_trials(local_ray, tmp_path, monkeyp
     settings = SearchSettings(objectives=("params", "accuracy"), proxy="train", train_epochs=3, train_subset=512,
                               proxy_resolution=64, space="space.yaml", device="cpu", trials=4, study="asha",
                               quiet=True)
-    run_ray_search(settings, workers=2)
+    # one trial at a time: ASHA compares each trial's first-epoch accuracy with the trials before it
+    run_ray_search(settings, workers=1)
     study = optuna.load_study(study_name="asha", storage=get_storage("journal:results/nas.journal"))
     trials = study.get_trials()
     assert len(trials) == 4
@@ -174,3 +175,8 @@ def test_asha_stops_or_completes_train_proxy_trials(local_ray, tmp_path, monkeyp
             assert t.user_attrs["error"].startswith("stopped by ASHA")
         else:
             assert t.state == states.COMPLETE and len(t.user_attrs["train_history"]) >= 2
+    pruned = [t for t in trials if t.state == states.PRUNED]
+    assert pruned, [(t.number, t.user_attrs["train_history"]) for t in trials]  # ASHA did stop a trial
+    assert any(t.state == states.COMPLETE for t in trials)
+    for t in pruned:  # stopped after the first epoch's report: fewer validations than a complete trial
+        assert len(t.user_attrs["train_history"]) < 3
