@@ -38,7 +38,7 @@ from . import record as R
 from .heartbeat import (HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, OWNER_KEY, STALE_AFTER_S, TrialHeartbeat,
                         fail_stale_trials, process_identity)
 from .settings import SearchSettings, absolute_url, check_int, portable_settings, settings_from_dict
-from .storage import DEFAULT_JOURNAL, DEFAULT_STORAGE, storage_kind
+from .storage import DEFAULT_JOURNAL, DEFAULT_STORAGE, storage_errors, storage_kind
 
 __all__ = ["run_parallel", "ParallelBackend", "worker_main", "parallel_storage", "portable_settings",
            "settings_from_dict", "split_trials", "assign_gpus", "TrialHeartbeat", "fail_stale_trials",
@@ -134,7 +134,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
     at the end. SIGINT/SIGTERM: the running trial is recorded FAIL with the reason; exit code 130.
     """
     from .samplers import make_sampler
-    from .search import Interrupted, TrialRunner, _signals_as_interrupts, run_trials
+    from .search import TrialRunner
 
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA
@@ -150,7 +150,13 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
 
     sampler = make_sampler(settings.sampler, seed=_sampler_seed(settings.seed, index),
                            n_trials=int(total or settings.trials or 100))
-    run = TrialRunner(settings, sampler=sampler)
+    with storage_errors(settings.storage):
+        _worker_trials(TrialRunner(settings, sampler=sampler), index, trials)
+
+
+def _worker_trials(run: Any, index: int, trials: int) -> None:
+    from .search import _signals_as_interrupts, run_trials
+
     stale = fail_stale_trials(run.study)
     if stale:
         print(f"worker {index}: marked stale trials {stale} FAIL", flush=True)
@@ -259,10 +265,13 @@ class ParallelBackend:
         self.python = python or sys.executable
 
     @staticmethod
-    def prepare(settings: SearchSettings, workers: int) -> SearchSettings:
+    def shared_settings(settings: SearchSettings, workers: int) -> SearchSettings:
         """Settings with the shared storage (refusing SQLite for several writers), absolute paths."""
         return dataclasses.replace(settings, storage=absolute_url(parallel_storage(settings.storage,
                                                                                    workers=workers)))
+
+    def prepare(self, drv: Any) -> None:
+        drv.load_data()  # the workers load it again; a missing dataset is refused here, before the study exists
 
     def _plan(self, s: SearchSettings) -> tuple[list[Optional[int]], list[Optional[str]], int]:
         budgets: list[Optional[int]] = list(split_trials(s.trials, self.workers)) if s.trials is not None \
@@ -408,5 +417,5 @@ def run_parallel(settings: SearchSettings, *, workers: int, console: Any = None,
     from .search import StudyDriver
 
     backend = ParallelBackend(workers, python=python)
-    drv = StudyDriver(ParallelBackend.prepare(settings, backend.workers), console=console)
+    drv = StudyDriver(ParallelBackend.shared_settings(settings, backend.workers), console=console)
     return drv.run(backend)

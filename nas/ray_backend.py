@@ -62,7 +62,7 @@ from . import record as R
 from .heartbeat import HEARTBEAT_KEY, OWNER_KEY, fail_trial, process_identity, storage_of, trial_id
 from .record import Status
 from .settings import SearchSettings, absolute_url, check_int, check_number, portable_settings
-from .storage import DEFAULT_JOURNAL, get_storage, storage_kind
+from .storage import DEFAULT_JOURNAL, storage_kind
 
 __all__ = ["run_ray_search", "RayBackend", "RayNotInstalledError", "ray_storage", "INSTALL_HINT"]
 
@@ -323,6 +323,14 @@ class RayBackend:
                  nodes: int, resources: dict[str, Any]):
         self.ray, self.address, self.workers = ray, address, workers
         self.gpus_per_trial, self.use_asha, self.nodes, self.resources = gpus_per_trial, use_asha, nodes, resources
+
+    def prepare(self, drv: Any) -> None:
+        """Only the dataset's name is checked here: on a cluster the files may exist on the workers only."""
+        from evaluators.data import DATASETS, list_datasets
+
+        key = drv.settings.data.partition(":")[0]
+        if key not in DATASETS:
+            raise ValueError(f"unknown dataset {drv.settings.data!r}; known: {', '.join(list_datasets())}")
 
     def _announce(self, drv: Any) -> None:
         s, res = drv.settings, self.resources

@@ -436,7 +436,7 @@ class TrialRunner:
     """
 
     def __init__(self, settings: SearchSettings, *, sampler: Any = None, study: Any = None,
-                 cuda: Optional[bool] = None, log_file: Optional[Path] = None):
+                 cuda: Optional[bool] = None, log_file: Optional[Path] = None, evaluator: Optional["Evaluator"] = None):
         import warnings
 
         import optuna
@@ -448,8 +448,10 @@ class TrialRunner:
         self.space = load_space(s.space)
         self.constraints = [parse_constraint(c) for c in [*s.constraints, *self.space.constraints]]
         self.log_file = log_file or _setup_logging(Path(s.results_dir), s.study)
-        self.evaluator = Evaluator(s, self.objectives, self.constraints)
-        self.evaluator.prepare()  # dataset problems surface here, before any trial
+        if evaluator is None:
+            evaluator = Evaluator(s, self.objectives, self.constraints)
+            evaluator.prepare()  # dataset problems surface here, before any trial
+        self.evaluator = evaluator
         if study is None:
             if sampler is None:
                 sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100)
@@ -523,9 +525,15 @@ def run_trials(runner: TrialRunner, *, n_trials: Optional[int], timeout: Optiona
 
 # ------------------------------------------------------------------------------------------ driver
 class Backend(Protocol):
-    """Runs trials of a driver's study; returns a stop reason (failure guard, dead worker) or None."""
+    """Runs trials of a driver's study; returns a stop reason (failure guard, dead worker) or None.
+
+    ``prepare(driver)`` runs before the study is created or loaded: what can be refused (a missing
+    dataset) is refused there, so a bad run never leaves a study behind.
+    """
 
     name: str
+
+    def prepare(self, driver: "StudyDriver") -> None: ...
 
     def run(self, driver: "StudyDriver") -> Optional[str]: ...
 
@@ -563,6 +571,13 @@ class StudyDriver:
     @property
     def names(self) -> list[str]:
         return [o.name for o in self.objectives]
+
+    def load_data(self) -> "Evaluator":
+        """An evaluator with its dataset loaded: a missing dataset is refused before the study exists."""
+        constraints = [parse_constraint(c) for c in [*self.settings.constraints, *self.space.constraints]]
+        ev = Evaluator(self.settings, self.objectives, constraints)
+        ev.prepare()
+        return ev
 
     def out(self, msg: str) -> None:
         """One line of driver output (rich markup) on stderr, unless quiet."""
@@ -610,19 +625,23 @@ class StudyDriver:
 
     def run(self, backend: Backend) -> SearchResult:
         """Open the study, run the backend, fail what an interrupt or a dead worker left, summarise."""
-        if self.study is None:
-            self.open()
-        self.started = time.time()
-        with _signals_as_interrupts():
-            try:
-                reason = backend.run(self)
-            except KeyboardInterrupt as e:
-                raise self._interrupted(e) from None
-        stale = fail_stale_trials(self.study)
-        if stale:
-            self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
-        return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
-                         stopped_reason=reason)
+        from .storage import storage_errors
+
+        with storage_errors(self.settings.storage):  # database / disk faults: one line naming the storage
+            backend.prepare(self)
+            if self.study is None:
+                self.open()
+            self.started = time.time()
+            with _signals_as_interrupts():
+                try:
+                    reason = backend.run(self)
+                except KeyboardInterrupt as e:
+                    raise self._interrupted(e) from None
+            stale = fail_stale_trials(self.study)
+            if stale:
+                self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
+            return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
+                             stopped_reason=reason)
 
     def _interrupted(self, e: BaseException) -> "Interrupted":
         sig = getattr(e, "signal_name", "SIGINT")
@@ -632,7 +651,7 @@ class StudyDriver:
         msg = (f"interrupted by {sig}: study {self.settings.study!r} keeps {sum(counts.values())} trial(s) ("
                + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
                + (f"; trials {sorted(failed)} were running and are recorded FAIL" if failed else "")
-               + f". Resume with the same command (same --study and --storage): it adds trials to this study.")
+               + ". Resume with the same command (same --study and --storage): it adds trials to this study.")
         log.warning(msg)
         err = Interrupted(sig)
         err.args = (msg,)
@@ -673,11 +692,18 @@ class LocalBackend:
 
     name = "local"
 
+    def __init__(self) -> None:
+        self.evaluator: Optional[Evaluator] = None
+
+    def prepare(self, driver: StudyDriver) -> None:
+        self.evaluator = driver.load_data()
+
     def run(self, driver: StudyDriver) -> Optional[str]:
         from .progress import SearchProgress
 
         s = driver.settings
-        runner = TrialRunner(s, study=driver.study, cuda=driver.cuda, log_file=driver.log_file)
+        runner = TrialRunner(s, study=driver.study, cuda=driver.cuda, log_file=driver.log_file,
+                             evaluator=self.evaluator)
         header = dict(study=s.study, storage=driver.storage_desc, device=runner.evaluator.device_name,
                       objectives=", ".join(driver.names), proxy=s.proxy if runner.evaluator.needs_proxy else "n/a",
                       sampler=s.sampler, presets=", ".join(driver.queued) or "none", log=str(driver.log_file))

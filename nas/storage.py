@@ -211,6 +211,10 @@ def _db_message(e: BaseException, url: str) -> str:
                f"or move the file aside"
     if "disk" in low and "full" in low:
         return f"storage {url}: the disk is full ({text}); free space, then run again"
+    if "can't load plugin" in low:
+        scheme = url.split("://")[0] if "://" in url else url
+        return f"storage {url}: unknown database kind {scheme!r} (SQLAlchemy has no such dialect); use " \
+               f"sqlite:///PATH.db, journal:PATH, postgresql://USER@HOST/DB or mysql://USER@HOST/DB"
     if "unable to open" in low:
         return f"storage {url}: cannot open the database file ({text}); check the path and its permissions"
     return f"storage {url}: {type(e).__name__}: {text}"
@@ -220,12 +224,15 @@ def _db_message(e: BaseException, url: str) -> str:
 def storage_errors(url: Any) -> Iterator[None]:
     """Turn database and file-system faults raised inside into one ``StorageError`` naming ``url``."""
     import sqlalchemy.exc
+    from optuna.exceptions import StorageInternalError
 
     where = url if isinstance(url, str) else (DEFAULT_STORAGE if url is None else type(url).__name__)
     try:
         yield
     except StorageError:
         raise
+    except StorageInternalError as e:  # Optuna's wrapper of a failed commit: the cause says why
+        raise StorageError(_db_message(e.__cause__ or e, where)) from None
     except (sqlalchemy.exc.DatabaseError, sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
         raise StorageError(_db_message(e, where)) from None
     except OSError as e:
@@ -272,8 +279,14 @@ def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = Fals
     if heartbeat:
         kwargs.update(heartbeat_interval=int(HEARTBEAT_INTERVAL_S), grace_period=GRACE_PERIOD_S)
     with storage_errors(storage):
-        return optuna.storages.RDBStorage(
-            storage, engine_kwargs={"connect_args": {"timeout": 60}} if kind == "sqlite" else {}, **kwargs)
+        try:
+            return optuna.storages.RDBStorage(
+                storage, engine_kwargs={"connect_args": {"timeout": 60}} if kind == "sqlite" else {}, **kwargs)
+        except ImportError as e:
+            cause = e.__cause__ or e
+            raise StorageError(f"storage {storage}: its database driver is not installed ({cause}); for PostgreSQL "
+                               f"pip install psycopg2-binary and write postgresql+psycopg2://..., or pip install "
+                               f"'psycopg[binary]' for postgresql://...") from None
 
 
 def describe_storage(storage: Union[None, str, Any]) -> str:
