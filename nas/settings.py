@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-__all__ = ["SearchSettings", "check_int", "check_number", "cuda_available", "default_device", "portable_settings",
+__all__ = ["SearchSettings", "check_int", "check_number", "cuda_available", "portable_settings",
            "settings_from_dict", "absolute_url"]
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -58,17 +58,6 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def default_device(device: Optional[str] = None) -> str:
-    """``device`` checked ('cpu', 'cuda', 'cuda:N'), or 'cuda' when a GPU is present, else 'cpu'."""
-    if device is None:
-        return "cuda" if cuda_available() else "cpu"
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", str(device)):
-        raise ValueError(f"device={device!r} must be 'cuda' or 'cpu'")
-    if device.startswith("cuda") and not cuda_available():
-        raise ValueError(f"device={device!r} but no CUDA GPU is available; use --device cpu")
-    return device
 
 
 # ------------------------------------------------------------------------------------------ settings

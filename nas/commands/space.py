@@ -34,7 +34,8 @@ class Buildable:
                 return f"size: {self.buildable:,} architectures (every knob assignment builds)"
             why = f"; e.g. {self.first_refusal}" if self.first_refusal else ""
             if self.buildable == 0:
-                return f"size: 0 buildable architectures: the generator refuses all {self.checked:,} knob assignments{why}"
+                return (f"size: 0 buildable architectures: the generator refuses all {self.checked:,} knob "
+                        f"assignments{why}")
             return (f"size: {self.buildable:,} buildable architectures of {self.checked:,} knob assignments "
                     f"({self.checked - self.buildable:,} refused by the generator{why})")
         total = "infinite (continuous knobs)" if not math.isfinite(size) else f"{size:,.0f} knob assignments"

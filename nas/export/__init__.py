@@ -118,15 +118,13 @@ def build_export_model(cfg: Any, *, weights: Union[None, str, Path] = None, seed
     """The model to export (eval mode) and a description of its weights.
 
     With ``weights`` they are loaded (strictly); otherwise the model is freshly initialised under
-    ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's RNG is untouched).
+    ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's RNG is untouched):
+    ``evaluators.proxies.init_model``, the one seeded builder, so an export under seed S has the
+    weights the zero-cost proxies scored under seed S.
     """
-    import torch
+    from evaluators.proxies import init_model
 
-    from search_spaces import FasterViT
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = FasterViT(cfg)
+    model = init_model(cfg, seed)
     if weights is None:
         info = {"kind": "initialised", "seed": seed,
                 "note": "random initialisation (the FasterViT init under torch.manual_seed(seed)); NOT trained"}

@@ -247,7 +247,8 @@ def test_bad_line_in_the_middle_names_file_and_line(tmp_path):
     lines = path.read_bytes().split(b"\n")
     lines[2] = b"{not json"
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(StorageError, match=rf"journal {re.escape(str(path))}: line 3 \(byte \d+\) is not a valid record"):
+    where = re.escape(str(path))
+    with pytest.raises(StorageError, match=rf"journal {where}: line 3 \(byte \d+\) is not a valid record"):
         get_storage(f"journal:{path}")
 
 
