@@ -118,4 +118,5 @@ def worker(
     """Internal: one parallel worker of `nas search --workers N`."""
     from nas.parallel import worker_main
 
-    worker_main(settings_json, trials=trials, gpu=gpu)
+    with user_errors():  # a storage fault in a worker: one line in its log, which the parent shows
+        worker_main(settings_json, trials=trials, gpu=gpu)

@@ -97,6 +97,33 @@ def test_searcher_tells_each_outcome(tmp_path):
     assert len(lines) == 6
 
 
+def test_a_failed_tell_still_ends_the_trial(tmp_path):
+    """A storage fault while the driver tells an outcome: the trial ends FAIL with the reason, never RUNNING."""
+    from search_spaces.space import load_space
+
+    from nas.ray_backend import _classes, _Control, _DefineByRun
+
+    write_space(tmp_path / "space.yaml", tiny_space())
+    storage = f"journal:{tmp_path / 's.journal'}"
+    settings = SearchSettings(objectives=("params", "flops"), storage=storage, study="tf", device="cpu")
+    create_or_load_study(settings, parse_objectives("params,flops"))
+    Searcher, _, _ = _classes()
+    searcher = Searcher(space=_DefineByRun(load_space(str(tmp_path / "space.yaml"))), metric=["params", "flops"],
+                        mode=["min", "min"], sampler=optuna.samplers.RandomSampler(seed=0), study_name="tf",
+                        storage=get_storage(storage), control=_Control(None, 1, ["params", "flops"], 20))
+    searcher.suggest("t0")
+
+    def broken_tell(*a, **k):
+        raise RuntimeError("simulated storage fault")
+
+    searcher._ot_study.tell = broken_tell
+    searcher.on_trial_complete("t0", result={"params": 1.0, "flops": 2.0, "nas_status": "complete"})
+    t = optuna.load_study(study_name="tf", storage=get_storage(storage)).trials[0]
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert t.user_attrs["error"] == ("the driver could not record the outcome COMPLETE: RuntimeError: "
+                                     "simulated storage fault")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     import ray  # the `ray` extra is installed for the tests (./setup.sh test)
