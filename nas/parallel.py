@@ -374,9 +374,6 @@ class ParallelBackend:
                             drv.out(escape(tail))
                     elif w.stopped_reason:
                         problems.append(f"worker {i}: {w.stopped_reason}")
-        except KeyboardInterrupt:
-            _stop_workers(ws)
-            raise
         finally:
             _stop_workers(ws)  # never leave a worker behind (exceptions, interrupts)
         drv.out("workers: " + "; ".join(f"{w.label}: {w.finished}/{w.budget if w.budget is not None else '-'} "
@@ -393,7 +390,7 @@ def _record_of(event: dict[str, Any]) -> R.TrialRecord:
                          preset=event.get("preset"))
 
 
-def _stop_workers(ws: Sequence[_Worker], grace: float = 15.0) -> None:
+def _stop_workers(ws: Sequence[_Worker], grace: float = 30.0) -> None:
     """SIGTERM the running workers (each records its trial FAIL), SIGKILL those still alive after ``grace``."""
     alive = [w for w in ws if w.proc is not None and w.proc.poll() is None]
     for w in alive:

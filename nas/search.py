@@ -674,6 +674,10 @@ class _signals_as_interrupts:
 
 
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM (a parent stopping its workers again) must not cut the cleanup that
+    # records the interrupted trial
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signal.Signals(signum).name)
 
 
@@ -724,7 +728,16 @@ def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_fi
 
     counts = state_counts(study)
     fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
-    report = write_report(study, Path(settings.results_dir) / "reports" / f"{settings.study}.html")
+    path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
+    try:
+        report = write_report(study, path)
+    except OSError as e:  # the trials are safe in the storage; only the report could not be written
+        from .storage import StorageError, _os_message
+
+        again = f"nas pareto --study {settings.study}" + (f" --storage {settings.storage}"
+                                                           if isinstance(settings.storage, str) else "")
+        raise StorageError(_os_message(e, f"report {path} (--results-dir)") + f"; the trials are in the storage: "
+                           f"{again} rewrites the report") from None
     return SearchResult(
         study_name=settings.study, storage=storage_desc, objectives=objective_names(study),
         n_complete=counts["complete"], n_failed=counts["failed"], n_pruned=counts["pruned"],

@@ -365,6 +365,14 @@ def test_full_disk_is_one_line_and_leaves_no_torn_record(workdir):
         study = _journal_study(journal, "full")
         done = [t for t in study.trials if t.state == S.COMPLETE]
         assert len(done) >= 5 and all(t.user_attrs["params"] == t.values[0] for t in done)
+        journal.unlink()  # free the disk; now the reports (--results-dir) do not fit on it
+        proc = _run(["search", "--objective", "params,flops", "--space", "tiny.yaml", "--device", "cpu", "-q",
+                     "--trials", "2", "--study", "rep", "--results-dir", str(disk / "res")], workdir,
+                    None if mounted else _fsize_limit(160 * 1024))
+        _assert_one_line(proc, f"report {disk}/res/reports/rep.html (--results-dir)", "disk is full",
+                         "nas pareto --study rep rewrites the report")
+        trials = optuna.load_study(study_name="rep", storage="sqlite:///results/nas.db").trials
+        assert [t.state for t in trials] == [S.COMPLETE, S.COMPLETE]  # what was measured is kept
 
 
 # ------------------------------------------------------------------------------------------ concurrency
