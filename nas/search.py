@@ -11,10 +11,10 @@ kept and how to resume) and the summary. A backend only runs trials: ``LocalBack
 ``nas.parallel.ParallelBackend`` (worker processes) and ``nas.ray_backend.RayBackend`` (Ray Tune).
 
 Trials are run by a ``TrialRunner`` (one per process: evaluator with its dataset, the study, the
-objective), through ``run_trials`` (ask, heartbeat, objective, tell). Every trial stores its full
-config and every measurement as user attributes (keys in ``nas.record``). A config the generator
-refuses, an out-of-memory, a NaN proxy — each becomes a FAILED trial with ``user_attrs["error"]``;
-the study goes on. Re-running with the same ``study`` resumes and adds trials.
+objective of ``nas.trial``), through ``run_trials`` (ask, heartbeat, objective, tell). Every trial
+stores its full config and every measurement as user attributes (keys in ``nas.record``). A config
+the generator refuses, an out-of-memory, a NaN proxy — each becomes a FAILED trial with
+``user_attrs["error"]``; the study goes on. Re-running with the same ``study`` resumes and adds trials.
 """
 
 from __future__ import annotations
