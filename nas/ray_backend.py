@@ -15,10 +15,11 @@ How a trial flows:
    ``optuna.trial.Trial(study, trial_id)`` (every ``suggest_*`` replays the stored value) and runs
    the very objective of a local run (``SearchRun.objective``: config, arch_id, summary, params,
    flops, profile, proxy, timings, status, error, wall_s, constraints), with a heartbeat
-   (``nas.parallel``). One ``SearchRun`` (evaluator, dataset) per actor process, cached;
+   (``nas.heartbeat``). One ``TrialRunner`` (evaluator, dataset) per actor process, cached;
 3. it reports the metrics with ``tune.report``; the ``train`` proxy also reports the validation
-   accuracy after each epoch (``nas_status="running"``), so ``ASHAScheduler(metric="accuracy",
-   mode="max")`` can stop poor trials;
+   accuracy after each epoch through the objective's explicit ``on_epoch`` callback
+   (``nas_status="running"``), so ``ASHAScheduler(metric="accuracy", mode="max")`` can stop poor
+   trials;
 4. the driver's searcher tells Optuna the outcome (``_NasOptunaSearch.on_trial_complete``).
 
 How Ray's stock ``OptunaSearch.on_trial_complete`` (Ray 2.60) tells trials, and what we change:
@@ -33,7 +34,10 @@ report carries every metric (NaN when not measured, which ASHA's ``nanpercentile
 ``user_attrs["error"]``); ``pruned`` (a cheap constraint failed) -> PRUNED; ``running`` (stopped
 by ASHA between epochs) -> PRUNED with ``error = "stopped by ASHA ..."`` and the accuracy history
 in ``train_history``; an actor that crashed -> FAIL with the last line of Tune's error file.
-Suggested trials that never started (time budget) are FAILed with a reason at the end.
+Suggested trials that never started (time budget) are FAILed with a reason at the end. A ``tell``
+that fails (storage fault) still ends the trial FAIL, with the reason, so none stays RUNNING.
+Between being suggested and its actor's first heartbeat a trial is owned by the driver process
+(``nas:owner``), so a killed driver's trials are failed as stale, too.
 
 Storage: every Ray worker must reach it. A journal file works on one machine (default
 ``journal:results/nas.journal``, made absolute: Tune runs trainables in per-trial folders); on a
@@ -51,15 +55,16 @@ import logging
 import math
 import os
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
-from unittest import mock
 
-from .parallel import _absolute_url, fail_stale_trials, open_driver, portable_settings, process_identity, with_heartbeat
-from .storage import DEFAULT_JOURNAL, get_storage, storage_kind
+from . import record as R
+from .heartbeat import HEARTBEAT_KEY, OWNER_KEY, fail_trial, process_identity, storage_of, trial_id
+from .record import Status
+from .settings import SearchSettings, absolute_url, check_int, check_number, portable_settings
+from .storage import DEFAULT_JOURNAL, storage_kind
 
-__all__ = ["run_ray_search", "RayNotInstalledError", "ray_storage", "INSTALL_HINT"]
+__all__ = ["run_ray_search", "RayBackend", "RayNotInstalledError", "ray_storage", "INSTALL_HINT"]
 
 log = logging.getLogger("nas.ray")
 
@@ -97,69 +102,29 @@ def ray_storage(storage: Any, *, nodes: int) -> str:
         raise ValueError(f"--storage {storage} is a file on this machine, but the Ray cluster has {nodes} nodes: "
                          f"trials on the other nodes cannot reach it. Give an RDB URL every node can reach, e.g. "
                          f"--storage postgresql://USER:PASSWORD@HEAD_HOST:5432/nas")
-    return _absolute_url(storage)
+    return absolute_url(storage)
 
 
 # ------------------------------------------------------------------------------------------ trainable side
-class _FinishedElsewhere(BaseException):
-    """The driver finished this trial (ASHA stop, end of the time budget): the trainable stops quietly.
-
-    A BaseException so the objective's ``except Exception`` does not record it as the trial's error.
-    """
-
-
 _RUNS: dict[str, Any] = {}
 
 
-def _search_run(settings_json: str) -> Any:
-    """One SearchRun (settings, space, evaluator with its dataset, study) per actor process."""
+def _trial_runner(settings_json: str) -> Any:
+    """One TrialRunner (settings, space, evaluator with its dataset, study) per actor process."""
     run = _RUNS.get(settings_json)
     if run is None:
         import optuna
 
-        from .parallel import settings_from_dict
-        from .search import SearchRun
+        from .search import TrialRunner
+        from .settings import settings_from_dict
 
         settings = settings_from_dict(json.loads(settings_json))
         # parameters are sampled by the driver; this sampler is never asked for a value
-        run = SearchRun(settings, enqueue=False, sampler=optuna.samplers.RandomSampler(seed=settings.seed))
+        run = TrialRunner(settings, sampler=optuna.samplers.RandomSampler(seed=settings.seed),
+                          cuda=settings.device == "cuda" or None)
         _RUNS.clear()
         _RUNS[settings_json] = run
     return run
-
-
-def _tune_trial_class() -> type:
-    import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
-
-    class TuneTrial(optuna.trial.Trial):
-        """An Optuna trial rebuilt from its id in a Ray worker; reports epochs of the train proxy to Tune."""
-
-        def __init__(self, study: Any, trial_id: int, objectives: Sequence[Any], report: Callable[[dict], None]):
-            super().__init__(study, trial_id)
-            self._nas_objectives = list(objectives)
-            self._nas_report = report
-            self._nas_measured: dict[str, Any] = {}
-
-        def set_user_attr(self, key: str, value: Any) -> None:
-            try:
-                super().set_user_attr(key, value)
-            except UpdateFinishedTrialError:
-                raise _FinishedElsewhere() from None
-            if key in ("params", "flops", "profile"):
-                self._nas_measured[key] = value
-            elif key == "train_history" and value:
-                step, acc = value[-1]
-                m = {**self._nas_measured, "accuracy": acc}
-                self._nas_report({**_metrics(self._nas_objectives, m), "nas_status": "running", "nas_step": int(step)})
-
-        def set_constraint(self, key: str, value: float) -> None:
-            try:
-                super().set_constraint(key, value)
-            except UpdateFinishedTrialError:
-                raise _FinishedElsewhere() from None
-
-    return TuneTrial
 
 
 def _metrics(objectives: Sequence[Any], measured: dict[str, Any]) -> dict[str, float]:
@@ -176,27 +141,27 @@ def _ray_trial(config: dict[str, Any], settings_json: str) -> None:
     import ray
     from ray import tune
 
-    from .search import TrialFailure
-
-    run = _search_run(settings_json)
+    run = _trial_runner(settings_json)
     names = [o.name for o in run.objectives]
     nan = {n: math.nan for n in names}
-    trial = _tune_trial_class()(run.study, int(config["nas_trial_id"]), run.objectives, tune.report)
+    trial = optuna.trial.Trial(run.study, int(config["nas_trial_id"]))
     ident = process_identity()
-    objective = with_heartbeat(run.objective, worker=dict(backend="ray", host=ident["host"], pid=ident["pid"],
-                                                          node_ip=ray.util.get_node_ip_address(),
-                                                          gpu_ids=[str(g) for g in ray.get_gpu_ids()],
-                                                          tune_trial_id=tune.get_context().get_trial_id()))
-    try:
-        values = objective(trial)
-    except _FinishedElsewhere:
-        return  # the driver has told this trial already; nothing more to report
-    except optuna.TrialPruned as e:
-        tune.report({**nan, "nas_status": "pruned", "nas_error": str(e)})
-    except TrialFailure as e:
-        tune.report({**nan, "nas_status": "failed", "nas_error": str(e)})
-    else:
+    worker = dict(backend="ray", host=ident["host"], pid=ident["pid"], node_ip=ray.util.get_node_ip_address(),
+                  gpu_ids=[str(g) for g in ray.get_gpu_ids()], tune_trial_id=tune.get_context().get_trial_id())
+
+    def on_epoch(step: int, accuracy: float, measured: dict[str, Any]) -> None:
+        metrics = _metrics(run.objectives, {**measured, "accuracy": accuracy})
+        tune.report({**metrics, "nas_status": "running", "nas_step": int(step)})
+
+    state, values, error = run.run_trial(trial, worker=worker, on_epoch=on_epoch, tell=False)
+    if state is None:
+        return  # the driver has told this trial already (ASHA stop, time budget): nothing more to report
+    if state == optuna.trial.TrialState.COMPLETE:
         tune.report({**dict(zip(names, values)), "nas_status": "complete"})
+    elif state == optuna.trial.TrialState.PRUNED:
+        tune.report({**nan, "nas_status": "pruned", "nas_error": error})
+    else:
+        tune.report({**nan, "nas_status": "failed", "nas_error": error})
 
 
 # ------------------------------------------------------------------------------------------ driver side
@@ -210,12 +175,17 @@ class _DefineByRun:
         from .search import suggest_config
 
         ot = trial.ot_trial  # Ray's suggest-captor wraps the Optuna trial
+        storage = storage_of(ot.study)
+        tid = trial_id(storage, ot.study.study_name, ot.number)
+        # owned by the driver until its actor beats: a killed driver leaves no ownerless RUNNING trial
+        storage.set_trial_system_attr(tid, OWNER_KEY, process_identity())
+        storage.set_trial_system_attr(tid, HEARTBEAT_KEY, time.time())
         try:
             suggest_config(trial, self.space)
             refused = None
         except ValueError as e:  # recorded by the trainable (it replays the same refusal), not here
             refused = str(e)
-        return {"nas_trial_id": ot._trial_id, "nas_trial_number": ot.number, "nas_refused": refused}
+        return {"nas_trial_id": tid, "nas_trial_number": ot.number, "nas_refused": refused}
 
 
 class _Control:
@@ -252,7 +222,10 @@ def _classes() -> tuple[type, type, type]:
     from ray.tune.stopper import Stopper
     from rich.markup import escape
 
+    from .search import consecutive_failures
+
     states = optuna.trial.TrialState
+    _trial_id = trial_id
 
     class NasOptunaSearch(OptunaSearch):
         """OptunaSearch that tells outcomes from ``nas_status`` (see the module docstring) and prints progress."""
@@ -268,13 +241,14 @@ def _classes() -> tuple[type, type, type]:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
             ot_trial = self._ot_trials[trial_id]
-            storage, tid = self._ot_study._storage, ot_trial._trial_id
+            storage = storage_of(self._ot_study)
+            tid = _trial_id(storage, self._ot_study.study_name, ot_trial.number)
             status = (result or {}).get("nas_status")
             values = None
             attrs: dict[str, Any] = {}
             if error:
                 state = states.FAIL
-                attrs = dict(status="error", error=self._control.error_of(trial_id))
+                attrs = {R.STATUS: Status.ERROR, R.ERROR: self._control.error_of(trial_id)}
             elif status == "complete":
                 state, values = states.COMPLETE, [float(result[n]) for n in self._control.names]
             elif status == "failed":
@@ -283,19 +257,21 @@ def _classes() -> tuple[type, type, type]:
                 state = states.PRUNED
             elif status == "running":
                 state = states.PRUNED
-                attrs = dict(status="pruned", error=f"stopped by ASHA after {result.get('training_iteration')} "
-                                                    f"report(s) (step {result.get('nas_step')}, "
-                                                    f"accuracy {result.get('accuracy')})")
+                attrs = {R.STATUS: Status.PRUNED,
+                         R.ERROR: f"stopped by ASHA after {result.get('training_iteration')} report(s) "
+                                  f"(step {result.get('nas_step')}, accuracy {result.get('accuracy')})"}
             else:
                 state = states.FAIL
-                attrs = dict(status="not run", error="Ray Tune stopped this trial before it reported a result "
-                                                     "(time budget, stop, or shutdown)")
+                attrs = {R.STATUS: Status.NOT_RUN, R.ERROR: "Ray Tune stopped this trial before it reported a result "
+                                                            "(time budget, stop, or shutdown)"}
             try:
                 for k, v in attrs.items():
                     storage.set_trial_user_attr(tid, k, v)
                 self._ot_study.tell(ot_trial, values, state=state)
-            except Exception as e:  # e.g. already failed as stale: keep the study's record, say so
-                log.warning("trial %d: could not tell %s: %s: %s", ot_trial.number, state.name, type(e).__name__, e)
+            except Exception as e:  # a storage fault: the trial must still end, with the reason
+                reason = f"the driver could not record the outcome {state.name}: {type(e).__name__}: {e}"
+                log.warning("trial %d: %s", ot_trial.number, reason)
+                fail_trial(storage, tid, reason, Status.ERROR)
             self._completed_trials.add(trial_id)
             self._after_tell(storage.get_trial(tid))
 
@@ -307,17 +283,14 @@ def _classes() -> tuple[type, type, type]:
                 if t.state == states.COMPLETE:
                     detail = " ".join(f"{n}={v:.4g}" for n, v in zip(c.names, t.values))
                 else:
-                    detail = str(t.user_attrs.get("error") or "")[:100]
-                wall = t.user_attrs.get("wall_s")
+                    detail = str(t.user_attrs.get(R.ERROR) or "")[:100]
+                wall = t.user_attrs.get(R.WALL_S)
                 c.out(f"[{c.told}{total}] ray #{t.number} {t.state.name} {escape(detail)}"
                       + (f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""))
-            n = c.max_fail
-            recent = [x for x in self._ot_study.get_trials(deepcopy=False) if x.state.is_finished()]
-            recent = sorted(recent, key=lambda x: x.datetime_complete or x.datetime_start)[-n:]
-            if len(recent) == n and all(x.state == states.FAIL for x in recent) and c.stop_reason is None:
-                c.stop_reason = (f"stopped after {n} failed trials in a row; last error: "
-                                 f"{recent[-1].user_attrs.get('error')}")
-                log.warning(c.stop_reason)
+            if c.stop_reason is None:
+                c.stop_reason = consecutive_failures(self._ot_study, c.max_fail)
+                if c.stop_reason:
+                    log.warning(c.stop_reason)
 
     class FailureStopper(Stopper):
         def __init__(self, control: _Control):
@@ -341,18 +314,90 @@ def _classes() -> tuple[type, type, type]:
     return NasOptunaSearch, FailureStopper, TrialList
 
 
-def _resolve_for_cluster(settings: Any, device: str) -> Any:
-    """``settings.resolved()`` for ``device``, also when the GPUs are on the cluster and not here."""
-    from . import search as search_mod
+class RayBackend:
+    """Trials as Ray Tune trials (see the module docstring); built by ``run_ray_search`` once Ray is up."""
 
-    s = dataclasses.replace(settings, device=device)
-    local_cuda = device != "cuda" or search_mod._cuda_available()
-    with (nullcontext() if local_cuda else mock.patch.object(search_mod, "_cuda_available", lambda: True)):
-        return s.resolved()
+    name = "ray"
+
+    def __init__(self, ray: Any, *, address: Optional[str], workers: int, gpus_per_trial: float, use_asha: bool,
+                 nodes: int, resources: dict[str, Any]):
+        self.ray, self.address, self.workers = ray, address, workers
+        self.gpus_per_trial, self.use_asha, self.nodes, self.resources = gpus_per_trial, use_asha, nodes, resources
+
+    def prepare(self, drv: Any) -> None:
+        """Only the dataset's name is checked here: on a cluster the files may exist on the workers only."""
+        from evaluators.data import DATASETS, list_datasets
+
+        key = drv.settings.data.partition(":")[0]
+        if key not in DATASETS:
+            raise ValueError(f"unknown dataset {drv.settings.data!r}; known: {', '.join(list_datasets())}")
+
+    def _announce(self, drv: Any) -> None:
+        s, res = drv.settings, self.resources
+        drv.announce(f"Ray Tune {self.ray.__version__} ({'local Ray' if self.address is None else self.address}; "
+                     f"{self.nodes} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU), {self.workers} "
+                     f"trial(s) at once, {self.gpus_per_trial:g} GPU and 1 CPU per trial, device {s.device}"
+                     + (", ASHA on accuracy" if self.use_asha else ""))
+        if s.device == "cuda" and self.gpus_per_trial < 1 and any(o.needs == "profile" for o in drv.objectives):
+            drv.out(f"[bold red]warning: --gpus-per-trial {self.gpus_per_trial:g} shares GPUs between trials: "
+                    f"throughput/latency/memory are measured on a busy GPU[/]")
+
+    def run(self, drv: Any) -> Optional[str]:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+
+        s = drv.settings
+        self._announce(drv)
+        control = _Control(drv.out, s.trials, drv.names, s.max_consecutive_failures)
+        Searcher, FailureStopper, TrialList = _classes()
+        searcher = Searcher(space=_DefineByRun(drv.space), metric=drv.names,
+                            mode=["max" if o.maximize else "min" for o in drv.objectives], sampler=drv.sampler,
+                            study_name=s.study, storage=storage_of(drv.study), control=control)
+        scheduler = None
+        if self.use_asha:
+            scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration",
+                                      max_t=max(2, math.ceil(s.train_epochs)), grace_period=1, reduction_factor=2)
+        settings_json = json.dumps(portable_settings(s), sort_keys=True)
+        trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings_json=settings_json),
+                                        {"cpu": 1, "gpu": self.gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.trials or -1,
+                                        max_concurrent_trials=self.workers, time_budget_s=s.timeout,
+                                        # an actor keeps its TrialRunner (imports, dataset) across trials; not
+                                        # with ASHA: a stopped function trainable's thread cannot be ended, so
+                                        # Tune's reset fails and it would error the next trial (Ray 2.60)
+                                        reuse_actors=scheduler is None),
+            run_config=tune.RunConfig(name=f"{s.study}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str((drv.results_dir / "ray").resolve()), verbose=0,
+                                      stop=FailureStopper(control), callbacks=[TrialList(control)],
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        try:
+            tuner.fit()
+        finally:
+            self._fail_unrun(searcher)
+        drv.out(f"inspect with: nas pareto --study {s.study} --storage {s.storage}")
+        return control.stop_reason
+
+    @staticmethod
+    def _fail_unrun(searcher: Any) -> None:
+        """Trials suggested but never run (time budget, stop, interrupt): FAIL with the reason."""
+        storage = storage_of(searcher._ot_study)
+        for tune_id, ot_trial in searcher._ot_trials.items():
+            if tune_id not in searcher._completed_trials:
+                tid = trial_id(storage, searcher._ot_study.study_name, ot_trial.number)
+                fail_trial(storage, tid, "Ray Tune ended before this trial ran", Status.NOT_RUN)
 
 
-def run_ray_search(settings: Any, *, address: Optional[str] = None, workers: int = 1, gpus_per_trial: float = 1.0,
-                   asha: Optional[bool] = None, console: Any = None,
+def _cluster(ray: Any, address: Optional[str], ray_init_kwargs: Optional[dict[str, Any]]) -> bool:
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, **(ray_init_kwargs or {}))
+    return True
+
+
+def run_ray_search(settings: SearchSettings, *, address: Optional[str] = None, workers: int = 1,
+                   gpus_per_trial: float = 1.0, asha: Optional[bool] = None, console: Any = None,
                    ray_init_kwargs: Optional[dict[str, Any]] = None) -> Any:
     """Run (or resume) ``settings.study`` with Ray Tune; returns ``nas.search.SearchResult``.
 
@@ -367,29 +412,14 @@ def run_ray_search(settings: Any, *, address: Optional[str] = None, workers: int
             (``train_epochs > 1``).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``num_cpus``, ``runtime_env``).
     """
-    import optuna
+    from .search import StudyDriver
 
-    ray, tune = _import_ray()
-    from ray.tune.schedulers import ASHAScheduler
-
-    from .objectives import parse_constraint, parse_objectives
-    from .samplers import make_sampler
-    from .search import summarize
-    from search_spaces.space import load_space
-
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} must be an integer >= 1")
-    if isinstance(gpus_per_trial, bool) or not isinstance(gpus_per_trial, (int, float)) or not gpus_per_trial >= 0:
-        raise ValueError(f"gpus_per_trial={gpus_per_trial!r} must be a number >= 0")
-    # cheap checks before any cluster starts
-    parse_objectives(settings.objectives)
-    for c in [*settings.constraints, *load_space(settings.space).constraints]:
-        parse_constraint(c)
+    ray, _ = _import_ray()
+    check_int("workers", workers, minimum=1)
+    check_number("gpus_per_trial", gpus_per_trial, minimum=0)
+    settings.validated()  # cheap checks before any cluster starts
     ray_storage(settings.storage, nodes=1)
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, **(ray_init_kwargs or {}))
-        started = True
+    started = _cluster(ray, address, ray_init_kwargs)
     try:
         resources = ray.cluster_resources()
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -402,77 +432,16 @@ def run_ray_search(settings: Any, *, address: Optional[str] = None, workers: int
                 raise ValueError(f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {cluster_gpus:g} GPU(s)")
         else:
             gpus_per_trial = 0.0
-        storage = ray_storage(settings.storage, nodes=nodes)
-        s = _resolve_for_cluster(dataclasses.replace(settings, storage=storage), device)
-        objectives = parse_objectives(s.objectives)
-        space = load_space(s.space)
-        for c in [*s.constraints, *space.constraints]:
-            parse_constraint(c)
-        settings_json = json.dumps(portable_settings(s), sort_keys=True)
-        names = [o.name for o in objectives]
+        s = dataclasses.replace(settings, storage=ray_storage(settings.storage, nodes=nodes), device=device)
+        names = list(s.objectives)
         use_asha = asha if asha is not None else ("accuracy" in names and s.proxy == "train" and s.train_epochs > 1)
         if use_asha and "accuracy" not in names:
             raise ValueError(f"asha=True needs 'accuracy' among the objectives, not {names}")
-
-        drv = open_driver(s, space, console)
-        out, study, stale, queued = drv.out, drv.study, drv.stale, drv.queued
-        results_dir, log_file, storage_desc = drv.results_dir, drv.log_file, drv.storage_desc
-        out(f"[bold]backend[/]: Ray Tune {ray.__version__} ({'local Ray' if address is None else address}; {nodes} "
-            f"node(s), {resources.get('CPU', 0):g} CPU, {cluster_gpus:g} GPU), {workers} trial(s) at once, "
-            f"{gpus_per_trial:g} GPU and 1 CPU per trial, device {device}"
-            + (", ASHA on accuracy" if use_asha else ""))
-        out(f"[bold]storage[/]: {storage_desc}")
-        out(f"[bold]study[/]: {s.study} ({len(study.trials)} trial(s) already in it; "
-            f"{s.trials if s.trials else 'until the timeout'} to add)")
-        if stale:
-            out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
-        if queued:
-            out(f"[bold]presets queued[/]: {', '.join(queued)}")
-        if device == "cuda" and gpus_per_trial < 1 and any(o.needs == "profile" for o in objectives):
-            out(f"[bold red]warning: --gpus-per-trial {gpus_per_trial:g} shares GPUs between trials: "
-                f"throughput/latency/memory are measured on a busy GPU[/]")
-
-        control = _Control(out, s.trials, names, s.max_consecutive_failures)
-        Searcher, FailureStopper, TrialList = _classes()
-        sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100)
-        searcher = Searcher(space=_DefineByRun(space), metric=names,
-                            mode=["max" if o.maximize else "min" for o in objectives], sampler=sampler,
-                            study_name=s.study, storage=get_storage(s.storage), control=control)
-        scheduler = None
-        if use_asha:
-            max_t = max(2, math.ceil(s.train_epochs))
-            scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration", max_t=max_t,
-                                      grace_period=1, reduction_factor=2)
-        trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings_json=settings_json),
-                                        {"cpu": 1, "gpu": gpus_per_trial})
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.trials or -1,
-                                        max_concurrent_trials=workers, time_budget_s=s.timeout,
-                                        # an actor keeps its SearchRun (imports, dataset) across trials; not
-                                        # with ASHA: a stopped function trainable's thread cannot be ended, so
-                                        # Tune's reset fails and it would error the next trial (Ray 2.60)
-                                        reuse_actors=scheduler is None),
-            run_config=tune.RunConfig(name=f"{s.study}-{time.strftime('%Y%m%d-%H%M%S')}",
-                                      storage_path=str((results_dir / "ray").resolve()), verbose=0,
-                                      stop=FailureStopper(control), callbacks=[TrialList(control)],
-                                      failure_config=tune.FailureConfig(max_failures=0)))
-        tuner.fit()
-
-        # trials suggested but never run (time budget / stop): fail them with the reason
-        for tune_id, ot_trial in searcher._ot_trials.items():
-            if tune_id in searcher._completed_trials:
-                continue
-            t = study._storage.get_trial(ot_trial._trial_id)
-            if t.state == optuna.trial.TrialState.RUNNING:
-                study._storage.set_trial_user_attr(t._trial_id, "status", "not run")
-                study._storage.set_trial_user_attr(t._trial_id, "error", "Ray Tune ended before this trial ran")
-                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-        stale = fail_stale_trials(study)
-        if stale:
-            out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
-        out(f"inspect with: nas pareto --study {s.study} --storage {settings.storage or DEFAULT_JOURNAL}")
-        return summarize(study, s, storage_desc=storage_desc, log_file=log_file, stopped_reason=control.stop_reason)
+        # the GPUs are the cluster's (the head may have none): resolve the defaults for them
+        drv = StudyDriver(s, console=console, cuda=device == "cuda")
+        backend = RayBackend(ray, address=address, workers=workers, gpus_per_trial=gpus_per_trial,
+                             use_asha=use_asha, nodes=nodes, resources=resources)
+        return drv.run(backend)
     finally:
         if started:
             ray.shutdown()

@@ -1,293 +1,71 @@
-"""Multi-objective architecture search with Optuna: sample from a space, measure, record everything.
+"""Multi-objective architecture search with Optuna: one study driver, three backends.
 
     >>> from nas.search import SearchSettings, run_search
     >>> result = run_search(SearchSettings(objectives=("accuracy", "throughput"), trials=20))
 
-Every trial stores its full config and every measurement (proxy values, the profiler record with
-its GPU name, params, FLOPs, timings) as user attributes. A config the generator refuses, an
-out-of-memory, a NaN proxy — each becomes a FAILED trial with ``user_attrs["error"]``; the study
-goes on. Re-running with the same ``study`` resumes and adds trials.
+``StudyDriver`` owns what every backend shares: the settings checked before any study exists
+(``SearchSettings.validated``), the study created once (directions, metric names, settings,
+queued presets), stale trials of dead processes failed, the consecutive-failure guard, progress,
+Ctrl-C handling (every interrupted trial ends FAIL with the reason; the message says what was
+kept and how to resume) and the summary. A backend only runs trials: ``LocalBackend`` here,
+``nas.parallel.ParallelBackend`` (worker processes) and ``nas.ray_backend.RayBackend`` (Ray Tune).
+
+Trials are run by a ``TrialRunner`` (one per process: evaluator with its dataset, the study, the
+objective of ``nas.trial``), through ``run_trials`` (ask, heartbeat, objective, tell). Every trial
+stores its full config and every measurement as user attributes (keys in ``nas.record``). A config
+the generator refuses, an out-of-memory, a NaN proxy — each becomes a FAILED trial with
+``user_attrs["error"]``; the study goes on. Re-running with the same ``study`` resumes and adds trials.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
-from search_spaces import PRESETS, FasterViTConfig
+from search_spaces import PRESETS
 from search_spaces.space import SearchSpace, load_space
 
-from .objectives import Constraint, Objective, metric_labels, parse_constraint, parse_objectives, portable_settings
+from . import record as R
+from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, storage_of, trial_id
+from .objectives import Objective, metric_labels, parse_constraint, parse_objectives, portable_settings
+from .record import Status
 from .samplers import make_sampler
+from .settings import SearchSettings
+from .trial import (Evaluator, FinishedElsewhere, Interrupted, OnEpoch, TrialFailure, TrialObjective, _jsonable,
+                    _signals_as_interrupts, interrupt_pending, suggest_config)
 from .storage import describe_storage, get_storage
 
-__all__ = ["SearchSettings", "SearchResult", "SearchRun", "TrialFailure", "run_search", "suggest_config", "Evaluator",
-           "create_or_load_study", "summarize", "REFERENCE_PRESETS"]
+__all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "SearchRun", "Backend", "LocalBackend",
+           "TrialFailure", "Interrupted", "run_search", "run_trials", "suggest_config", "Evaluator",
+           "create_or_load_study", "summarize", "consecutive_failures", "REFERENCE_PRESETS"]
 
 log = logging.getLogger("nas.search")
 REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 
 
-class TrialFailure(Exception):
-    """A trial that cannot produce objective values; its reason is recorded on the trial."""
-
-
-@dataclass
-class SearchSettings:
-    """Everything ``nas search`` takes; ``None`` means "choose for the device" (see ``resolved``)."""
-
-    objectives: Sequence[str] = ("accuracy", "throughput")
-    proxy: str = "jacob_cov"
-    trials: Optional[int] = None
-    timeout: Optional[float] = None
-    sampler: str = "nsga2"
-    constraints: Sequence[str] = ()
-    space: Any = "default"
-    data: str = "fashion-mnist"
-    data_dir: Optional[str] = None
-    storage: Any = None
-    study: str = "default"
-    device: Optional[str] = None
-    seed: int = 0
-    enqueue_presets: Optional[bool] = None
-    # accuracy proxy
-    proxy_resolution: Optional[int] = None
-    proxy_batch_size: Optional[int] = None
-    train_epochs: float = 1.0
-    train_subset: Optional[int] = 10000
-    # profiler
-    batch_size: Optional[int] = None
-    profile_mode: Optional[str] = None
-    dtype: str = "fp16"
-    repeats: Optional[int] = None
-    # output
-    results_dir: str = "results"
-    quiet: bool = False
-    max_consecutive_failures: int = 20
-    heartbeat: bool = False
-
-    def resolved(self) -> "SearchSettings":
-        """Fill device-dependent defaults (GPU: paper protocol; CPU: a small, fast budget)."""
-        s = dataclasses.replace(self)
-        if s.device is None:
-            s.device = "cuda" if _cuda_available() else "cpu"
-        if s.device not in ("cuda", "cpu"):
-            raise ValueError(f"device={s.device!r} must be 'cuda' or 'cpu'")
-        if s.device == "cuda" and not _cuda_available():
-            raise ValueError("device='cuda' but no CUDA GPU is available; use --device cpu")
-        gpu = s.device == "cuda"
-        if s.trials is None and s.timeout is None:
-            s.trials = 40 if gpu else 8
-        if s.enqueue_presets is None:
-            s.enqueue_presets = gpu
-        s.proxy_resolution = s.proxy_resolution or (128 if gpu else 96)
-        s.proxy_batch_size = s.proxy_batch_size or (64 if gpu else 16)
-        s.batch_size = s.batch_size or (128 if gpu else 2)
-        s.profile_mode = s.profile_mode or ("cudagraph" if gpu else "eager")
-        s.repeats = s.repeats or (10 if gpu else 2)
-        if s.trials is not None and s.trials < 1:
-            raise ValueError(f"trials={s.trials} must be >= 1")
-        if s.timeout is not None and s.timeout <= 0:
-            raise ValueError(f"timeout={s.timeout} must be > 0 seconds")
-        return s
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["space"] = self.space if isinstance(self.space, str) else getattr(self.space, "name", "custom")
-        d["storage"] = self.storage if isinstance(self.storage, (str, type(None))) else type(self.storage).__name__
-        d["objectives"], d["constraints"] = list(self.objectives), list(self.constraints)
-        return d
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-# ------------------------------------------------------------------------------------------ sampling
-def suggest_config(trial: Any, space: SearchSpace) -> tuple[dict[str, Any], FasterViTConfig]:
-    """Sample the space through ``trial.suggest_*`` (so every sampler sees the real distributions).
-
-    Raises ``ValueError`` (with the generator's message) when the sampled point is refused.
-    """
-    values: dict[str, Any] = {}
-    for k in space.knobs:
-        if not space.active(k, values):
-            continue
-        if k.choices is not None:
-            v = trial.suggest_categorical(k.name, list(k.choices))
-        elif k.kind == "int":
-            v = trial.suggest_int(k.name, k.low, k.high, step=int(k.step or 1), log=k.log)
-        else:
-            v = trial.suggest_float(k.name, k.low, k.high, step=k.step, log=k.log)
-        values[k.name] = v
-    return values, space.apply(values)
-
-
-# ------------------------------------------------------------------------------------------ measuring
-class Evaluator:
-    """Measures one config: static cost, profiler record, accuracy proxy. One per process.
-
-    Cheap measurements run first; a cheap constraint that fails skips the expensive ones.
-    """
-
-    def __init__(self, settings: SearchSettings, objectives: Sequence[Objective], constraints: Sequence[Constraint]):
-        self.s = settings
-        self.objectives = list(objectives)
-        self.constraints = list(constraints)
-        needs = {o.needs for o in self.objectives} | {c.objective.needs for c in self.constraints}
-        self.needs_profile = "profile" in needs
-        self.needs_proxy = "proxy" in needs
-        self._batch = None
-        self._num_classes: Optional[int] = None
-        self.device_name = settings.device
-
-    # data ------------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Load the dataset once (a missing dataset is one clear error before any trial runs)."""
-        from evaluators import data as data_mod
-
-        ds = data_mod.load_dataset(self.s.data, data_dir=self.s.data_dir)
-        self._num_classes = ds.num_classes
-        if self.needs_proxy and self.s.proxy != "train":
-            self._batch = data_mod.sample_batch(ds.train, batch_size=self.s.proxy_batch_size,
-                                                resolution=self.s.proxy_resolution, seed=self.s.seed,
-                                                device=self.s.device)
-        if self.s.device == "cuda":
-            import torch
-
-            self.device_name = torch.cuda.get_device_name(0)
-
-    @property
-    def num_classes(self) -> int:
-        if self._num_classes is None:
-            self.prepare()
-        return self._num_classes  # type: ignore[return-value]
-
-    # one config ------------------------------------------------------------------------------
-    def measure(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
-                weights_path: Optional[Path] = None) -> dict[str, Any]:
-        """Static cost, then profiler, then proxy; ``weights_path``: where a trained proxy saves weights."""
-        from evaluators.cost import static_cost
-
-        m: dict[str, Any] = {}
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
-        cost = static_cost(cfg)
-        m["params"], m["flops"] = cost.params, cost.flops
-        timings["cost_s"] = time.perf_counter() - t
-        record("params", cost.params)
-        record("flops", cost.flops)
-        for c in self.constraints:
-            if not c.objective.expensive and not c.satisfied(m[c.name]):
-                record("timings", timings)
-                raise _Infeasible(f"constraint {c} fails: {c.name}={m[c.name]:.4g} (checked before expensive measurements)")
-        if self.needs_profile:
-            t = time.perf_counter()
-            m["profile"] = self._profile(cfg)
-            timings["profile_s"] = time.perf_counter() - t
-            record("profile", m["profile"])
-            if m["profile"].get("error"):
-                record("timings", timings)
-                raise TrialFailure(f"profiler: {m['profile']['error']}")
-        if self.needs_proxy:
-            t = time.perf_counter()
-            m["accuracy"], details = self._proxy(cfg, record, weights_path)
-            timings["proxy_s"] = time.perf_counter() - t
-            record("proxy", details)
-        record("timings", timings)
-        return m
-
-    def _profile(self, cfg: FasterViTConfig) -> dict[str, Any]:
-        from evaluators.profiler import measure_throughput
-
-        rec = measure_throughput(cfg, batch_size=self.s.batch_size, dtype=self.s.dtype, mode=self.s.profile_mode,
-                                 repeats=self.s.repeats, device=self.s.device, latency_b1="latency" in self._needed())
-        return rec.to_dict()
-
-    def _needed(self) -> set[str]:
-        return {o.name for o in self.objectives} | {c.name for c in self.constraints}
-
-    def _proxy(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
-               weights_path: Optional[Path] = None) -> tuple[float, dict[str, Any]]:
-        try:
-            small = cfg.at_resolution(self.s.proxy_resolution).replace(num_classes=self.num_classes)
-        except ValueError as e:
-            raise TrialFailure(f"proxy resolution {self.s.proxy_resolution}: {e}") from None
-        if self.s.proxy == "train":
-            from evaluators.train import train_proxy
-
-            history: list[tuple[int, float]] = []
-
-            def report(step: int, acc: float) -> bool:
-                history.append((step, acc))
-                record("train_history", history)
-                return False
-
-            res = train_proxy(small, data=self.s.data, data_dir=self.s.data_dir, epochs=self.s.train_epochs,
-                              subset=self.s.train_subset, seed=self.s.seed, device=self.s.device, report=report,
-                              progress=False, save_weights=weights_path)
-            details = res.to_dict()
-            if res.status == "nan":
-                raise TrialFailure(f"train proxy: {res.reason}")
-            if weights_path is not None and Path(weights_path).is_file():
-                # trained at the proxy resolution; parameter shapes do not depend on it, so the
-                # weights load into the full-resolution config (nas export marks them "trained")
-                record("weights_path", str(Path(weights_path).resolve()))
-            return float(res.top1), {"train": details}
-        from evaluators.proxies import compute_proxies
-
-        results = compute_proxies(small, [self.s.proxy], self._batch, device=self.s.device, seed=self.s.seed)
-        r = results[self.s.proxy]
-        details = {name: _jsonable(res) for name, res in results.items()}
-        if r.error:
-            raise TrialFailure(f"proxy {self.s.proxy}: {r.error}")
-        if r.value is None or not math.isfinite(r.value):
-            raise TrialFailure(f"proxy {self.s.proxy} gave a non-finite value ({r.value})")
-        return float(r.value), details
-
-
-class _Infeasible(Exception):
-    """A cheap constraint failed: the trial is pruned (no expensive measurement was paid for)."""
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
 # ------------------------------------------------------------------------------------------ study
-def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objective], *, sampler: Any = None) -> Any:
+def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objective], *, sampler: Any = None,
+                         storage: Any = None) -> Any:
     """Create the study (objective names set for the dashboard) or load it, refusing a mismatch."""
     import optuna
 
-    storage = get_storage(settings.storage, heartbeat=settings.heartbeat)
+    storage = storage if storage is not None else get_storage(settings.storage, heartbeat=settings.heartbeat,
+                                                              create=True)
     names = [o.name for o in objectives]
     try:
         existing = optuna.load_study(study_name=settings.study, storage=storage)
     except KeyError:
         existing = None
     if existing is not None:
-        have = existing.user_attrs.get("objectives") or existing.metric_names
+        have = existing.user_attrs.get(R.STUDY_OBJECTIVES) or existing.metric_names
         if have is not None and list(have) != names:
             raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {names}; "
                              f"use another --study name")
-        prev_proxy = existing.user_attrs.get("proxy")
+        prev_proxy = existing.user_attrs.get(R.STUDY_PROXY)
         if "accuracy" in names and prev_proxy not in (None, settings.proxy):
             raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "
                              f"values would not be comparable; use another --study name")
@@ -298,9 +76,9 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
                                 directions=[o.direction for o in objectives])
     study.set_metric_names(metric_labels(names, settings.to_dict()))  # what optuna-dashboard shows
-    study.set_user_attr("objectives", names)
-    study.set_user_attr("proxy", settings.proxy if "accuracy" in names else None)
-    study.set_user_attr("settings", _jsonable(portable_settings(settings.to_dict())))
+    study.set_user_attr(R.STUDY_OBJECTIVES, names)
+    study.set_user_attr(R.STUDY_PROXY, settings.proxy if "accuracy" in names else None)
+    study.set_user_attr(R.STUDY_SETTINGS, _jsonable(portable_settings(settings.to_dict())))
     return study
 
 
@@ -317,73 +95,18 @@ class SearchResult:
     report: Optional[str] = None
     log_file: Optional[str] = None
     stopped_reason: Optional[str] = None
+    n_running: int = 0
+    n_waiting: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)  # last failed trials: number, error
 
+    @property
+    def n_trials(self) -> int:
+        return self.n_complete + self.n_failed + self.n_pruned + self.n_running + self.n_waiting
 
-def _make_objective(space: SearchSpace, evaluator: Evaluator, objectives: Sequence[Objective],
-                    constraints: Sequence[Constraint]) -> Callable[[Any], tuple[float, ...]]:
-    import optuna
-
-    def objective(trial: "optuna.trial.Trial") -> tuple[float, ...]:
-        record = trial.set_user_attr
-        start = time.perf_counter()
-        record("device", evaluator.device_name)
-        try:
-            try:
-                values, cfg = suggest_config(trial, space)
-            except ValueError as e:
-                record("status", "refused")
-                raise TrialFailure(f"refused config: {e}") from None
-            cfg = cfg.replace(num_classes=evaluator.num_classes)
-            record("config", cfg.to_dict())
-            record("arch_id", cfg.arch_id)
-            record("summary", cfg.summary())
-            weights = (Path(evaluator.s.results_dir) / "weights" / trial.study.study_name
-                       / f"trial-{trial.number}.safetensors")
-            m = evaluator.measure(cfg, record, weights_path=weights)
-            out = []
-            for o in objectives:
-                v = o.extract(m)
-                if v is None or not math.isfinite(v):
-                    raise TrialFailure(f"objective {o.name} has no finite value ({v})")
-                out.append(float(v))
-                record(f"objective_{o.name}", float(v))
-            for c in constraints:
-                value = c.objective.extract(m)
-                trial.set_constraint(str(c), c.violation(float(value)))
-            record("status", "complete")
-            return tuple(out)
-        except _Infeasible as e:
-            record("status", "infeasible")
-            record("error", str(e))
-            raise optuna.TrialPruned(str(e)) from None
-        except TrialFailure as e:
-            record("status", trial.user_attrs.get("status", "failed") if hasattr(trial, "user_attrs") else "failed")
-            record("error", str(e))
-            raise
-        except Exception as e:  # unexpected: recorded with its traceback, the study goes on
-            record("status", "error")
-            record("error", f"{type(e).__name__}: {e}")
-            record("traceback", traceback.format_exc()[-4000:])
-            log.exception("trial %d raised", trial.number)
-            raise TrialFailure(f"{type(e).__name__}: {e}") from e
-        finally:
-            record("wall_s", round(time.perf_counter() - start, 3))
-            _free_memory()
-
-    return objective
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover - cleanup must never fail a trial
-        pass
+    @property
+    def ok(self) -> bool:
+        """False when the study was stopped by the failure guard or a worker died: the CLI exits 1."""
+        return self.stopped_reason is None
 
 
 def enqueue_presets(study: Any, space: SearchSpace) -> list[str]:
@@ -393,7 +116,7 @@ def enqueue_presets(study: Any, space: SearchSpace) -> list[str]:
         params = space.params_for(PRESETS[name])
         if params is None:
             continue
-        study.enqueue_trial(params, user_attrs={"preset": name}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={R.PRESET: name}, skip_if_exists=True)
         queued.append(name)
     return queued
 
@@ -401,14 +124,16 @@ def enqueue_presets(study: Any, space: SearchSpace) -> list[str]:
 def _setup_logging(results_dir: Path, study: str) -> Path:
     import optuna
 
-    logs = results_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    from .storage import writable_dir
+
+    logs = writable_dir(results_dir / "logs", "--results-dir")
     path = logs / f"{study}.log"
     root = logging.getLogger("nas")
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
         if getattr(h, "_nas_study", None):
             root.removeHandler(h)
+            h.close()
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._nas_study = study  # type: ignore[attr-defined]
@@ -416,110 +141,328 @@ def _setup_logging(results_dir: Path, study: str) -> Path:
     optuna.logging.disable_default_handler()
     opt_log = logging.getLogger("optuna")
     opt_log.setLevel(logging.INFO)
-    if not any(getattr(h, "_nas_study", None) == study for h in opt_log.handlers):
-        for h in list(opt_log.handlers):
-            if getattr(h, "_nas_study", None):
-                opt_log.removeHandler(h)
-        opt_log.addHandler(handler)
+    for h in list(opt_log.handlers):
+        if getattr(h, "_nas_study", None):
+            opt_log.removeHandler(h)
+    opt_log.addHandler(handler)
     return path
 
 
-class SearchRun:
-    """One process's view of a study: resolved settings, space, evaluator, study and objective.
+def consecutive_failures(study: Any, n: int) -> Optional[str]:
+    """The stop reason when the last ``n`` finished trials (by completion time) all failed, else None."""
+    import optuna
 
-    ``run_search`` drives one in the foreground; parallel workers and the Ray backend build their
-    own and call ``optimize`` / ``objective`` (so every backend records trials identically).
+    done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    recent = sorted(done, key=lambda t: (t.datetime_complete or t.datetime_start, t.number))[-n:]
+    if len(recent) == n and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
+        return f"stopped after {n} failed trials in a row; last error: {recent[-1].user_attrs.get(R.ERROR)}"
+    return None
+
+
+# ------------------------------------------------------------------------------------------ trial runner
+class TrialRunner:
+    """One process's means to run trials: resolved settings, space, evaluator (dataset loaded), study.
+
+    The local backend, each parallel worker and each Ray actor build one, so every backend records
+    trials identically. ``cuda``: passed to ``SearchSettings.resolved``.
     """
 
-    def __init__(self, settings: SearchSettings, *, enqueue: bool = True, sampler: Any = None):
+    def __init__(self, settings: SearchSettings, *, sampler: Any = None, study: Any = None,
+                 cuda: Optional[bool] = None, log_file: Optional[Path] = None, evaluator: Optional["Evaluator"] = None):
         import warnings
 
         import optuna
 
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        s = settings.resolved()
+        s = settings.resolved(cuda=cuda)
         self.settings = s
         self.objectives = parse_objectives(s.objectives)
-        constraints = [parse_constraint(c) for c in s.constraints]
         self.space = load_space(s.space)
-        constraints += [parse_constraint(c) for c in self.space.constraints]
-        self.constraints = constraints
-        self.results_dir = Path(s.results_dir)
-        self.log_file = _setup_logging(self.results_dir, s.study)
-        self.evaluator = Evaluator(s, self.objectives, constraints)
-        self.evaluator.prepare()  # dataset problems surface here, before any trial
-        if sampler is None:
-            sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100)
-        self.study = create_or_load_study(s, self.objectives, sampler=sampler)
-        self.storage_desc = describe_storage(s.storage) if s.storage is None or isinstance(s.storage, str) \
-            else type(s.storage).__name__
-        self.queued = enqueue_presets(self.study, self.space) if (enqueue and s.enqueue_presets) else []
-        from .parallel import fail_stale_trials, with_heartbeat
+        self.constraints = [parse_constraint(c) for c in [*s.constraints, *self.space.constraints]]
+        self.log_file = log_file or _setup_logging(Path(s.results_dir), s.study)
+        if evaluator is None:
+            evaluator = Evaluator(s, self.objectives, self.constraints)
+            evaluator.prepare()  # dataset problems surface here, before any trial
+        self.evaluator = evaluator
+        if study is None:
+            if sampler is None:
+                sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100)
+            study = create_or_load_study(s, self.objectives, sampler=sampler)
+        self.study = study
+        self.storage = storage_of(study)
+        self.objective = TrialObjective(self.space, self.evaluator, self.objectives, self.constraints)
 
-        # trials left RUNNING by a killed process become FAIL on resume; this process's trials beat while they run
-        self.stale_failed = fail_stale_trials(self.study)
-        self.objective = with_heartbeat(_make_objective(self.space, self.evaluator, self.objectives, constraints))
-        self.stopped_reason: Optional[str] = None
-        log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(_jsonable(s.to_dict())))
+    def run_trial(self, trial: Any, *, worker: Optional[dict[str, Any]] = None,
+                  on_epoch: Optional[OnEpoch] = None, tell: bool = True) -> Any:
+        """Run an asked trial under a heartbeat and tell its outcome; returns the FrozenTrial.
 
-    def failure_guard(self, study: Any, trial: Any) -> None:
-        """Optuna callback: stop after ``max_consecutive_failures`` failed trials in a row."""
+        With ``tell=False`` (Ray: the driver tells) the outcome is returned as (state, values, error).
+        An interrupt (SIGINT/SIGTERM) records ``status="interrupted"`` and the phase, ends the trial
+        FAIL and propagates.
+        """
         import optuna
 
-        n = self.settings.max_consecutive_failures
-        recent = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()][-n:]
-        if len(recent) == n and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
-            self.stopped_reason = (f"stopped after {n} failed trials in a row; last error: "
-                                   f"{recent[-1].user_attrs.get('error')}")
-            log.warning(self.stopped_reason)
-            study.stop()
+        states = optuna.trial.TrialState
+        tid = trial_id(self.storage, self.study.study_name, trial.number)
+        phase = "while it ran"
+        with TrialHeartbeat(self.storage, tid):
+            try:
+                if worker is not None:
+                    trial.set_user_attr(R.WORKER, worker)
+                try:
+                    values, state, error = list(self.objective(trial, on_epoch)), states.COMPLETE, None
+                except optuna.TrialPruned as e:
+                    values, state, error = None, states.PRUNED, str(e)
+                except TrialFailure as e:
+                    values, state, error = None, states.FAIL, str(e)
+                pending = interrupt_pending()  # a signal that a library turned into an ordinary error
+                if pending:
+                    raise Interrupted(pending)
+                if not tell:
+                    return state, values, error
+                phase = "while its result was being recorded"
+                self.study.tell(trial, values, state=state)
+            except FinishedElsewhere:
+                return (None, None, None) if not tell else self.storage.get_trial(tid)
+            except KeyboardInterrupt as e:
+                sig = getattr(e, "signal_name", "SIGINT")
+                fail_trial(self.storage, tid, f"interrupted by {sig} {phase}", Status.INTERRUPTED)
+                raise
+        return self.storage.get_trial(tid)
 
-    def optimize(self, n_trials: Optional[int], timeout: Optional[float] = None,
-                 callbacks: Sequence[Callable[[Any, Any], None]] = ()) -> None:
-        self.study.optimize(self.objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailure,),
-                            callbacks=[*callbacks, self.failure_guard], gc_after_trial=False)
 
-    def header(self) -> dict[str, str]:
+SearchRun = TrialRunner  # the former name
+
+
+def run_trials(runner: TrialRunner, *, n_trials: Optional[int], timeout: Optional[float],
+               on_trial: Callable[[Any], None] = lambda t: None, worker: Optional[dict[str, Any]] = None,
+               max_consecutive_failures: Optional[int] = None) -> Optional[str]:
+    """Ask-run-tell until ``n_trials`` ran, ``timeout`` passed or the failure guard fires (its reason)."""
+    n_fail = max_consecutive_failures or runner.settings.max_consecutive_failures
+    start, ran = time.monotonic(), 0
+    while (n_trials is None or ran < n_trials) and (timeout is None or time.monotonic() - start < timeout):
+        since = time.time()
+        try:
+            trial = runner.study.ask()
+        except KeyboardInterrupt as e:  # between the trial's creation and its first beat
+            fail_own_trials(runner.study, f"interrupted by {getattr(e, 'signal_name', 'SIGINT')} before it started",
+                            since=since)
+            raise
+        frozen = runner.run_trial(trial, worker=worker)
+        ran += 1
+        on_trial(frozen)
+        reason = consecutive_failures(runner.study, n_fail)
+        if reason is not None:
+            log.warning(reason)
+            return reason
+    return None
+
+
+# ------------------------------------------------------------------------------------------ driver
+class Backend(Protocol):
+    """Runs trials of a driver's study; returns a stop reason (failure guard, dead worker) or None.
+
+    ``prepare(driver)`` runs before the study is created or loaded: what can be refused (a missing
+    dataset) is refused there, so a bad run never leaves a study behind.
+    """
+
+    name: str
+
+    def prepare(self, driver: "StudyDriver") -> None: ...
+
+    def run(self, driver: "StudyDriver") -> Optional[str]: ...
+
+
+class StudyDriver:
+    """The coordinating side of a search: one per ``nas search``, whatever the backend."""
+
+    def __init__(self, settings: SearchSettings, *, console: Any = None, cuda: Optional[bool] = None,
+                 sampler: Any = None, enqueue: bool = True):
+        import warnings
+
+        import optuna
+
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        s = settings.resolved(cuda=cuda)
+        self.settings = s
+        self.cuda = cuda
+        self.objectives = parse_objectives(s.objectives)
+        self.space = load_space(s.space)
+        for c in [*s.constraints, *self.space.constraints]:
+            parse_constraint(c)
+        self.console = console
+        self.results_dir = Path(s.results_dir)
+        self.log_file = _setup_logging(self.results_dir, s.study)
+        self.sampler = sampler if sampler is not None else make_sampler(s.sampler, seed=s.seed,
+                                                                        n_trials=s.trials or 100)
+        self.storage_desc = describe_storage(s.storage)
+        self.study: Any = None
+        self.stale: list[int] = []
+        self.queued: list[str] = []
+        self.enqueue = enqueue
+        self.started = 0.0
+        self.before = 0
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.objectives]
+
+    def load_data(self) -> "Evaluator":
+        """An evaluator with its dataset loaded: a missing dataset is refused before the study exists."""
+        constraints = [parse_constraint(c) for c in [*self.settings.constraints, *self.space.constraints]]
+        ev = Evaluator(self.settings, self.objectives, constraints)
+        ev.prepare()
+        return ev
+
+    def out(self, msg: str) -> None:
+        """One line of driver output (rich markup) on stderr, unless quiet."""
+        if self.settings.quiet:
+            return
+        if self.console is None:
+            from rich.console import Console
+
+            self.console = Console(stderr=True)
+        self.console.print(msg, highlight=False)
+
+    def open(self) -> Any:
+        """Create/load the study once (directions, names, presets) and fail trials of dead processes."""
         s = self.settings
-        return dict(study=s.study, storage=self.storage_desc, device=self.evaluator.device_name,
-                    objectives=", ".join(o.name for o in self.objectives),
-                    proxy=s.proxy if self.evaluator.needs_proxy else "n/a", sampler=s.sampler,
-                    presets=", ".join(self.queued) or "none", log=str(self.log_file))
+        self.study = create_or_load_study(s, self.objectives, sampler=self.sampler)
+        self.before = len(self.study.get_trials(deepcopy=False))
+        self.stale = fail_stale_trials(self.study)
+        self.queued = enqueue_presets(self.study, self.space) if (self.enqueue and s.enqueue_presets) else []
+        log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(_jsonable(s.to_dict())))
+        return self.study
 
-    def finish(self) -> "SearchResult":
-        """Write the report and summarise the study (all trials, from every process)."""
-        return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
-                         stopped_reason=self.stopped_reason)
+    def announce(self, backend: str) -> None:
+        s = self.settings
+        self.out(f"[bold]backend[/]: {backend}")
+        self.out(f"[bold]storage[/]: {self.storage_desc}")
+        self.out(f"[bold]study[/]: {s.study} ({self.before} trial(s) already in it; "
+                 f"{s.trials if s.trials else 'until the timeout'} to add)")
+        if self.stale:
+            self.out(f"[yellow]marked trials {self.stale} FAIL: their workers died (no heartbeat)[/]")
+        if self.queued:
+            self.out(f"[bold]presets queued[/]: {', '.join(self.queued)}")
+
+    def trial_line(self, label: str, done: int, t: R.TrialRecord) -> None:
+        """The one line per finished trial of the parallel and Ray backends."""
+        from rich.markup import escape
+
+        total = f"/{self.settings.trials}" if self.settings.trials else ""
+        if t.state == "COMPLETE":
+            detail = " ".join(f"{n}={v:.4g}" for n, v in zip(self.names, t.values or ()))
+        else:
+            detail = str(t.error or "")[:100]
+        wall = t.wall_s
+        self.out(f"[{done}{total}] {label} #{t.number} {t.state} {escape(detail)}"
+                 + (f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""))
+
+    def run(self, backend: Backend) -> SearchResult:
+        """Open the study, run the backend, fail what an interrupt or a dead worker left, summarise."""
+        from .storage import storage_errors
+
+        with storage_errors(self.settings.storage):  # database / disk faults: one line naming the storage
+            backend.prepare(self)
+            if self.study is None:
+                self.open()
+            self.started = time.time()
+            with _signals_as_interrupts():
+                try:
+                    reason = backend.run(self)
+                except KeyboardInterrupt as e:
+                    raise self._interrupted(e) from None
+            stale = fail_stale_trials(self.study)
+            if stale:
+                self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
+            return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
+                             stopped_reason=reason)
+
+    def _interrupted(self, e: BaseException) -> "Interrupted":
+        sig = getattr(e, "signal_name", "SIGINT")
+        failed = fail_own_trials(self.study, f"interrupted by {sig} (the search was stopped)", since=self.started)
+        failed += fail_stale_trials(self.study)
+        counts = state_counts(self.study)
+        msg = (f"interrupted by {sig}: study {self.settings.study!r} keeps {sum(counts.values())} trial(s) ("
+               + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
+               + (f"; trials {sorted(failed)} were running and are recorded FAIL" if failed else "")
+               + ". Resume with the same command (same --study and --storage): it adds trials to this study.")
+        log.warning(msg)
+        err = Interrupted(sig)
+        err.args = (msg,)
+        return err
+
+
+def state_counts(study: Any) -> dict[str, int]:
+    """Trials per state, every state named (complete, failed, pruned, running, waiting)."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    names = {S.COMPLETE: "complete", S.FAIL: "failed", S.PRUNED: "pruned", S.RUNNING: "running", S.WAITING: "waiting"}
+    return {label: sum(t.state == st for t in trials) for st, label in names.items()}
+
+
+class LocalBackend:
+    """Trials in this process, with a live progress bar."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.evaluator: Optional[Evaluator] = None
+
+    def prepare(self, driver: StudyDriver) -> None:
+        self.evaluator = driver.load_data()
+
+    def run(self, driver: StudyDriver) -> Optional[str]:
+        from .progress import SearchProgress
+
+        s = driver.settings
+        runner = TrialRunner(s, study=driver.study, cuda=driver.cuda, log_file=driver.log_file,
+                             evaluator=self.evaluator)
+        header = dict(study=s.study, storage=driver.storage_desc, device=runner.evaluator.device_name,
+                      objectives=", ".join(driver.names), proxy=s.proxy if runner.evaluator.needs_proxy else "n/a",
+                      sampler=s.sampler, presets=", ".join(driver.queued) or "none", log=str(driver.log_file))
+        if driver.stale:
+            header["stale"] = f"marked trials {driver.stale} FAIL: their process died (no heartbeat)"
+        progress = SearchProgress(driver.study, driver.objectives, total=s.trials, timeout=s.timeout,
+                                  console=driver.console, quiet=s.quiet, header=header)
+        with progress:
+            return run_trials(runner, n_trials=s.trials, timeout=s.timeout,
+                              on_trial=lambda t: progress.callback(driver.study, t))
 
 
 def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_file: Optional[Path] = None,
-              stopped_reason: Optional[str] = None) -> "SearchResult":
+              stopped_reason: Optional[str] = None) -> SearchResult:
     import optuna
 
     from .pareto import hypervolume, objective_names, pareto_rows, write_report
 
-    trials = study.get_trials(deepcopy=False)
-    states = optuna.trial.TrialState
-    report = write_report(study, Path(settings.results_dir) / "reports" / f"{settings.study}.html")
+    counts = state_counts(study)
+    fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
+    try:
+        report = write_report(study, path)
+    except OSError as e:  # the trials are safe in the storage; only the report could not be written
+        from .storage import StorageError, _os_message
+
+        again = f"nas pareto --study {settings.study}" + (f" --storage {settings.storage}"
+                                                           if isinstance(settings.storage, str) else "")
+        raise StorageError(_os_message(e, f"report {path} (--results-dir)") + f"; the trials are in the storage: "
+                           f"{again} rewrites the report") from None
     return SearchResult(
         study_name=settings.study, storage=storage_desc, objectives=objective_names(study),
-        n_complete=sum(t.state == states.COMPLETE for t in trials),
-        n_failed=sum(t.state == states.FAIL for t in trials),
-        n_pruned=sum(t.state == states.PRUNED for t in trials),
+        n_complete=counts["complete"], n_failed=counts["failed"], n_pruned=counts["pruned"],
+        n_running=counts["running"], n_waiting=counts["waiting"],
         pareto=pareto_rows(study), hypervolume=hypervolume(study), report=str(report) if report else None,
-        log_file=str(log_file) if log_file else None, stopped_reason=stopped_reason)
+        log_file=str(log_file) if log_file else None, stopped_reason=stopped_reason,
+        failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in fails[-5:]])
 
 
-def run_search(settings: SearchSettings, *, console: Any = None,
-               on_trial: Optional[Callable[[Any, Any], None]] = None) -> SearchResult:
-    """Run (or resume) a study in this process; returns a summary. Bad settings raise ValueError up front."""
-    from .progress import SearchProgress
+def run_search(settings: SearchSettings, *, console: Any = None, backend: Optional[Backend] = None) -> SearchResult:
+    """Run (or resume) a study; returns a summary. Bad settings raise ValueError before the study exists.
 
-    run = SearchRun(settings)
-    s = run.settings
-    progress = SearchProgress(run.study, run.objectives, total=s.trials, timeout=s.timeout, console=console,
-                              quiet=s.quiet, header=run.header())
-    callbacks = [progress.callback] + ([on_trial] if on_trial is not None else [])
-    with progress:
-        run.optimize(s.trials, s.timeout, callbacks)
-    return run.finish()
+    ``backend``: ``LocalBackend()`` (default), ``nas.parallel.ParallelBackend(workers)`` or
+    ``nas.ray_backend.RayBackend(...)``.
+    """
+    return StudyDriver(settings, console=console).run(backend or LocalBackend())

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, load_config, print_json, user_errors
+from ._common import check_buildable, console, load_config, print_json, user_errors
 
 # Paper Table 1 (ImageNet-1K, 224²): params (M), FLOPs (G). FV-4's printed 424.6M matches no
 # released code; the official code builds 365.6M (see README).
@@ -33,11 +33,17 @@ def describe(
 
     from evaluators.cost import stage_table, static_cost
 
+    from evaluators.cost import CostRecord, analytic_flops
+
     cfg = load_config(config)
     with user_errors():
         if resolution is not None:
             cfg = cfg.replace(resolution=resolution)
-        cost = static_cost(cfg, method="fvcore" if fvcore else "analytic")
+        params = check_buildable(cfg)  # refuses what this machine cannot build, before any slow work
+        if params is not None and not fvcore:  # deep: a meta build would take minutes; linear in depth
+            cost = CostRecord(params, analytic_flops(cfg), tuple(cfg.resolution))
+        else:
+            cost = static_cost(cfg, method="fvcore" if fvcore else "analytic")
     stages = stage_table(cfg)
     if as_json:
         print_json(dict(name=config, arch_id=cfg.arch_id, config=cfg.to_dict(), **cost.to_dict(), stages=stages))

@@ -23,10 +23,10 @@ def proxies(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON dict instead of a table."),
 ) -> None:
     """Every zero-cost proxy's value (higher = better) and time on a freshly initialised network."""
-    import torch
     from rich.table import Table
 
     from evaluators.data import load_dataset, normalization, sample_batch
+    from evaluators.profiler import NoGPUError, resolve_device
     from evaluators.proxies import PROXIES, compute_proxies, get_proxy, init_model
 
     cfg = load_config(config)
@@ -36,10 +36,10 @@ def proxies(
             get_proxy(n)
         if batch_size < 2:
             raise ValueError(f"--batch-size={batch_size} must be >= 2 (naswot and jacob_cov compare images)")
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu")
+        try:
+            device = str(resolve_device(device))  # the one default-device rule (evaluators.profiler)
+        except NoGPUError as e:
+            fail(f"--device {device}: {e}")
         if resolution is not None:
             cfg = cfg.at_resolution(resolution)
         splits = load_dataset(data, data_dir=data_dir, download=download)

@@ -6,7 +6,9 @@ from typing import List, Optional
 
 import typer
 
-from ._common import console, fail, user_errors
+from rich.markup import escape
+
+from ._common import console, err_console, user_errors
 
 
 def search(
@@ -37,38 +39,54 @@ def search(
     results_dir: str = typer.Option("results", help="Where logs and reports go."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
 ) -> None:
-    """Search the space for the Pareto front of the chosen objectives; prints the front and a report path."""
-    from nas.search import SearchSettings
+    """Search the space for the Pareto front of the chosen objectives; prints the front and a report path.
+
+    Exit codes: 0 done; 1 stopped early (20 failed trials in a row, a worker died); 2 bad input or
+    storage fault (one line saying what to do); 130 interrupted (what was kept and how to resume).
+    """
+    from nas.search import Interrupted, SearchSettings
+    from nas.settings import check_int
 
     settings = SearchSettings(
         objectives=tuple(objective.split(",")), proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
         constraints=tuple(constraint), space=space, data=data, data_dir=data_dir, storage=storage, study=study,
         device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
         batch_size=batch_size, results_dir=results_dir, quiet=quiet)
-    if backend not in ("optuna", "ray"):
-        fail(f"--backend {backend!r} must be 'optuna' or 'ray'")
     with user_errors():
+        if backend not in BACKENDS:
+            raise ValueError(f"--backend {backend!r} must be one of {', '.join(repr(b) for b in BACKENDS)}")
+        check_int("--workers", workers, minimum=1)
         # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
-        resolved = settings.resolved() if backend != "ray" else None
-    if resolved is not None and resolved.device == "cpu" and not quiet:
+        resolved = settings.resolved() if backend != "ray" else settings.validated()
+    if backend != "ray" and resolved.device == "cpu" and not quiet:
         console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "
                       f"(batch {resolved.batch_size}, eager), not the paper's GPU protocol.[/]")
+    try:
+        with user_errors():
+            result = _run(settings, backend, workers, ray_address, gpus_per_trial)
+    except Interrupted as e:
+        err_console.print(f"[bold yellow]{escape(str(e))}[/]", highlight=False)
+        raise typer.Exit(130) from None
+    _print_result(result, quiet, settings.storage)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+BACKENDS = ("optuna", "ray")
+
+
+def _run(settings, backend: str, workers: int, ray_address: Optional[str], gpus_per_trial: float):
     if backend == "ray":
         from nas.ray_backend import run_ray_search
 
-        with user_errors():
-            result = run_ray_search(settings, address=ray_address, workers=workers, gpus_per_trial=gpus_per_trial)
-    elif workers > 1:
+        return run_ray_search(settings, address=ray_address, workers=workers, gpus_per_trial=gpus_per_trial)
+    if workers > 1:
         from nas.parallel import run_parallel
 
-        with user_errors():
-            result = run_parallel(settings, workers=workers)
-    else:
-        from nas.search import run_search
+        return run_parallel(settings, workers=workers)
+    from nas.search import run_search
 
-        with user_errors():
-            result = run_search(settings)
-    _print_result(result, quiet, settings.storage)
+    return run_search(settings)
 
 
 def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
@@ -76,9 +94,16 @@ def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
     from nas.pareto import load_study, objective_labels
 
     if result.stopped_reason:
-        console.print(f"[red]{result.stopped_reason}[/]")
-    console.print(f"study [bold]{result.study_name}[/] on {result.storage}: {result.n_complete} complete, "
-                  f"{result.n_failed} failed, {result.n_pruned} pruned", highlight=False)
+        console.print(f"[red]{escape(result.stopped_reason)}[/]")
+    extra = "".join(f", {n} {label}" for n, label in ((result.n_running, "running"), (result.n_waiting, "waiting"))
+                    if n)
+    console.print(f"study [bold]{result.study_name}[/] on {result.storage}: {result.n_trials} trial(s): "
+                  f"{result.n_complete} complete, {result.n_failed} failed, {result.n_pruned} pruned{extra}",
+                  highlight=False)
+    if result.n_complete == 0 and result.failures:
+        console.print("no trial completed; the last failures:", highlight=False)
+        for f in result.failures:
+            console.print(f"  #{f['trial']}: {escape(str(f['error']))}", highlight=False)
     print_pareto_rows(result.pareto, result.hypervolume, result.objectives,
                       objective_labels(load_study(result.study_name, storage)))  # columns say what they measure
     if result.report:
@@ -95,4 +120,5 @@ def worker(
     """Internal: one parallel worker of `nas search --workers N`."""
     from nas.parallel import worker_main
 
-    worker_main(settings_json, trials=trials, gpu=gpu)
+    with user_errors():  # a storage fault in a worker: one line in its log, which the parent shows
+        worker_main(settings_json, trials=trials, gpu=gpu)

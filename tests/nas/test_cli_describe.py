@@ -49,3 +49,27 @@ def test_presets_lists_all_with_paper_numbers():
             assert abs(row["params_m"] - 365.6) / 365.6 < 0.005
         else:
             assert abs(row["params_m"] - row["paper_params_m"]) / row["paper_params_m"] < 0.005
+
+
+def test_deep_params_extrapolate_exactly():
+    """Params are linear in each stage's depth: the extrapolation a deep config uses is exact."""
+    from evaluators.cost import static_cost
+    from search_spaces import PRESETS
+
+    from nas.commands._common import extrapolated_params
+
+    cfg = PRESETS["faster_vit_0_224"]
+    assert extrapolated_params(cfg)[0] == static_cost(cfg).params
+
+
+def test_describe_refuses_what_the_machine_cannot_build(tmp_path):
+    from search_spaces import PRESETS
+
+    r = runner.invoke(app, ["describe", "faster_vit_0_224", "--resolution", "1000000000"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "resolution=1000000000x1000000000" in " ".join(r.output.split()) and "GiB" in r.output
+    deep = tmp_path / "deep.json"
+    PRESETS["faster_vit_0_224"].replace(depths=(2, 3, 300000, 5)).save(deep)
+    r = runner.invoke(app, ["describe", str(deep)])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "depths[2]=300000" in text and "G parameters" in text, r.output

@@ -88,7 +88,8 @@ def test_portable_settings_round_trip(tmp_path, monkeypatch):
 
 
 def test_heartbeat_beats_while_running_and_stops(tmp_path):
-    study = optuna.create_study(storage=get_storage(f"journal:{tmp_path / 'hb.journal'}"), directions=["minimize"])
+    study = optuna.create_study(storage=get_storage(f"journal:{tmp_path / 'hb.journal'}", create=True),
+                                directions=["minimize"])
     trial = study.ask()
     with TrialHeartbeat(study._storage, trial._trial_id, interval=0.2):
         first = study._storage.get_trial(trial._trial_id).system_attrs[HEARTBEAT_KEY]
@@ -103,7 +104,8 @@ def test_heartbeat_beats_while_running_and_stops(tmp_path):
 
 
 def test_fail_stale_trials_decides_per_owner(tmp_path):
-    study = optuna.create_study(storage=get_storage(f"journal:{tmp_path / 's.journal'}"), directions=["minimize"])
+    study = optuna.create_study(storage=get_storage(f"journal:{tmp_path / 's.journal'}", create=True),
+                                directions=["minimize"])
     st = study._storage
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     dead_owner = process_identity(proc.pid)
@@ -238,10 +240,16 @@ def test_killed_worker_is_reported_failed_and_resumed_without_loss(tmp_path):
         msg = _wait(lambda: re.search(r"worker (\d) was killed by SIGKILL after \d trial\(s\).*?log: (\S+)",
                                       output.text), 60, "the parent's report of the killed worker")
         assert Path(tmp_path / msg.group(2)).is_file()
-        # 2. then the whole job dies (parent and the surviving worker) while another trial runs
-        _wait(lambda: _running_owned(journal, "k", exclude={killed_pid}), 120, "a trial of the surviving worker")
+        # 2. then the parent is SIGKILLed while the surviving worker runs a trial: the worker dies with it
+        #    (PR_SET_PDEATHSIG: SIGTERM), recording its running trial FAIL with the reason
+        survivor = _wait(lambda: _running_owned(journal, "k", exclude={killed_pid}), 120,
+                         "a trial of the surviving worker")
+        survivor_trial, survivor_pid = survivor[0]
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait(timeout=30)
+        _wait(lambda: not os.path.exists(f"/proc/{survivor_pid}") or
+              open(f"/proc/{survivor_pid}/stat").read().split(") ")[1][0] in "ZX", 60,
+              "the surviving worker to die with its parent")
     finally:
         if parent.poll() is None:
             os.killpg(parent.pid, signal.SIGKILL)
@@ -249,7 +257,10 @@ def test_killed_worker_is_reported_failed_and_resumed_without_loss(tmp_path):
     time.sleep(1)  # let the killed processes be reaped
     before = _snapshot(_study(journal, "k"))
     running = [n for n, (state, *_rest) in before.items() if state == optuna.trial.TrialState.RUNNING]
-    assert killed_trial in running and len(running) == 2, output.text
+    assert running == [killed_trial], output.text  # only the SIGKILLed worker could not record its trial
+    interrupted = before[survivor_trial]
+    assert interrupted[0] == optuna.trial.TrialState.FAIL and interrupted[3]["status"] == "interrupted"
+    assert interrupted[3]["error"] == "interrupted by SIGTERM while it ran"
 
     # 3. resume: the stale trials become FAIL with the heartbeat reason, 2 new trials complete, nothing lost
     resumed = subprocess.run(cmd + ["--trials", "2"], cwd=tmp_path, capture_output=True, text=True, env=env,

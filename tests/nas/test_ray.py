@@ -97,6 +97,33 @@ def test_searcher_tells_each_outcome(tmp_path):
     assert len(lines) == 6
 
 
+def test_a_failed_tell_still_ends_the_trial(tmp_path):
+    """A storage fault while the driver tells an outcome: the trial ends FAIL with the reason, never RUNNING."""
+    from search_spaces.space import load_space
+
+    from nas.ray_backend import _classes, _Control, _DefineByRun
+
+    write_space(tmp_path / "space.yaml", tiny_space())
+    storage = f"journal:{tmp_path / 's.journal'}"
+    settings = SearchSettings(objectives=("params", "flops"), storage=storage, study="tf", device="cpu")
+    create_or_load_study(settings, parse_objectives("params,flops"))
+    Searcher, _, _ = _classes()
+    searcher = Searcher(space=_DefineByRun(load_space(str(tmp_path / "space.yaml"))), metric=["params", "flops"],
+                        mode=["min", "min"], sampler=optuna.samplers.RandomSampler(seed=0), study_name="tf",
+                        storage=get_storage(storage), control=_Control(None, 1, ["params", "flops"], 20))
+    searcher.suggest("t0")
+
+    def broken_tell(*a, **k):
+        raise RuntimeError("simulated storage fault")
+
+    searcher._ot_study.tell = broken_tell
+    searcher.on_trial_complete("t0", result={"params": 1.0, "flops": 2.0, "nas_status": "complete"})
+    t = optuna.load_study(study_name="tf", storage=get_storage(storage)).trials[0]
+    assert t.state == optuna.trial.TrialState.FAIL
+    assert t.user_attrs["error"] == ("the driver could not record the outcome COMPLETE: RuntimeError: "
+                                     "simulated storage fault")
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     import ray  # the `ray` extra is installed for the tests (./setup.sh test)
@@ -163,7 +190,8 @@ def test_asha_stops_or_completes_train_proxy_trials(local_ray, tmp_path, monkeyp
     settings = SearchSettings(objectives=("params", "accuracy"), proxy="train", train_epochs=3, train_subset=512,
                               proxy_resolution=64, space="space.yaml", device="cpu", trials=4, study="asha",
                               quiet=True)
-    run_ray_search(settings, workers=2)
+    # one trial at a time: ASHA compares each trial's first-epoch accuracy with the trials before it
+    run_ray_search(settings, workers=1)
     study = optuna.load_study(study_name="asha", storage=get_storage("journal:results/nas.journal"))
     trials = study.get_trials()
     assert len(trials) == 4
@@ -174,3 +202,8 @@ def test_asha_stops_or_completes_train_proxy_trials(local_ray, tmp_path, monkeyp
             assert t.user_attrs["error"].startswith("stopped by ASHA")
         else:
             assert t.state == states.COMPLETE and len(t.user_attrs["train_history"]) >= 2
+    pruned = [t for t in trials if t.state == states.PRUNED]
+    assert pruned, [(t.number, t.user_attrs["train_history"]) for t in trials]  # ASHA did stop a trial
+    assert any(t.state == states.COMPLETE for t in trials)
+    for t in pruned:  # stopped after the first epoch's report: fewer validations than a complete trial
+        assert len(t.user_attrs["train_history"]) < 3

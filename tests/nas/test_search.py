@@ -124,10 +124,14 @@ def test_bad_inputs_are_clear_errors(workdir):
 
 
 def test_samplers_all_run(workdir):
+    # every point of tiny_space() is buildable: each sampler must complete every trial (a sampler that
+    # crashed would show up as failed trials, which this counts)
+    write_space(workdir / "ok.yaml", tiny_space())
     for sampler in ("nsga2", "nsga3", "tpe", "gp", "random"):
-        res = run_search(SearchSettings(objectives=("params", "flops"), trials=3, sampler=sampler, space="tiny.yaml",
+        res = run_search(SearchSettings(objectives=("params", "flops"), trials=3, sampler=sampler, space="ok.yaml",
                                         study=f"smp-{sampler}", device="cpu", quiet=True))
-        assert res.n_complete + res.n_failed == 3
+        assert (res.n_complete, res.n_failed) == (3, 0), (sampler, res.failures)
+        assert len(_study(f"smp-{sampler}").trials) == 3
 
 
 def test_pareto_command_and_json(workdir):

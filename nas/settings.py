@@ -1,0 +1,220 @@
+"""What a search takes (``SearchSettings``), checked once, before any study or process exists.
+
+``validated()`` refuses every bad value with a message naming the setting, the value and the
+rule: unknown names (objective, proxy, sampler, dataset, space, constraint), numbers out of range
+(``batch_size=0`` is refused, not replaced by a default), an empty or path-like study name.
+``resolved()`` then fills the device-dependent defaults. ``portable_settings`` /
+``settings_from_dict`` carry settings to another process (parallel workers, Ray actors).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["SearchSettings", "check_int", "check_number", "cuda_available", "portable_settings",
+           "settings_from_dict", "absolute_url"]
+
+_STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+# ------------------------------------------------------------------------------------------ checks
+def check_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Optional[int] = None,
+              optional: bool = False) -> Optional[int]:
+    """``value`` as an int within [minimum, maximum] (bools refused), else ValueError naming ``name``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}={value!r} must be an integer")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value!r} must be <= {maximum}")
+    return value
+
+
+def check_number(name: str, value: Any, *, positive: bool = False, minimum: Optional[float] = None,
+                 optional: bool = False) -> Optional[float]:
+    """``value`` as a finite float (> 0 with ``positive``; >= minimum), else ValueError naming ``name``."""
+    import math
+
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    if positive and not value > 0:
+        raise ValueError(f"{name}={value!r} must be > 0")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value!r} must be >= {minimum:g}")
+    return float(value)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass
+class SearchSettings:
+    """Everything ``nas search`` takes; ``None`` means "choose for the device" (see ``resolved``)."""
+
+    objectives: Sequence[str] = ("accuracy", "throughput")
+    proxy: str = "jacob_cov"
+    trials: Optional[int] = None
+    timeout: Optional[float] = None
+    sampler: str = "nsga2"
+    constraints: Sequence[str] = ()
+    space: Any = "default"
+    data: str = "fashion-mnist"
+    data_dir: Optional[str] = None
+    storage: Any = None
+    study: str = "default"
+    device: Optional[str] = None
+    seed: int = 0
+    enqueue_presets: Optional[bool] = None
+    # accuracy proxy
+    proxy_resolution: Optional[int] = None
+    proxy_batch_size: Optional[int] = None
+    train_epochs: float = 1.0
+    train_subset: Optional[int] = 10000
+    # profiler
+    batch_size: Optional[int] = None
+    profile_mode: Optional[str] = None
+    dtype: str = "fp16"
+    repeats: Optional[int] = None
+    # output
+    results_dir: str = "results"
+    quiet: bool = False
+    max_consecutive_failures: int = 20
+    heartbeat: bool = False
+
+    def validated(self) -> "SearchSettings":
+        """Refuse bad numbers and unknown names (before any study is created); returns self."""
+        from .objectives import parse_constraint, parse_objectives
+        from .samplers import SAMPLERS
+
+        if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
+            raise ValueError(f"--study {self.study!r} must be a non-empty name of letters, digits, '.', '_', '+', '-' "
+                             f"(it names the log and report files), starting with a letter or digit")
+        check_int("--trials", self.trials, minimum=1, optional=True)
+        check_number("--timeout", self.timeout, positive=True, optional=True)
+        check_int("--seed", self.seed, minimum=0)
+        check_int("--proxy-resolution", self.proxy_resolution, minimum=16, maximum=4096, optional=True)
+        check_int("--proxy-batch-size", self.proxy_batch_size, minimum=2, optional=True)
+        check_int("--batch-size", self.batch_size, minimum=1, optional=True)
+        check_int("repeats", self.repeats, minimum=1, optional=True)
+        check_int("train_subset", self.train_subset, minimum=1, optional=True)
+        check_number("train_epochs", self.train_epochs, positive=True)
+        check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
+        objectives = parse_objectives(self.objectives)
+        for c in self.constraints:
+            parse_constraint(c)
+        if any(o.needs == "proxy" for o in objectives) and self.proxy != "train":
+            from evaluators.proxies import get_proxy
+
+            get_proxy(self.proxy)  # "unknown proxy 'nope'; known: ..."
+        if self.dtype not in ("fp16", "bf16", "fp32"):
+            raise ValueError(f"dtype={self.dtype!r} must be fp16, bf16 or fp32")
+        if self.device is not None and self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device={self.device!r} must be 'cuda' or 'cpu'")
+        return self
+
+    def resolved(self, *, cuda: Optional[bool] = None) -> "SearchSettings":
+        """Fill device-dependent defaults (GPU: paper protocol; CPU: a small, fast budget).
+
+        ``cuda``: whether the trials' machines have CUDA (default: this process's torch says);
+        the Ray driver passes the cluster's answer, its head may have no GPU.
+        """
+        self.validated()
+        s = dataclasses.replace(self)
+        have_cuda = cuda_available() if cuda is None else cuda
+        if s.device is None:
+            s.device = "cuda" if have_cuda else "cpu"
+        if s.device == "cuda" and not have_cuda:
+            raise ValueError("device='cuda' but no CUDA GPU is available; use --device cpu")
+        gpu = s.device == "cuda"
+        if s.trials is None and s.timeout is None:
+            s.trials = 40 if gpu else 8
+        if s.enqueue_presets is None:
+            s.enqueue_presets = gpu
+        s.proxy_resolution = s.proxy_resolution if s.proxy_resolution is not None else (128 if gpu else 96)
+        s.proxy_batch_size = s.proxy_batch_size if s.proxy_batch_size is not None else (64 if gpu else 16)
+        s.batch_size = s.batch_size if s.batch_size is not None else (128 if gpu else 2)
+        s.profile_mode = s.profile_mode or ("cudagraph" if gpu else "eager")
+        s.repeats = s.repeats if s.repeats is not None else (10 if gpu else 2)
+        return s
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["space"] = self.space if isinstance(self.space, str) else getattr(self.space, "name", "custom")
+        d["storage"] = self.storage if isinstance(self.storage, (str, type(None))) else type(self.storage).__name__
+        d["objectives"], d["constraints"] = list(self.objectives), list(self.constraints)
+        return d
+
+
+# ------------------------------------------------------------------------------------------ to another process
+def absolute_url(url: str) -> str:
+    """A storage URL whose file (journal, SQLite) is absolute, so another cwd opens the same file."""
+    from .storage import journal_path, storage_kind
+
+    kind = storage_kind(url)
+    if kind == "journal":
+        return "journal:" + os.path.abspath(journal_path(url))
+    if kind == "sqlite":
+        db = url[len("sqlite:///"):]
+        if db and db != ":memory:" and not os.path.isabs(db):
+            return "sqlite:///" + os.path.abspath(db)
+    return url
+
+
+def portable_settings(settings: SearchSettings) -> dict[str, Any]:
+    """SearchSettings as a JSON-ready dict that another process (another cwd) resolves identically.
+
+    Storage, results/data folders and a space file become absolute paths; a space object or dict
+    is inlined (``SearchSpace.to_dict()``).
+    """
+    from search_spaces.space import SearchSpace, list_builtin_spaces, load_space
+
+    d = dataclasses.asdict(settings)
+    d["objectives"], d["constraints"] = list(settings.objectives), list(settings.constraints)
+    space = settings.space
+    if isinstance(space, (SearchSpace, dict)):
+        d["space"] = load_space(space).to_dict()
+    elif isinstance(space, (str, os.PathLike)):
+        name = str(space)
+        d["space"] = name if name in list_builtin_spaces() or not Path(name).is_file() else os.path.abspath(name)
+    else:
+        raise ValueError(f"space={space!r}: give a built-in name, a YAML file, a dict or a SearchSpace")
+    if settings.storage is not None:
+        if not isinstance(settings.storage, str):
+            raise ValueError(f"storage={type(settings.storage).__name__} object cannot be passed to another process; "
+                             f"give a URL")
+        d["storage"] = absolute_url(settings.storage)
+    d["results_dir"] = os.path.abspath(settings.results_dir)
+    if settings.data_dir is not None:
+        d["data_dir"] = os.path.abspath(settings.data_dir)
+    if isinstance(settings.data, str) and settings.data.startswith("imagefolder:"):
+        d["data"] = "imagefolder:" + os.path.abspath(settings.data[len("imagefolder:"):])
+    json.dumps(d)  # fail here, not in the worker, if something is not JSON-ready
+    return d
+
+
+def settings_from_dict(d: dict[str, Any]) -> SearchSettings:
+    """Inverse of ``portable_settings`` (unknown keys are an error, naming them)."""
+    names = {f.name for f in dataclasses.fields(SearchSettings)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"settings JSON has unknown keys {unknown}; known: {sorted(names)}")
+    d = dict(d)
+    d["objectives"] = tuple(d.get("objectives", ()))
+    d["constraints"] = tuple(d.get("constraints", ()))
+    return SearchSettings(**d)
