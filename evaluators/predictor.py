@@ -219,8 +219,8 @@ class Predictor:
         """One line: name, GPU, protocol, how much data, held-out error."""
         m, h = self.meta, self.meta.get("held_out") or {}
         err = h.get("images_per_s") or {}
-        acc = (f"; held-out {err['within_10pct']:.0%} within ±10%, Spearman {err['spearman']:.3f}"
-               if err.get("within_10pct") is not None else "")
+        rho = "n/a" if err.get("spearman") is None else f"{err['spearman']:.3f}"
+        acc = f"; held-out {err['within_10pct']:.0%} within ±10%, Spearman {rho}" if err.get("n") else ""
         return (f"{self.name}: {m.get('gpu_name')} ({m.get('mode')}, {m.get('dtype')}, batch {m.get('batch_size')}), "
                 f"{m.get('n_train')} training configs{acc}")
 
@@ -279,6 +279,9 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
         y = np.log([train[i][target] for i in rows])
         models[target] = _fit_target(X[rows], y, seed=seed, n_estimators=n_estimators, max_depth=max_depth,
                                      learning_rate=learning_rate)
+    if "images_per_s" not in models:
+        raise PredictorError(f"{len(train)} training record(s) after holding out {n_test}: at least {MIN_RECORDS} "
+                             f"are needed; collect more or lower held_out")
     resolutions = sorted({_side(r["config"]) for r in train})
     meta = dict(settings, n_records=len(records), n_usable=len(usable), n_train=len(train), n_held_out=len(test),
                 resolutions=[resolutions[0], resolutions[-1]] if resolutions else [],

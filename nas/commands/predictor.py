@@ -41,7 +41,7 @@ def fit_cmd(
     console.print(predictor.describe(), highlight=False)
     for target, err in (predictor.meta.get("held_out") or {}).items():
         console.print(f"  {target}: held-out n={err['n']}, {err['within_10pct']:.0%} within ±10%, Spearman "
-                      f"{err['spearman']}, median error {err['median_rel_err']:.1%}", highlight=False)
+                      f"{'n/a' if err['spearman'] is None else err['spearman']}, median error {err['median_rel_err']:.1%}", highlight=False)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB); search with "
                   f"`nas search --throughput predicted:{name}`", highlight=False)
 
