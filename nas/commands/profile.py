@@ -22,8 +22,8 @@ def profile(
     resolution: Optional[int] = typer.Option(None, help="Override the config's (square) resolution."),
     dtype: Optional[str] = typer.Option(None, help="fp16 | bf16 (autocast AMP) | fp32 [GPU: fp16, CPU: fp32]."),
     mode: Optional[str] = typer.Option(
-        None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) "
-                   "[GPU: cudagraph, CPU: eager]."),
+        None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) | best (torch.compile "
+                   "with CUDA graphs, as deployed; Inductor cache in results/inductor-cache) [GPU: cudagraph, CPU: eager]."),
     no_deploy: bool = typer.Option(False, "--no-deploy", help="Keep positional MLPs and BatchNorm (as trained)."),
     no_channels_last: bool = typer.Option(False, "--no-channels-last", help="Contiguous (NCHW) memory format."),
     device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),

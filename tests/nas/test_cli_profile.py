@@ -116,3 +116,8 @@ def test_predicted_objective_errors(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "missing NAME|CONFIG.json" in _text(r.output)
     r = runner.invoke(app, ["predictor", "fit", "missing.jsonl"])
     assert r.exit_code == 2 and "does not exist" in _text(r.output)
+
+
+def test_best_mode_on_cpu_is_a_clear_error(tiny_config_json):
+    r = runner.invoke(app, ["profile", tiny_config_json, "--device", "cpu", "--mode", "best"])
+    assert r.exit_code == 2 and "mode='best' needs a CUDA device" in _text(r.output)
