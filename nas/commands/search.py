@@ -67,6 +67,11 @@ def search(
         check_int("--workers", workers, minimum=1)
         # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
         resolved = settings.resolved() if backend != "ray" else settings.validated()
+    if predictor and not quiet:
+        from evaluators.predictor import load_predictor
+
+        p = load_predictor(predictor, search_dirs=[f"{results_dir}/predictors"])
+        console.print(f"throughput/latency are predicted, not measured: {escape(p.describe())}", highlight=False)
     measured = any(n in ("throughput", "latency", "memory") for n in objectives)
     if backend != "ray" and resolved.device == "cpu" and not quiet and measured:
         console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "

@@ -101,6 +101,13 @@ def test_sample_fit_and_a_search_on_the_predicted_objective(tmp_path, monkeypatc
         pred = t.user_attrs["predicted"]
         assert pred["predictor"] == "mycpu" and pred["gpu_name"] == "cpu"
         assert t.values[1] == pred["images_per_s"] > 0 and "profile" not in t.user_attrs
+    # resuming the study with another predictor would mix values that do not compare
+    (tmp_path / "results" / "predictors" / "other.json").write_bytes(
+        (tmp_path / "results" / "predictors" / "mycpu.json").read_bytes())
+    r = runner.invoke(app, ["search", "--space", "tiny.yaml", "--device", "cpu", "--objective", "params,throughput",
+                            "--throughput", "predicted:other", "--trials", "1", "--study", "pred"])
+    assert r.exit_code == 2 and "was run with predictor 'mycpu', not 'other'" in _text(r.output)
+    assert "throughput/latency are predicted, not measured: mycpu: cpu" in _text(r.output)
 
 
 def test_predicted_objective_errors(tmp_path, monkeypatch):
