@@ -95,8 +95,8 @@ def check_records(records: Sequence[Mapping[str, Any]], *, mode: Optional[str] =
         if len(seen) > 1:
             what = ", ".join(f"{v!r} ({n} records)" for v, n in seen.items())
             hint = " measured on different GPUs" if key == "gpu_name" else ""
-            raise PredictorError(f"the records mix {key}: {what}; one predictor is for one {key}{hint}: "
-                                 f"fit one per {key} (split the file)")
+            how = "choose one with mode= (--mode)" if key == "mode" else "fit one per " + key + " (split the file)"
+            raise PredictorError(f"the records mix {key}: {what}; one predictor is for one {key}{hint}: {how}")
         settings[key] = next(iter(seen))
     for key in ("driver", "torch_version"):
         settings[key] = sorted({str(r.get(key)) for r in usable})
@@ -340,7 +340,7 @@ def _shipped(name: str) -> Predictor:
         raise PredictorError(
             f"predictor {name!r} is registered but its file {path} is not shipped yet: collect the data with "
             f"`python bench/profile_dataset.py` on that GPU, then `nas predictor fit results/benchmarks/"
-            f"profile-dataset.jsonl --name {name} --out {path}`")
+            f"profile-dataset.jsonl --mode cudagraph --name {name} --out {path}`")
     return Predictor.load(path)
 
 
