@@ -18,8 +18,8 @@ one of four modes runs it:
   graph per batch size. Inductor's on-disk cache is kept under ``results/inductor-cache``
   (``TORCHINDUCTOR_CACHE_DIR``, unless the user set it; ``inductor_cache=`` chooses another), so a
   re-measure of a known shape loads the compiled kernels instead of compiling again (seconds, not
-  ~25 s); ``compile_s`` holds the compile (or cache-load) seconds and ``inductor_cache`` the
-  folder. CUDA only: on a CPU it is refused (CUDA graphs do not exist there; ``compile`` is the
+  ~25 s); ``compile_s`` holds the compile (or cache-load) seconds, ``inductor_cache`` the
+  folder and ``inductor_cache_hits``/``_misses`` what Inductor's FX-graph cache answered. CUDA only: on a CPU it is refused (CUDA graphs do not exist there; ``compile`` is the
   CPU's compiled mode), never replaced silently.
 
 Timing: warm-up, then ``repeats`` samples of a few iterations each (about 30 ms per sample),
@@ -110,6 +110,8 @@ class ThroughputRecord:
     peak_mem_mb: Optional[float] = None
     compile_s: Optional[float] = None
     inductor_cache: Optional[str] = None
+    inductor_cache_hits: Optional[int] = None  # Inductor FX-graph cache hits / misses while compiling
+    inductor_cache_misses: Optional[int] = None
     sm_clock_mhz: Optional[int] = None
     max_sm_clock_mhz: Optional[int] = None
     temperature_c: Optional[int] = None
@@ -351,8 +353,12 @@ class _Run:
         """Seconds per forward of each timed sample at ``x``'s batch size."""
         rec, cuda = self.record, self.device.type == "cuda"
         if rec.mode in COMPILED_MODES:
+            before = _fx_cache_counts()
             seconds, out = _timed_call(self.fn, x, self.device)  # compiles (outside the guard)
             rec.compile_s = round(rec.compile_s + seconds, 3)
+            after = _fx_cache_counts()
+            rec.inductor_cache_hits = (rec.inductor_cache_hits or 0) + after[0] - before[0]
+            rec.inductor_cache_misses = (rec.inductor_cache_misses or 0) + after[1] - before[1]
             _check_finite(out)
             del out
         with self.guard():
@@ -463,6 +469,14 @@ def _timed_call(fn: Callable[..., Any], x: torch.Tensor, device: torch.device) -
     return time.perf_counter() - t0, out
 
 
+def _fx_cache_counts() -> tuple[int, int]:
+    """(hits, misses) of Inductor's FX-graph cache so far in this process (torch's dynamo counters)."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return int(inductor.get("fxgraph_cache_hit", 0)), int(inductor.get("fxgraph_cache_miss", 0))
+
+
 def _calibrate(step: Callable[[], Any], device: torch.device) -> int:
     """Iterations per sample so that one sample lasts about ``_SAMPLE_SECONDS``."""
     if device.type == "cuda":
@@ -493,7 +507,7 @@ def _tensors(out: Any) -> list[torch.Tensor]:
 
 def _clear_timings(record: ThroughputRecord) -> None:
     for name in ("images_per_s", "images_per_s_min", "images_per_s_max", "cv", "latency_ms", "latency_b1_ms",
-                 "iters_per_sample", "peak_mem_mb", "compile_s"):
+                 "iters_per_sample", "peak_mem_mb", "compile_s", "inductor_cache_hits", "inductor_cache_misses"):
         setattr(record, name, None)
 
 

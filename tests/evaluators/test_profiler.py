@@ -128,6 +128,7 @@ def test_best_mode_on_gpu_reuses_its_cache(tiny_config, tmp_path):
     again = measure_throughput(tiny_config, **opts)
     assert first.error is None and first.images_per_s > 0 and first.inductor_cache == str(tmp_path)
     assert first.compile_s > 0 and again.compile_s < first.compile_s
+    assert again.inductor_cache_hits >= 1 and again.inductor_cache_misses == 0
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -154,6 +155,7 @@ def test_compile_mode_reports_compile_time(tiny_config):
                              **{**CPU, "mode": "compile"})
     assert rec.error is None and rec.mode == "compile"
     assert rec.compile_s > 0 and rec.images_per_s > 0
+    assert rec.inductor_cache_hits == 0 and rec.inductor_cache_misses == 0  # the eager backend runs no Inductor
 
 
 def test_deploy_false_on_deployed_model_is_refused(tiny_config):
