@@ -163,3 +163,39 @@ def test_collect_appends_resumes_and_records_the_machine(tmp_path):
     assert r["config"] == configs[0].to_dict() and r["flops"] == analytic_flops(configs[0])
     assert DatasetFile(out).done == {x["key"] for x in recs}
     assert collect(configs, out, deadline=0.0, **kw)["skipped"] == 3
+
+
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "profile_dataset.py"
+    spec = importlib.util.spec_from_file_location("profile_dataset_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_profile_dataset_summary_has_the_issue_keys(tmp_path, law_configs):
+    """bench/profile_dataset.py's summary from a dataset file: counts, quick-vs-best rho, the fit; other keys kept."""
+    bench = _bench()
+    out = tmp_path / "ds.jsonl"
+    quick = _records(law_configs[:100])
+    best = [dict(r, mode="best", images_per_s=r["images_per_s"] * 1.5) for r in quick[:20]]
+    out.write_text("".join(json.dumps(r) + "\n" for r in quick + best))
+    offgrid = _records(sample_configs("default", 12, seed=4, resolutions=(448, 480)))
+    bench.offgrid_path(out).write_text("".join(json.dumps(r) + "\n" for r in offgrid))
+    args = bench.parse_args(["--out", str(out), "--fit", "t", "--predictor-out", str(tmp_path / "t.json"),
+                             "--summary-out", str(tmp_path / "s.json")])
+    summary = bench.phase_summary(args)
+    (tmp_path / "s.json").write_text(json.dumps({"best_mode_ratio_vs_official": {"faster_vit_0_224": 1.3}}))
+    bench.write_summary(summary, tmp_path / "s.json")
+    s = json.loads((tmp_path / "s.json").read_text())
+    for key in ("gpu", "n_configs", "n_best", "n_train", "within_10pct", "spearman", "best_mode_ratio_vs_official",
+                "quick_vs_best_spearman"):
+        assert key in s, key
+    assert s["gpu"] == "NVIDIA H200" and s["n_configs"] == 100 and s["n_best"] == 20 and s["n_train"] == 80
+    assert s["quick_vs_best_spearman"] == 1.0 and s["best_mode_ratio_vs_official"] == {"faster_vit_0_224": 1.3}
+    assert s["offgrid"]["images_per_s"]["n"] == 12 and (tmp_path / "t.json").is_file()
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--phases", "quick,nope"])
