@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 # (group name, module) — subcommand groups that bring their own typer.Typer as `app`.
 GROUPS: list[tuple[str, str, str]] = [
     ("space", "space", "Show and check search-space files."),
+    ("predictor", "predictor", "Fit, list and show throughput predictors (GPU-less search)."),
 ]
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "parse_objectives", "Constraint", "parse_constraint",
-           "objective_label", "metric_labels", "display_scale", "format_value", "portable_settings"]
+           "objective_label", "metric_labels", "display_scale", "format_value", "portable_settings",
+           "PREDICTED", "PREDICTED_KEYS", "use_predicted"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class Objective:
     name: str
     direction: str  # "maximize" | "minimize"
     unit: str
-    needs: str  # "cost" (config only) | "profile" (GPU profiler) | "proxy" (accuracy proxy)
+    needs: str  # "cost" (config only) | "profile" (GPU profiler) | "proxy" (accuracy proxy) | "predict" (predictor)
     extract: Callable[[Mapping[str, Any]], Optional[float]]
     description: str = ""
 
@@ -61,6 +62,46 @@ register_objective(Objective("memory", "minimize", "MB", "profile", _profile("pe
 register_objective(Objective("params", "minimize", "params", "cost", lambda m: m.get("params"), "parameter count"))
 register_objective(Objective("flops", "minimize", "MACs", "cost", lambda m: m.get("flops"),
                              "fvcore multiply-accumulates for one image"))
+
+
+def _predicted(key: str) -> Callable[[Mapping[str, Any]], Optional[float]]:
+    return lambda m: (m.get("predicted") or {}).get(key)
+
+
+# GPU-less search: values of a throughput predictor fitted on that GPU (evaluators.predictor); the
+# name says "predicted" wherever the metric appears (study metric names, tables, reports, card)
+register_objective(Objective("predicted_throughput", "maximize", "img/s, predicted", "predict",
+                             _predicted("images_per_s"), "images/s predicted from the config (--throughput predicted:NAME)"))
+register_objective(Objective("predicted_latency", "minimize", "ms, predicted", "predict", _predicted("latency_b1_ms"),
+                             "batch-1 latency predicted from the config (--latency predicted:NAME)"))
+PREDICTED = {"throughput": "predicted_throughput", "latency": "predicted_latency"}
+PREDICTED_KEYS = {"predicted_throughput": "images_per_s", "predicted_latency": "latency_b1_ms"}  # predictor targets
+
+
+def use_predicted(objectives: Sequence[str], constraints: Sequence[str], *, throughput: str = "measured",
+                  latency: str = "measured") -> tuple[tuple[str, ...], tuple[str, ...], Optional[str]]:
+    """Apply ``--throughput/--latency measured|predicted:NAME``: (objectives, constraints, predictor name).
+
+    ``throughput`` in the objectives and constraints becomes ``predicted_throughput`` (likewise
+    latency); both flags, when predicted, must name the same predictor (one predictor gives both).
+    """
+    chosen: dict[str, str] = {}
+    for quantity, spec in (("throughput", throughput), ("latency", latency)):
+        if spec == "measured":
+            continue
+        kind, _, name = spec.partition(":")
+        if kind != "predicted" or not name:
+            raise ValueError(f"--{quantity} {spec!r} must be 'measured' or 'predicted:NAME' (e.g. predicted:h200)")
+        chosen[quantity] = name
+    if len(set(chosen.values())) > 1:
+        raise ValueError(f"--throughput and --latency name different predictors ({chosen['throughput']!r}, "
+                         f"{chosen['latency']!r}); one predictor gives both")
+    objs = tuple(PREDICTED[o.strip()] if o.strip() in chosen else o for o in objectives)
+    cons = []
+    for c in constraints:
+        m = _CONSTRAINT.match(c)
+        cons.append(PREDICTED[m.group(1)] + c.strip()[len(m.group(1)):] if m and m.group(1) in chosen else c)
+    return objs, tuple(cons), next(iter(chosen.values()), None)
 
 
 def parse_objectives(spec: str | Sequence[str]) -> list[Objective]:
@@ -152,6 +193,9 @@ def objective_label(name: str, settings: Optional[Mapping[str, Any]] = None, *,
     if name == "latency":
         parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode")]
         return f"latency, ms ({', '.join(p for p in parts if p)})"
+    if name in ("predicted_throughput", "predicted_latency"):
+        base = objective_label(name[len("predicted_"):], s, resolution=res)
+        return f"{base[:-1]}, predicted by {s.get('predictor') or '?'})" if base.endswith(")") else f"{base}, predicted"
     if name == "memory":
         return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'})"
     if name == "params":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-__all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SUMMARY", "PARAMS", "FLOPS", "PROFILE",
+__all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SUMMARY", "PARAMS", "FLOPS", "PROFILE", "PREDICTED",
            "PROXY", "TIMINGS", "TRAIN_HISTORY", "WEIGHTS_PATH", "ERROR", "TRACEBACK", "WALL_S", "PRESET", "WORKER",
            "OBJECTIVE_PREFIX", "objective_key", "HEARTBEAT_KEY", "OWNER_KEY", "STUDY_OBJECTIVES", "STUDY_PROXY",
            "STUDY_SETTINGS", "error_of"]
@@ -26,6 +26,7 @@ SUMMARY = "summary"              # str: FasterViTConfig.summary()
 PARAMS = "params"                # int
 FLOPS = "flops"                  # int (MACs, fvcore's convention)
 PROFILE = "profile"              # dict: evaluators.profiler record (to_dict)
+PREDICTED = "predicted"          # dict: predictor name, GPU, protocol and predicted values (evaluators.predictor)
 PROXY = "proxy"                  # dict: per-proxy results, or {"train": TrainResult.to_dict()}
 TIMINGS = "timings"              # dict: seconds per measurement (cost_s, profile_s, proxy_s)
 TRAIN_HISTORY = "train_history"  # list[[step, accuracy]]: validation after each epoch (train proxy)
@@ -80,6 +81,7 @@ class TrialRecord:
     params: Optional[int] = None
     flops: Optional[int] = None
     profile: Optional[dict[str, Any]] = None
+    predicted: Optional[dict[str, Any]] = None
     proxy: Optional[dict[str, Any]] = None
     timings: Optional[dict[str, float]] = None
     train_history: Optional[list[Any]] = None

@@ -65,6 +65,10 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
         if have is not None and list(have) != names:
             raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {names}; "
                              f"use another --study name")
+        prev_pred = (existing.user_attrs.get(R.STUDY_SETTINGS) or {}).get("predictor")
+        if any(n.startswith("predicted_") for n in names) and prev_pred != settings.predictor:
+            raise ValueError(f"study {settings.study!r} was run with predictor {prev_pred!r}, not "
+                             f"{settings.predictor!r}: values would not be comparable; use another --study name")
         prev_proxy = existing.user_attrs.get(R.STUDY_PROXY)
         if "accuracy" in names and prev_proxy not in (None, settings.proxy):
             raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "

@@ -89,6 +89,8 @@ class SearchSettings:
     profile_mode: Optional[str] = None
     dtype: str = "fp16"
     repeats: Optional[int] = None
+    # throughput predictor (objectives predicted_throughput / predicted_latency): a name or JSON file
+    predictor: Optional[str] = None
     # output
     results_dir: str = "results"
     quiet: bool = False
@@ -122,11 +124,30 @@ class SearchSettings:
             from evaluators.proxies import get_proxy
 
             get_proxy(self.proxy)  # "unknown proxy 'nope'; known: ..."
+        self._check_predictor(objectives)
         if self.dtype not in ("fp16", "bf16", "fp32"):
             raise ValueError(f"dtype={self.dtype!r} must be fp16, bf16 or fp32")
         if self.device is not None and self.device not in ("cpu", "cuda"):
             raise ValueError(f"device={self.device!r} must be 'cuda' or 'cpu'")
         return self
+
+    def _check_predictor(self, objectives: Sequence[Any]) -> None:
+        """A predicted objective needs a predictor that loads and gives it (refused before any study)."""
+        from .objectives import PREDICTED_KEYS, parse_constraint
+
+        needs = [o.name for o in objectives if o.needs == "predict"]
+        needs += [c.name for c in map(parse_constraint, self.constraints) if c.objective.needs == "predict"]
+        if not needs:
+            return
+        if not self.predictor:
+            raise ValueError(f"{needs[0]} needs a predictor: --throughput predicted:NAME (or --latency)")
+        from evaluators.predictor import load_predictor
+
+        p = load_predictor(self.predictor, search_dirs=[Path(self.results_dir) / "predictors"])
+        missing = [n for n in needs if PREDICTED_KEYS[n] not in p.targets]
+        if missing:
+            raise ValueError(f"predictor {self.predictor!r} gives {p.targets}, not {PREDICTED_KEYS[missing[0]]} "
+                             f"({missing[0]}): its dataset had no batch-1 latency")
 
     def resolved(self, *, cuda: Optional[bool] = None) -> "SearchSettings":
         """Fill device-dependent defaults (GPU: paper protocol; CPU: a small, fast budget).

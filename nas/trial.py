@@ -77,6 +77,8 @@ class Evaluator:
         needs = {o.needs for o in self.objectives} | {c.objective.needs for c in self.constraints}
         self.needs_profile = "profile" in needs
         self.needs_proxy = "proxy" in needs
+        self.needs_predict = "predict" in needs
+        self._predictor: Any = None
         self._batch = None
         self._num_classes: Optional[int] = None
         self.device_name = settings.device
@@ -122,6 +124,9 @@ class Evaluator:
             if not c.objective.expensive and not c.satisfied(m[c.name]):
                 record(R.TIMINGS, timings)
                 raise _Infeasible(f"constraint {c} fails: {c.name}={m[c.name]:.4g} (checked before expensive measurements)")
+        if self.needs_predict:
+            m["predicted"] = self._predict(cfg)
+            record(R.PREDICTED, m["predicted"])
         if self.needs_profile:
             t = time.perf_counter()
             m["profile"] = self._profile(cfg)
@@ -144,6 +149,16 @@ class Evaluator:
         rec = measure_throughput(cfg, batch_size=self.s.batch_size, dtype=self.s.dtype, mode=self.s.profile_mode,
                                  repeats=self.s.repeats, device=self.s.device, latency_b1="latency" in self._needed())
         return rec.to_dict()
+
+    def _predict(self, cfg: FasterViTConfig) -> dict[str, Any]:
+        """Predicted images/s and latency on the predictor's GPU, with what says so (name, GPU, protocol)."""
+        if self._predictor is None:
+            from evaluators.predictor import load_predictor
+
+            self._predictor = load_predictor(self.s.predictor, search_dirs=[Path(self.s.results_dir) / "predictors"])
+        p = self._predictor
+        return dict(p.predict(cfg), predictor=p.name, gpu_name=p.gpu, mode=p.meta.get("mode"),
+                    dtype=p.meta.get("dtype"), batch_size=p.meta.get("batch_size"))
 
     def _needed(self) -> set[str]:
         return {o.name for o in self.objectives} | {c.name for c in self.constraints}

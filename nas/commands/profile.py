@@ -1,4 +1,5 @@
-"""``nas profile``: measured throughput of one network on the GPU (images/s, latency, memory, GPU state)."""
+"""``nas profile``: measured throughput of one network on the GPU (images/s, latency, memory, GPU state),
+or, with ``--sample N --out FILE``, a dataset of N sampled configs for ``nas predictor fit``."""
 
 from __future__ import annotations
 
@@ -15,24 +16,40 @@ _CPU_DEFAULTS = dict(batch_size=8, mode="eager", dtype="fp32", warmup=1, repeats
 
 
 def profile(
-    config: str = typer.Argument(..., metavar="NAME|CONFIG.json", help="Preset name or config JSON file."),
+    config: Optional[str] = typer.Argument(None, metavar="[NAME|CONFIG.json]",
+                                           help="Preset name or config JSON file (not with --sample)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per forward [GPU: 128, CPU: 8]."),
     resolution: Optional[int] = typer.Option(None, help="Override the config's (square) resolution."),
     dtype: Optional[str] = typer.Option(None, help="fp16 | bf16 (autocast AMP) | fp32 [GPU: fp16, CPU: fp32]."),
     mode: Optional[str] = typer.Option(
-        None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) "
-                   "[GPU: cudagraph, CPU: eager]."),
+        None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) | best (torch.compile "
+                   "with CUDA graphs, as deployed; Inductor cache in results/inductor-cache) [GPU: cudagraph, CPU: eager]."),
     no_deploy: bool = typer.Option(False, "--no-deploy", help="Keep positional MLPs and BatchNorm (as trained)."),
     no_channels_last: bool = typer.Option(False, "--no-channels-last", help="Contiguous (NCHW) memory format."),
     device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),
     warmup: Optional[int] = typer.Option(None, help="Warm-up forward passes [GPU: 3, CPU: 1]."),
     repeats: Optional[int] = typer.Option(None, help="Timed samples [GPU: 20, CPU: 5]."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON record instead of a table."),
+    sample: Optional[int] = typer.Option(None, "--sample", help="Profile N configs sampled from --space "
+                                         "(a dataset for `nas predictor fit`); needs --out."),
+    out: Optional[str] = typer.Option(None, "--out", help="JSON-lines dataset file of --sample (appended to; "
+                                      "configs already in it are skipped, so a cut run resumes)."),
+    space: str = typer.Option("default", help="With --sample: built-in space name or YAML file."),
+    resolutions: str = typer.Option("160-512", help="With --sample: resolutions drawn from, e.g. 160-512 "
+                                    "(steps of 32), 160-512:16 or 224,256."),
+    seed: int = typer.Option(0, help="With --sample: seed of the config sample."),
 ) -> None:
-    """Images/s (median, min, max, CV), latency, batch-1 latency, peak memory and GPU clocks of one network."""
+    """Images/s (median, min, max, CV), latency, batch-1 latency, peak memory and GPU clocks of one network.
+
+    With --sample N --out FILE: the same measurement of N configs of a search space at several
+    resolutions, one JSON record per line (GPU, driver, torch, date in each), for `nas predictor fit`.
+    """
     from evaluators.profiler import NoGPUError, measure_throughput, resolve_device
 
-    cfg = load_config(config)
+    if (sample is None) == (config is None):
+        fail("give one network (NAME|CONFIG.json) or --sample N --out FILE, not both" if config
+             else "missing NAME|CONFIG.json (or --sample N --out FILE to collect a dataset)")
+    cfg = load_config(config) if config is not None else None
     try:
         with user_errors():
             dev = resolve_device(device)
@@ -42,6 +59,12 @@ def profile(
     defaults = _GPU_DEFAULTS if dev.type == "cuda" else _CPU_DEFAULTS
     chosen = dict(batch_size=batch_size, mode=mode, dtype=dtype, warmup=warmup, repeats=repeats)
     options = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+    if sample is not None:
+        if resolution is not None or as_json:
+            fail("--resolution and --json are for one network; with --sample use --resolutions (records go to --out)")
+        _sample(sample, out, space=space, resolutions=resolutions, seed=seed, dev=dev, deploy=not no_deploy,
+                channels_last=not no_channels_last, **options)
+        return
     if dev.type == "cpu":
         err_console.print(f"note: measuring on the CPU ({options['mode']}, {options['dtype']}, batch "
                           f"{options['batch_size']}); CPU numbers are not the paper's protocol "
@@ -55,6 +78,29 @@ def profile(
         _print_table(config, record)
     if record.error:
         fail(f"measurement failed: {record.error}", code=1)
+
+
+def _sample(n: int, out: Optional[str], *, space: str, resolutions: str, seed: int, dev: Any, **options: Any) -> None:
+    from evaluators.predictor_dataset import collect, parse_resolutions, sample_configs
+    from nas.settings import check_int
+
+    with user_errors():
+        check_int("--sample", n, minimum=1)
+        if not out:
+            raise ValueError("--sample needs --out FILE (the JSON-lines dataset to append to)")
+        configs = sample_configs(space, n, seed=seed, resolutions=parse_resolutions(resolutions))
+    err_console.print(f"profiling {n} config(s) of space {space!r} at {resolutions} px on "
+                      f"{'cpu' if dev.type == 'cpu' else dev} ({options['mode']}, {options['dtype']}, batch "
+                      f"{options['batch_size']}) into {out}", highlight=False)
+
+    def line(i: int, total: int, rec: dict) -> None:
+        value = f"{rec['images_per_s']:,.1f} img/s" if rec.get("images_per_s") else f"error: {rec.get('error')}"
+        err_console.print(f"[{i + 1}/{total}] {rec['resolution'][0]} px {rec['model'][:60]}: {value}", highlight=False)
+
+    with user_errors():
+        counts = collect(configs, out, device=dev, progress=line, **options)
+    console.print(f"{out}: {counts['measured']} measured, {counts['skipped']} already there, "
+                  f"{counts['failed']} failed (kept with their error)", highlight=False)
 
 
 def _print_table(name: str, r: Any) -> None:

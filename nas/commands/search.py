@@ -38,6 +38,10 @@ def search(
     gpus_per_trial: float = typer.Option(1.0, help="GPUs per Ray trial (fractions allowed)."),
     results_dir: str = typer.Option("results", help="Where logs and reports go."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    throughput: str = typer.Option("measured", help="measured (profiler) | predicted:NAME (a throughput "
+                                   "predictor: `nas predictor list`; no GPU needed). Objective and constraints "
+                                   "become predicted_throughput."),
+    latency: str = typer.Option("measured", help="measured | predicted:NAME (as --throughput)."),
 ) -> None:
     """Search the space for the Pareto front of the chosen objectives; prints the front and a report path.
 
@@ -47,9 +51,14 @@ def search(
     from nas.search import Interrupted, SearchSettings
     from nas.settings import check_int
 
+    from nas.objectives import use_predicted
+
+    with user_errors():
+        objectives, constraints, predictor = use_predicted(objective.split(","), constraint, throughput=throughput,
+                                                           latency=latency)
     settings = SearchSettings(
-        objectives=tuple(objective.split(",")), proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
-        constraints=tuple(constraint), space=space, data=data, data_dir=data_dir, storage=storage, study=study,
+        objectives=objectives, predictor=predictor, proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
+        constraints=constraints, space=space, data=data, data_dir=data_dir, storage=storage, study=study,
         device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
         batch_size=batch_size, results_dir=results_dir, quiet=quiet)
     with user_errors():
@@ -58,7 +67,13 @@ def search(
         check_int("--workers", workers, minimum=1)
         # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
         resolved = settings.resolved() if backend != "ray" else settings.validated()
-    if backend != "ray" and resolved.device == "cpu" and not quiet:
+    if predictor and not quiet:
+        from evaluators.predictor import load_predictor
+
+        p = load_predictor(predictor, search_dirs=[f"{results_dir}/predictors"])
+        console.print(f"throughput/latency are predicted, not measured: {escape(p.describe())}", highlight=False)
+    measured = any(n in ("throughput", "latency", "memory") for n in objectives)
+    if backend != "ray" and resolved.device == "cpu" and not quiet and measured:
         console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "
                       f"(batch {resolved.batch_size}, eager), not the paper's GPU protocol.[/]")
     try:

@@ -47,7 +47,7 @@ def test_cpu_record_fields(tiny_config):
     for key in ("device", "gpu_name", "driver", "torch_version", "mode", "dtype", "batch_size", "resolution",
                 "channels_last", "deploy", "images_per_s", "images_per_s_min", "images_per_s_max", "cv", "latency_ms",
                 "latency_b1_ms", "peak_mem_mb", "sm_clock_mhz", "max_sm_clock_mhz", "temperature_c", "power_w",
-                "throttle_reasons", "warmup", "repeats", "compile_s", "wall_s", "error", "timestamp", "nvml_error"):
+                "throttle_reasons", "warmup", "repeats", "compile_s", "inductor_cache", "wall_s", "error", "timestamp", "nvml_error"):
         assert key in d, key
     assert d["device"] == "cpu" and d["gpu_name"] == "cpu" and d["cpu_name"]
     assert d["error"] is None
@@ -90,10 +90,45 @@ def test_fixed_iterations_per_sample(tiny_config):
     assert rec.iters_per_sample == 2
 
 
-@pytest.mark.parametrize("mode", ["cudagraph"])
-def test_gpu_only_mode_on_cpu_is_refused(tiny_config, mode):
-    with pytest.raises(ValueError, match="needs a CUDA device"):
+@pytest.mark.parametrize("mode, what", [("cudagraph", "CUDA graphs"), ("best", "reduce-overhead")])
+def test_gpu_only_mode_on_cpu_is_refused(tiny_config, mode, what):
+    with pytest.raises(ValueError, match=f"mode='{mode}' needs a CUDA device.*{what}.*on the CPU use mode='eager' or "
+                                         "'compile'"):
         measure_throughput(tiny_config, **{**CPU, "mode": mode})
+
+
+def test_best_mode_options(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match=r"compile_options \['mode'\] are fixed by mode='best'"):
+        measure_throughput(tiny_config, compile_options={"mode": "max-autotune"}, **{**CPU, "mode": "best"})
+    with pytest.raises(ValueError, match="inductor_cache is for mode='best', got mode='eager'"):
+        measure_throughput(tiny_config, inductor_cache=tmp_path, **CPU)
+    assert measure_throughput(tiny_config, latency_b1=False, **CPU).to_dict()["inductor_cache"] is None
+
+
+def test_inductor_cache_defaults_under_results_unless_the_user_chose(tmp_path, monkeypatch):
+    from evaluators.profiler import use_inductor_cache
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert use_inductor_cache() == str(tmp_path / "results" / "inductor-cache")
+    assert (tmp_path / "results" / "inductor-cache").is_dir()
+    import os
+
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "results" / "inductor-cache")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert use_inductor_cache() == str(tmp_path / "mine")
+    assert use_inductor_cache(tmp_path / "other") == str(tmp_path / "other")
+
+
+@pytest.mark.gpu
+def test_best_mode_on_gpu_reuses_its_cache(tiny_config, tmp_path):
+    """GPU: a second measure of the same shape loads Inductor's cache instead of compiling again."""
+    opts = dict(device="cuda", mode="best", batch_size=8, repeats=3, latency_b1=False, inductor_cache=tmp_path)
+    first = measure_throughput(tiny_config, **opts)
+    again = measure_throughput(tiny_config, **opts)
+    assert first.error is None and first.images_per_s > 0 and first.inductor_cache == str(tmp_path)
+    assert first.compile_s > 0 and again.compile_s < first.compile_s
+    assert again.inductor_cache_hits >= 1 and again.inductor_cache_misses == 0
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -120,6 +155,7 @@ def test_compile_mode_reports_compile_time(tiny_config):
                              **{**CPU, "mode": "compile"})
     assert rec.error is None and rec.mode == "compile"
     assert rec.compile_s > 0 and rec.images_per_s > 0
+    assert rec.inductor_cache_hits == 0 and rec.inductor_cache_misses == 0  # the eager backend runs no Inductor
 
 
 def test_deploy_false_on_deployed_model_is_refused(tiny_config):

@@ -60,3 +60,71 @@ def test_cudagraph_on_cpu_is_a_clear_error(tiny_config_json):
     result = runner.invoke(app, ["profile", tiny_config_json, "--device", "cpu", "--mode", "cudagraph"])
     assert result.exit_code == 2
     assert "needs a CUDA device" in _text(result.output)
+
+
+# ------------------------------------------------------------------------------------------ predictor
+def test_sample_fit_and_a_search_on_the_predicted_objective(tmp_path, monkeypatch):
+    """CPU end to end: `nas profile --sample` measures, `nas predictor fit` fits, `nas search
+    --throughput predicted:NAME` searches on it (no profiler run) and labels the values predicted."""
+    import optuna
+
+    from tests.spaces import tiny_space, write_space
+
+    monkeypatch.chdir(tmp_path)
+    write_space(tmp_path / "tiny.yaml", tiny_space())
+    args = ["profile", "--sample", "12", "--out", "ds.jsonl", "--space", "tiny.yaml", "--device", "cpu",
+            "--resolutions", "32-96", "--batch-size", "1", "--repeats", "1", "--warmup", "1"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "12 measured, 0 already there" in _text(r.stdout)
+    lines = (tmp_path / "ds.jsonl").read_text().splitlines()
+    assert len(lines) == 12 and all(json.loads(x)["gpu_name"] == "cpu" for x in lines)
+    r = runner.invoke(app, args)  # a second run resumes: nothing left to measure
+    assert "0 measured, 12 already there" in _text(r.stdout)
+
+    r = runner.invoke(app, ["predictor", "fit", "ds.jsonl", "--name", "mycpu"])
+    assert r.exit_code == 0, r.output
+    assert "mycpu: cpu (eager, fp32, batch 1), 10 training configs" in _text(r.stdout)
+    assert (tmp_path / "results" / "predictors" / "mycpu.json").is_file()
+    r = runner.invoke(app, ["predictor", "show", "mycpu"])
+    assert json.loads(r.stdout)["gpu_name"] == "cpu"
+
+    r = runner.invoke(app, ["search", "--space", "tiny.yaml", "--device", "cpu", "--quiet", "--objective",
+                            "params,throughput", "--throughput", "predicted:mycpu", "--constraint",
+                            "throughput>=0.001", "--trials", "4", "--study", "pred"])
+    assert r.exit_code == 0, r.output
+    study = optuna.load_study(study_name="pred", storage="sqlite:///results/nas.db")
+    assert study.metric_names == ["params", "predicted_throughput"]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert done
+    for t in done:
+        pred = t.user_attrs["predicted"]
+        assert pred["predictor"] == "mycpu" and pred["gpu_name"] == "cpu"
+        assert t.values[1] == pred["images_per_s"] > 0 and "profile" not in t.user_attrs
+    # resuming the study with another predictor would mix values that do not compare
+    (tmp_path / "results" / "predictors" / "other.json").write_bytes(
+        (tmp_path / "results" / "predictors" / "mycpu.json").read_bytes())
+    r = runner.invoke(app, ["search", "--space", "tiny.yaml", "--device", "cpu", "--objective", "params,throughput",
+                            "--throughput", "predicted:other", "--trials", "1", "--study", "pred"])
+    assert r.exit_code == 2 and "was run with predictor 'mycpu', not 'other'" in _text(r.output)
+    assert "throughput/latency are predicted, not measured: mycpu: cpu" in _text(r.output)
+
+
+def test_predicted_objective_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["search", "--device", "cpu", "--quiet", "--objective", "params,throughput",
+                            "--throughput", "predicted:nope", "--trials", "1"])
+    assert r.exit_code == 2 and "unknown predictor 'nope'; known: h200" in _text(r.output)
+    r = runner.invoke(app, ["search", "--device", "cpu", "--quiet", "--throughput", "guessed", "--trials", "1"])
+    assert r.exit_code == 2 and "must be 'measured' or 'predicted:NAME'" in _text(r.output)
+    r = runner.invoke(app, ["profile", "--sample", "3", "--device", "cpu"])
+    assert r.exit_code == 2 and "--sample needs --out" in _text(r.output)
+    r = runner.invoke(app, ["profile", "--device", "cpu"])
+    assert r.exit_code == 2 and "missing NAME|CONFIG.json" in _text(r.output)
+    r = runner.invoke(app, ["predictor", "fit", "missing.jsonl"])
+    assert r.exit_code == 2 and "does not exist" in _text(r.output)
+
+
+def test_best_mode_on_cpu_is_a_clear_error(tiny_config_json):
+    r = runner.invoke(app, ["profile", tiny_config_json, "--device", "cpu", "--mode", "best"])
+    assert r.exit_code == 2 and "mode='best' needs a CUDA device" in _text(r.output)
