@@ -21,6 +21,7 @@ expected where and how to install it or point to it.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
 import struct
@@ -388,7 +389,15 @@ COMPOSED_SEEDS = {"train": 0, "val": 1}
 
 
 def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
-    """A composed task over Fashion-MNIST items; ``arg`` is the canvas side (default 64)."""
+    """A composed task over Fashion-MNIST items; ``arg`` is the canvas side (default 64).
+
+    Built once per process and kept (a few seconds on the CPU; the tensors are never written to).
+    """
+    return _composed_cached(task, arg, data_dir, download)
+
+
+@functools.lru_cache(maxsize=4)
+def _composed_cached(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
     from .composed import ComposeSpec, class_names, compose_split
 
     name = f"fmnist-{task}"

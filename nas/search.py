@@ -102,6 +102,7 @@ class SearchResult:
     n_running: int = 0
     n_waiting: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)  # last failed trials: number, error
+    labels: list[str] = field(default_factory=list)  # what each objective measures (the study's metric names)
 
     @property
     def n_trials(self) -> int:
@@ -440,7 +441,7 @@ def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_fi
               stopped_reason: Optional[str] = None) -> SearchResult:
     import optuna
 
-    from .pareto import hypervolume, objective_names, pareto_rows, write_report
+    from .pareto import hypervolume, objective_labels, objective_names, pareto_rows, write_report
 
     counts = state_counts(study)
     fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
@@ -460,7 +461,8 @@ def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_fi
         n_running=counts["running"], n_waiting=counts["waiting"],
         pareto=pareto_rows(study), hypervolume=hypervolume(study), report=str(report) if report else None,
         log_file=str(log_file) if log_file else None, stopped_reason=stopped_reason,
-        failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in fails[-5:]])
+        failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in fails[-5:]],
+        labels=objective_labels(study))
 
 
 def run_search(settings: SearchSettings, *, console: Any = None, backend: Optional[Backend] = None) -> SearchResult:

@@ -14,13 +14,13 @@ from ._common import console, err_console, user_errors
 def search(
     objective: str = typer.Option("accuracy,throughput", "--objective", "-o",
                                   help="2-3 of: accuracy, throughput, latency, params, flops, memory."),
-    proxy: str = typer.Option("jacob_cov", help="Accuracy proxy (see `nas proxies`), or 'train'. Default: the best zero-cost proxy on our ground truth (README)."),
+    proxy: str = typer.Option("az_progressivity", help="Accuracy proxy (see `nas proxies`), or 'train'. Default: the best single zero-cost proxy on the fmnist-odd ground truth (tau 0.45; README)."),
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials to add (default: 40 on a GPU, 8 on CPU)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     sampler: str = typer.Option("nsga2", help="nsga2 | nsga3 | tpe | gp | random."),
     constraint: List[str] = typer.Option([], "--constraint", "-c", help="e.g. 'params<=60e6' (repeatable)."),
     space: str = typer.Option("default", help="Built-in space name or a YAML file."),
-    data: str = typer.Option("fashion-mnist", help="fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
+    data: str = typer.Option("fmnist-odd", help="fmnist-odd (default: the ground-truth task) | fmnist-pairs | fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
     data_dir: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///results/nas.db; "
                                           "journal:results/nas.journal with --workers)."),
@@ -106,7 +106,6 @@ def _run(settings, backend: str, workers: int, ray_address: Optional[str], gpus_
 
 def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
     from nas.commands.pareto import print_pareto_rows
-    from nas.pareto import load_study, objective_labels
 
     if result.stopped_reason:
         console.print(f"[red]{escape(result.stopped_reason)}[/]")
@@ -120,7 +119,7 @@ def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
         for f in result.failures:
             console.print(f"  #{f['trial']}: {escape(str(f['error']))}", highlight=False)
     print_pareto_rows(result.pareto, result.hypervolume, result.objectives,
-                      objective_labels(load_study(result.study_name, storage)))  # columns say what they measure
+                      result.labels or None)  # columns say what they measure
     if result.report:
         console.print(f"report: {result.report}", highlight=False)
     if result.log_file:
