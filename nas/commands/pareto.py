@@ -45,8 +45,12 @@ def pareto(
     path = None
     if not no_report:
         path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html")
+    from nas.confirm import noise_marks
+
+    noise = noise_marks(st)  # None until `nas confirm` re-trained front points
     if as_json:
         summary["report"] = str(path) if path else None
+        summary["noise"] = noise
         print_json(summary)
         return
     console.print(f"study [bold]{study}[/]: {summary['n_complete']} complete, {summary['n_failed']} failed, "
@@ -55,5 +59,10 @@ def pareto(
     for name, p in summary["presets"].items():
         where = "on the front" if p["on_front"] else f"dominated by trials {p['dominated_by']}" if p["dominated_by"] else "not dominated by the front (infeasible?)"
         console.print(f"  {name} (trial {p['trial']}): {where}", highlight=False)
+    if noise is not None:
+        close = [p["trial"] for p in noise["points"] if p["within_noise"]]
+        console.print(f"seed noise {noise['seed_noise']:.2f} accuracy points (nas confirm): "
+                      + (f"trials {close} are within it of a front neighbour (not shown to differ)" if close
+                         else "every front neighbour differs by more"), highlight=False)
     if path:
         console.print(f"report: {path}", highlight=False)
