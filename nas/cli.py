@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("proxies", "proxies", "proxies"),
     ("search", "search", "search"),
     ("pareto", "pareto", "pareto"),
+    ("confirm", "confirm", "confirm"),
     ("dashboard", "dashboard", "dashboard"),
     ("export", "export", "export"),
     ("compare", "compare", "compare"),

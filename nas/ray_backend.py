@@ -434,7 +434,12 @@ def run_ray_search(settings: SearchSettings, *, address: Optional[str] = None, w
             gpus_per_trial = 0.0
         s = dataclasses.replace(settings, storage=ray_storage(settings.storage, nodes=nodes), device=device)
         names = list(s.objectives)
-        use_asha = asha if asha is not None else ("accuracy" in names and s.proxy == "train" and s.train_epochs > 1)
+        sh = s.fidelity == "sh"  # nas.fidelity's multi-objective rungs run inside each trial instead of ASHA
+        if asha and sh:
+            raise ValueError("asha=True and --fidelity sh are two schedulers: --fidelity sh already stops trials "
+                             "at its multi-objective rungs")
+        use_asha = asha if asha is not None else (not sh and "accuracy" in names and s.proxy == "train"
+                                                  and s.train_epochs > 1)
         if use_asha and "accuracy" not in names:
             raise ValueError(f"asha=True needs 'accuracy' among the objectives, not {names}")
         # the GPUs are the cluster's (the head may have none): resolve the defaults for them

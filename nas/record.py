@@ -14,7 +14,8 @@ from typing import Any, Mapping, Optional
 
 __all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SUMMARY", "PARAMS", "FLOPS", "PROFILE", "PREDICTED",
            "PROXY", "TIMINGS", "TRAIN_HISTORY", "WEIGHTS_PATH", "ERROR", "TRACEBACK", "WALL_S", "PRESET", "WORKER",
-           "OBJECTIVE_PREFIX", "objective_key", "HEARTBEAT_KEY", "OWNER_KEY", "STUDY_OBJECTIVES", "STUDY_PROXY",
+           "OBJECTIVE_PREFIX", "objective_key", "RUNGS", "RUNG", "RUNG_EPOCHS", "RUNG_ACCURACY", "CACHE_HIT",
+           "MEASURED_WITH", "STUDY_CONFIRMATIONS", "HEARTBEAT_KEY", "OWNER_KEY", "STUDY_OBJECTIVES", "STUDY_PROXY",
            "STUDY_SETTINGS", "error_of"]
 
 # ---- trial user attributes -------------------------------------------------------------------
@@ -37,6 +38,13 @@ WALL_S = "wall_s"                # float: wall-clock seconds of the trial
 PRESET = "preset"                # str: FasterViT preset name of a queued reference trial
 WORKER = "worker"                # dict: which worker ran it (index/pid/host, or Ray ids)
 OBJECTIVE_PREFIX = "objective_"  # objective_<name>: float value of each objective
+RUNGS = "rungs"                  # list[dict]: --fidelity sh, one entry per rung reached: rung, epochs, step,
+                                 #   accuracy, values (objective vector ranked), position, peers, keep, front, decision
+RUNG = "rung"                    # int: index of the last rung reached (--fidelity sh)
+RUNG_EPOCHS = "rung_epochs"      # float: its budget in epochs
+RUNG_ACCURACY = "rung_accuracy"  # float: validation top-1 at that rung
+CACHE_HIT = "cache_hit"          # int: the trial whose measurements this one reused (same arch_id)
+MEASURED_WITH = "measured_with"  # dict: the settings a measurement depends on (a cache hit needs the same)
 
 # ---- trial system attributes (heartbeats; see nas.heartbeat) -------------------------------------
 HEARTBEAT_KEY = "nas:heartbeat"  # float: unix time of the last beat
@@ -46,6 +54,7 @@ OWNER_KEY = "nas:owner"          # dict: host, pidns, pid, start of the process 
 STUDY_OBJECTIVES = "objectives"  # list[str]
 STUDY_PROXY = "proxy"            # str | None: the accuracy proxy (results of two proxies do not compare)
 STUDY_SETTINGS = "settings"      # dict: SearchSettings.to_dict() of the run that created the study
+STUDY_CONFIRMATIONS = "confirmations"  # dict: str(trial number) -> list of {seed, accuracy, epochs, ...} re-trains
 
 
 def objective_key(name: str) -> str:
@@ -62,7 +71,7 @@ class Status:
     ERROR = "error"              # an unexpected exception, with its traceback (FAIL)
     INTERRUPTED = "interrupted"  # SIGINT/SIGTERM while it ran (FAIL)
     WORKER_DIED = "worker died"  # its process vanished (no heartbeat) (FAIL)
-    PRUNED = "pruned"            # stopped early by a scheduler (ASHA) (PRUNED)
+    PRUNED = "pruned"            # stopped early by a scheduler (ASHA, --fidelity sh rung) (PRUNED)
     NOT_RUN = "not run"          # asked for but never started (Ray time budget) (FAIL)
 
 
@@ -91,6 +100,12 @@ class TrialRecord:
     wall_s: Optional[float] = None
     preset: Optional[str] = None
     worker: Optional[dict[str, Any]] = None
+    rungs: Optional[list[dict[str, Any]]] = None
+    rung: Optional[int] = None
+    rung_epochs: Optional[float] = None
+    rung_accuracy: Optional[float] = None
+    cache_hit: Optional[int] = None
+    measured_with: Optional[dict[str, Any]] = None
 
     @classmethod
     def of(cls, trial: Any) -> "TrialRecord":

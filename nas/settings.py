@@ -84,6 +84,12 @@ class SearchSettings:
     proxy_batch_size: Optional[int] = None
     train_epochs: float = 1.0
     train_subset: Optional[int] = 10000
+    train_val_subset: Optional[int] = None  # validation images of the train proxy (None: all)
+    train_batch_size: int = 256  # an epoch is train_subset // train_batch_size optimizer steps
+    # multi-fidelity (nas.fidelity): "full" trains every trial for train_epochs; "sh" successive halving
+    fidelity: str = "full"
+    min_budget: Optional[float] = None  # epochs of the first rung (None: train_epochs / eta**2)
+    eta: int = 3
     # profiler
     batch_size: Optional[int] = None
     profile_mode: Optional[str] = None
@@ -115,6 +121,12 @@ class SearchSettings:
         check_int("train_subset", self.train_subset, minimum=1, optional=True)
         check_number("train_epochs", self.train_epochs, positive=True)
         check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1)
+        check_int("train_val_subset", self.train_val_subset, minimum=1, optional=True)
+        check_int("train_batch_size", self.train_batch_size, minimum=1)
+        from .fidelity import check_fidelity
+
+        check_fidelity(self.fidelity, proxy=self.proxy, objectives=list(self.objectives), min_budget=self.min_budget,
+                       eta=self.eta, budget=self.train_epochs)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
         objectives = parse_objectives(self.objectives)

@@ -21,6 +21,7 @@ from search_spaces import FasterViTConfig
 from search_spaces.space import SearchSpace
 
 from . import record as R
+from .cache import cached_source, measurement_key, reuse_measurements
 from .objectives import Constraint, Objective
 from .record import Status
 from .settings import SearchSettings
@@ -81,6 +82,10 @@ class Evaluator:
         self._predictor: Any = None
         self._batch = None
         self._num_classes: Optional[int] = None
+        self.steps_per_epoch = 0
+        self._splits: Any = None
+        self.rung_epochs: list[float] = []  # --fidelity sh: rung budgets (epochs) and their optimizer steps
+        self.rung_steps: list[int] = []
         self.device_name = settings.device
 
     # data ------------------------------------------------------------------------------------
@@ -90,6 +95,14 @@ class Evaluator:
 
         ds = data_mod.load_dataset(self.s.data, data_dir=self.s.data_dir)
         self._num_classes = ds.num_classes
+        self._splits = ds if self.s.proxy == "train" else None  # loaded once, not once per trial
+        n_train = len(ds.train) if self.s.train_subset is None else min(self.s.train_subset, len(ds.train))
+        self.steps_per_epoch = n_train // self.s.train_batch_size
+        if self.needs_proxy and self.s.proxy == "train" and self.s.fidelity == "sh":
+            from .fidelity import rung_steps, rungs
+
+            self.rung_epochs = rungs(self.s.min_budget, self.s.eta, self.s.train_epochs)
+            self.rung_steps = rung_steps(self.rung_epochs, self.steps_per_epoch)  # refused here, before any trial
         if self.needs_proxy and self.s.proxy != "train":
             self._batch = data_mod.sample_batch(ds.train, batch_size=self.s.proxy_batch_size,
                                                 resolution=self.s.proxy_resolution, seed=self.s.seed,
@@ -181,9 +194,14 @@ class Evaluator:
                     on_epoch(step, acc, dict(measured or {}))
                 return False
 
-            res = train_proxy(small, data=self.s.data, data_dir=self.s.data_dir, epochs=self.s.train_epochs,
+            from .fidelity import eval_every
+
+            res = train_proxy(small, data=self._splits if self._splits is not None else self.s.data,
+                              data_dir=self.s.data_dir, epochs=self.s.train_epochs,
                               subset=self.s.train_subset, seed=self.s.seed, device=self.s.device, report=report,
-                              progress=False, save_weights=weights_path)
+                              progress=False, save_weights=weights_path, batch_size=self.s.train_batch_size,
+                              val_subset=self.s.train_val_subset,
+                              eval_every=eval_every(self.rung_steps) if self.rung_steps else None)
             details = res.to_dict()
             if res.status == "nan":
                 raise TrialFailure(f"train proxy: {res.reason}")
@@ -252,6 +270,8 @@ class TrialObjective:
             raise
         except UpdateFinishedTrialError:
             raise FinishedElsewhere() from None
+        except optuna.TrialPruned:  # a --fidelity sh rung (or a cached rung stop) stopped it; the reason is recorded
+            raise
         except Exception as e:  # unexpected: recorded with its traceback, the study goes on
             if interrupt_pending():  # a signal a library wrapped as an ordinary error: still an interrupt
                 raise Interrupted(interrupt_pending()) from e
@@ -276,8 +296,14 @@ class TrialObjective:
         record(R.CONFIG, cfg.to_dict())
         record(R.ARCH_ID, cfg.arch_id)
         record(R.SUMMARY, cfg.summary())
-        weights = Path(ev.s.results_dir) / "weights" / trial.study.study_name / f"trial-{trial.number}.safetensors"
-        m = ev.measure(cfg, record, weights_path=weights, on_epoch=on_epoch)
+        key = measurement_key(ev)
+        record(R.MEASURED_WITH, key)
+        source = cached_source(trial.study, cfg.arch_id, trial.number, key)
+        if source is not None:
+            m = reuse_measurements(source, record)  # raises TrialPruned when the source was stopped at a rung
+        else:
+            weights = Path(ev.s.results_dir) / "weights" / trial.study.study_name / f"trial-{trial.number}.safetensors"
+            m = ev.measure(cfg, record, weights_path=weights, on_epoch=self._rung_hook(trial, record, on_epoch))
         out = []
         for o in self.objectives:
             v = o.extract(m)
@@ -289,6 +315,18 @@ class TrialObjective:
             trial.set_constraint(str(c), c.violation(float(c.objective.extract(m))))
         record(R.STATUS, Status.COMPLETE)
         return tuple(out)
+
+
+    def _rung_hook(self, trial: Any, record: Callable[[str, Any], None], on_epoch: Optional[OnEpoch]) -> Optional[OnEpoch]:
+        """``on_epoch`` with, under ``--fidelity sh``, the rung controller (nas.fidelity) in front of it."""
+        ev = self.evaluator
+        if not ev.rung_steps:
+            return on_epoch
+        from .fidelity import RungController, chain
+
+        ctl = RungController(study=trial.study, number=trial.number, objectives=self.objectives,
+                             rung_epochs=ev.rung_epochs, steps=ev.rung_steps, eta=ev.s.eta, record=record)
+        return chain(ctl, on_epoch)
 
 
 def _free_memory() -> None:

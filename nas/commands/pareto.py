@@ -85,8 +85,12 @@ def pareto(
         if not no_report:
             path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html",
                                 reference=ref, references=refs, plotlyjs=plotlyjs)
+    from nas.confirm import noise_marks
+
+    noise = noise_marks(st)  # None until `nas confirm` re-trained front points
     if as_json:
         summary["report"] = str(path) if path else None
+        summary["noise"] = noise
         print_json(summary)
         return
     console.print(f"study [bold]{study}[/]: {summary['n_complete']} complete, {summary['n_failed']} failed, "
@@ -95,5 +99,10 @@ def pareto(
     print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"], list(summary["labels"].values()),
                       summary["reference_point"], summary["reference_point_rule"])
     _print_references(summary["presets"])
+    if noise is not None:
+        close = [p["trial"] for p in noise["points"] if p["within_noise"]]
+        console.print(f"seed noise {noise['seed_noise']:.2f} accuracy points (nas confirm): "
+                      + (f"trials {close} are within it of a front neighbour (not shown to differ)" if close
+                         else "every front neighbour differs by more"), highlight=False)
     if path:
         console.print(f"report: {path}", highlight=False)

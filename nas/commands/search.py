@@ -32,6 +32,17 @@ def search(
                                                         "(default: on with a GPU)."),
     proxy_resolution: Optional[int] = typer.Option(None, help="Resolution the proxy scores at (default 128 GPU / 96 CPU)."),
     batch_size: Optional[int] = typer.Option(None, help="Profiler batch size (default 128 GPU / 2 CPU)."),
+    train_epochs: float = typer.Option(1.0, help="--proxy train: the full training budget in epochs."),
+    train_subset: Optional[int] = typer.Option(10000, help="--proxy train: training images (a fixed subset)."),
+    train_val_subset: Optional[int] = typer.Option(None, help="--proxy train: validation images (default all)."),
+    train_batch_size: int = typer.Option(256, help="--proxy train: batch size (an epoch: subset // batch steps)."),
+    fidelity: str = typer.Option("full", help="full (every trial trains the whole budget) | sh (multi-objective "
+                                 "successive halving on the train proxy: rungs at B, eta*B, ... epochs)."),
+    min_budget: Optional[float] = typer.Option(None, help="--fidelity sh: epochs of the first rung "
+                                               "(default train-epochs / eta^2)."),
+    eta: int = typer.Option(3, help="--fidelity sh: the top 1/eta of each rung go on (integer >= 2)."),
+    confirm: int = typer.Option(0, help="After the search, re-train the K most accurate front points with another "
+                                "seed (--proxy train; see `nas confirm`)."),
     workers: int = typer.Option(1, help="Parallel worker processes sharing the study (one per GPU)."),
     backend: str = typer.Option("optuna", help="optuna (this box) | ray (Ray Tune)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (auto | HOST:PORT)."),
@@ -60,11 +71,19 @@ def search(
         objectives=objectives, predictor=predictor, proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
         constraints=constraints, space=space, data=data, data_dir=data_dir, storage=storage, study=study,
         device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
-        batch_size=batch_size, results_dir=results_dir, quiet=quiet)
+        batch_size=batch_size, results_dir=results_dir, quiet=quiet, train_epochs=train_epochs,
+        train_subset=train_subset, train_val_subset=train_val_subset,
+        train_batch_size=train_batch_size, fidelity=fidelity, min_budget=min_budget, eta=eta)
     with user_errors():
         if backend not in BACKENDS:
             raise ValueError(f"--backend {backend!r} must be one of {', '.join(repr(b) for b in BACKENDS)}")
         check_int("--workers", workers, minimum=1)
+        check_int("--confirm", confirm, minimum=0)
+        if confirm and proxy != "train":
+            raise ValueError(f"--confirm {confirm} re-trains front points: it needs --proxy train, not {proxy!r}")
+        if confirm and backend == "ray":
+            raise ValueError("--confirm runs on this machine after the search: with --backend ray run "
+                             "`nas confirm --study S --storage URL --top K` there instead")
         # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
         resolved = settings.resolved() if backend != "ray" else settings.validated()
     if predictor and not quiet:
@@ -83,6 +102,17 @@ def search(
         err_console.print(f"[bold yellow]{escape(str(e))}[/]", highlight=False)
         raise typer.Exit(130) from None
     _print_result(result, quiet, settings.storage)
+    if confirm and result.n_complete:
+        from nas.commands.confirm import run_confirm
+        from nas.pareto import load_study
+
+        storage = resolved.storage
+        if workers > 1:
+            from nas.parallel import parallel_storage
+
+            storage = parallel_storage(storage, workers=workers)
+        with user_errors():
+            run_confirm(load_study(resolved.study, storage), top=confirm, device=resolved.device)
     if not result.ok:
         raise typer.Exit(1)
 

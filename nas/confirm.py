@@ -1,0 +1,150 @@
+"""Re-train confirmation of a study's front (``nas confirm --study S --top K``, ``nas search --confirm K``).
+
+A front found on one training seed may owe some of its order to that seed. ``confirm_front``
+re-trains the K most accurate front points (one per architecture; cache hits fold into their
+source) at the study's full train budget with another seed, and stores, per trial, the search
+value and every re-trained value in the study attribute ``confirmations`` (``nas.record``):
+``{"<trial>": [{"seed", "accuracy", "search_accuracy", "epochs", "seconds", "status"}, ...]}``. The
+study's own settings (dataset, subset, batch, resolution, budget) are used, so both values are of
+the same recipe and differ only by the seed. ``seed_noise`` then turns the pairs into the measured
+seed-to-seed spread that ``within_noise`` compares front neighbours against.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any, Callable, Optional, Sequence
+
+from . import record as R
+
+__all__ = ["confirm_front", "front_to_confirm", "seed_noise", "within_noise", "confirmations", "noise_marks"]
+
+
+def confirmations(study: Any) -> dict[str, list[dict[str, Any]]]:
+    """The recorded re-trains of ``study``: str(trial number) -> entries (empty when none)."""
+    return dict(study.user_attrs.get(R.STUDY_CONFIRMATIONS) or {})
+
+
+def front_to_confirm(study: Any, top: int) -> list[Any]:
+    """The ``top`` front trials of highest accuracy, one per architecture (a cache hit's source stands for it)."""
+    from .pareto import objective_names, pareto_trials
+
+    names = objective_names(study)
+    if "accuracy" not in names:
+        raise ValueError(f"study {study.study_name!r} has no accuracy objective ({', '.join(names)}): "
+                         f"nothing to re-train")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"--top {top!r} must be an integer >= 1")
+    i = names.index("accuracy")
+    seen, out = set(), []
+    for t in sorted(pareto_trials(study), key=lambda t: (-t.values[i], t.number)):
+        number = t.user_attrs.get(R.CACHE_HIT, t.number)
+        if number in seen:
+            continue
+        seen.add(number)
+        out.append(t if number == t.number else study.trials[number])
+    if not out:
+        raise ValueError(f"study {study.study_name!r} has no complete trial on its front yet: nothing to re-train")
+    return out[:top]
+
+
+def _study_settings(study: Any) -> dict[str, Any]:
+    s = dict(study.user_attrs.get(R.STUDY_SETTINGS) or {})
+    proxy = study.user_attrs.get(R.STUDY_PROXY)
+    if proxy != "train":
+        raise ValueError(f"study {study.study_name!r} was searched with --proxy {proxy}: re-training confirms "
+                         f"train-proxy accuracies only")
+    return s
+
+
+def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: Optional[str] = None,
+                  out: Callable[[str], None] = lambda line: None) -> list[dict[str, Any]]:
+    """Re-train the ``top`` front points with another seed at the full budget; record and return the rows.
+
+    ``seed``: the re-training seed (default: the study's seed + 1 + the re-trains the trial already
+    has, so repeated confirmations add new seeds). One line per re-train goes to ``out``.
+    """
+    from evaluators.data import load_dataset
+    from evaluators.train import train_proxy
+    from search_spaces import FasterViTConfig
+
+    from .pareto import objective_names
+    from .settings import cuda_available
+
+    s = _study_settings(study)
+    trials = front_to_confirm(study, top)
+    i = objective_names(study).index("accuracy")
+    dev = device or s.get("device") or ("cuda" if cuda_available() else "cpu")
+    splits = load_dataset(s.get("data", "fashion-mnist"), data_dir=s.get("data_dir"))
+    done = confirmations(study)
+    rows = []
+    for n, t in enumerate(trials):
+        key = str(t.number)
+        entries = list(done.get(key, []))
+        use = seed if seed is not None else int(s.get("seed", 0)) + 1 + len(entries)
+        cfg = FasterViTConfig.from_dict(t.user_attrs[R.CONFIG])
+        small = cfg.at_resolution(int(s.get("proxy_resolution") or cfg.resolution[0]))
+        res = train_proxy(small, data=splits, epochs=float(s.get("train_epochs", 1.0)), subset=s.get("train_subset"),
+                          batch_size=int(s.get("train_batch_size", 256)), val_subset=s.get("train_val_subset"),
+                          seed=use, device=dev, progress=False)
+        entry = dict(seed=use, accuracy=None if res.status == "nan" else float(res.top1),
+                     search_accuracy=float(t.values[i]), search_seed=int(s.get("seed", 0)), epochs=res.epochs,
+                     seconds=round(res.seconds, 3), status=res.status)
+        entries.append(entry)
+        done[key] = entries
+        study.set_user_attr(R.STUDY_CONFIRMATIONS, done)  # after each re-train: an interruption keeps the others
+        rows.append(dict(trial=t.number, **entry))
+        acc = "NaN" if entry["accuracy"] is None else f"{entry['accuracy']:.2f}"
+        out(f"[{n + 1}/{len(trials)}] trial #{t.number}: search accuracy {entry['search_accuracy']:.2f} "
+            f"(seed {entry['search_seed']}), re-trained {acc} (seed {use}, {res.epochs:g} epochs, {res.seconds:.1f}s)")
+    return rows
+
+
+def seed_noise(study: Any) -> Optional[float]:
+    """The measured seed noise: the standard deviation of (re-trained - search) accuracy / sqrt(2).
+
+    Each pair differs by two independent seed draws, hence the sqrt(2); with one pair its absolute
+    difference / sqrt(2) is used. None when nothing was confirmed.
+    """
+    diffs = [e["accuracy"] - e["search_accuracy"] for entries in confirmations(study).values() for e in entries
+             if e.get("accuracy") is not None]
+    if not diffs:
+        return None
+    spread = abs(diffs[0]) if len(diffs) == 1 else statistics.stdev(diffs)
+    return spread / math.sqrt(2)
+
+
+def within_noise(accuracies: Sequence[float], noise: Optional[float]) -> list[bool]:
+    """Per point of a front sorted along it: True when its accuracy is within ``noise`` of a neighbour's."""
+    if noise is None:
+        return [False] * len(accuracies)
+    out = []
+    for k, a in enumerate(accuracies):
+        near = [accuracies[j] for j in (k - 1, k + 1) if 0 <= j < len(accuracies)]
+        out.append(any(abs(a - b) <= noise for b in near))
+    return out
+
+
+def noise_marks(study: Any) -> Optional[dict[str, Any]]:
+    """The front read against the measured seed noise; None without confirmations or an accuracy objective.
+
+    ``{"seed_noise": s, "points": [{"trial", "accuracy", "retrained": [..], "within_noise": bool}, ...]}``,
+    points in front order (the first objective); ``within_noise``: its accuracy is within ``s`` of a
+    front neighbour's, so the two are not shown to differ.
+    """
+    from .pareto import objective_names, pareto_trials
+
+    names = objective_names(study)
+    noise = seed_noise(study)
+    if noise is None or "accuracy" not in names:
+        return None
+    i = names.index("accuracy")
+    done = confirmations(study)
+    front = pareto_trials(study)
+    acc = [t.values[i] for t in front]
+    marks = within_noise(acc, noise)
+    points = [dict(trial=t.number, accuracy=a, within_noise=m,
+                   retrained=[e["accuracy"] for e in done.get(str(t.user_attrs.get(R.CACHE_HIT, t.number)), [])])
+              for t, a, m in zip(front, acc, marks)]
+    return dict(seed_noise=noise, points=points)
