@@ -128,19 +128,25 @@ class RelPosBias(nn.Module):
         """The (1, heads, N, N) additive attention bias."""
         return self._aligned_bias()[None, :, :, : self.num_tokens]
 
-    def _aligned_bias(self) -> torch.Tensor:
-        """(heads, N, N rounded up to ``_BIAS_ALIGN``): the bias in a contiguous, zero-padded buffer.
+    def _raw_bias(self) -> torch.Tensor:
+        """(heads, queries, keys) bias of the grid's tokens, built head-major (no permute)."""
+        nq, nk = self.index.shape
+        return 16 * torch.sigmoid(self.mlp(self.table).t()[:, self.index.reshape(-1)].view(self.num_heads, nq, nk))
 
-        Built head-major (no permute), so the last dimension is contiguous and rows start on
-        aligned addresses: what the fused attention kernels need for ``attn_mask`` — also inside a
-        compiled training step, where the compiler would otherwise keep a permuted layout.
+    def _aligned_bias(self) -> torch.Tensor:
+        """(heads, prefix + queries, prefix + keys rounded up to ``_BIAS_ALIGN``): the bias in a
+        contiguous, zero-padded buffer (prefix tokens get zero bias).
+
+        The last dimension is contiguous and rows start on aligned addresses: what the fused
+        attention kernels need for ``attn_mask`` — also inside a compiled training step, where the
+        compiler would otherwise keep a permuted layout (``(*bias): last dimension must be
+        contiguous``).
         """
-        n = self.grid[0] * self.grid[1]
-        b = 16 * torch.sigmoid(self.mlp(self.table).t()[:, self.index.reshape(-1)].view(self.num_heads, n, n))
-        m = self.num_tokens
-        width = -(-m // _BIAS_ALIGN) * _BIAS_ALIGN
-        out = b.new_zeros(self.num_heads, m, width)
-        out[:, self.num_prefix:, self.num_prefix:m] = b
+        b = self._raw_bias()
+        p = self.num_prefix
+        rows, cols = p + b.shape[1], p + b.shape[2]
+        out = b.new_zeros(self.num_heads, rows, -(-cols // _BIAS_ALIGN) * _BIAS_ALIGN)
+        out[:, p:, p:cols] = b
         return out
 
     def forward(self) -> torch.Tensor:
@@ -189,15 +195,6 @@ class HaloRelPosBias(RelPosBias):
     @property
     def num_tokens(self) -> int:  # keys (the deployed buffer is sliced to them)
         return self.num_prefix + self.key_window**2
-
-    def bias(self) -> torch.Tensor:
-        """The (1, heads, prefix + ws², prefix + (ws+2k)²) additive attention bias."""
-        nq, nk = self.index.shape
-        b = self.mlp(self.table)[self.index.reshape(-1)].view(nq, nk, self.num_heads).permute(2, 0, 1)
-        b = 16 * torch.sigmoid(b)
-        if self.num_prefix:
-            b = F.pad(b, (self.num_prefix, 0, self.num_prefix, 0))
-        return b.unsqueeze(0)
 
 
 #: Modules whose positional tables ``switch_to_deploy`` precomputes (subclasses included).
