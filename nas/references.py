@@ -69,10 +69,23 @@ def measure_references(study: Any, presets: Sequence[str] = REFERENCE_PRESETS,
                 out.append(point)
                 continue
             cache[p] = dict(values=point.values, params=point.params, flops=point.flops, note=point.note)
-            study.set_user_attr(REFERENCES_ATTR, cache)
+            unsaved = _save_cache(study, cache)
+            if unsaved:
+                cache[p]["note"] = f"{point.note}; {unsaved}".lstrip("; ")
         c = cache[p]
         out.append(ReferencePoint(p, list(c["values"]), False, None, c.get("note", ""), c.get("params"), c.get("flops")))
     return out
+
+
+def _save_cache(study: Any, cache: dict[str, Any]) -> str:
+    """Keep the measured presets in the study; on a read-only storage say so (the report still shows them)."""
+    from .storage import StorageError
+
+    try:
+        study.set_user_attr(REFERENCES_ATTR, cache)
+    except (StorageError, OSError) as e:
+        return f"not cached in the study ({e})"
+    return ""
 
 
 def _measure_one(evaluator: Any, objectives: Sequence[Any], preset: str, presets: Any, failure: type) -> ReferencePoint:
