@@ -47,7 +47,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, S
 import torch
 import torch.nn as nn
 
-from search_spaces import FasterViT, FasterViTConfig, resolve_config
+from search_spaces import FasterViT, FasterViTConfig, as_resolution, resolve_config
 
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
 
@@ -554,32 +554,21 @@ def use_inductor_cache(folder: Union[str, Path, None] = None) -> str:
     return str(path)
 
 
-def _pair(resolution: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(resolution, int) and not isinstance(resolution, bool):
-        res = (resolution, resolution)
-    elif isinstance(resolution, Sequence) and not isinstance(resolution, str) and len(resolution) == 2:
-        res = tuple(resolution)
-    else:
-        raise ValueError(f"resolution={resolution!r} must be an integer or (height, width)")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in res):
-        raise ValueError(f"resolution={resolution!r} must hold positive integers")
-    return res
-
-
 def _resolve_spec(spec: ModelSpec, resolution: Union[int, Sequence[int], None]
                   ) -> tuple[Union[nn.Module, FasterViTConfig], str, Optional[str], tuple[int, int], int]:
     """(module or config to build, label, arch_id, resolution, input channels) of what the caller passed."""
     if isinstance(spec, FasterViT):
         cfg = spec.config
-        if resolution is not None and _pair(resolution) != cfg.resolution:
+        if resolution is not None and as_resolution(resolution) != cfg.resolution:
             raise ValueError(f"resolution={resolution!r} differs from this FasterViT's {cfg.resolution}: its "
                              "positional tables are built for one resolution; pass the config to measure another")
         return spec, cfg.summary(), cfg.arch_id, cfg.resolution, cfg.in_chans
     if isinstance(spec, nn.Module):
-        return spec, type(spec).__name__, None, _pair(resolution if resolution is not None else _DEFAULT_RESOLUTION), 3
+        res = as_resolution(resolution if resolution is not None else _DEFAULT_RESOLUTION)
+        return spec, type(spec).__name__, None, res, 3
     cfg = resolve_config(spec)
     if resolution is not None:
-        cfg = cfg.replace(resolution=_pair(resolution))
+        cfg = cfg.replace(resolution=as_resolution(resolution))
     label = str(spec) if isinstance(spec, (str, Path)) else cfg.summary()
     return cfg, label, cfg.arch_id, cfg.resolution, cfg.in_chans
 

@@ -42,6 +42,7 @@ from search_spaces import FasterViTConfig, resolve_config
 
 from .augment import Augment
 from .data import BatchLoader, DataSplits, load_dataset, normalization
+from .profiler import resolve_device
 from .proxies import init_model
 
 __all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode",
@@ -433,16 +434,9 @@ def _check_arguments(a: dict[str, Any]) -> None:
         raise ValueError(f"augment={a['augment']!r} must be an evaluators.augment.Augment or None")
 
 
-def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], a: dict[str, Any]) -> _Run:
     """Data on the device, the model at the training resolution, loaders, budget and recipe."""
-    dev = _resolve_device(a["device"])
+    dev = resolve_device(a["device"])  # the one default-device picker (evaluators.profiler)
     use_amp = bool(a["amp"]) and dev.type == "cuda"
     data = a["data"]
     splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=a["data_dir"],
