@@ -50,6 +50,7 @@ import torch.nn as nn
 from search_spaces import FasterViT, FasterViTConfig, as_resolution, resolve_config
 
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
+from .proxies import init_model  # the one seeded builder (here initialising on the device)
 
 __all__ = ["MODES", "COMPILED_MODES", "BEST_COMPILE", "use_inductor_cache", "DTYPES", "NoGPUError", "ThroughputRecord", "measure_throughput", "build_official",
            "measure_official", "resolve_device", "cpu_name"]
@@ -322,8 +323,7 @@ class _Run:
         amp_dtype = DTYPES[rec.dtype] if rec.dtype != "fp32" else None
         fmt = torch.channels_last if rec.channels_last else torch.contiguous_format
         if isinstance(self.source, FasterViTConfig):
-            with _seeded(dev, self.seed), torch.device(dev):
-                self.model = FasterViT(self.source)
+            self.model = init_model(self.source, self.seed, device=dev, on_device=True)
         else:
             self.model = self.source
         self.model.to(dev).eval()
