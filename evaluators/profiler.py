@@ -49,6 +49,7 @@ import torch.nn as nn
 
 from search_spaces import FasterViT, FasterViTConfig, as_resolution, resolve_config
 
+from .checks import at_least
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
 from .proxies import init_model  # the one seeded builder (here initialising on the device)
 
@@ -516,15 +517,11 @@ def _clear_timings(record: ThroughputRecord) -> None:
 # ---------------------------------------------------------------------------------------------
 def _check_options(*, batch_size: int, dtype: str, mode: str, warmup: int, repeats: int,
                    iters_per_sample: Optional[int], compile_options: Optional[Mapping[str, Any]]) -> None:
-    def positive(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
-
-    positive("batch_size", batch_size)
-    positive("warmup", warmup)
-    positive("repeats", repeats)
+    at_least("batch_size", batch_size)
+    at_least("warmup", warmup)
+    at_least("repeats", repeats)
     if iters_per_sample is not None:
-        positive("iters_per_sample", iters_per_sample)
+        at_least("iters_per_sample", iters_per_sample)
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
     if mode not in MODES:

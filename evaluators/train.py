@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from search_spaces import FasterViTConfig, resolve_config
 
 from .augment import Augment
+from .checks import at_least, in_range
 from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
@@ -157,23 +158,6 @@ class _LossWatch:
         self.events[slot].synchronize()
         self.pending = None
         return step, float(self.host[slot])
-
-
-def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False,
-                  high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name}={value!r} must be in {lo}{low}, {high}{hi}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -405,25 +389,25 @@ def _check_arguments(a: dict[str, Any]) -> None:
     if a["epochs"] is not None and a["steps"] is not None:
         raise ValueError(f"give epochs or steps, not both (epochs={a['epochs']}, steps={a['steps']})")
     if a["epochs"] is not None:
-        _check_number("epochs", a["epochs"], low=0.0, low_open=True)
+        in_range("epochs", a["epochs"], low=0.0, low_open=True)
     if a["steps"] is not None:
-        _check_int("steps", a["steps"])
-    _check_int("batch_size", a["batch_size"])
-    _check_number("lr", a["lr"], low=0.0, low_open=True)
-    _check_number("weight_decay", a["weight_decay"], low=0.0)
-    _check_number("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
-    _check_number("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
+        at_least("steps", a["steps"])
+    at_least("batch_size", a["batch_size"])
+    in_range("lr", a["lr"], low=0.0, low_open=True)
+    in_range("weight_decay", a["weight_decay"], low=0.0)
+    in_range("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
+    in_range("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
     for name, low_open in (("grad_clip", True), ("drop_path_rate", False)):
         if a[name] is not None:
-            _check_number(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
+            in_range(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
                           high_open=name != "grad_clip")
     for name in ("eval_every", "eval_batch_size"):
         if a[name] is not None:
-            _check_int(name, a[name])
+            at_least(name, a[name])
     if isinstance(a["seed"], bool) or not isinstance(a["seed"], int):
         raise ValueError(f"seed={a['seed']!r} must be an integer")
     if a["resolution"] is not None:
-        _check_int("resolution", a["resolution"], 16)
+        at_least("resolution", a["resolution"], 16)
     if a["report"] is not None and not callable(a["report"]):
         raise ValueError(f"report={a['report']!r} must be callable(step, val_top1) -> bool")
     if a["compile"] not in STEP_MODES:
