@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from search_spaces.config import as_resolution
+
 if TYPE_CHECKING:
     from .augment import Augment
 
@@ -598,17 +600,6 @@ def normalization(model: Optional[torch.nn.Module] = None) -> tuple[tuple[float,
     return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
-def _resolution(resolution: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(resolution, bool):
-        raise ValueError(f"resolution={resolution!r} must be an integer or (height, width)")
-    if isinstance(resolution, int):
-        resolution = (resolution, resolution)
-    res = tuple(resolution)
-    if len(res) != 2 or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in res):
-        raise ValueError(f"resolution={resolution!r} must be a positive integer or (height, width)")
-    return res  # type: ignore[return-value]
-
-
 def _affine(mean: Union[Sequence[float], torch.Tensor], std: Union[Sequence[float], torch.Tensor],
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift) with uint8/255 normalisation folded in: x_u8 * scale + shift = (x/255 - mean) / std."""
@@ -628,7 +619,7 @@ def prepare_images(images: torch.Tensor, *, resolution: Union[int, Sequence[int]
     """
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise ValueError(f"images must be uint8 (B, C, H, W), got {images.dtype} {tuple(images.shape)}")
-    res = _resolution(resolution)
+    res = as_resolution(resolution)
     x = images.to(device) if device is not None else images
     if x.shape[1] != channels and x.shape[1] != 1:
         raise ValueError(f"images have {x.shape[1]} channels; the model takes {channels}")
@@ -663,7 +654,7 @@ class BatchLoader:
                              f"(with drop_last no batch would be made)")
         self.data = data
         self.batch_size = batch_size
-        self.resolution = _resolution(resolution)
+        self.resolution = as_resolution(resolution)
         self.device = torch.device(device) if device is not None else data.device
         self.shuffle = shuffle
         self.drop_last = drop_last

@@ -47,9 +47,11 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, S
 import torch
 import torch.nn as nn
 
-from search_spaces import FasterViT, FasterViTConfig, resolve_config
+from search_spaces import FasterViT, FasterViTConfig, as_resolution, resolve_config
 
+from .checks import at_least
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
+from .proxies import init_model  # the one seeded builder (here initialising on the device)
 
 __all__ = ["MODES", "COMPILED_MODES", "BEST_COMPILE", "use_inductor_cache", "DTYPES", "NoGPUError", "ThroughputRecord", "measure_throughput", "build_official",
            "measure_official", "resolve_device", "cpu_name"]
@@ -322,8 +324,7 @@ class _Run:
         amp_dtype = DTYPES[rec.dtype] if rec.dtype != "fp32" else None
         fmt = torch.channels_last if rec.channels_last else torch.contiguous_format
         if isinstance(self.source, FasterViTConfig):
-            with _seeded(dev, self.seed), torch.device(dev):
-                self.model = FasterViT(self.source)
+            self.model = init_model(self.source, self.seed, device=dev, on_device=True)
         else:
             self.model = self.source
         self.model.to(dev).eval()
@@ -516,15 +517,11 @@ def _clear_timings(record: ThroughputRecord) -> None:
 # ---------------------------------------------------------------------------------------------
 def _check_options(*, batch_size: int, dtype: str, mode: str, warmup: int, repeats: int,
                    iters_per_sample: Optional[int], compile_options: Optional[Mapping[str, Any]]) -> None:
-    def positive(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}={value!r} must be an integer >= 1")
-
-    positive("batch_size", batch_size)
-    positive("warmup", warmup)
-    positive("repeats", repeats)
+    at_least("batch_size", batch_size)
+    at_least("warmup", warmup)
+    at_least("repeats", repeats)
     if iters_per_sample is not None:
-        positive("iters_per_sample", iters_per_sample)
+        at_least("iters_per_sample", iters_per_sample)
     if dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
     if mode not in MODES:
@@ -554,32 +551,21 @@ def use_inductor_cache(folder: Union[str, Path, None] = None) -> str:
     return str(path)
 
 
-def _pair(resolution: Union[int, Sequence[int]]) -> tuple[int, int]:
-    if isinstance(resolution, int) and not isinstance(resolution, bool):
-        res = (resolution, resolution)
-    elif isinstance(resolution, Sequence) and not isinstance(resolution, str) and len(resolution) == 2:
-        res = tuple(resolution)
-    else:
-        raise ValueError(f"resolution={resolution!r} must be an integer or (height, width)")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in res):
-        raise ValueError(f"resolution={resolution!r} must hold positive integers")
-    return res
-
-
 def _resolve_spec(spec: ModelSpec, resolution: Union[int, Sequence[int], None]
                   ) -> tuple[Union[nn.Module, FasterViTConfig], str, Optional[str], tuple[int, int], int]:
     """(module or config to build, label, arch_id, resolution, input channels) of what the caller passed."""
     if isinstance(spec, FasterViT):
         cfg = spec.config
-        if resolution is not None and _pair(resolution) != cfg.resolution:
+        if resolution is not None and as_resolution(resolution) != cfg.resolution:
             raise ValueError(f"resolution={resolution!r} differs from this FasterViT's {cfg.resolution}: its "
                              "positional tables are built for one resolution; pass the config to measure another")
         return spec, cfg.summary(), cfg.arch_id, cfg.resolution, cfg.in_chans
     if isinstance(spec, nn.Module):
-        return spec, type(spec).__name__, None, _pair(resolution if resolution is not None else _DEFAULT_RESOLUTION), 3
+        res = as_resolution(resolution if resolution is not None else _DEFAULT_RESOLUTION)
+        return spec, type(spec).__name__, None, res, 3
     cfg = resolve_config(spec)
     if resolution is not None:
-        cfg = cfg.replace(resolution=_pair(resolution))
+        cfg = cfg.replace(resolution=as_resolution(resolution))
     label = str(spec) if isinstance(spec, (str, Path)) else cfg.summary()
     return cfg, label, cfg.arch_id, cfg.resolution, cfg.in_chans
 

@@ -166,18 +166,25 @@ def get_proxy(name: str) -> Proxy:
 # models
 # ---------------------------------------------------------------------------------------------
 def init_model(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], seed: int, *,
-               num_classes: Optional[int] = None, device: Union[str, torch.device, None] = None) -> FasterViT:
+               num_classes: Optional[int] = None, device: Union[str, torch.device, None] = None,
+               on_device: bool = False) -> FasterViT:
     """A freshly initialised FasterViT whose weights depend only on ``cfg`` and ``seed``.
 
     Built on the CPU under ``torch.random.fork_rng`` seeded with ``seed`` (the caller's global RNG
     state is restored afterwards), then moved to ``device``: the same seed gives the same weights
-    on every device.
+    on every device. ``on_device=True`` initialises on ``device`` instead (fast for large models,
+    as the profiler wants; weights then depend on the device's generator too).
     """
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed={seed!r} must be an integer")
     cfg = resolve_config(cfg)
     if num_classes is not None:
         cfg = cfg.replace(num_classes=num_classes)
+    if on_device and device is not None:
+        dev = torch.device(device)
+        with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []), dev:
+            torch.manual_seed(seed)
+            return FasterViT(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FasterViT(cfg)

@@ -29,6 +29,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .checks import at_least
+
 __all__ = ["kendall_ci", "cv_fit", "cv_fit_all", "CVFit", "METHODS", "DEFAULT_ALPHAS", "MIN_ROWS_PER_FOLD"]
 
 #: ridge penalties tried by the inner cross-validation
@@ -283,8 +285,7 @@ def cv_fit(table: Sequence[Mapping[str, Any]], target: Sequence[Any], features: 
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds={folds!r} must be an integer >= 2")
+    at_least("folds", folds, 2)
     x, y, keep, dropped = _matrix(table, target, features)
     n = len(y)
     if n < MIN_ROWS_PER_FOLD * folds:

@@ -41,7 +41,9 @@ import torch.nn.functional as F
 from search_spaces import FasterViTConfig, resolve_config
 
 from .augment import Augment
+from .checks import at_least, in_range
 from .data import BatchLoader, DataSplits, load_dataset, normalization
+from .profiler import resolve_device
 from .proxies import init_model
 
 __all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode",
@@ -156,23 +158,6 @@ class _LossWatch:
         self.events[slot].synchronize()
         self.pending = None
         return step, float(self.host[slot])
-
-
-def _check_number(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False,
-                  high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
-        lo = "(" if low_open else "["
-        hi = ")" if high_open else "]"
-        raise ValueError(f"{name}={value!r} must be in {lo}{low}, {high}{hi}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -404,25 +389,25 @@ def _check_arguments(a: dict[str, Any]) -> None:
     if a["epochs"] is not None and a["steps"] is not None:
         raise ValueError(f"give epochs or steps, not both (epochs={a['epochs']}, steps={a['steps']})")
     if a["epochs"] is not None:
-        _check_number("epochs", a["epochs"], low=0.0, low_open=True)
+        in_range("epochs", a["epochs"], low=0.0, low_open=True)
     if a["steps"] is not None:
-        _check_int("steps", a["steps"])
-    _check_int("batch_size", a["batch_size"])
-    _check_number("lr", a["lr"], low=0.0, low_open=True)
-    _check_number("weight_decay", a["weight_decay"], low=0.0)
-    _check_number("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
-    _check_number("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
+        at_least("steps", a["steps"])
+    at_least("batch_size", a["batch_size"])
+    in_range("lr", a["lr"], low=0.0, low_open=True)
+    in_range("weight_decay", a["weight_decay"], low=0.0)
+    in_range("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
+    in_range("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
     for name, low_open in (("grad_clip", True), ("drop_path_rate", False)):
         if a[name] is not None:
-            _check_number(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
+            in_range(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
                           high_open=name != "grad_clip")
     for name in ("eval_every", "eval_batch_size"):
         if a[name] is not None:
-            _check_int(name, a[name])
+            at_least(name, a[name])
     if isinstance(a["seed"], bool) or not isinstance(a["seed"], int):
         raise ValueError(f"seed={a['seed']!r} must be an integer")
     if a["resolution"] is not None:
-        _check_int("resolution", a["resolution"], 16)
+        at_least("resolution", a["resolution"], 16)
     if a["report"] is not None and not callable(a["report"]):
         raise ValueError(f"report={a['report']!r} must be callable(step, val_top1) -> bool")
     if a["compile"] not in STEP_MODES:
@@ -433,16 +418,9 @@ def _check_arguments(a: dict[str, Any]) -> None:
         raise ValueError(f"augment={a['augment']!r} must be an evaluators.augment.Augment or None")
 
 
-def _resolve_device(device: Union[str, torch.device, None]) -> torch.device:
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], a: dict[str, Any]) -> _Run:
     """Data on the device, the model at the training resolution, loaders, budget and recipe."""
-    dev = _resolve_device(a["device"])
+    dev = resolve_device(a["device"])  # the one default-device picker (evaluators.profiler)
     use_amp = bool(a["amp"]) and dev.type == "cuda"
     data = a["data"]
     splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=a["data_dir"],

@@ -119,11 +119,11 @@ class CompareSettings:
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
         import torch
 
-        from evaluators.profiler import MODES
+        from evaluators.profiler import MODES, resolve_device
 
         s = dataclasses.replace(self)
         if s.device is None:
-            s.device = "cuda" if torch.cuda.is_available() else "cpu"
+            s.device = resolve_device(None).type  # the one default-device picker
         if s.device not in ("cuda", "cpu"):
             raise ValueError(f"device={s.device!r} must be 'cuda' or 'cpu'")
         gpu = s.device == "cuda"

@@ -1,9 +1,12 @@
-"""Pareto set, hypervolume and the HTML/PNG report of a study (Optuna's own functions underneath).
+"""Pareto set, hypervolume and the HTML/PNG report of a study (Optuna's public API underneath; the
+hypervolume itself is ``nas.hypervolume``, exact, as Optuna has it only in a private module).
 
 Hypervolume reference point (documented, reproducible): for each objective, the worst value among
 the study's complete feasible trials, moved 10% of that objective's observed range further in the
 bad direction (so the worst Pareto point still adds volume). Pass ``reference`` (``nas pareto
 --reference v1,v2``) to fix it, e.g. to compare two studies on one scale; the point used is printed.
+Without a range (one feasible trial, or every trial sharing an objective's value) there is no
+default point and no hypervolume: ``reference_problem`` says why, and ``--reference`` gives one.
 
 Axes and columns carry ``objective_labels`` (``nas.objectives.objective_label``): units, batch,
 resolution, dtype, mode, and what the accuracy axis is (trained top-1 or a proxy's score).
@@ -19,7 +22,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 __all__ = ["objective_names", "objective_labels", "feasible_trials", "pareto_trials", "pareto_rows", "reference_point",
            "parse_reference", "hypervolume", "hypervolume_history", "write_report", "study_summary", "load_study",
-           "maximize_flags", "study_references", "ReferencePoint"]
+           "maximize_flags", "study_references", "ReferencePoint", "reference_problem", "failure_rows"]
 
 
 def load_study(study: str, storage: Any = None) -> Any:
@@ -91,15 +94,31 @@ def pareto_trials(study: Any) -> list[Any]:
     return sorted(study.best_trials, key=lambda t: t.values[0])
 
 
-def reference_point(study: Any, trials: Optional[Sequence[Any]] = None) -> Optional[list[float]]:
+def reference_problem(study: Any, trials: Optional[Sequence[Any]] = None) -> Optional[str]:
+    """Why the default reference point cannot be placed (None when it can): it needs a range of
+    values in every objective; a point made up from one value would give a meaningless hypervolume."""
     trials = feasible_trials(study) if trials is None else trials
+    how = "pass --reference with one value per objective for a hypervolume"
     if not trials:
+        return "no complete feasible trial"
+    if len(trials) == 1:
+        return f"one complete feasible trial (#{trials[0].number}) gives no range to place a reference point; {how}"
+    flat = [n for i, n in enumerate(objective_names(study)) if len({t.values[i] for t in trials}) == 1]
+    if flat:
+        return (f"every feasible trial has the same {', '.join(flat)}: no range to place a reference point; {how}")
+    return None
+
+
+def reference_point(study: Any, trials: Optional[Sequence[Any]] = None) -> Optional[list[float]]:
+    """The default reference point (module docstring); None when ``reference_problem`` names a reason."""
+    trials = feasible_trials(study) if trials is None else trials
+    if reference_problem(study, trials) is not None:
         return None
     ref = []
     for i, maximize in enumerate(maximize_flags(study)):
         vals = [t.values[i] for t in trials]
         lo, hi = min(vals), max(vals)
-        margin = 0.1 * (hi - lo) if hi > lo else 0.1 * (abs(hi) or 1.0)
+        margin = 0.1 * (hi - lo)
         ref.append(lo - margin if maximize else hi + margin)
     return ref
 
@@ -110,9 +129,11 @@ def _loss(values: Sequence[float], maximize: Sequence[bool]) -> list[float]:
 
 def hypervolume(study: Any, reference: Optional[Sequence[float]] = None,
                 trials: Optional[Sequence[Any]] = None) -> Optional[float]:
-    """Hypervolume of the feasible trials w.r.t. ``reference`` (default: ``reference_point``)."""
+    """Hypervolume of the feasible trials w.r.t. ``reference`` (default: ``reference_point``; None
+    without one: ``reference_problem``)."""
     import numpy as np
-    from optuna._hypervolume import compute_hypervolume  # Optuna's exact WFG implementation
+
+    from .hypervolume import compute_hypervolume
 
     trials = feasible_trials(study) if trials is None else trials
     ref = list(reference) if reference is not None else reference_point(study, trials)
@@ -131,7 +152,9 @@ def hypervolume_history(study: Any, reference: Optional[Sequence[float]] = None)
     """(trial number, hypervolume so far) after each complete feasible trial."""
     trials = sorted(feasible_trials(study), key=lambda t: t.number)
     ref = list(reference) if reference is not None else reference_point(study, trials)
-    out = []
+    out: list[tuple[int, float]] = []
+    if ref is None:
+        return out
     for i in range(len(trials)):
         out.append((trials[i].number, hypervolume(study, ref, trials[: i + 1]) or 0.0))
     return out
@@ -198,27 +221,33 @@ def parse_reference(text: str, names: Sequence[str]) -> list[float]:
 
 def dominates_presets(study: Any) -> dict[str, Any]:
     """For each reference preset trial: is it on the front, or which Pareto trials dominate it."""
-    from optuna.study._multi_objective import _dominates
-
     front = pareto_trials(study)
     out = {}
     for p in _presets(study):
-        by = [t.number for t in front if t.number != p.number and _dominates(t, p, study.directions)]
+        by = [n for n in _dominated_by(study, p.values, front) if n != p.number]
         out[p.user_attrs["preset"]] = dict(trial=p.number, on_front=any(t.number == p.number for t in front),
                                            dominated_by=by)
     return out
 
 
-def _dominated_by(study: Any, values: Sequence[float]) -> list[int]:
-    """Pareto trials that dominate a point measured outside the study."""
+def _dominated_by(study: Any, values: Sequence[float], front: Optional[Sequence[Any]] = None) -> list[int]:
+    """Pareto trials (of ``front``, default the study's) that dominate the point ``values``."""
+    from .hypervolume import dominates
+
     maximize = maximize_flags(study)
     loss = _loss(values, maximize)
-    out = []
-    for t in pareto_trials(study):
-        tl = _loss(t.values, maximize)
-        if all(a <= b for a, b in zip(tl, loss)) and any(a < b for a, b in zip(tl, loss)):
-            out.append(t.number)
-    return out
+    front = pareto_trials(study) if front is None else front
+    return [t.number for t in front if dominates(_loss(t.values, maximize), loss)]
+
+
+def failure_rows(study: Any) -> list[dict[str, Any]]:
+    """Every failed trial with its recorded reason (``nas.record.ERROR``; None when it has none)."""
+    import optuna
+
+    from .record import error_of
+
+    return [dict(trial=t.number, error=error_of(t))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))]
 
 
 def study_summary(study: Any, reference: Optional[Sequence[float]] = None,
@@ -249,10 +278,11 @@ def study_summary(study: Any, reference: Optional[Sequence[float]] = None,
         n_feasible=len(feasible_trials(study)), reference_point=ref,
         reference_point_by_objective=dict(zip(names, ref)) if ref else None,
         reference_point_rule="given (--reference)" if given else REFERENCE_RULE,
-        hypervolume=hypervolume(study, ref), pareto=pareto_rows(study), presets=presets,
+        hypervolume=hypervolume(study, ref) if ref is not None else None,
+        hypervolume_note=None if ref is not None else reference_problem(study), pareto=pareto_rows(study), presets=presets,
         reference_points=[r.to_dict() for r in refs],
         devices=sorted({str(t.user_attrs.get("device")) for t in trials if t.user_attrs.get("device")}),
-        failures=[dict(trial=t.number, error=t.user_attrs.get("error")) for t in trials if t.state == states.FAIL],
+        failures=failure_rows(study),
     )
 
 
@@ -290,10 +320,10 @@ def write_report(study: Any, path: Path | str, *, reference: Optional[Sequence[f
     ref = summary["reference_point"]
     names, labels = summary["objectives"], list(summary["labels"].values())
     front_fig = _front_figure(study, feas, refs, names, labels)
-    hv_fig = _hv_figure(study, ref, names, labels)
+    hv_figs = [] if ref is None else [plots.figure_html(_hv_figure(study, ref, names, labels), first=False,
+                                                        plotlyjs=plotlyjs)]
     body = [f"<h1>Study {plots.esc(study.study_name)}</h1>", _intro_html(summary, names, labels),
-            plots.figure_html(front_fig, first=True, plotlyjs=plotlyjs),
-            plots.figure_html(hv_fig, first=False, plotlyjs=plotlyjs),
+            plots.figure_html(front_fig, first=True, plotlyjs=plotlyjs), *hv_figs,
             "<h2>Pareto set</h2>", _pareto_table_html(summary, names, labels),
             "<h2>FasterViT reference points</h2>", _references_html(summary, refs, names),
             "<h2>Failed trials</h2><ul>" + ("".join(f"<li>#{f['trial']}: {plots.esc(f['error'])}</li>"
@@ -395,11 +425,14 @@ def _intro_html(summary: Mapping[str, Any], names: Sequence[str], labels: Sequen
     from .plots import esc
 
     objs = "; ".join(f"<b>{esc(n)}</b>: {esc(lab)} ({d})" for n, lab, d in zip(names, labels, summary["directions"]))
+    head = (f"<p>Objectives — {objs}.</p><p>Trials: {summary['n_trials']} ({summary['n_complete']} complete, "
+            f"{summary['n_failed']} failed, {summary['n_pruned']} pruned, {summary['n_feasible']} feasible). "
+            f"Devices: {esc(', '.join(summary['devices']) or '—')}.</p>")
+    if summary["reference_point"] is None or summary["hypervolume"] is None:
+        return head + f"<p>No hypervolume: {esc(summary.get('hypervolume_note') or 'no reference point')}.</p>"
     ref = ", ".join(f"{esc(n)} = {esc(format_value(n, v))}" for n, v in zip(names, summary["reference_point"]))
     hv = summary["hypervolume"]
-    return (f"<p>Objectives — {objs}.</p><p>Trials: {summary['n_trials']} ({summary['n_complete']} complete, "
-            f"{summary['n_failed']} failed, {summary['n_pruned']} pruned, {summary['n_feasible']} feasible). "
-            f"Devices: {esc(', '.join(summary['devices']) or '—')}.</p>"
+    return (head +
             f"<p>Hypervolume <b>{hv:.6g}</b> w.r.t. the reference point ({ref}) — {esc(summary['reference_point_rule'])}; "
             f"reproduce with <code>nas pareto --study {esc(summary['study'])} --reference="
             f"{','.join(repr(float(v)) for v in summary['reference_point'])}</code>.</p>")
@@ -449,7 +482,7 @@ def _fmt(v: Any) -> str:
 
 
 def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[str], refs: Sequence[ReferencePoint],
-               ref: Sequence[float]) -> None:
+               ref: Optional[Sequence[float]]) -> None:
     """The first two objectives (front as a line, presets labelled) and the hypervolume history."""
     import matplotlib
 
@@ -487,6 +520,14 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"{study.study_name}: {names[0]} vs {names[1]}" + (" (first two of 3 objectives)" if len(names) == 3 else ""))
+    if ref is None:
+        axes[1].axis("off")
+        axes[1].text(0.5, 0.5, "no hypervolume:\nno range to place a reference point\n(nas pareto --reference)",
+                     ha="center", va="center", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     hist = hypervolume_history(study, ref)
     axes[1].plot([n for n, _ in hist], [h for _, h in hist], "-", c=COLORS["front"], label="hypervolume")
     axes[1].set_xlabel("trial number (completed trials)")

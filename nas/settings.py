@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from evaluators.checks import check_int, check_number  # shared with evaluators, which cannot import nas
+
 __all__ = ["SearchSettings", "check_int", "check_number", "cuda_available", "portable_settings",
            "settings_from_dict", "absolute_url"]
 
@@ -24,36 +26,6 @@ _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
 # ------------------------------------------------------------------------------------------ checks
-def check_int(name: str, value: Any, *, minimum: Optional[int] = None, maximum: Optional[int] = None,
-              optional: bool = False) -> Optional[int]:
-    """``value`` as an int within [minimum, maximum] (bools refused), else ValueError naming ``name``."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}={value!r} must be an integer")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValueError(f"{name}={value!r} must be <= {maximum}")
-    return value
-
-
-def check_number(name: str, value: Any, *, positive: bool = False, minimum: Optional[float] = None,
-                 optional: bool = False) -> Optional[float]:
-    """``value`` as a finite float (> 0 with ``positive``; >= minimum), else ValueError naming ``name``."""
-    import math
-
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    if positive and not value > 0:
-        raise ValueError(f"{name}={value!r} must be > 0")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}={value!r} must be >= {minimum:g}")
-    return float(value)
-
-
 def cuda_available() -> bool:
     import torch
 

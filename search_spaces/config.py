@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-__all__ = ["FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES", "ATTENTIONS",
+__all__ = ["as_resolution", "FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES", "ATTENTIONS",
            "STEMS", "HASHED_WHEN_CHANGED"]
 
 SCHEMA_VERSION = 1
@@ -68,6 +68,24 @@ class StageGeometry:
     @property
     def num_carrier_tokens(self) -> int:
         return self.ct_grid[0] * self.ct_grid[1]
+
+
+def as_resolution(value: Any, name: str = "resolution", minimum: int = 1, why: str = "") -> tuple[int, int]:
+    """``value`` (an int or a (height, width) pair of ints) as (height, width), each >= ``minimum``.
+
+    The one resolution normaliser of the three packages (config, timm ``img_size``, data, profiler);
+    errors name the knob (``name``), the value and the rule (``why``: the reason for ``minimum``).
+    """
+    pair = isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2
+    if isinstance(value, bool) or not (isinstance(value, int) or pair):
+        raise ValueError(f"{name}={value!r} must be an integer or (height, width)")
+    res = (value, value) if isinstance(value, int) else tuple(value)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in res):
+        raise ValueError(f"{name}={value!r} must be an integer or (height, width) of integers")
+    for axis, v in zip(("height", "width"), res):
+        if v < minimum:
+            raise ValueError(f"{name} {axis}={v} must be >= {minimum}" + (f" ({why})" if why else ""))
+    return res  # type: ignore[return-value]
 
 
 def _tuple(value: Any, n: int, name: str, kind: type) -> tuple:
@@ -166,16 +184,8 @@ class FasterViTConfig:
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
-        res = self.resolution
-        if isinstance(res, bool):
-            raise ValueError(f"resolution={res!r} must be an integer or (height, width)")
-        if isinstance(res, int):
-            res = (res, res)
-        res = _tuple(res, 2, "resolution", int)
-        for axis, v in zip(("height", "width"), res):
-            if v < 16:
-                raise ValueError(f"resolution {axis}={v} must be >= 16 (four stride-2 stages need a 1x1 map at least)")
-        set_("resolution", res)
+        set_("resolution", as_resolution(self.resolution, "resolution", 16,
+                                         "four stride-2 stages need a 1x1 map at least"))
         _int(self.in_chans, "in_chans", 1)
         _int(self.num_classes, "num_classes", 0)
         _int(self.in_dim, "in_dim", 1)

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, get_pretrained_cfg, register_model
 
-from .config import FasterViTConfig
+from .config import FasterViTConfig, as_resolution
 from .fastervit import FasterViT, checkpoint_filter_fn
 from .presets import PRESETS, resolve_config
 
@@ -55,15 +55,11 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _resolution(img_size: Any) -> tuple[int, int]:
-    return (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-
-
 def _create(variant: str, base: FasterViTConfig, pretrained: bool, *, pretrained_cfg: Any = None,
             pretrained_cfg_overlay: Optional[dict] = None, cache_dir: Any = None, **kwargs: Any) -> FasterViT:
     """Apply config overrides (any FasterViTConfig field, or timm's ``img_size``) and build."""
     if kwargs.get("img_size") is not None:
-        base = base.replace(resolution=_resolution(kwargs.pop("img_size")))
+        base = base.replace(resolution=as_resolution(kwargs.pop("img_size"), "img_size"))
     kwargs.pop("img_size", None)
     timm_only = {k: kwargs.pop(k) for k in ("features_only", "out_indices", "feature_cls", "output_stride")
                  if k in kwargs}
@@ -78,7 +74,7 @@ def _create(variant: str, base: FasterViTConfig, pretrained: bool, *, pretrained
 
     def ctor(**kw: Any) -> FasterViT:  # timm passes num_classes / in_chans / img_size back in
         if "img_size" in kw:
-            kw["resolution"] = _resolution(kw.pop("img_size"))
+            kw["resolution"] = as_resolution(kw.pop("img_size"), "img_size")
         return FasterViT(cfg.replace(**kw) if kw else cfg)
 
     if pretrained_cfg is None:  # the registered default, with this config's input

@@ -11,7 +11,7 @@ from ._common import console, print_json, user_errors
 
 def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names: Sequence[str],
                       labels: Optional[Sequence[str]] = None, reference: Optional[Sequence[float]] = None,
-                      rule: str = "") -> None:
+                      rule: str = "", note: Optional[str] = None) -> None:
     """The Pareto table: objective columns (labelled with units), params/FLOPs, architecture; then the
     hypervolume and the reference point it was computed for."""
     from rich.table import Table
@@ -35,6 +35,22 @@ def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names
     elif hv is not None:
         console.print(f"hypervolume {hv:.6g} (reference: worst feasible value per objective, 10% of its range "
                       f"further; `nas pareto` prints it)", highlight=False)
+    elif note:
+        console.print(f"no hypervolume: {note}", highlight=False)
+
+
+FAILURES_SHOWN = 10
+
+
+def print_failures(failures: Sequence[Mapping[str, Any]]) -> None:
+    """Each failed trial's number and recorded reason (the first ``FAILURES_SHOWN``; --json has all)."""
+    if not failures:
+        return
+    console.print(f"{len(failures)} failed trial(s):", highlight=False)
+    for f in failures[:FAILURES_SHOWN]:
+        console.print(f"  #{f['trial']}: {f.get('error') or 'no reason recorded'}", highlight=False, markup=False)
+    if len(failures) > FAILURES_SHOWN:
+        console.print(f"  … and {len(failures) - FAILURES_SHOWN} more (`nas pareto --json` lists all)", highlight=False)
 
 
 def _print_references(presets: Mapping[str, Any]) -> None:
@@ -97,7 +113,9 @@ def pareto(
                   f"{summary['n_pruned']} pruned; objectives: "
                   f"{'; '.join(f'{n} = {lab}' for n, lab in summary['labels'].items())}", highlight=False)
     print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"], list(summary["labels"].values()),
-                      summary["reference_point"], summary["reference_point_rule"])
+                      summary["reference_point"], summary["reference_point_rule"], summary.get("hypervolume_note"))
+    if not summary["pareto"]:
+        print_failures(summary["failures"])
     _print_references(summary["presets"])
     if noise is not None:
         close = [p["trial"] for p in noise["points"] if p["within_noise"]]

@@ -398,3 +398,13 @@ def test_new_proxies_finite_on_fastervit_0_at_64():
     batch = (torch.randn(4, 3, 64, 64, generator=gen), torch.randint(0, 10, (4,), generator=gen))
     res = compute_proxies(model, list(NEW_PROXIES), batch, device="cpu", seed=0)
     assert all(r.ok and math.isfinite(r.value) for r in res.values()), {n: r.error for n, r in res.items()}
+
+
+def test_init_model_on_device_is_seeded_and_keeps_the_callers_rng(tiny_config):
+    """The profiler's builder (``on_device=True``) is init_model: seeded, caller's RNG untouched."""
+    before = torch.random.get_rng_state()
+    a = init_model(tiny_config, 3, device="cpu", on_device=True)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b, c = init_model(tiny_config, 3), init_model(tiny_config, 4, device="cpu", on_device=True)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), c.state_dict().values()))

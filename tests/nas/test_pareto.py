@@ -174,3 +174,56 @@ def test_export_card_source_carries_the_labels(tmp_path):
     src = _trial_source(st, st.trials[0], f"sqlite:///{tmp_path}/o.db", None)
     assert src["labels"] == {"accuracy": "top-1 % (train, 2 epochs, fashion-mnist)",
                              "throughput": "throughput, img/s (batch 64, 224 px, bf16, eager)"}
+
+
+def _made_study(tmp_path: Path, trials: list) -> str:
+    """A params x flops study in a fresh SQLite file holding ``trials``; returns the storage URL."""
+    url = f"sqlite:///{tmp_path}/made.db"
+    st = optuna.create_study(directions=["minimize", "minimize"], study_name="made", storage=url)
+    st.set_user_attr("objectives", ["params", "flops"])
+    for t in trials:
+        st.add_trial(t)
+    return url
+
+
+def _pareto_cli(url: str, *args: str):
+    r = runner.invoke(app, ["pareto", "--study", "made", "--storage", url, "--no-measure-references", *args])
+    assert r.exit_code == 0, r.output
+    return r
+
+
+def test_one_trial_gives_no_hypervolume_and_says_why(tmp_path):
+    url = _made_study(tmp_path, [optuna.trial.create_trial(values=[2e6, 3e8])])
+    text = " ".join(_pareto_cli(url, "--no-report").output.split())
+    assert not re.search(r"hypervolume [0-9]", text) and "w.r.t. reference point" not in text
+    assert "no hypervolume: one complete feasible trial (#0) gives no range" in text and "--reference" in text
+    summary = json.loads(_pareto_cli(url, "--no-report", "--json").output)
+    assert summary["hypervolume"] is None and summary["reference_point"] is None
+    assert "one complete feasible trial" in summary["hypervolume_note"]
+    given = json.loads(_pareto_cli(url, "--no-report", "--json", "--reference=4e6,4e8").output)
+    assert given["hypervolume"] == pytest.approx(2e6 * 1e8) and given["hypervolume_note"] is None
+    st = optuna.load_study(study_name="made", storage=url)
+    html = write_report(st, tmp_path / "one.html", png=True, plotlyjs="directory").read_text()
+    assert "No hypervolume: one complete feasible trial" in html and (tmp_path / "one.png").exists()
+
+
+def test_flat_objective_gives_no_default_reference(tmp_path):
+    url = _made_study(tmp_path, [optuna.trial.create_trial(values=[1e6, v]) for v in (3e8, 2e8)])
+    st = optuna.load_study(study_name="made", storage=url)
+    assert hypervolume(st) is None
+    assert "same params" in study_summary(st)["hypervolume_note"]
+
+
+def test_all_failed_study_lists_each_failure_and_its_reason(tmp_path):
+    from nas import record as R
+
+    fail = optuna.trial.TrialState.FAIL
+    url = _made_study(tmp_path, [optuna.trial.create_trial(state=fail, user_attrs={R.ERROR: "CUDA out of memory [x]"}),
+                                 optuna.trial.create_trial(state=fail, user_attrs={R.ERROR: "NaN proxy score"}),
+                                 optuna.trial.create_trial(state=fail)])
+    text = " ".join(_pareto_cli(url, "--no-report").output.split())
+    assert "empty Pareto set" in text and "3 failed trial(s)" in text
+    assert "#0: CUDA out of memory [x]" in text and "#1: NaN proxy score" in text and "#2: no reason recorded" in text
+    summary = json.loads(_pareto_cli(url, "--no-report", "--json").output)
+    assert summary["failures"] == [dict(trial=0, error="CUDA out of memory [x]"), dict(trial=1, error="NaN proxy score"),
+                                   dict(trial=2, error=None)]

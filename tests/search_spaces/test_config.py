@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -154,3 +155,15 @@ def test_any_drawn_config_builds_and_runs_or_is_refused_at_creation(kw):
     expected = cfg.num_classes if cfg.num_classes > 0 else cfg.num_features
     assert out.shape == (2, expected)
     assert torch.isfinite(out).all()
+
+
+def test_as_resolution_is_the_one_normaliser():
+    from search_spaces import as_resolution
+
+    assert as_resolution(64) == (64, 64) and as_resolution([32, 48]) == (32, 48)
+    for bad, msg in [(True, "must be an integer or"), ("224", "must be an integer or"), ((1, 2, 3), "must be an integer or"),
+                     ((2.0, 3), "of integers"), (0, "resolution height=0 must be >= 1")]:
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            as_resolution(bad)
+    with pytest.raises(ValueError, match=re.escape("img_size width=8 must be >= 16 (why)")):
+        as_resolution((16, 8), "img_size", 16, "why")
