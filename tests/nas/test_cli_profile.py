@@ -94,7 +94,8 @@ def test_sample_fit_and_a_search_on_the_predicted_objective(tmp_path, monkeypatc
                             "throughput>=0.001", "--trials", "4", "--study", "pred"])
     assert r.exit_code == 0, r.output
     study = optuna.load_study(study_name="pred", storage="sqlite:///results/nas.db")
-    assert study.metric_names == ["params", "predicted_throughput"]
+    assert study.user_attrs["objectives"] == ["params", "predicted_throughput"]
+    assert study.metric_names[0] == "params (count)" and "predicted by mycpu" in study.metric_names[1]
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert done
     for t in done:

@@ -26,6 +26,7 @@ ETA = 2
 SH = ["--objective", "accuracy,params", "--proxy", "train", "--train-epochs", "4", "--train-subset", "16",
       "--train-batch-size", "16", "--train-val-subset", "32", "--fidelity", "sh", "--min-budget", "1", "--eta",
       str(ETA), "--proxy-resolution", "64", "--no-enqueue-presets", "--study", "shw", "--device", "cpu",
+      "--data", "fashion-mnist",
       "--space", "space.yaml", "--quiet"]
 
 
