@@ -29,6 +29,7 @@ from nas.cli import app
 from nas.heartbeat import OWNER_KEY, UNOWNED_AFTER_S, fail_stale_trials
 from nas.search import SearchSettings, run_search
 from nas.storage import StorageError, get_storage
+from tests.nas.test_parallel import _wait
 from tests.spaces import tiny_space, write_space
 
 runner = CliRunner()
@@ -69,16 +70,6 @@ def _cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
     env = dict(os.environ, COLUMNS="300", PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     return subprocess.Popen([sys.executable, "-m", "nas.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
-
-
-def _wait(cond, timeout: float, what: str):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _running_owned(journal: Path, name: str) -> list[tuple[int, int]]:
