@@ -23,7 +23,9 @@ from tests.spaces import tiny_space, write_space
 
 S = optuna.trial.TrialState
 ETA = 2
-SH = ["--objective", "accuracy,params", "--proxy", "train", "--train-epochs", "4", "--train-subset", "16",
+# 512 training images = 32 steps an epoch: a trial spends ~a second between two rungs, long enough
+# for the 0.2 s poll below to catch it there on a fast machine (16 images made the window milliseconds)
+SH = ["--objective", "accuracy,params", "--proxy", "train", "--train-epochs", "4", "--train-subset", "512",
       "--train-batch-size", "16", "--train-val-subset", "32", "--fidelity", "sh", "--min-budget", "1", "--eta",
       str(ETA), "--proxy-resolution", "64", "--no-enqueue-presets", "--study", "shw", "--device", "cpu",
       "--data", "fashion-mnist",
