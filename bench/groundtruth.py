@@ -341,18 +341,20 @@ class Store:
         self.data = data
 
     @classmethod
-    def open(cls, path: Path, settings: Optional[dict[str, Any]], archs: Optional[list[dict[str, Any]]]) -> "Store":
+    def open(cls, path: Path, settings: Optional[dict[str, Any]], archs: Optional[list[dict[str, Any]]], *,
+             bench: str = BENCH, recipe_keys: tuple[str, ...] = RECIPE_KEYS) -> "Store":
+        """Resume ``path`` (its settings must match ``recipe_keys``) or create it; ``bench`` names the experiment."""
         if path.is_file():
             try:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as e:
                 raise SystemExit(f"error: {path} is not valid JSON ({e}); move it away or pass another --out") from None
-            if data.get("benchmark") != BENCH:
-                raise SystemExit(f"error: {path} is not a {BENCH} results file")
+            if data.get("benchmark") != bench:
+                raise SystemExit(f"error: {path} is not a {bench} results file")
             if settings is not None:
-                old = {k: data["settings"].get(k) for k in RECIPE_KEYS}
-                new = {k: settings[k] for k in RECIPE_KEYS}
-                diff = {k: (old[k], new[k]) for k in RECIPE_KEYS if _clean(old[k]) != _clean(new[k])}
+                old = {k: data["settings"].get(k) for k in recipe_keys}
+                new = {k: settings[k] for k in recipe_keys}
+                diff = {k: (old[k], new[k]) for k in recipe_keys if _clean(old[k]) != _clean(new[k])}
                 if diff:
                     lines = ", ".join(f"{k}: file {a!r} vs now {b!r}" for k, (a, b) in diff.items())
                     raise SystemExit(f"error: {path} holds another experiment ({lines}); pass the same options to "
@@ -360,7 +362,7 @@ class Store:
             return cls(path, data)
         if settings is None:
             raise SystemExit(f"error: {path} does not exist (nothing to analyse)")
-        data = dict(benchmark=BENCH, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        data = dict(benchmark=bench, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     settings=settings, archs=archs, proxies={}, runs=[], failures=[], sessions=[], analysis=None,
                     notes=["top1 in percent on the full validation split (Fashion-MNIST: the official 10k test set)",
                            "proxy seconds are measured inside worker processes while other workers train on the "
@@ -441,15 +443,17 @@ def _fmt_s(s: float) -> str:
 def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]], *, workers: int, threads: int,
               device: str, data: str, data_dir: Optional[str], time_budget: Optional[float], assumed_img_s: float,
               train_size: int, val_size: int, t0: float, dry_run: bool = False, max_start: Optional[int] = None,
-              only: Optional[set[str]] = None, proxies: Optional[list[str]] = None) -> int:
+              only: Optional[set[str]] = None, proxies: Optional[list[str]] = None,
+              tasks: Optional[list[dict[str, Any]]] = None) -> int:
     """Run the unfinished tasks with a pool of spawned workers; returns the number finished now.
 
-    ``max_start`` stops starting tasks after that many (the smoke run uses it to test resuming).
+    ``tasks`` (default ``build_tasks``: the ground truth's) is the whole experiment in priority
+    order; ``max_start`` stops starting tasks after that many (the smoke run uses it to test resuming).
     """
     import multiprocessing as mp
 
     by_id = {a["arch_id"]: a for a in archs}
-    all_tasks = build_tasks(archs, settings)
+    all_tasks = build_tasks(archs, settings) if tasks is None else tasks
     done = store.finished()
     pending = [t for t in all_tasks if task_key(t) not in done and (not only or t["kind"] in only)]
     if only and not only & {"full", "easy"}:  # proxies are only worth computing where a ground truth exists

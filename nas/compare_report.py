@@ -158,7 +158,34 @@ def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str 
     return write_page(path, f"nas compare — {_where(d)}", body, plotlyjs=plotlyjs)
 
 
+def _stacked_label_offsets(points: Sequence[Mapping[str, Any]], pts_per_top1: float, pts_per_decade: float,
+                           char_width: float = 4.8, height: float = 9.0, step: int = 9) -> list[int]:
+    """Vertical label offsets (typographic points) so that peer labels do not print over each other.
+
+    Each label starts right of its point; a label whose box (name length x ``char_width`` wide,
+    ``height`` tall, on the figure's scale given by ``pts_per_top1`` / ``pts_per_decade``) would
+    overlap one already placed moves down by ``step`` until it is free. Higher points go first.
+    """
+    import math
+
+    placed: list[tuple[float, float, float]] = []  # (left, right, baseline) in points
+    offsets: dict[int, int] = {}
+    for i in sorted(range(len(points)), key=lambda i: -points[i]["top1"]):
+        r = points[i]
+        left = math.log10(r["img_s"]) * pts_per_decade
+        right = left + char_width * len(r["name"])
+        dy = -step
+        while any(left < pr and pl < right and abs(pb - (r["top1"] * pts_per_top1 + dy)) < height
+                  for pl, pr, pb in placed):
+            dy -= step
+        placed.append((left, right, r["top1"] * pts_per_top1 + dy))
+        offsets[i] = dy
+    return [offsets[i] for i in range(len(points))]
+
+
 def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
+    import math
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,8 +210,15 @@ def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
         if pts:
             ax.scatter([r["img_s"] for r in pts], [r["top1"] for r in pts], marker=markers[symbol], s=60, c=color,
                        edgecolors="#333", linewidths=0.6, label=label, zorder=3)
-            for r in pts:
-                ax.annotate(r["name"], (r["img_s"], r["top1"]), fontsize=8, xytext=(4, -10), textcoords="offset points")
+    peers = [r for r in rows if r["family"] in FAMILY_STYLE]
+    ax.margins(0.12)
+    ax.set_xscale("log")
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    box = ax.get_position()
+    pts_per_top1 = fig.get_figheight() * 72 * box.height / max(y1 - y0, 1e-9)
+    pts_per_decade = fig.get_figwidth() * 72 * box.width / max(math.log10(x1 / x0), 1e-9)
+    for r, dy in zip(peers, _stacked_label_offsets(peers, pts_per_top1, pts_per_decade)):
+        ax.annotate(r["name"], (r["img_s"], r["top1"]), fontsize=8, xytext=(4, dy), textcoords="offset points")
     front = sorted([r for r in rows if r["name"] in d["front"] and r["code"] != "official"], key=lambda r: r["img_s"])
     if front:
         ax.plot([r["img_s"] for r in front], [r["top1"] for r in front], "--", c=COLORS["front"], lw=1.2,
