@@ -324,7 +324,7 @@ def write_report(study: Any, path: Path | str, *, reference: Optional[Sequence[f
                                                         plotlyjs=plotlyjs)]
     body = [f"<h1>Study {plots.esc(study.study_name)}</h1>", _intro_html(summary, names, labels),
             plots.figure_html(front_fig, first=True, plotlyjs=plotlyjs), *hv_figs,
-            "<h2>Pareto set</h2>", _pareto_table_html(summary, names, labels),
+            "<h2>Pareto set</h2>", _pareto_table_html(summary, names, labels, front_noise(study)),
             "<h2>FasterViT reference points</h2>", _references_html(summary, refs, names),
             "<h2>Failed trials</h2><ul>" + ("".join(f"<li>#{f['trial']}: {plots.esc(f['error'])}</li>"
                                                     for f in summary["failures"]) or "<li>none</li>") + "</ul>"]
@@ -350,6 +350,33 @@ def _hover(t: Any) -> str:
            f"<br>{esc(t.user_attrs.get('summary') or '')}{cost}"
 
 
+def front_noise(study: Any) -> Optional[dict[str, Any]]:
+    """Seed-noise marks for the front (``nas.confirm.noise_marks``) keyed by trial, for reports.
+
+    ``{"axis": index of accuracy, "seed_noise": s, "by_trial": {number: {"retrained": [...],
+    "within_noise": bool}}}``; None until ``nas confirm`` / ``--confirm`` re-trained front points.
+    """
+    from .confirm import noise_marks
+
+    marks = noise_marks(study)
+    if marks is None:
+        return None
+    return dict(axis=objective_names(study).index("accuracy"), seed_noise=marks["seed_noise"],
+                by_trial={p["trial"]: p for p in marks["points"]})
+
+
+def _retrained_values(front: Sequence[Any], noise: Mapping[str, Any]) -> list[list[float]]:
+    """Front points with accuracy replaced by the mean of its re-trains (those that have one)."""
+    out = []
+    for t in front:
+        again = noise["by_trial"].get(t.number, {}).get("retrained") or []
+        if again:
+            v = list(t.values)
+            v[noise["axis"]] = sum(again) / len(again)
+            out.append(v)
+    return out
+
+
 def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint], names: Sequence[str],
                   labels: Sequence[str]) -> Any:
     import plotly.graph_objects as go
@@ -371,11 +398,23 @@ def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint
                       marker=dict(size=7 if not three else 4, color=[t.number for t in feas], colorscale="Viridis",
                                   opacity=0.85, line=dict(width=0.5, color="#333") if not three else None,
                                   colorbar=dict(title=dict(text="trial #"), x=1.02))))
+    noise = front_noise(study)
+    bars = {}
+    if noise is not None:  # +-1 seed sd on the accuracy axis of every front point
+        bars[f"error_{'xyz'[noise['axis']]}"] = dict(type="constant", value=noise["seed_noise"] / sc[noise["axis"]][0],
+                                                      visible=True, color=COLORS["front"], thickness=1.2)
     fig.add_trace(cls(**xyz([t.values for t in front]), mode="lines+markers" if not three else "markers",
-                      name=f"Pareto front ({len(front)} trials)", text=[_hover(t) for t in front], hoverinfo="text",
+                      name=f"Pareto front ({len(front)} trials)" + (
+                          f", error bars ±{noise['seed_noise']:.2f} (seed sd, nas confirm)" if noise else ""),
+                      text=[_hover(t) for t in front], hoverinfo="text",
                       line=dict(color=COLORS["front"], width=2) if not three else None,
                       marker=dict(size=10 if not three else 6, color=COLORS["front"], symbol="circle-open" if not three
-                                  else "circle", line=dict(width=2, color=COLORS["front"]) if not three else None)))
+                                  else "circle", line=dict(width=2, color=COLORS["front"]) if not three else None),
+                      **bars))
+    again = _retrained_values(front, noise) if noise else []
+    if again:
+        fig.add_trace(cls(**xyz(again), mode="markers", name="re-trained with another seed (mean)", hoverinfo="x+y",
+                          marker=dict(symbol="x", size=9 if not three else 4, color=COLORS["front"])))
     for in_study in (True, False):
         pts = [r for r in refs if r.values is not None and r.in_study == in_study]
         if not pts:
@@ -438,19 +477,33 @@ def _intro_html(summary: Mapping[str, Any], names: Sequence[str], labels: Sequen
             f"{','.join(repr(float(v)) for v in summary['reference_point'])}</code>.</p>")
 
 
-def _pareto_table_html(summary: Mapping[str, Any], names: Sequence[str], labels: Sequence[str]) -> str:
-    from .objectives import format_value
-    from .plots import table_html
-
-    from .objectives import display_scale
+def _pareto_table_html(summary: Mapping[str, Any], names: Sequence[str], labels: Sequence[str],
+                       noise: Optional[Mapping[str, Any]] = None) -> str:
+    """The front as a table; with re-trains (``front_noise``) also each point's re-trained accuracies and
+    whether it is within the seed noise of a front neighbour (not shown to differ from it)."""
+    from .objectives import display_scale, format_value
+    from .plots import esc, table_html
 
     header = ["trial", "preset", *(display_scale(n, lab)[1] for n, lab in zip(names, labels)), "params (M)", "GFLOPs",
               "architecture"]
-    rows = [[r["trial"], _short(r.get("preset")), *(format_value(n, r.get(n), suffix=False) for n in names),
-             format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
-             r.get("summary") or ""]
-            for r in summary["pareto"]]
-    return table_html(header, rows, [True, False, *([True] * len(names)), True, True, False])
+    extra = ["re-trained accuracy (other seeds)", "within seed noise of a neighbour"] if noise else []
+    rows = []
+    for r in summary["pareto"]:
+        row = [r["trial"], _short(r.get("preset")), *(format_value(n, r.get(n), suffix=False) for n in names),
+               format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
+               r.get("summary") or ""]
+        if noise:
+            mark = noise["by_trial"].get(r["trial"], {})
+            row += [", ".join(f"{a:.2f}" for a in mark.get("retrained") or []) or "—",
+                    "yes" if mark.get("within_noise") else "no"]
+        rows.append(row)
+    table = table_html(header + extra, rows, [True, False, *([True] * len(names)), True, True, False,
+                                              *([False] * len(extra))])
+    if not noise:
+        return table
+    return (f"<p class=\"note\">Seed noise {noise['seed_noise']:.2f} accuracy points (sd, from the re-trains of "
+            f"<code>nas confirm</code>); error bars in the figure are ±1 sd. "
+            f"{esc('Points marked yes are not shown to differ from a neighbour on the front.')}</p>" + table)
 
 
 def _references_html(summary: Mapping[str, Any], refs: Sequence[ReferencePoint], names: Sequence[str]) -> str:
@@ -504,6 +557,15 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
     ax.plot(x([t.values for t in front]), y([t.values for t in front]), "-", c=COLORS["front"], lw=1.8)
     ax.scatter(x([t.values for t in front]), y([t.values for t in front]), s=45, facecolors="none",
                edgecolors=COLORS["front"], linewidths=1.6, label=f"Pareto front ({len(front)})")
+    noise = front_noise(study)
+    if noise is not None and noise["axis"] < 2:
+        err = noise["seed_noise"] / sc[noise["axis"]][0]
+        ax.errorbar(x([t.values for t in front]), y([t.values for t in front]), fmt="none", ecolor=COLORS["front"],
+                    elinewidth=1.0, capsize=3, **{"xerr" if noise["axis"] == 0 else "yerr": err},
+                    label=f"±{noise['seed_noise']:.2f} seed sd (nas confirm)")
+        again = _retrained_values(front, noise)
+        if again:
+            ax.scatter(x(again), y(again), marker="x", s=30, c=COLORS["front"], label="re-trained (another seed)")
     for in_study in (True, False):
         rs = [r for r in refs if r.values is not None and r.in_study == in_study]
         if not rs:

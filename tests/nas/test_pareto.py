@@ -227,3 +227,30 @@ def test_all_failed_study_lists_each_failure_and_its_reason(tmp_path):
     summary = json.loads(_pareto_cli(url, "--no-report", "--json").output)
     assert summary["failures"] == [dict(trial=0, error="CUDA out of memory [x]"), dict(trial=1, error="NaN proxy score"),
                                    dict(trial=2, error=None)]
+
+
+def test_confirmed_front_shows_seed_noise_error_bars_and_retrained_values(tmp_path):
+    """After `nas confirm`, the report draws +-1 seed sd on the accuracy axis, the re-trained points,
+    and says per front point whether it is within the noise of a neighbour."""
+    from nas import record as R
+
+    url = f"sqlite:///{tmp_path}/conf.db"
+    st = optuna.create_study(directions=["maximize", "maximize"], study_name="conf", storage=url)
+    st.set_user_attr("objectives", ["accuracy", "throughput"])
+    st.set_user_attr(R.STUDY_PROXY, "train")
+    for acc, thr in ((70.0, 1000.0), (70.5, 900.0), (75.0, 500.0)):
+        st.add_trial(optuna.trial.create_trial(values=[acc, thr]))
+    st.set_user_attr(R.STUDY_CONFIRMATIONS, {
+        "0": [dict(seed=1, accuracy=71.0, search_accuracy=70.0)],
+        "2": [dict(seed=1, accuracy=74.0, search_accuracy=75.0)]})
+    html = write_report(st, tmp_path / "conf.html", png=True, plotlyjs="directory").read_text()
+    # seed noise: sd of the (re-trained - search) differences (+1, -1) / sqrt(2) = 1.00
+    assert "Seed noise 1.00 accuracy points" in html
+    assert "error bars ±1.00" in html.replace("\\u00b1", "±")  # the legend (plotly's JSON escapes ±)
+    assert '"error_x":' in html and "re-trained with another seed (mean)" in html
+    table = html[html.index("<h2>Pareto set</h2>"):html.index("<h2>FasterViT reference points</h2>")]
+    assert "71.00" in table and "74.00" in table and "within seed noise of a neighbour" in table
+    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)[1:]
+    marks = [re.findall(r"<td[^>]*>([^<]*)</td>", r)[-1] for r in rows]
+    assert marks.count("yes") == 2 and marks.count("no") == 1  # 70.0 and 70.5 are within 1.00 of each other
+    assert (tmp_path / "conf.png").stat().st_size > 0
