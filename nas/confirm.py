@@ -59,11 +59,14 @@ def _study_settings(study: Any) -> dict[str, Any]:
 
 
 def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: Optional[str] = None,
-                  out: Callable[[str], None] = lambda line: None) -> list[dict[str, Any]]:
+                  out: Callable[[str], None] = lambda line: None,
+                  trials: Optional[Sequence[Any]] = None) -> list[dict[str, Any]]:
     """Re-train the ``top`` front points with another seed at the full budget; record and return the rows.
 
     ``seed``: the re-training seed (default: the study's seed + 1 + the re-trains the trial already
-    has, so repeated confirmations add new seeds). One line per re-train goes to ``out``.
+    has, so repeated confirmations add new seeds). ``trials``: re-train these COMPLETE trials of the
+    study instead of ``front_to_confirm(study, top)`` (e.g. one front point per unit of a resumable
+    benchmark). One line per re-train goes to ``out``.
     """
     from evaluators.data import load_dataset
     from evaluators.train import train_proxy
@@ -73,7 +76,12 @@ def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: O
     from .settings import cuda_available
 
     s = _study_settings(study)
-    trials = front_to_confirm(study, top)
+    if trials is None:
+        trials = front_to_confirm(study, top)
+    else:
+        bad = [t.number for t in trials if t.state.name != "COMPLETE" or not t.values]
+        if bad:
+            raise ValueError(f"trials {bad} of study {study.study_name!r} are not complete: nothing to re-train")
     i = objective_names(study).index("accuracy")
     dev = device or s.get("device") or ("cuda" if cuda_available() else "cpu")
     splits = load_dataset(s.get("data", "fashion-mnist"), data_dir=s.get("data_dir"))

@@ -1,0 +1,117 @@
+"""bench/multifidelity.py --smoke on the CPU: the summary keys automation reads, one finite truth
+hypervolume per seed and method, a resume that repeats nothing, and the refused resumes."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+REQUIRED = {"gpu", "dataset", "seeds", "gpu_seconds_per_study", "hv", "hv_ratio_sh_vs_full",
+            "presets_dominated_beyond_noise"}
+
+
+@pytest.fixture(scope="module")
+def mf():
+    sys.path.insert(0, str(BENCH))
+    import multifidelity
+
+    yield multifidelity
+    sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(mf, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mf")
+    assert mf.main(["--smoke", "--out-dir", str(out)]) == 0  # two sessions inside: 4 units, then the rest
+    return out
+
+
+def _units(data):
+    return [u for s in data["sessions"] for u in s["units"]]
+
+
+def test_summary_has_the_keys_and_one_finite_hv_per_seed(smoke_dir):
+    summary = json.loads((smoke_dir / "multifidelity-summary.json").read_text())
+    assert REQUIRED <= set(summary)
+    assert summary["seeds"] == 2 and summary["dataset"] == "fashion-mnist" and summary["gpu"] == "cpu"
+    assert set(summary["hv"]) == {"sh", "full", "random"}
+    for method, values in summary["hv"].items():
+        assert len(values) == 2 and all(isinstance(v, float) and math.isfinite(v) for v in values), (method, values)
+    assert summary["hv_ratio_sh_vs_full"] is not None and math.isfinite(summary["hv_ratio_sh_vs_full"])
+    assert isinstance(summary["presets_dominated_beyond_noise"], list)
+    assert summary["reference_point"] == {"accuracy": 10.0, "throughput": 0.0}
+    assert (smoke_dir / "multifidelity.png").is_file()
+
+
+def test_the_results_file_records_each_unit_once(smoke_dir):
+    data = json.loads((smoke_dir / "multifidelity.json").read_text())
+    units = _units(data)
+    assert len(units) == len(set(units))
+    assert len(data["sessions"]) == 2 and len(data["sessions"][0]["units"]) == 4  # stopped, then resumed
+    assert {u for u in units if u.startswith("study:")} == {f"study:{m}:{k}" for m in ("sh", "full", "random")
+                                                           for k in (0, 1)}
+    assert {u for u in units if u.startswith("preset:")} == {f"preset:tiny_{x}:{s}" for x in "ab" for s in (0, 1)}
+    for key, rec in data["studies"].items():
+        assert rec["history"] and rec["front"] and len(data["confirmations"][key]) == len(rec["front"])
+    assert data["studies"]["sh:0"]["n_pruned"] > 0  # successive halving stopped some trials
+    assert not data["failures"]
+
+
+def test_a_second_run_repeats_nothing(mf, smoke_dir):
+    storage = f"sqlite:///{smoke_dir / 'multifidelity' / 'studies.db'}"
+    before = mf.study_trial_counts(storage)
+    summary = (smoke_dir / "multifidelity-summary.json").read_text()
+    assert mf.main(["--smoke", "--out-dir", str(smoke_dir)]) == 0
+    assert mf.study_trial_counts(storage) == before and len(before) == 6
+    data = json.loads((smoke_dir / "multifidelity.json").read_text())
+    assert [s["units"] for s in data["sessions"][2:]] == [[], []]
+    assert json.loads((smoke_dir / "multifidelity-summary.json").read_text()) == json.loads(summary)
+    assert mf.main(["--analyze-only", "--out-dir", str(smoke_dir)]) == 0
+    assert json.loads((smoke_dir / "multifidelity-summary.json").read_text()) == json.loads(summary)
+
+
+def test_a_resume_with_other_settings_is_refused_naming_the_key(mf, smoke_dir):
+    with pytest.raises(SystemExit, match="gpu_seconds: file 600.0 vs now 123.0"):
+        mf.main(["--smoke", "--out-dir", str(smoke_dir), "--gpu-seconds", "123"])
+    with pytest.raises(SystemExit, match="eta: file 2 vs now 3"):
+        mf.main(["--smoke", "--out-dir", str(smoke_dir), "--eta", "3"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "sh,nope"], "unknown method 'nope'; known: sh, full, random"),
+    (["--seeds", "0"], "--seeds '0' must be the number of seeds"),
+    (["--seeds", "two"], "--seeds 'two' must be the number of seeds"),
+    (["--reference", "10"], "--reference '10' must be two numbers"),
+])
+def test_bad_options_are_refused(mf, tmp_path, args, message):
+    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+        mf.main(["--smoke", "--out-dir", str(tmp_path), *args])
+    assert not (tmp_path / "multifidelity.json").exists()
+
+
+def test_without_a_gpu_the_full_run_says_so(mf, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SystemExit, match="no CUDA GPU here.*--smoke"):
+        mf.main(["--out-dir", str(tmp_path)])
+    assert not (tmp_path / "multifidelity.json").exists()
+
+
+def test_presets_are_the_spaces_configs(mf):
+    from search_spaces import PRESETS
+
+    cfg = mf.preset_config("faster_vit_3_224", "default", False)
+    assert cfg.arch_id == PRESETS["faster_vit_3_224"].arch_id and cfg.drop_path_rate == 0.2  # the space's, not 0.3
+
+
+def test_a_unit_that_can_never_fit_the_time_budget_is_an_error(mf, tmp_path):
+    with pytest.raises(SystemExit, match=r"study sh:0 needs ~\d+ s, more than --time-budget 20"):
+        mf.main(["--smoke", "--out-dir", str(tmp_path), "--time-budget", "20"])
