@@ -167,12 +167,29 @@ def knob_group(path: Path = KNOB_ACCURACY, min_size: int = 4) -> Optional[dict[s
     if len(best) < min_size:
         return None
     best.sort(key=lambda i: members[i][2])
+    dof = sum(r["n"] - 1 for grp in k["analysis"]["groups"].values() for r in grp["rows"] if r.get("n"))
     return dict(arch_ids=best, top1=[round(members[i][2], 2) for i in best], params=[members[i][1] for i in best],
                 names=[members[i][0] for i in best], seeds=k["settings"]["seeds"],
                 pooled_seed_sd=k["analysis"]["pooled_seed_sd"],
+                **range_test([members[i][2] for i in best], k["analysis"]["pooled_seed_sd"],
+                             len(k["settings"]["seeds"]), dof),
                 note=f"from {path.relative_to(ROOT)} (bench/knob_accuracy.py): mean top-1 over seeds "
                      f"{k['settings']['seeds']} on {k['settings']['data']}, same recipe; params within 0.1%; the "
                      f"variants differ only in carrier-token / window knobs")
+
+
+def range_test(means: list[float], sd: float, n: int, dof: int, level: float = 0.95) -> dict[str, Any]:
+    """Do ``means`` (each over ``n`` seeds, pooled per-seed ``sd`` with ``dof``) differ beyond noise?
+
+    Tukey's studentized range: the largest gap among k means exceeds ``q(level; k, dof) * sd / sqrt(n)``
+    with probability 1 - ``level`` when they are all equal (a pair's bound would be too loose for k > 2).
+    """
+    from scipy.stats import studentized_range
+
+    bound = float(studentized_range.ppf(level, len(means), dof)) * sd / math.sqrt(n)
+    span = max(means) - min(means)
+    return dict(span=span, span_bound_95=bound, beyond_noise=bool(span > bound),
+                span_test=f"Tukey studentized range, k={len(means)} means of n={n} seeds, {dof} degrees of freedom")
 
 
 def equal_params_group(d: dict[str, Any], gt: dict[str, float], sizes: dict[str, dict[str, float]]) -> dict[str, Any]:

@@ -6,7 +6,10 @@ seeds each (seed k: sampler seed = training seed = k):
 
 - ``sh``: multi-objective successive halving (``nas.fidelity``; ``--fidelity sh``), sampler
   ``--sh-sampler`` (default ``random``, as in MO-ASHA, Schmucker et al. 2021);
-- ``full``: NSGA-II, every trial trained for the full budget;
+- ``full``: NSGA-II, every trial trained for the full budget, population ``--nsga2-population``
+  (default 6: the study is bounded by time, not trials, and ~15-20 full trials fit 420 s; the
+  search's default population, 20 without a trial budget, would never leave NSGA-II's random first
+  generation and make ``full`` a second random search);
 - ``random``: random search, every trial trained for the full budget.
 
 ``sh`` and ``random`` with the same seed draw the same sequence of architectures (common random
@@ -41,29 +44,36 @@ trial runs: same profiler settings, same train recipe), each in the config a tri
 with its knob values gets (as ``nas.search.enqueue_presets`` queues it). Seed noise: the pooled
 per-seed standard deviation of top-1 from the confirmation pairs (re-trained minus search
 accuracy, per study, variance / 2) and the presets' seed pairs (front points were selected on a
-high search value, so their pairs may understate it a little). A preset is **dominated beyond
-noise** when a confirmed front point has throughput >= the preset's (mean of its two
-measurements) and re-trained accuracy > the preset's mean accuracy + 2 x seed noise. The
-summary's ``presets_dominated_beyond_noise`` uses the ``sh`` method's confirmed fronts, unioned
-over seeds; ``presets_dominated_beyond_noise_by_method`` gives every method. Throughput noise is
-ignored.
+high search value, so their pairs may understate it a little). An architecture in several fronts
+of one seed (``sh`` and ``random`` draw the same ones) is re-trained once and its pair counted once
+(``shared_from``). A preset is **dominated beyond noise** on a seed when that seed's confirmed
+front has a point with throughput >= the preset's (mean of its two measurements) and re-trained
+accuracy > the preset's mean accuracy + 2 sd of the gap between one seed and a mean of two
+(2 x noise x sqrt(1.5)). The summary's ``presets_dominated_beyond_noise`` lists the presets the
+``sh`` method dominates on a majority of seeds (``presets.*.dominated_on_seeds`` per method; one
+lucky re-train is not enough). Throughput noise is ignored. A study stopped before its time (the
+failure guard, a dead worker) is listed in ``invalid_studies`` and the ratio is withheld; per-seed
+ratios are given beside the ratio of means.
 
-Resumable: a unit is one study, one re-train of a front point, or one preset training. A unit
-starts only when its estimate (a study: ``--gpu-seconds`` + measured overhead) fits in what is
-left of ``--time-budget``; the results JSON is rewritten atomically after each unit and a re-run
-skips finished units; a study found unfinished in the storage (a killed run) is deleted and run
-again. Resuming with other settings is refused, naming the keys (``--methods`` and ``--seeds`` may
-grow). Outputs: the JSON (``--out``), ``multifidelity-summary.json`` (after every unit), and a
-plot of hypervolume (search values) against GPU-seconds (``multifidelity.png``). Each study's
-trained weights and its 4.8 MB HTML report are deleted after it (``--keep-weights``,
-``--keep-reports``; ``nas pareto --study mf-sh-seed0 --storage sqlite:///.../studies.db``
-rewrites a report); every trial stays in the SQLite storage.
+Resumable: a unit is one study, one re-train of a front point, or one preset training. A unit starts
+only when its estimate (a study: ``--gpu-seconds`` + measured overhead) fits in what is left of
+``--time-budget``; the results JSON is rewritten atomically after each unit and a re-run skips
+finished units; a study found unfinished in the storage (a killed run) is deleted and run again. The
+JSON and ``<results-dir>/studies.db`` belong together (every GPU run starts bare: carry both there
+and copy both back); a run refuses a database whose recorded studies are missing, unfinished or of
+another trial count, and a re-train whose trial is another architecture. Resuming with other
+settings is refused, naming the keys (``--methods`` and ``--seeds`` may grow). Outputs: the JSON
+(``--out``), ``multifidelity-summary.json`` (after every unit), and a plot of hypervolume (search
+values) against GPU-seconds (``multifidelity.png``). Each study's trained weights and its 4.8 MB
+HTML report are deleted after it (``--keep-weights``, ``--keep-reports``; ``nas pareto --study
+mf-sh-seed0 --storage sqlite:///.../studies.db`` rewrites a report); every trial stays in the SQLite
+storage.
 
 On the GPU machine, from the repository root, repeated until it says everything is done:
 
     PYTHONPATH=. python bench/multifidelity.py --data-dir .data/fashion-mnist --time-budget 540
     PYTHONPATH=. python bench/multifidelity.py --analyze-only
-    python bench/multifidelity.py --smoke        # CPU, tiny space, 2 seeds, a few trials (< 1 min)
+    python bench/multifidelity.py --smoke        # CPU, tiny space, 2 seeds, 5 trials a study (minutes)
 
 ``--gpu-seconds`` defaults to 420 so that one study and its overhead fit one 540-s run. GPU time
 (H200, a rough estimate): 3 methods x 3 seeds x (420 s + ~40 s overhead) = ~70 min of
@@ -102,11 +112,32 @@ DONE_ATTR = "multifidelity_bench"  # study user attribute set when the study's u
 OBJECTIVES = ("accuracy", "throughput")
 #: settings that define the experiment; a resumed run must match them (methods and seeds may grow)
 EXPERIMENT_KEYS = ("data", "space", "objectives", "proxy_resolution", "train_epochs", "train_subset",
-                   "train_val_subset", "train_batch_size", "min_budget", "eta", "sh_sampler", "gpu_seconds",
+                   "train_val_subset", "train_batch_size", "min_budget", "eta", "sh_sampler", "nsga2_population",
+                   "gpu_seconds",
                    "trials_cap", "reference", "presets", "preset_seeds", "device", "smoke")
 DEFAULT_OVERHEAD_S = 60.0  # a study's seconds beyond --gpu-seconds before one has been measured
 SUMMARY_KEYS = ("gpu", "dataset", "seeds", "gpu_seconds_per_study", "hv", "hv_ratio_sh_vs_full",
                 "presets_dominated_beyond_noise")
+
+#: a front point's record keys (``reported_front``), read by the re-train and the analysis
+SOURCE, ARCH, ACCURACY, THROUGHPUT = "source", "arch_id", "accuracy", "throughput"
+#: a re-train reused from another method's study (same architecture, same re-train seed)
+SHARED_FROM = "shared_from"
+
+
+def study_key(method: str, seed: int) -> str:
+    """The key of a study in the results file (``studies``, ``confirmations``): ``METHOD:SEED``."""
+    return f"{method}:{seed}"
+
+
+def key_method(key: str) -> str:
+    """The method of a ``study_key`` (``sh:1`` -> ``sh``)."""
+    return key.split(":")[0]
+
+
+def preset_key(name: str, seed: int) -> str:
+    return f"{name}:{seed}"
+
 
 TINY_SPACE = dict(
     name="tiny", base=dict(resolution=64, dim=16, in_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2],
@@ -165,7 +196,8 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
     return dict(data=args.data, space="tiny" if args.smoke else args.space, objectives=list(OBJECTIVES),
                 proxy_resolution=args.proxy_resolution, train_epochs=args.train_epochs, train_subset=args.train_subset,
                 train_val_subset=args.train_val_subset, train_batch_size=args.train_batch_size,
-                min_budget=args.min_budget, eta=args.eta, sh_sampler=args.sh_sampler, gpu_seconds=args.gpu_seconds,
+                min_budget=args.min_budget, eta=args.eta, sh_sampler=args.sh_sampler,
+                nsga2_population=args.nsga2_population, gpu_seconds=args.gpu_seconds,
                 trials_cap=args.trials_cap, reference=args.reference,
                 presets=list(SMOKE_PRESETS) if args.smoke else list(PRESET_NAMES), preset_seeds=list(PRESET_SEEDS),
                 device="cpu" if args.smoke else "cuda", smoke=bool(args.smoke), methods=list(args.methods),
@@ -186,7 +218,9 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
                          "random": ("full", "random")}[method]
     space = TINY_SPACE if exp["smoke"] else exp["space"]
     s = SearchSettings(objectives=tuple(exp["objectives"]), proxy="train", trials=exp["trials_cap"],
-                       timeout=float(exp["gpu_seconds"]), sampler=sampler, space=space, data=exp["data"],
+                       timeout=float(exp["gpu_seconds"]), sampler=sampler,
+                       population=exp["nsga2_population"] if sampler == "nsga2" else None,
+                       space=space, data=exp["data"],
                        data_dir=exp["data_dir"], storage=storage, study=study_name(method, seed), device=exp["device"],
                        seed=seed, enqueue_presets=False, proxy_resolution=exp["proxy_resolution"],
                        train_epochs=exp["train_epochs"], train_subset=exp["train_subset"],
@@ -356,37 +390,64 @@ class Bench:
         self.storage = f"sqlite:///{(results_dir / 'studies.db').resolve()}"
         self.keep_weights, self.keep_reports = keep_weights, keep_reports
 
+    def check_storage(self) -> None:
+        """Refuse a ``studies.db`` that is not the one written with the results JSON.
+
+        Each GPU run starts on a bare machine: the JSON and ``studies.db`` travel together. A
+        missing or older database would make a re-train pick another trial's architecture.
+        """
+        for rec in self.store.data["studies"].values():
+            study = self._existing(rec["study"])
+            problem = ("is missing" if study is None else "was not finished by this benchmark"
+                       if study.user_attrs.get(DONE_ATTR) is None else
+                       f"has {len(study.trials)} trials, the JSON recorded {rec['n_trials']}"
+                       if len(study.trials) != rec["n_trials"] else None)
+            if problem:
+                raise _bad(f"study {rec['study']} in {self.storage} {problem}: {self.store.path} and "
+                           f"{self.results_dir / 'studies.db'} must come from the same run (carry both, or start "
+                           f"another experiment with --out)")
+
     # ---- planning ------------------------------------------------------------------------------
     def pending(self) -> list[Unit]:
         """Units not done yet, in priority order: studies, then front re-trains, then presets."""
         d = self.store.data
-        units = [Unit("study", f"{m}:{k}", self._study_estimate(), self._study_runner(m, k))
-                 for k in range(self.seeds) for m in self.methods if f"{m}:{k}" not in d["studies"]]
+        units = [Unit("study", study_key(m, k), self._study_estimate(), self._study_runner(m, k))
+                 for k in range(self.seeds) for m in self.methods if study_key(m, k) not in d["studies"]]
         for k in range(self.seeds):
             for m in self.methods:
-                rec = d["studies"].get(f"{m}:{k}")
-                done = d["confirmations"].get(f"{m}:{k}", {})
+                rec = d["studies"].get(study_key(m, k))
+                done = d["confirmations"].get(study_key(m, k), {})
                 for p in (rec or {}).get("front", []):
-                    if str(p["source"]) not in done:
-                        units.append(Unit("confirm", f"{m}:{k}:{p['source']}", self._confirm_estimate(p),
+                    if str(p[SOURCE]) not in done:
+                        units.append(Unit("confirm", f"{study_key(m, k)}:{p[SOURCE]}", self._confirm_estimate(p, k),
                                           self._confirm_runner(m, k, p)))
         for name in self.exp["presets"]:
             for seed in self.exp["preset_seeds"]:
-                if f"{name}:{seed}" not in d["presets"]:
-                    units.append(Unit("preset", f"{name}:{seed}", self._preset_estimate(name),
+                if preset_key(name, seed) not in d["presets"]:
+                    units.append(Unit("preset", preset_key(name, seed), self._preset_estimate(name),
                                       self._preset_runner(name, seed)))
         return units
 
     def _study_estimate(self) -> float:
         g = float(self.exp["gpu_seconds"])
         over = [r["wall_s"] - g for r in self.store.data["studies"].values() if r.get("wall_s") is not None]
-        return g + (max(10.0, max(over)) if over else DEFAULT_OVERHEAD_S)
+        return g + (max(10.0, statistics.median(over)) if over else DEFAULT_OVERHEAD_S)
 
-    def _confirm_estimate(self, point: dict[str, Any]) -> float:
+    def _confirm_estimate(self, point: dict[str, Any], seed: int) -> float:
+        if self.shared_retrain(point[ARCH], seed + 1) is not None:
+            return 1.0
         return 1.2 * float(point.get("train_seconds") or DEFAULT_OVERHEAD_S) + 10.0
 
+    def shared_retrain(self, arch_id: str, seed: int) -> Optional[tuple[str, dict[str, Any]]]:
+        """(study key, entry) of a re-train of ``arch_id`` with ``seed`` already made for any study, else None."""
+        for key, entries in self.store.data["confirmations"].items():
+            for e in entries.values():
+                if e.get(ARCH) == arch_id and e.get("seed") == seed and not e.get(SHARED_FROM):
+                    return key, e
+        return None
+
     def _preset_estimate(self, name: str) -> float:
-        seen = [r["seconds"] for k, r in self.store.data["presets"].items() if k.split(":")[0] == name
+        seen = [r["seconds"] for k, r in self.store.data["presets"].items() if k.rsplit(":", 1)[0] == name
                 and r.get("seconds")]
         return 1.2 * max(seen) + 10.0 if seen else 2 * DEFAULT_OVERHEAD_S
 
@@ -419,7 +480,7 @@ class Bench:
             how = "ran"
             self._tidy(s.study)
         rec = self.study_record(study, method, seed)
-        self.store.data["studies"][f"{method}:{seed}"] = rec
+        self.store.data["studies"][study_key(method, seed)] = rec
         self.store.save()
         return (f"study {method} seed {seed} ({s.study}, {how}): {rec['n_trials']} trials ({rec['n_complete']} "
                 f"complete, {rec['n_pruned']} pruned, {rec['n_failed']} failed; {rec['n_complete_in_time']} complete "
@@ -460,7 +521,8 @@ class Bench:
         return dict(method=method, seed=seed, study=study.study_name, wall_s=meta.get("wall_s"),
                     stopped_reason=meta.get("stopped_reason"), first_trial_start=t0, n_trials=len(trials),
                     n_complete=counts["complete"], n_pruned=counts["pruned"], n_failed=counts["failed"],
-                    n_complete_in_time=len(done), hv_search=hist[-1][1] if hist else 0.0, history=hist, front=front,
+                    n_complete_in_time=len(done), last_counted_s=done[-1][0] if done else 0.0,
+                    hv_search=hist[-1][1] if hist else 0.0, history=hist, front=front,
                     devices=devices, profile_protocol={k: profile.get(k) for k in
                                                        ("batch_size", "resolution", "dtype", "mode", "gpu_name")},
                     rungs_reached=_rungs_reached(trials.values()) if method == "sh" else None)
@@ -475,16 +537,28 @@ class Bench:
 
         from nas.confirm import confirm_front, confirmations
 
+        from nas import record as R
+
         study = optuna.load_study(study_name=study_name(method, seed), storage=self.storage)
-        source = study.trials[point["source"]]
+        source = study.trials[point[SOURCE]]
+        if source.user_attrs.get(R.ARCH_ID) != point[ARCH]:
+            raise _bad(f"{study.study_name} trial #{source.number} in {self.storage} is architecture "
+                       f"{source.user_attrs.get(R.ARCH_ID)}, the JSON's front point is {point[ARCH]}: the database "
+                       f"is not the one written with {self.store.path}")
         have = [e for e in confirmations(study).get(str(source.number), []) if e.get("seed") == seed + 1]
+        shared = self.shared_retrain(point[ARCH], seed + 1)
         if have:  # re-trained by a run killed before it wrote the JSON
             row, how = dict(trial=source.number, **have[-1]), "adopted from the study"
+        elif shared is not None:  # the same architecture and re-train seed in another method's front
+            keep = ("seed", "accuracy", "search_seed", "epochs", "seconds", "status")
+            row = dict({k: shared[1].get(k) for k in keep}, trial=source.number, **{SHARED_FROM: shared[0]})
+            row["search_accuracy"] = point[ACCURACY]
+            how = f"shared with study {shared[0]}"
         else:
             (row,) = confirm_front(study, top=1, seed=seed + 1, trials=[source])
             how = "re-trained"
         entry = dict(row, throughput=point["throughput"], arch_id=point["arch_id"], front_trial=point["trial"])
-        self.store.data["confirmations"].setdefault(f"{method}:{seed}", {})[str(point["source"])] = entry
+        self.store.data["confirmations"].setdefault(study_key(method, seed), {})[str(point[SOURCE])] = entry
         self.store.save()
         acc = "NaN" if entry["accuracy"] is None else f"{entry['accuracy']:.2f}"
         return (f"confirm {method} seed {seed} trial #{source.number} ({how}): search {entry['search_accuracy']:.2f}, "
@@ -515,7 +589,7 @@ class Bench:
                      train_seconds=train.get("seconds"), device=ev.device_name, arch_id=cfg.arch_id,
                      drop_path_rate=cfg.drop_path_rate,
                      profile_protocol={k: prof.get(k) for k in ("batch_size", "resolution", "dtype", "mode", "gpu_name")})
-        self.store.data["presets"][f"{name}:{seed}"] = entry
+        self.store.data["presets"][preset_key(name, seed)] = entry
         self.store.save()
         return (f"preset {name} seed {seed}: top-1 {entry['accuracy']:.2f}, {entry['throughput']:,.0f} img/s "
                 f"({entry['seconds']:.1f} s)")
@@ -568,12 +642,12 @@ def run_session(bench: Bench, *, t0: float, time_budget: Optional[float], max_un
         if unit is None:
             session["stopped"] = (f"time budget: {len(units)} unit(s) left, none fits in {left:.0f} s "
                                   f"(smallest estimate {min(u.estimate_s for u in units):.0f} s)")
-            never = [u for u in units if u.estimate_s > time_budget]
-            if never and not session["units"]:  # a re-run would start nothing either
+            if not session["units"]:  # a session that starts nothing: a re-run would start nothing either
                 store.save()
-                raise _bad(f"{never[0].kind} {never[0].key} needs ~{never[0].estimate_s:.0f} s, more than "
-                           f"--time-budget {time_budget:g}: raise --time-budget, or start another experiment "
-                           f"(--out) with a smaller --gpu-seconds")
+                small = min(units, key=lambda u: u.estimate_s)
+                raise _bad(f"nothing fits: {small.kind} {small.key} needs ~{small.estimate_s:.0f} s, {left:.0f} s of "
+                           f"--time-budget {time_budget:g} are left: raise --time-budget, or start another "
+                           f"experiment (--out) with a smaller --gpu-seconds")
             break
         name = f"{unit.kind}:{unit.key}"
         print(f"[{len(session['units']) + 1}] {unit.kind} {unit.key} (estimate {unit.estimate_s:.0f} s) ...", flush=True)
@@ -605,17 +679,18 @@ def truth_points(data: dict[str, Any], key: str) -> Optional[list[list[float]]]:
     """(re-trained accuracy, throughput) of a study's front; None until every point is re-trained."""
     rec = data["studies"].get(key)
     conf = data["confirmations"].get(key, {})
-    if rec is None or any(str(p["source"]) not in conf for p in rec["front"]):
+    if rec is None or any(str(p[SOURCE]) not in conf for p in rec["front"]):
         return None
-    return [[conf[str(p["source"])]["accuracy"], p["throughput"]] for p in rec["front"]
-            if conf[str(p["source"])].get("accuracy") is not None]
+    return [[conf[str(p[SOURCE])]["accuracy"], p["throughput"]] for p in rec["front"]
+            if conf[str(p[SOURCE])].get("accuracy") is not None]
 
 
 def seed_noise(data: dict[str, Any]) -> tuple[Optional[float], int]:
     """Pooled per-seed sd of top-1 and its degrees of freedom (confirmation pairs per study, preset seeds)."""
     groups: list[tuple[float, int]] = []  # (per-seed variance, degrees of freedom)
     for entries in data["confirmations"].values():
-        diffs = [e["accuracy"] - e["search_accuracy"] for e in entries.values() if e.get("accuracy") is not None]
+        diffs = [e["accuracy"] - e["search_accuracy"] for e in entries.values()
+                 if e.get("accuracy") is not None and not e.get(SHARED_FROM)]  # a shared pair counts once
         if len(diffs) >= 2:
             groups.append((statistics.variance(diffs) / 2, len(diffs) - 1))
     by_preset: dict[str, list[float]] = {}
@@ -644,12 +719,42 @@ def preset_points(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def dominated_by(points: Sequence[Sequence[float]], preset: dict[str, Any], noise: Optional[float]) -> list[list[float]]:
-    """Confirmed points with throughput >= the preset's and accuracy > its mean + 2 x noise."""
+def dominance_bar(preset: dict[str, Any], noise: float) -> float:
+    """Accuracy a single re-trained point must exceed: the preset's mean + 2 sd of their difference.
+
+    The difference of one seed and a mean of n seeds has sd ``noise * sqrt(1 + 1/n)``.
+    """
+    return preset["mean_accuracy"] + 2 * noise * math.sqrt(1 + 1 / len(preset["accuracies"]))
+
+
+def dominated_by(points: Sequence[Sequence[float]], preset: dict[str, Any],
+                 noise: Optional[float]) -> list[list[float]]:
+    """Confirmed points with throughput >= the preset's and accuracy above ``dominance_bar``."""
     if noise is None:
         return []
-    bar = preset["mean_accuracy"] + 2 * noise
+    bar = dominance_bar(preset, noise)
     return [list(p) for p in points if p[1] >= preset["throughput"] and p[0] > bar]
+
+
+def dominating_seeds(data: dict[str, Any], method: str, preset: dict[str, Any], noise: Optional[float]) -> list[int]:
+    """Seeds whose confirmed ``method`` front dominates ``preset`` beyond noise."""
+    return [k for k in range(int(data["settings"]["seeds"]))
+            if dominated_by(truth_points(data, study_key(method, k)) or [], preset, noise)]
+
+
+def verdict_presets(data: dict[str, Any], method: str, presets: dict[str, Any], noise: Optional[float]) -> list[str]:
+    """Presets dominated beyond noise by a majority of ``method``'s seeds (one lucky re-train is not enough)."""
+    need = int(data["settings"]["seeds"]) // 2 + 1
+    return sorted(n for n, p in presets.items() if len(dominating_seeds(data, method, p, noise)) >= need)
+
+
+def invalid_studies(data: dict[str, Any]) -> dict[str, str]:
+    """Studies that stopped before their time (failure guard, dead worker): key -> the reason."""
+    return {k: r["stopped_reason"] for k, r in sorted(data["studies"].items()) if r.get("stopped_reason")}
+
+
+def nan_retrains(data: dict[str, Any], key: str) -> int:
+    return sum(e.get("accuracy") is None for e in data["confirmations"].get(key, {}).values())
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
@@ -658,32 +763,42 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     seeds, ref = int(exp["seeds"]), exp["reference"]
     hv, hv_search, confirmed = {}, {}, {}
     for m in METHODS:
-        pts = [truth_points(data, f"{m}:{k}") for k in range(seeds)]
+        pts = [truth_points(data, study_key(m, k)) for k in range(seeds)]
         hv[m] = [None if p is None else hypervolume(p, ref) for p in pts]
-        hv_search[m] = [data["studies"].get(f"{m}:{k}", {}).get("hv_search") for k in range(seeds)]
+        hv_search[m] = [data["studies"].get(study_key(m, k), {}).get("hv_search") for k in range(seeds)]
         confirmed[m] = [q for p in pts if p for q in p]
     noise, dof = seed_noise(data)
     presets = preset_points(data)
-    by_method = {m: sorted(n for n, p in presets.items() if dominated_by(confirmed[m], p, noise)) for m in METHODS}
+    by_method = {m: verdict_presets(data, m, presets, noise) for m in METHODS}
+    invalid = invalid_studies(data)
     devices = sorted({d for r in data["studies"].values() for d in r.get("devices", [])}
                      | {r["device"] for r in data["presets"].values() if r.get("device")})
     out = dict(gpu=", ".join(devices) or None, dataset=exp["data"], seeds=seeds,
-               gpu_seconds_per_study=float(exp["gpu_seconds"]), hv=hv, hv_ratio_sh_vs_full=_ratio(hv),
+               gpu_seconds_per_study=float(exp["gpu_seconds"]), hv=hv,
+               hv_ratio_sh_vs_full=None if any(key_method(k) in ("sh", "full") for k in invalid) else _ratio(hv),
                presets_dominated_beyond_noise=by_method["sh"])
-    out.update(target=TARGET, reference_point=dict(zip(OBJECTIVES, ref)), hv_search_values=hv_search,
+    out.update(target=TARGET, reference_point=dict(zip(OBJECTIVES, ref)), hv_ratio_per_seed=_ratios_per_seed(hv),
+               invalid_studies=invalid, hv_search_values=hv_search,
                hv_search_ratio_sh_vs_full=_ratio(hv_search), seed_noise=noise, seed_noise_dof=dof,
                presets_dominated_beyond_noise_by_method=by_method,
                presets_dominance_pending=_pending_note(data, presets, noise),
-               presets={n: dict(p, dominated_beyond_noise_by={m: dominated_by(confirmed[m], p, noise)
-                                                              for m in METHODS}) for n, p in presets.items()},
+               presets={n: dict(p, bar=None if noise is None else dominance_bar(p, noise),
+                                dominated_on_seeds={m: dominating_seeds(data, m, p, noise) for m in METHODS},
+                                dominated_beyond_noise_by={m: dominated_by(confirmed[m], p, noise) for m in METHODS})
+                        for n, p in presets.items()},
                studies={k: dict(n_trials=r["n_trials"], n_complete=r["n_complete"], n_pruned=r["n_pruned"],
                                 n_failed=r["n_failed"], n_complete_in_time=r["n_complete_in_time"], wall_s=r["wall_s"],
-                                front=len(r["front"]), confirmed=len(data["confirmations"].get(k, {})))
+                                front=len(r["front"]), confirmed=len(data["confirmations"].get(k, {})),
+                                nan_retrains=nan_retrains(data, k), stopped_reason=r.get("stopped_reason"))
                         for k, r in sorted(data["studies"].items())},
-               complete=all(v is not None for m in METHODS for v in hv[m]) and len(presets) == len(exp["presets"]),
+               complete=all(v is not None for m in METHODS for v in hv[m]) and len(presets) == len(exp["presets"])
+               and not invalid,
                rules=["hv: hypervolume of (re-trained accuracy, measured throughput) of each study's front",
-                      "presets_dominated_beyond_noise: sh's confirmed fronts, unioned over seeds; a point with "
-                      "throughput >= the preset's and re-trained accuracy > preset mean + 2 x seed_noise",
+                      "presets_dominated_beyond_noise: presets that sh's confirmed front dominates on a majority of "
+                      "seeds; on a seed, a point with throughput >= the preset's and re-trained accuracy > preset "
+                      "mean + 2 x seed_noise x sqrt(1 + 1/preset seeds) (2 sd of a one-seed vs n-seed-mean gap)",
+                      "hv_ratio_sh_vs_full: mean over seeds of sh / mean of full; None while a study of either "
+                      "is missing or invalid (stopped before its time: invalid_studies)",
                       "seed_noise: pooled per-seed sd of top-1 (confirmation pairs per study / 2, preset seeds)"])
     return out
 
@@ -691,11 +806,17 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
 def _pending_note(data: dict[str, Any], presets: dict[str, Any], noise: Optional[float]) -> Optional[str]:
     """Why ``presets_dominated_beyond_noise`` may still grow (None once every input is measured)."""
     missing = [n for n in data["settings"]["presets"] if n not in presets]
-    open_fronts = [f"sh:{k}" for k in range(int(data["settings"]["seeds"])) if truth_points(data, f"sh:{k}") is None]
+    open_fronts = [study_key("sh", k) for k in range(int(data["settings"]["seeds"]))
+                   if truth_points(data, study_key("sh", k)) is None]
     parts = ([f"presets not measured on every seed: {missing}"] if missing else []) + \
         ([f"sh fronts not re-trained yet: {open_fronts}"] if open_fronts else []) + \
         (["no seed noise yet"] if noise is None else [])
     return "; ".join(parts) or None
+
+
+def _ratios_per_seed(hv: dict[str, list[Optional[float]]]) -> list[Optional[float]]:
+    """sh / full per seed (a ratio of means can hinge on one seed)."""
+    return [None if s is None or f is None or f <= 0 else s / f for s, f in zip(hv["sh"], hv["full"])]
 
 
 def _ratio(hv: dict[str, list[Optional[float]]]) -> Optional[float]:
@@ -718,8 +839,12 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"{m:7s} HV truth {[fmt(v) for v in summary['hv'][m]]}  search values "
               f"{[fmt(v) for v in summary['hv_search_values'][m]]}")
     r = summary["hv_ratio_sh_vs_full"]
-    print(f"HV ratio sh/full (truth) = {fmt(r)} (target {TARGET}); seed noise {fmt(summary['seed_noise'])} points; "
-          f"presets dominated beyond noise (sh): {summary['presets_dominated_beyond_noise'] or 'none'}")
+    print(f"HV ratio sh/full (truth) = {fmt(r)} (target {TARGET}; per seed "
+          f"{[fmt(v) for v in summary['hv_ratio_per_seed']]}); seed noise {fmt(summary['seed_noise'])} points; "
+          f"presets dominated beyond noise (sh, majority of seeds): "
+          f"{summary['presets_dominated_beyond_noise'] or 'none'}")
+    for key, reason in summary["invalid_studies"].items():
+        print(f"INVALID study {key}: stopped before its time ({reason}); the ratio is withheld", flush=True)
 
 
 # =============================================================================================
@@ -741,12 +866,12 @@ def plot(data: dict[str, Any], path: Path) -> Optional[Path]:
     grid = np.linspace(0, g, 400)
     fig, ax = plt.subplots(figsize=(8, 5))
     for m, colour in zip(METHODS, ("#D55E00", "#0072B2", "#009E73")):
-        curves = [_step(r["history"], grid) for k, r in data["studies"].items() if k.split(":")[0] == m]
+        curves = [_step(r["history"], grid) for k, r in data["studies"].items() if key_method(k) == m]
         for c in curves:
             ax.plot(grid, c, color=colour, lw=0.7, alpha=0.4)
         if curves:
             ax.plot(grid, np.mean(curves, axis=0), color=colour, lw=2.2, label=f"{m} (mean of {len(curves)} seeds)")
-        truth = [hypervolume(p, data["settings"]["reference"]) for k in data["studies"] if k.split(":")[0] == m
+        truth = [hypervolume(p, data["settings"]["reference"]) for k in data["studies"] if key_method(k) == m
                  for p in [truth_points(data, k)] if p is not None]
         if truth:
             ax.scatter([g] * len(truth), truth, color=colour, marker="D", s=30, zorder=3,
@@ -784,6 +909,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--min-budget", type=float, default=1.0, help="epochs of the first sh rung")
     p.add_argument("--eta", type=int, default=2, help="sh: the top 1/eta of each rung go on")
     p.add_argument("--sh-sampler", default="random", help="sampler of the sh method (MO-ASHA: random)")
+    p.add_argument("--nsga2-population", type=int, default=None,
+                   help="NSGA-II's population in the full method (default 6: ~1/3 of the ~15-20 full trials "
+                        "420 s allow, so it breeds ~3 generations; smoke 2)")
     p.add_argument("--train-epochs", type=float, default=None, help="full training budget (default 4)")
     p.add_argument("--train-subset", type=int, default=None, help="training images (default: all 40k)")
     p.add_argument("--train-val-subset", type=int, default=None, help="validation images (default: all 10k)")
@@ -812,12 +940,17 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     """Fill defaults (smoke or GPU), check the values, place the outputs."""
     smoke = args.smoke
     defaults = dict(seeds="2" if smoke else "3", gpu_seconds=600.0 if smoke else 420.0, trials_cap=5 if smoke else None,
+                    nsga2_population=2 if smoke else 6,
                     train_epochs=4.0, train_subset=64 if smoke else None, train_val_subset=64 if smoke else None,
                     train_batch_size=16 if smoke else 512, data="fashion-mnist" if smoke else "fmnist-odd")
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.methods = parse_methods(args.methods)
+    if args.sh_sampler != "random":  # NSGA-II counts only COMPLETE trials toward a generation; TPE/GP start-ups
+        raise _bad(f"--sh-sampler {args.sh_sampler!r}: only 'random' (MO-ASHA's sampler): Optuna's NSGA-II counts "
+                   "only COMPLETE trials toward a generation, so pruned trials would never breed one, and TPE/GP "
+                   "start-up counts assume full-budget trials")
     args.seeds = parse_seeds(args.seeds)
     args.reference = parse_reference(args.reference)
     if not args.gpu_seconds > 0:
@@ -866,8 +999,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return smoke(args, t0)
     bench = Bench(store, args.results_dir, methods=args.methods, seeds=args.seeds, keep_weights=args.keep_weights,
                   keep_reports=args.keep_reports)
+    bench.check_storage()
     run_session(bench, t0=t0, time_budget=args.time_budget, max_units=args.max_units, summary_path=args.summary)
-    left = bench.pending()
+    settings = store.data["settings"]  # the experiment's methods and seeds, which may be more than this command's
+    left = Bench(store, args.results_dir, methods=settings["methods"], seeds=settings["seeds"]).pending()
     analyze(args.out, args.summary, args.plot)
     print(f"{len(left)} unit(s) left: run the same command again" if left else "every unit is done", flush=True)
     return 0
@@ -884,6 +1019,7 @@ def smoke(args: argparse.Namespace, t0: float) -> int:
     """Two sessions (the first stopped after 4 units, as a killed run would be), then the checks."""
     def session(max_units: Optional[int]) -> tuple[Bench, list[str]]:
         b = Bench(Store.open(args.out, experiment(args)), args.results_dir, methods=args.methods, seeds=args.seeds)
+        b.check_storage()
         return b, run_session(b, t0=t0, time_budget=args.time_budget, max_units=max_units, summary_path=args.summary)
 
     session(args.max_units or 4)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional, Sequence
 
 from . import record as R
 
-__all__ = ["confirm_front", "front_to_confirm", "seed_noise", "within_noise", "confirmations", "noise_marks"]
+__all__ = ["confirm_front", "front_to_confirm", "seed_noise", "within_noise", "confirmations", "noise_marks",
+           "DIFFERENCE_BOUND_SDS"]
 
 
 def confirmations(study: Any) -> dict[str, list[dict[str, Any]]]:
@@ -123,23 +124,45 @@ def seed_noise(study: Any) -> Optional[float]:
     return spread / math.sqrt(2)
 
 
-def within_noise(accuracies: Sequence[float], noise: Optional[float]) -> list[bool]:
-    """Per point of a front sorted along it: True when its accuracy is within ``noise`` of a neighbour's."""
+#: two single-seed accuracies differ by more than this many seed sds with probability 5 % when the
+#: architectures are equally good: 1.96 x sqrt(2) (a difference of two independent seed draws)
+DIFFERENCE_BOUND_SDS = 1.96 * math.sqrt(2)
+
+
+def within_noise(accuracies: Sequence[float], noise: Optional[float],
+                 sources: Optional[Sequence[Any]] = None) -> list[bool]:
+    """Per point of a front sorted along it: True when its accuracy is within the 95 % bound of a
+    difference of two seeds (``DIFFERENCE_BOUND_SDS`` x ``noise``) of its nearest neighbour on each side.
+
+    ``sources``: the architecture each point is (a cache hit repeats its source); a neighbour that is
+    the same architecture is skipped, since identical values say nothing about noise.
+    """
     if noise is None:
         return [False] * len(accuracies)
+    src = list(sources) if sources is not None else list(range(len(accuracies)))
+    bound = DIFFERENCE_BOUND_SDS * noise
     out = []
     for k, a in enumerate(accuracies):
-        near = [accuracies[j] for j in (k - 1, k + 1) if 0 <= j < len(accuracies)]
-        out.append(any(abs(a - b) <= noise for b in near))
+        near = [_nearest_other(src, k, step) for step in (-1, 1)]
+        out.append(any(abs(a - accuracies[j]) <= bound for j in near if j is not None))
     return out
+
+
+def _nearest_other(sources: Sequence[Any], k: int, step: int) -> Optional[int]:
+    """Index of the nearest point from ``k`` in direction ``step`` that is another architecture."""
+    j = k + step
+    while 0 <= j < len(sources) and sources[j] == sources[k]:
+        j += step
+    return j if 0 <= j < len(sources) else None
 
 
 def noise_marks(study: Any) -> Optional[dict[str, Any]]:
     """The front read against the measured seed noise; None without confirmations or an accuracy objective.
 
     ``{"seed_noise": s, "points": [{"trial", "accuracy", "retrained": [..], "within_noise": bool}, ...]}``,
-    points in front order (the first objective); ``within_noise``: its accuracy is within ``s`` of a
-    front neighbour's, so the two are not shown to differ.
+    points in front order (the first objective); ``within_noise``: its accuracy and a front
+    neighbour's (another architecture) differ by less than the 95 % bound of two seeds
+    (``DIFFERENCE_BOUND_SDS`` x ``s``), so the two are not shown to differ.
     """
     from .pareto import objective_names, pareto_trials
 
@@ -151,7 +174,7 @@ def noise_marks(study: Any) -> Optional[dict[str, Any]]:
     done = confirmations(study)
     front = pareto_trials(study)
     acc = [t.values[i] for t in front]
-    marks = within_noise(acc, noise)
+    marks = within_noise(acc, noise, [t.user_attrs.get(R.CACHE_HIT, t.number) for t in front])
     points = [dict(trial=t.number, accuracy=a, within_noise=m,
                    retrained=[e["accuracy"] for e in done.get(str(t.user_attrs.get(R.CACHE_HIT, t.number)), [])])
               for t, a, m in zip(front, acc, marks)]

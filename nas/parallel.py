@@ -149,7 +149,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
         raise ValueError("trials=0 (no limit) needs a timeout in the settings")
 
     sampler = make_sampler(settings.sampler, seed=_sampler_seed(settings.seed, index),
-                           n_trials=int(total or settings.trials or 100))
+                           n_trials=int(total or settings.trials or 100), population=settings.population)
     with storage_errors(settings.storage):
         _worker_trials(TrialRunner(settings, sampler=sampler), index, trials)
 

@@ -486,7 +486,7 @@ def _pareto_table_html(summary: Mapping[str, Any], names: Sequence[str], labels:
 
     header = ["trial", "preset", *(display_scale(n, lab)[1] for n, lab in zip(names, labels)), "params (M)", "GFLOPs",
               "architecture"]
-    extra = ["re-trained accuracy (other seeds)", "within seed noise of a neighbour"] if noise else []
+    extra = ["re-trained accuracy (other seeds)", "not shown to differ from a neighbour (95 %)"] if noise else []
     rows = []
     for r in summary["pareto"]:
         row = [r["trial"], _short(r.get("preset")), *(format_value(n, r.get(n), suffix=False) for n in names),
@@ -503,7 +503,8 @@ def _pareto_table_html(summary: Mapping[str, Any], names: Sequence[str], labels:
         return table
     return (f"<p class=\"note\">Seed noise {noise['seed_noise']:.2f} accuracy points (sd, from the re-trains of "
             f"<code>nas confirm</code>); error bars in the figure are ±1 sd. "
-            f"{esc('Points marked yes are not shown to differ from a neighbour on the front.')}</p>" + table)
+            + esc("Points marked yes differ from a front neighbour by less than the 95 % bound of a difference "
+                  "of two seeds (1.96 x sqrt 2 x sd): they are not shown to differ.") + "</p>" + table)
 
 
 def _references_html(summary: Mapping[str, Any], refs: Sequence[ReferencePoint], names: Sequence[str]) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-__all__ = ["SAMPLERS", "register_sampler", "make_sampler"]
+__all__ = ["SAMPLERS", "POPULATION_SAMPLERS", "register_sampler", "make_sampler", "check_population",
+           "default_population"]
 
 SamplerFactory = Callable[..., Any]
 SAMPLERS: dict[str, SamplerFactory] = {}
@@ -20,21 +21,32 @@ def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
     return deco
 
 
+#: samplers that take a population size (``--population``)
+POPULATION_SAMPLERS = ("nsga2", "nsga3")
+
+
+def default_population(n_trials: int) -> int:
+    """~1/5 of the trial budget (8..50): several generations on small budgets.
+
+    A study bounded by ``--timeout`` alone has no trial budget (``n_trials`` is then 100, so 20):
+    pass ``--population`` sized to the trials the time allows, or NSGA-II never leaves its random
+    first generation.
+    """
+    return max(8, min(50, n_trials // 5))
+
+
 @register_sampler("nsga2")
-def _nsga2(*, seed: int, n_trials: int, **_: Any) -> Any:
+def _nsga2(*, seed: int, n_trials: int, population: Optional[int] = None, **_: Any) -> Any:
     import optuna
 
-    # a population of ~1/5 of the budget gives several generations on small budgets
-    population = max(8, min(50, n_trials // 5))
-    return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
+    return optuna.samplers.NSGAIISampler(population_size=population or default_population(n_trials), seed=seed)
 
 
 @register_sampler("nsga3")
-def _nsga3(*, seed: int, n_trials: int, **_: Any) -> Any:
+def _nsga3(*, seed: int, n_trials: int, population: Optional[int] = None, **_: Any) -> Any:
     import optuna
 
-    population = max(8, min(50, n_trials // 5))
-    return optuna.samplers.NSGAIIISampler(population_size=population, seed=seed)
+    return optuna.samplers.NSGAIIISampler(population_size=population or default_population(n_trials), seed=seed)
 
 
 @register_sampler("tpe")
@@ -60,7 +72,21 @@ def _random(*, seed: int, **_: Any) -> Any:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def make_sampler(name: str, *, seed: int, n_trials: int) -> Any:
+def check_population(name: str, population: Optional[int]) -> None:
+    """``--population`` is an integer >= 2 and only for the samplers that have one."""
+    if population is None:
+        return
+    if name not in POPULATION_SAMPLERS:
+        raise ValueError(f"--population {population} applies to {' and '.join(POPULATION_SAMPLERS)}, "
+                         f"not to --sampler {name}")
+    if isinstance(population, bool) or not isinstance(population, int) or population < 2:
+        raise ValueError(f"--population {population!r} must be an integer >= 2")
+
+
+def make_sampler(name: str, *, seed: int, n_trials: int, population: Optional[int] = None) -> Any:
+    """The sampler ``name``; ``n_trials`` sizes what depends on the budget, ``population`` overrides it."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    return SAMPLERS[name](seed=seed, n_trials=n_trials)
+    check_population(name, population)
+    extra = {} if population is None else dict(population=population)
+    return SAMPLERS[name](seed=seed, n_trials=n_trials, **extra)

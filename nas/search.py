@@ -191,7 +191,8 @@ class TrialRunner:
         self.evaluator = evaluator
         if study is None:
             if sampler is None:
-                sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100)
+                sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100,
+                                       population=s.population)
             study = create_or_load_study(s, self.objectives, sampler=sampler)
         self.study = study
         self.storage = storage_of(study)
@@ -299,7 +300,8 @@ class StudyDriver:
         self.results_dir = Path(s.results_dir)
         self.log_file = _setup_logging(self.results_dir, s.study)
         self.sampler = sampler if sampler is not None else make_sampler(s.sampler, seed=s.seed,
-                                                                        n_trials=s.trials or 100)
+                                                                        n_trials=s.trials or 100,
+                                                                        population=s.population)
         self.storage_desc = describe_storage(s.storage)
         self.study: Any = None
         self.stale: list[int] = []

@@ -42,6 +42,7 @@ class SearchSettings:
     trials: Optional[int] = None
     timeout: Optional[float] = None
     sampler: str = "nsga2"
+    population: Optional[int] = None  # nsga2/nsga3 population (None: ~trials / 5, see nas.samplers)
     constraints: Sequence[str] = ()
     space: Any = "default"
     data: str = "fmnist-odd"  # the ground-truth task the default proxy was validated on
@@ -78,7 +79,7 @@ class SearchSettings:
     def validated(self) -> "SearchSettings":
         """Refuse bad numbers and unknown names (before any study is created); returns self."""
         from .objectives import parse_constraint, parse_objectives
-        from .samplers import SAMPLERS
+        from .samplers import SAMPLERS, check_population
 
         if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
             raise ValueError(f"--study {self.study!r} must be a non-empty name of letters, digits, '.', '_', '+', '-' "
@@ -101,6 +102,7 @@ class SearchSettings:
                        eta=self.eta, budget=self.train_epochs)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
+        check_population(self.sampler, self.population)
         objectives = parse_objectives(self.objectives)
         for c in self.constraints:
             parse_constraint(c)

@@ -120,7 +120,9 @@ def pareto(
     if noise is not None:
         close = [p["trial"] for p in noise["points"] if p["within_noise"]]
         console.print(f"seed noise {noise['seed_noise']:.2f} accuracy points (nas confirm): "
-                      + (f"trials {close} are within it of a front neighbour (not shown to differ)" if close
-                         else "every front neighbour differs by more"), highlight=False)
+                      + (f"trials {close} differ from a front neighbour by less than 1.96 x sqrt(2) x it, the 95 % "
+                         "bound of two seeds (not shown to differ)" if close
+                         else "every front neighbour differs by more than 1.96 x sqrt(2) x it (95 % of two seeds)"),
+                      highlight=False)
     if path:
         console.print(f"report: {path}", highlight=False)

@@ -18,6 +18,9 @@ def search(
     trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials to add (default: 40 on a GPU, 8 on CPU)."),
     timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
     sampler: str = typer.Option("nsga2", help="nsga2 | nsga3 | tpe | gp | random."),
+    population: Optional[int] = typer.Option(None, help="nsga2/nsga3 population size (default: trials / 5, "
+                                             "8..50; with --timeout alone set it to ~1/3 of the trials that "
+                                             "fit, or NSGA-II stays in its random first generation)."),
     constraint: List[str] = typer.Option([], "--constraint", "-c", help="e.g. 'params<=60e6' (repeatable)."),
     space: str = typer.Option("default", help="Built-in space name or a YAML file."),
     data: str = typer.Option("fmnist-odd", help="fmnist-odd (default: the ground-truth task) | fmnist-pairs | fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
@@ -69,6 +72,7 @@ def search(
                                                            latency=latency)
     settings = SearchSettings(
         objectives=objectives, predictor=predictor, proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
+        population=population,
         constraints=constraints, space=space, data=data, data_dir=data_dir, storage=storage, study=study,
         device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
         batch_size=batch_size, results_dir=results_dir, quiet=quiet, train_epochs=train_epochs,

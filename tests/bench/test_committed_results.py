@@ -57,6 +57,10 @@ def test_readme_prints_the_groundtruth_numbers(groundtruth_summary):
     assert f"**{s['spread_over_seed_sd']:.1f}**" in README
     assert f"| seed-to-seed Kendall τ (target ≥ 0.8) | {s['seed_kendall_tau']:.2f} [95% CI" in README
     assert f"τ(params, top-1) = {s['size_tau']['params']:.2f}".replace("= -", "= −") in README
+    g, flat = s["equal_params_group"], " ".join(README.replace("**", "").split())
+    verdict = "is within noise" if not g["beyond_noise"] else "is beyond noise"
+    assert f"That span, {g['span']:.2f} points, {verdict}" in flat
+    assert f"(Tukey's studentized range) is {g['span_bound_95']:.2f} (`equal_params_group`" in flat
 
 
 def test_knob_accuracy_summary_is_reproduced_and_printed():
@@ -66,13 +70,16 @@ def test_knob_accuracy_summary_is_reproduced_and_printed():
     summary = knob_accuracy.summarize(data)
     assert json.loads(json.dumps(summary)) == data["analysis"]
     assert summary["gpu"] == "NVIDIA H200" and len(summary["seeds"]) >= 3
-    rows = {(g, r["variant"]): r for g, grp in summary["groups"].items() for r in grp["rows"]}
-    for key in (("table_s2", "baseline"), ("table_s2", "window14_stage3"), ("table_6", "twins"),
-                ("table_6", "edgevit"), ("proposals", "stem_hybrid"), ("proposals", "window_overlap_1")):
-        r = rows[key]
-        assert f"| {r['mean']:.2f} ± {r['sd']:.2f} |" in README, key
-        if r.get("delta") is not None:
-            assert f"{r['delta']:+.2f}" in README.replace("**", ""), key
+    lines = README.replace("**", "").replace("−", "-").splitlines()
+    for g, grp in summary["groups"].items():
+        for r in grp["rows"]:
+            if r.get("mean") is None:
+                continue
+            # one README table row carries this variant's mean ± sd, its delta and its verdict together
+            cells = [f"| {r['mean']:.2f} ± {r['sd']:.2f} |"]
+            if r.get("delta") is not None:
+                cells += [f"| {r['delta']:+.2f} |", "| yes" if r["beyond_noise"] else "| no |"]
+            assert any(all(c in line for c in cells) for line in lines), (g, r["variant"], cells)
 
 
 def test_compare_run_measured_at_least_12_peers_and_the_readme_table_is_its():
@@ -97,3 +104,14 @@ def test_readme_knob_throughput_table_is_knobs_json():
                    "`ct_gate`": ("proposals", "ct_gate"), "`stem=hybrid`": ("proposals", "stem_hybrid")}
     for label, key in readme_rows.items():
         assert f"| {label} | {ratio[key]:.2f} |" in README, label
+
+
+def test_rung_ranking_is_reproduced_and_printed():
+    import rung_ranking
+
+    res = rung_ranking.analyse(json.loads((RESULTS / "groundtruth.json").read_text()))
+    committed = json.loads((RESULTS / "rung-ranking.json").read_text())
+    assert json.loads(json.dumps(res)) == committed
+    assert committed["gpu"] == "NVIDIA H200" and committed["verdict"]["choice"] == "continue"
+    for line in rung_ranking.markdown(res).splitlines():
+        assert line in README, f"README lacks the rung-ranking row {line!r}"

@@ -88,6 +88,7 @@ def test_a_resume_with_other_settings_is_refused_naming_the_key(mf, smoke_dir):
     (["--seeds", "0"], "--seeds '0' must be the number of seeds"),
     (["--seeds", "two"], "--seeds 'two' must be the number of seeds"),
     (["--reference", "10"], "--reference '10' must be two numbers"),
+    (["--sh-sampler", "nsga2"], "--sh-sampler 'nsga2': only 'random'"),
 ])
 def test_bad_options_are_refused(mf, tmp_path, args, message):
     with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
@@ -113,5 +114,103 @@ def test_presets_are_the_spaces_configs(mf):
 
 
 def test_a_unit_that_can_never_fit_the_time_budget_is_an_error(mf, tmp_path):
-    with pytest.raises(SystemExit, match=r"study sh:0 needs ~\d+ s, more than --time-budget 20"):
+    with pytest.raises(SystemExit, match=r"nothing fits: preset tiny_a:0 needs ~\d+ s, -?\d+ s of --time-budget 20"):
         mf.main(["--smoke", "--out-dir", str(tmp_path), "--time-budget", "20"])
+
+
+def _hv_2d(points, ref):
+    """Hypervolume of maximised (accuracy, throughput) points above ``ref``, by a sweep (no library)."""
+    pts = sorted((p for p in points if p[0] > ref[0] and p[1] > ref[1]), key=lambda p: -p[1])
+    area, best_acc = 0.0, ref[0]
+    for i, (acc, thr) in enumerate(pts):
+        nxt = pts[i + 1][1] if i + 1 < len(pts) else ref[1]
+        best_acc = max(best_acc, acc)
+        area += (best_acc - ref[0]) * (thr - nxt)
+    return area
+
+
+def test_hv_is_of_the_re_trained_fronts(smoke_dir):
+    data = json.loads((smoke_dir / "multifidelity.json").read_text())
+    summary = json.loads((smoke_dir / "multifidelity-summary.json").read_text())
+    ref = data["settings"]["reference"]
+    for key, rec in data["studies"].items():
+        conf = data["confirmations"][key]
+        truth = [[conf[str(p["source"])]["accuracy"], p["throughput"]] for p in rec["front"]
+                 if conf[str(p["source"])]["accuracy"] is not None]
+        method, seed = key.split(":")
+        assert summary["hv"][method][int(seed)] == pytest.approx(_hv_2d(truth, ref), rel=1e-9), key
+
+
+def test_an_architecture_is_re_trained_once_per_seed(smoke_dir):
+    data = json.loads((smoke_dir / "multifidelity.json").read_text())
+    trained: dict = {}
+    for key, entries in data["confirmations"].items():
+        for e in entries.values():
+            if not e.get("shared_from"):
+                trained[(e["arch_id"], e["seed"])] = trained.get((e["arch_id"], e["seed"]), 0) + 1
+            else:
+                assert e["shared_from"] in data["confirmations"] and e["shared_from"] != key
+    assert trained and max(trained.values()) == 1, trained
+
+
+def _copy(smoke_dir, tmp_path):
+    import shutil
+
+    shutil.copytree(smoke_dir, tmp_path / "copy")
+    return tmp_path / "copy"
+
+
+def test_a_database_of_another_run_is_refused(mf, smoke_dir, tmp_path):
+    copy = _copy(smoke_dir, tmp_path)
+    path = copy / "multifidelity.json"
+    data = json.loads(path.read_text())
+    data["studies"]["full:1"]["n_trials"] += 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(SystemExit, match=r"mf-full-seed1 .* has \d+ trials, the JSON recorded \d+.*must come from the"):
+        mf.main(["--smoke", "--out-dir", str(copy)])
+
+
+def test_a_re_train_lost_from_the_json_is_adopted_from_the_study(mf, smoke_dir, tmp_path):
+    import time
+
+    copy = _copy(smoke_dir, tmp_path)
+    path = copy / "multifidelity.json"
+    data = json.loads(path.read_text())
+    key, source, entry = next((k, s, e) for k, es in data["confirmations"].items() for s, e in es.items()
+                              if not e.get("shared_from"))
+    del data["confirmations"][key][source]
+    path.write_text(json.dumps(data))
+    storage = f"sqlite:///{copy / 'multifidelity' / 'studies.db'}"
+    before = mf.study_trial_counts(storage)
+    bench = mf.Bench(mf.Store.open(path, None), copy / "multifidelity", methods=list(mf.METHODS), seeds=2)
+    bench.check_storage()
+    done = mf.run_session(bench, t0=time.time(), time_budget=None, max_units=None,
+                          summary_path=copy / "multifidelity-summary.json")
+    assert done == [f"confirm:{key}:{source}"]
+    again = json.loads(path.read_text())["confirmations"][key][source]
+    assert again["accuracy"] == entry["accuracy"] and again["seconds"] == entry["seconds"]  # not re-trained
+    assert mf.study_trial_counts(storage) == before
+
+
+def test_only_trials_completed_within_the_time_count(mf):
+    import datetime as dt
+
+    import optuna
+
+    t0 = dt.datetime(2026, 1, 1)
+
+    def trial(number, start, end, state=optuna.trial.TrialState.COMPLETE):
+        return optuna.trial.FrozenTrial(
+            number=number, state=state, value=None, values=[50.0, 100.0] if state == optuna.trial.TrialState.COMPLETE else None,
+            datetime_start=t0 + dt.timedelta(seconds=start), datetime_complete=t0 + dt.timedelta(seconds=end),
+            params={}, distributions={}, user_attrs={}, system_attrs={}, intermediate_values={}, trial_id=number)
+
+    class Study:
+        trials = [trial(0, 0, 100), trial(1, 100, 419.9), trial(2, 420, 421),
+                  trial(3, 50, 60, optuna.trial.TrialState.PRUNED)]
+
+        def get_trials(self, deepcopy=False):
+            return self.trials
+
+    done, start = mf.completed_in_time(Study(), 420.0)
+    assert [t.number for _, t in done] == [0, 1] and start == t0.timestamp()

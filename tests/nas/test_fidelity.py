@@ -114,6 +114,11 @@ def test_rung_peers_leave_out_failed_trials_and_cache_hits():
 def test_within_noise_compares_front_neighbours():
     from nas.confirm import within_noise
 
-    assert within_noise([10.0, 10.5, 13.0, 20.0], 1.0) == [True, True, False, False]
+    # bound 1.96 x sqrt(2) x 1.0 = 2.77 points: 10.5 vs 13.0 is within it, 13.0 vs 20.0 is not
+    assert within_noise([10.0, 10.5, 13.0, 20.0], 1.0) == [True, True, True, False]
+    assert within_noise([10.0, 12.0, 20.0], 0.5) == [False, False, False]
+    # a cache hit repeating its source is no neighbour: the next other architecture is compared
+    assert within_noise([10.0, 10.0, 20.0], 1.0, sources=[3, 3, 7]) == [False, False, False]
+    assert within_noise([10.0, 10.0, 11.0], 1.0, sources=[3, 3, 7]) == [True, True, True]
     assert within_noise([10.0, 10.5], None) == [False, False]
     assert within_noise([5.0], 3.0) == [False]

@@ -249,8 +249,8 @@ def test_confirmed_front_shows_seed_noise_error_bars_and_retrained_values(tmp_pa
     assert "error bars ±1.00" in html.replace("\\u00b1", "±")  # the legend (plotly's JSON escapes ±)
     assert '"error_x":' in html and "re-trained with another seed (mean)" in html
     table = html[html.index("<h2>Pareto set</h2>"):html.index("<h2>FasterViT reference points</h2>")]
-    assert "71.00" in table and "74.00" in table and "within seed noise of a neighbour" in table
+    assert "71.00" in table and "74.00" in table and "not shown to differ from a neighbour (95 %)" in table
     rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)[1:]
     marks = [re.findall(r"<td[^>]*>([^<]*)</td>", r)[-1] for r in rows]
-    assert marks.count("yes") == 2 and marks.count("no") == 1  # 70.0 and 70.5 are within 1.00 of each other
+    assert marks.count("yes") == 2 and marks.count("no") == 1  # 70.0 vs 70.5 < 2.77 (1.96 sqrt2 sd); 75.0 is 4.5 away
     assert (tmp_path / "conf.png").stat().st_size > 0

@@ -392,6 +392,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--proxy", "nope", "--objective", "accuracy,params"], "unknown proxy 'nope'"),
     (["--sampler", "nope"], "unknown sampler 'nope'"),
+    (["--sampler", "tpe", "--population", "8"], "--population 8 applies to nsga2 and nsga3, not to --sampler tpe"),
+    (["--population", "1"], "--population 1 must be an integer >= 2"),
     (["--objective", "params,nope"], "unknown objective(s) ['nope']"),
     (["--data", "nope"], "unknown dataset 'nope'"),
     (["--backend", "nope"], "--backend 'nope' must be one of"),

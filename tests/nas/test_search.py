@@ -134,6 +134,17 @@ def test_samplers_all_run(workdir):
         assert len(_study(f"smp-{sampler}").trials) == 3
 
 
+def test_population_sizes_nsga2_for_a_timeout_bound_study():
+    from nas.samplers import default_population, make_sampler
+
+    # no trial budget (a --timeout study): the default is 100 // 5 = 20, --population overrides it
+    assert make_sampler("nsga2", seed=0, n_trials=100)._population_size == default_population(100) == 20
+    assert make_sampler("nsga2", seed=0, n_trials=100, population=6)._population_size == 6
+    assert make_sampler("nsga3", seed=0, n_trials=10, population=4)._population_size == 4
+    with pytest.raises(ValueError, match="applies to nsga2 and nsga3, not to --sampler random"):
+        make_sampler("random", seed=0, n_trials=10, population=4)
+
+
 def test_pareto_command_and_json(workdir):
     _search("--objective", "params,flops", "--trials", "6", "--study", "s4")
     r = runner.invoke(app, ["pareto", "--study", "s4", "--json"])
