@@ -97,3 +97,17 @@ def test_readme_knob_throughput_table_is_knobs_json():
                    "`ct_gate`": ("proposals", "ct_gate"), "`stem=hybrid`": ("proposals", "stem_hybrid")}
     for label, key in readme_rows.items():
         assert f"| {label} | {ratio[key]:.2f} |" in README, label
+
+
+def test_readme_prints_the_predictor_cv_numbers():
+    """bench/predictor_cv.py's JSON is what the README's predictor table and text quote."""
+    import predictor_cv
+
+    result = json.loads((RESULTS / "predictor-cv.json").read_text())
+    assert result["gpu"] == "NVIDIA H200" and result["n_records"] >= 200
+    assert result["protocol"]["folds"] * result["protocol"]["repeats"] >= 25
+    for row in predictor_cv.markdown_rows(result):
+        assert row in README, f"README lacks the predictor row {row!r}"
+    text = " ".join(README.split())
+    for fragment in predictor_cv.readme_sentences(result):
+        assert " ".join(fragment.split()) in text, f"README lacks {fragment!r}"
