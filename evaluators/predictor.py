@@ -8,13 +8,21 @@ A search on a machine without the GPU asks a ``Predictor`` fitted on measurement
     {'images_per_s': 16011.2, 'latency_b1_ms': 1.93}
     >>> p.save("mine.json"); load_predictor("mine.json")     # doctest: +SKIP
 
-Model, per target (log images/s, log latency): a ridge regression on the log scaling quantities
-(MACs, bytes moved, weights, attention, tokens, blocks: the part that extrapolates to resolutions
-outside the training grid) plus scikit-learn gradient-boosted trees on its residuals over all
-features of ``evaluators.predictor_features`` (HELP and nn-Meter show per-block counts carry most of
-a latency model; the trees take the kernel-choice effects the counts miss). The file is JSON (the
-trees as arrays, evaluated here with numpy): small, diff-able, loadable without pickle and across
-scikit-learn versions; scikit-learn is needed only to fit.
+Model, per target (images/s at the profiler's batch, batch-1 latency): a physical base and trees.
+The base is a per-kernel roofline of the forward pass (``evaluators.predictor_kernels``: every kernel
+the deployed fp16 model launches, with its FLOPs padded to tiles and waves and its bytes) summed per
+kind (cuBLAS GEMMs, cuDNN convolutions, fused attention, its softmax work, fp32 norms, other memory
+kernels), two network-level roofline terms (all MACs at peak, activation bytes at HBM bandwidth)
+and a cost per kernel launched; the time of the timed call is a non-negative combination
+of these sums, fitted by least squares on the relative error (one scale factor per kind: how far
+below peak that kind runs on this GPU, and the launch floor). It carries the scaling to
+configurations and resolutions outside the training grid. A ridge regression on the log scaling
+quantities (MACs, bytes, weights, attention, tokens, blocks) bends it where a GPU's costs do not
+add up like the roofline's, and scikit-learn gradient-boosted trees fit what is left of the log
+residual over all features of ``evaluators.predictor_features`` (kernel choices the roofline
+misses). ``cross_validate`` measures it by repeated K-fold (``bench/predictor_cv.py``). The file is
+JSON (the trees as arrays, evaluated here with numpy): small, diff-able, loadable without pickle and
+across scikit-learn versions; scikit-learn and scipy are needed only to fit.
 
 One predictor = one GPU, one profiler mode, dtype and batch size: ``fit`` refuses records that mix
 them (naming both). Shipped predictors are registered by name (``@register_predictor``); a name can
@@ -35,14 +43,21 @@ import numpy as np
 from search_spaces import FasterViTConfig
 
 from .predictor_features import FEATURE_NAMES, LINEAR_FEATURES, config_features
+from .predictor_kernels import KINDS
 
-__all__ = ["PredictorError", "Predictor", "TARGETS", "fit", "evaluate", "read_records", "check_records",
-           "register_predictor", "PREDICTORS", "load_predictor", "known_predictors", "SHIPPED_DIR"]
+__all__ = ["PredictorError", "Predictor", "TARGETS", "fit", "evaluate", "cross_validate", "read_records",
+           "check_records", "register_predictor", "PREDICTORS", "load_predictor", "known_predictors", "SHIPPED_DIR"]
 
 FORMAT = "nas-throughput-predictor"
-VERSION = 1
+VERSION = 2  # 2: kernel-model base (version 1: ridge on log counts), kernel features
 #: record key -> what it is; both are fitted on log scale
 TARGETS = {"images_per_s": "images/s at the profiler's batch size", "latency_b1_ms": "batch-1 latency, ms"}
+#: per target: the batch of the kernel-model columns of its base (``KERNEL_BATCHES``) and how the
+#: time of one timed call (microseconds) gives the target: value = scale * time ** power
+_BASE = {"images_per_s": dict(batch=128, power=-1.0), "latency_b1_ms": dict(batch=1, power=1.0)}
+#: ridge penalty of the log-linear correction of the base (standardised log scaling quantities):
+#: strong enough that it only bends the base where the data insist
+RIDGE_ALPHA = 1.0
 #: facts that must agree across the records of one predictor (they change what is measured)
 SETTING_KEYS = ("gpu_name", "mode", "dtype", "batch_size")
 SHIPPED_DIR = Path(__file__).with_name("predictors")
@@ -123,10 +138,26 @@ def _tree_predict(tree: Mapping[str, list], X: np.ndarray) -> np.ndarray:
         node = np.where(inner, np.where(go_left, left[node], right[node]), node)
 
 
+def base_features(target: str) -> list[str]:
+    """Kernel-model columns whose non-negative combination is ``target``'s time per timed call."""
+    batch = _BASE[target]["batch"]
+    return [f"b{batch}_{kind}_us" for kind in KINDS + ("macs", "act")] + ["kernels"]
+
+
+def _base_scale(target: str, batch_size: int) -> float:
+    """value = scale * microseconds ** power: images/s = batch * 1e6 / us; latency ms = us / 1e3."""
+    return batch_size * 1e6 if target == "images_per_s" else 1e-3
+
+
 @dataclass
 class _TargetModel:
-    """log(target) = ridge(log scaling features) + learning_rate * sum(trees(all features))."""
+    """log(target) = log(scale * (X[base] @ coef) ** power) + ridge(log scaling quantities)
+    + learning_rate * sum(trees(all features))."""
 
+    base_features: list[str]
+    base_coef: list[float]
+    base_scale: float
+    base_power: float
     linear_coef: list[float]
     linear_intercept: float
     linear_mean: list[float]
@@ -135,25 +166,42 @@ class _TargetModel:
     learning_rate: float
     trees: list[dict[str, list]]
 
+    def base_log(self, X: np.ndarray) -> np.ndarray:
+        """Log of the physical base's value (``_BASE``) for each row of ``X``."""
+        idx = [FEATURE_NAMES.index(n) for n in self.base_features]
+        us = X[:, idx] @ np.asarray(self.base_coef)
+        if not np.all(us > 0):
+            raise PredictorError(f"the kernel-model base predicts no time for {int(np.sum(us <= 0))} config(s) "
+                                 f"(coefficients {self.base_coef} on {self.base_features}); refit on more varied "
+                                 f"records")
+        return math.log(self.base_scale) + self.base_power * np.log(us)
+
+    def linear_log(self, X: np.ndarray) -> np.ndarray:
+        """The ridge correction of the base (log scale) for each row of ``X``."""
+        z = (_linear_columns(X) - np.asarray(self.linear_mean)) / np.asarray(self.linear_scale)
+        return z @ np.asarray(self.linear_coef) + self.linear_intercept
+
     def predict_log(self, X: np.ndarray) -> np.ndarray:
-        lin = _linear_columns(X)
-        base = ((lin - np.asarray(self.linear_mean)) / np.asarray(self.linear_scale)) @ np.asarray(self.linear_coef)
         resid = self.gbr_init + self.learning_rate * sum((_tree_predict(t, X) for t in self.trees), np.zeros(len(X)))
-        return base + self.linear_intercept + resid
+        return self.base_log(X) + self.linear_log(X) + resid
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(linear=dict(features=list(LINEAR_FEATURES), coef=self.linear_coef, intercept=self.linear_intercept,
+        return dict(base=dict(features=self.base_features, coef=self.base_coef, scale=self.base_scale,
+                              power=self.base_power),
+                    linear=dict(features=list(LINEAR_FEATURES), coef=self.linear_coef, intercept=self.linear_intercept,
                                 mean=self.linear_mean, scale=self.linear_scale),
                     gbr=dict(init=self.gbr_init, learning_rate=self.learning_rate, trees=self.trees))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "_TargetModel":
-        lin, gbr = d["linear"], d["gbr"]
-        if list(lin["features"]) != list(LINEAR_FEATURES):
-            raise PredictorError(f"predictor file's linear features {lin['features']} are not this version's "
-                                 f"{list(LINEAR_FEATURES)}; refit it (`nas predictor fit`)")
-        return cls(list(lin["coef"]), float(lin["intercept"]), list(lin["mean"]), list(lin["scale"]),
-                   float(gbr["init"]), float(gbr["learning_rate"]), list(gbr["trees"]))
+        base, lin, gbr = d["base"], d["linear"], d["gbr"]
+        unknown = [n for n in base["features"] if n not in FEATURE_NAMES]
+        if unknown or list(lin["features"]) != list(LINEAR_FEATURES):
+            raise PredictorError(f"predictor file's base features {base['features']} or linear features "
+                                 f"{lin['features']} are not this version's; refit it (`nas predictor fit`)")
+        return cls(list(base["features"]), [float(c) for c in base["coef"]], float(base["scale"]),
+                   float(base["power"]), list(lin["coef"]), float(lin["intercept"]), list(lin["mean"]),
+                   list(lin["scale"]), float(gbr["init"]), float(gbr["learning_rate"]), list(gbr["trees"]))
 
 
 _LINEAR_IDX = [FEATURE_NAMES.index(n) for n in LINEAR_FEATURES]
@@ -163,21 +211,48 @@ def _linear_columns(X: np.ndarray) -> np.ndarray:
     return X[:, _LINEAR_IDX]
 
 
-def _fit_target(X: np.ndarray, y: np.ndarray, *, seed: int, n_estimators: int, max_depth: int,
-                learning_rate: float) -> _TargetModel:
+def _fit_base(X: np.ndarray, y: np.ndarray, target: str,
+              batch_size: int) -> tuple[list[str], list[float], float, float]:
+    """Non-negative least squares of the measured time on the kernel-model sums, relative error.
+
+    Each row is divided by its measured time, so every config weighs the same whatever its speed
+    and the coefficients are what a kind's roofline time must be multiplied by on this GPU.
+    """
+    from scipy.optimize import nnls
+
+    names = base_features(target)
+    scale, power = _base_scale(target, batch_size), _BASE[target]["power"]
+    us = (y / scale) ** (1.0 / power)
+    A = X[:, [FEATURE_NAMES.index(n) for n in names]] / us[:, None]
+    coef, _ = nnls(A, np.ones(len(y)))
+    return names, coef.tolist(), scale, power
+
+
+def _fit_target(X: np.ndarray, y: np.ndarray, *, target: str, batch_size: int, seed: int, n_estimators: int,
+                max_depth: int, learning_rate: float) -> _TargetModel:
+    """The base on the kernel-model sums, a ridge on the log residual, trees on what is left.
+
+    ``y`` is in the target's units; ``n_estimators=0`` leaves the trees out.
+    """
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import Ridge
 
+    names, coef, scale, power = _fit_base(X, y, target, batch_size)
     lin = _linear_columns(X)
-    mean, scale = lin.mean(axis=0), lin.std(axis=0)
-    scale[scale == 0] = 1.0
-    ridge = Ridge(alpha=1e-3).fit((lin - mean) / scale, y)
-    resid = y - ridge.predict((lin - mean) / scale)
-    gbr = GradientBoostingRegressor(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
-                                    subsample=0.8, random_state=seed).fit(X, resid)
-    init = float(gbr.init_.constant_.ravel()[0])
-    return _TargetModel(ridge.coef_.tolist(), float(ridge.intercept_), mean.tolist(), scale.tolist(), init,
-                        learning_rate, [_tree_arrays(est) for est in gbr.estimators_[:, 0]])
+    mean, std = lin.mean(axis=0), lin.std(axis=0)
+    std[std == 0] = 1.0
+    model = _TargetModel(names, coef, scale, power, [0.0] * len(mean), 0.0, mean.tolist(), std.tolist(), 0.0,
+                         learning_rate, [])
+    resid = np.log(y) - model.base_log(X)
+    ridge = Ridge(alpha=RIDGE_ALPHA).fit((lin - mean) / std, resid)
+    model.linear_coef, model.linear_intercept = ridge.coef_.tolist(), float(ridge.intercept_)
+    resid = resid - model.linear_log(X)
+    if n_estimators:  # 0: the base and its log-linear correction alone (bench/predictor_cv.py compares)
+        gbr = GradientBoostingRegressor(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
+                                        subsample=0.8, random_state=seed).fit(X, resid)
+        model.gbr_init = float(gbr.init_.constant_.ravel()[0])
+        model.trees = [_tree_arrays(est) for est in gbr.estimators_[:, 0]]
+    return model
 
 
 def _features(configs: Iterable[Union[FasterViTConfig, Mapping[str, Any]]]) -> np.ndarray:
@@ -270,15 +345,19 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
     order = rng.permutation(len(usable))
     n_test = int(round(held_out * len(usable)))
     test, train = [usable[i] for i in order[:n_test]], [usable[i] for i in order[n_test:]]
+    batch_size = settings["batch_size"]
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PredictorError(f"the records' batch_size is {batch_size!r}: the throughput base needs the batch of "
+                             f"the timed call (profiler records carry it)")
     X = _features(r["config"] for r in train)
     models = {}
     for target in TARGETS:
         rows = [i for i, r in enumerate(train) if isinstance(r.get(target), (int, float)) and r[target] > 0]
         if len(rows) < MIN_RECORDS:
             continue  # e.g. no batch-1 latency measured: this predictor gives images/s only
-        y = np.log([train[i][target] for i in rows])
-        models[target] = _fit_target(X[rows], y, seed=seed, n_estimators=n_estimators, max_depth=max_depth,
-                                     learning_rate=learning_rate)
+        y = np.asarray([train[i][target] for i in rows], dtype=np.float64)
+        models[target] = _fit_target(X[rows], y, target=target, batch_size=batch_size, seed=seed,
+                                     n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate)
     if "images_per_s" not in models:
         raise PredictorError(f"{len(train)} training record(s) after holding out {n_test}: at least {MIN_RECORDS} "
                              f"are needed; collect more or lower held_out")
@@ -286,7 +365,8 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
     meta = dict(settings, n_records=len(records), n_usable=len(usable), n_train=len(train), n_held_out=len(test),
                 resolutions=[resolutions[0], resolutions[-1]] if resolutions else [],
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=seed,
-                model=dict(kind="ridge(log features) + sklearn GradientBoostingRegressor on residuals",
+                model=dict(kind="NNLS of time on kernel-model roofline sums + ridge on log scaling quantities + "
+                                "sklearn GradientBoostingRegressor on log residuals", base={k: dict(zip(m.base_features, m.base_coef)) for k, m in models.items()},
                            n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate))
     predictor = Predictor(name, meta, models)
     meta["held_out"] = evaluate(predictor, test) if test else {}
@@ -299,7 +379,7 @@ def _side(config: Mapping[str, Any]) -> int:
 
 
 def evaluate(predictor: Predictor, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per target: n, share within ±10 %, Spearman rank correlation, median and worst relative error."""
+    """Per target: n, share within ±10 % (and ±5 %), Spearman rank correlation, median and worst relative error."""
     from scipy.stats import spearmanr
 
     out: dict[str, dict[str, Any]] = {}
@@ -313,8 +393,58 @@ def evaluate(predictor: Predictor, records: Sequence[Mapping[str, Any]]) -> dict
         rel = np.abs(pred / true - 1)
         rho = float(spearmanr(pred, true).statistic) if len(pairs) > 2 else None
         out[target] = dict(n=len(pairs), within_10pct=round(float(np.mean(rel <= 0.10)), 4),
+                           within_5pct=round(float(np.mean(rel <= 0.05)), 4),
                            spearman=None if rho is None or math.isnan(rho) else round(rho, 4),
                            median_rel_err=round(float(np.median(rel)), 4), max_rel_err=round(float(rel.max()), 4))
+    return out
+
+
+#: fit(X_train, y_train, target, batch_size, seed) -> a model with predict_log(X) (``cross_validate``)
+Fitter = Callable[[np.ndarray, np.ndarray, str, int, int], Any]
+
+
+def _default_fitter(n_estimators: int, max_depth: int, learning_rate: float) -> Fitter:
+    def fitter(X: np.ndarray, y: np.ndarray, target: str, batch_size: int, seed: int) -> _TargetModel:
+        return _fit_target(X, y, target=target, batch_size=batch_size, seed=seed, n_estimators=n_estimators,
+                           max_depth=max_depth, learning_rate=learning_rate)
+
+    return fitter
+
+
+def cross_validate(records: Sequence[Mapping[str, Any]], *, folds: int = 5, repeats: int = 5, seed: int = 0,
+                   mode: Optional[str] = None, fitter: Optional[Fitter] = None, n_estimators: int = 300,
+                   max_depth: int = 3, learning_rate: float = 0.05) -> dict[str, dict[str, Any]]:
+    """Repeated K-fold cross-validation: each config predicted ``repeats`` times by models that never saw it.
+
+    The held-out 20 % of ``fit`` is one draw of one split; this averages over ``folds`` x
+    ``repeats`` fits (sklearn ``RepeatedKFold``, seeded), so its numbers move less with the split.
+    Per target: n, share of all out-of-fold predictions within ±10 % and ±5 %, Spearman (per repeat,
+    then the mean), median relative error, and ``predictions`` (repeats x n, in record order of the
+    usable records). ``fitter`` replaces the predictor's own model (``bench/predictor_cv.py``
+    compares version 1's).
+    """
+    from scipy.stats import spearmanr
+    from sklearn.model_selection import RepeatedKFold
+
+    usable, settings = check_records(records, mode=mode)
+    fitter = fitter or _default_fitter(n_estimators, max_depth, learning_rate)
+    X = _features(r["config"] for r in usable)
+    out: dict[str, dict[str, Any]] = {}
+    for target in TARGETS:
+        rows = [i for i, r in enumerate(usable) if isinstance(r.get(target), (int, float)) and r[target] > 0]
+        if len(rows) < max(MIN_RECORDS, folds):
+            continue
+        Xt, y = X[rows], np.asarray([usable[i][target] for i in rows], dtype=np.float64)
+        pred = np.zeros((repeats, len(rows)))
+        splits = RepeatedKFold(n_splits=folds, n_repeats=repeats, random_state=seed).split(Xt)
+        for k, (train, test) in enumerate(splits):
+            model = fitter(Xt[train], y[train], target, int(settings["batch_size"]), seed)
+            pred[k // folds, test] = np.exp(model.predict_log(Xt[test]))
+        rel = np.abs(pred / y - 1)
+        out[target] = dict(n=len(rows), within_10pct=round(float(np.mean(rel <= 0.10)), 4),
+                           within_5pct=round(float(np.mean(rel <= 0.05)), 4),
+                           spearman=round(float(np.mean([spearmanr(p, y).statistic for p in pred])), 4),
+                           median_rel_err=round(float(np.median(rel)), 4), rows=rows, predictions=pred.tolist())
     return out
 
 

@@ -1,17 +1,19 @@
 """Features of a FasterViT config for the throughput predictor, from the config alone (instant).
 
-Per stage: multiply-accumulates (the terms of ``evaluators.cost.analytic_flops``, split by stage;
-their sum equals it, tests check), the attention part of them, an estimate of the activation
-elements moved through memory, tokens, windows, carrier tokens, width, heads, depth, window size.
-Over the network: totals, an estimate of the weights (read once per batch; the main matrices and
-kernels, no biases or norms: counting exactly needs a model build, ~0.5 s), blocks (kernel launches),
-resolution and the switches (HAT, propagation, MLP ratio). Latency-like quantities are also given
-in log form so that one linear model can carry the scaling laws (see ``evaluators.predictor``).
+Two groups. Version 1's counts (``V1_FEATURE_NAMES``), per stage: multiply-accumulates (the terms of
+``evaluators.cost.analytic_flops``, split by stage; their sum equals it, tests check), the attention
+part of them, an estimate of the activation elements moved through memory, tokens, windows, carrier
+tokens, width, heads, depth, window size; over the network: totals, an estimate of the weights,
+blocks, resolution and the switches (HAT, propagation, MLP ratio), some also in log form.
 
-The bytes estimate counts what unfused kernels read and write (LayerNorm, QKV, attention output,
-projection, MLP hidden, residuals; convolutions, BatchNorm folded at deploy); it is a proxy for
-memory-bound time, not a measured quantity. nn-Meter (Zhang et al., MobiSys 2021) and HELP
-(Lee et al., NeurIPS 2021) show that such per-block counts carry most of a latency model.
+The kernel model's quantities (``KERNEL_FEATURES``, from ``evaluators.predictor_kernels``): every
+kernel the deployed fp16 model launches, with a roofline time each, summed per kind at the
+profiler's batch and at batch 1; the kernel count (the launch floor that CUDA graphs leave); what
+pushes a config off the fast path (attention with a head dimension the fused kernel refuses, an fp32
+residual stream from layer scales, window padding); per-stage roofline times. The predictor's base
+is a fitted non-negative combination of the per-kind sums (``evaluators.predictor``). nn-Meter
+(Zhang et al., MobiSys 2021) and HELP (Lee et al., NeurIPS 2021) show that per-kernel and per-block
+counts carry most of a latency model; the roofline per kernel is Williams et al. (CACM 2009).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from typing import Any
 
 from search_spaces import FasterViTConfig
 
-__all__ = ["STAGE_FEATURES", "GLOBAL_FEATURES", "FEATURE_NAMES", "LINEAR_FEATURES", "stage_costs", "config_features"]
+from .predictor_kernels import HBM_BYTES_PER_S, KINDS, PEAK_FLOPS, kernel_tally
+
+__all__ = ["STAGE_FEATURES", "GLOBAL_FEATURES", "V1_FEATURE_NAMES", "KERNEL_BATCHES", "BATCH_FEATURES", "KERNEL_FEATURES",
+           "FEATURE_NAMES", "LINEAR_FEATURES", "stage_costs", "config_features", "kernel_features"]
 
 NUM_STAGES = 4
 STAGE_FEATURES = ("macs", "attn_macs", "act_elems", "tokens", "windows", "carrier_tokens", "width", "heads",
@@ -30,8 +35,18 @@ GLOBAL_FEATURES = ("resolution", "macs", "log_macs", "stem_macs", "head_macs", "
                    "log_act_elems", "attn_macs", "log_attn_macs", "blocks", "conv_blocks", "transformer_blocks",
                    "log_tokens", "mlp_ratio", "hat_stages", "do_propagation", "ct_size", "ct_init_kernel",
                    "intensity")
-FEATURE_NAMES = tuple(f"s{i}_{k}" for i in range(NUM_STAGES) for k in STAGE_FEATURES) + GLOBAL_FEATURES
-#: what the linear base model sees (log scale): time ~ a*MACs^p * bytes^q * launches^r
+#: the features of predictor version 1 (counts and sizes; kept as they were, for comparison)
+V1_FEATURE_NAMES = tuple(f"s{i}_{k}" for i in range(NUM_STAGES) for k in STAGE_FEATURES) + GLOBAL_FEATURES
+#: batches the kernel model is evaluated at: the profiler's throughput batch, and 1 (latency)
+KERNEL_BATCHES = (128, 1)
+#: per batch: roofline microseconds per kernel kind, their sum (and its log), and the network-level
+#: roofline terms (all MACs at peak, version 1's activation elements at HBM bandwidth)
+BATCH_FEATURES = tuple(f"{kind}_us" for kind in KINDS) + ("roofline_us", "log_roofline_us", "macs_us", "act_us")
+KERNEL_FEATURES = (("kernels", "weight_casts", "unfused_attention", "fp32_stream", "score_bytes")
+                   + tuple(f"b{b}_{k}" for b in KERNEL_BATCHES for k in BATCH_FEATURES)
+                   + tuple(f"s{i}_{k}" for i in range(NUM_STAGES) for k in ("us", "pad_waste", "unfused")))
+FEATURE_NAMES = V1_FEATURE_NAMES + KERNEL_FEATURES
+#: the log scaling quantities of the predictor's log-linear correction: time ~ MACs^p * bytes^q * ...
 LINEAR_FEATURES = ("log_macs", "log_act_elems", "log_weights", "log_attn_macs", "log_tokens", "blocks")
 
 
@@ -97,6 +112,33 @@ def _stage(cfg: FasterViTConfig, g: Any) -> dict[str, float]:
                 transformer=int(g.transformer))
 
 
+def kernel_features(cfg: FasterViTConfig, macs: float, act_elems: float) -> dict[str, float]:
+    """``KERNEL_FEATURES`` of one config (``macs``, ``act_elems``: version 1's totals per image).
+
+    ``b{B}_{kind}_us``: roofline microseconds of the kernels of a kind at batch B (``KINDS``);
+    ``b{B}_macs_us`` / ``b{B}_act_us``: the network-level roofline terms; ``kernels`` /
+    ``weight_casts``: kernels per forward (whatever the batch); ``unfused_attention``: attention
+    layers off the fused kernel; ``score_bytes``: their score-matrix traffic per image; ``s{i}_us``:
+    stage i's roofline time at the first batch; ``s{i}_pad_waste``: padded / real feature-map area
+    - 1 (window padding computes on zeros); ``s{i}_unfused``: 1 when stage i's attention is unfused.
+    """
+    out: dict[str, float] = {}
+    for b in KERNEL_BATCHES:
+        k = kernel_tally(cfg, b)
+        out.update({f"b{b}_{kind}_us": us for kind, us in k.us.items()})
+        out.update({f"b{b}_roofline_us": k.roofline_us, f"b{b}_log_roofline_us": math.log(k.roofline_us),
+                    f"b{b}_macs_us": 2e6 * b * macs / PEAK_FLOPS, f"b{b}_act_us": 2e6 * b * act_elems / HBM_BYTES_PER_S})
+        if b == KERNEL_BATCHES[0]:
+            out.update(kernels=k.kernels, weight_casts=k.weight_casts, unfused_attention=k.unfused_attention,
+                       score_bytes=k.score_bytes / b)
+            out.update({f"s{i}_us": us for i, us in enumerate(k.stage_us)})
+    out["fp32_stream"] = float(cfg.layer_scale is not None)
+    for g in cfg.stages:
+        out[f"s{g.index}_pad_waste"] = g.padded[0] * g.padded[1] / (g.feature[0] * g.feature[1]) - 1
+        out[f"s{g.index}_unfused"] = float(g.transformer and (g.width // cfg.num_heads[g.index]) % 8 != 0)
+    return {name: float(out[name]) for name in KERNEL_FEATURES}
+
+
 def config_features(cfg: FasterViTConfig) -> dict[str, float]:
     """``FEATURE_NAMES`` -> value for one config."""
     costs = stage_costs(cfg)
@@ -120,4 +162,5 @@ def config_features(cfg: FasterViTConfig) -> dict[str, float]:
         hat_stages=float(sum(g.hat for g in cfg.stages)), do_propagation=float(cfg.do_propagation),
         ct_size=float(cfg.ct_size), ct_init_kernel=float(cfg.ct_init_kernel), intensity=macs / act,
     )
+    out.update(kernel_features(cfg, macs, act))
     return {k: out[k] for k in FEATURE_NAMES}

@@ -115,3 +115,17 @@ def test_rung_ranking_is_reproduced_and_printed():
     assert committed["gpu"] == "NVIDIA H200" and committed["verdict"]["choice"] == "continue"
     for line in rung_ranking.markdown(res).splitlines():
         assert line in README, f"README lacks the rung-ranking row {line!r}"
+
+
+def test_readme_prints_the_predictor_cv_numbers():
+    """bench/predictor_cv.py's JSON is what the README's predictor table and text quote."""
+    import predictor_cv
+
+    result = json.loads((RESULTS / "predictor-cv.json").read_text())
+    assert result["gpu"] == "NVIDIA H200" and result["n_records"] >= 200
+    assert result["protocol"]["folds"] * result["protocol"]["repeats"] >= 25
+    for row in predictor_cv.markdown_rows(result):
+        assert row in README, f"README lacks the predictor row {row!r}"
+    text = " ".join(README.split())
+    for fragment in predictor_cv.readme_sentences(result):
+        assert " ".join(fragment.split()) in text, f"README lacks {fragment!r}"

@@ -19,7 +19,7 @@ from evaluators.predictor import (PREDICTORS, Predictor, PredictorError, check_r
                                   load_predictor, read_records)
 from evaluators.predictor_dataset import DatasetFile, collect, parse_resolutions, record_key, sample_configs
 from evaluators.predictor_features import FEATURE_NAMES, config_features, stage_costs
-from search_spaces import PRESETS
+from search_spaces import PRESETS, FasterViTConfig
 from tests.spaces import tiny_space
 
 
@@ -199,3 +199,114 @@ def test_profile_dataset_summary_has_the_issue_keys(tmp_path, law_configs):
     assert s["offgrid"]["images_per_s"]["n"] == 12 and (tmp_path / "t.json").is_file()
     with pytest.raises(SystemExit):
         bench.parse_args(["--phases", "quick,nope"])
+
+
+# ------------------------------------------------------------------------------------------ kernel model
+def test_kernel_features_are_finite_deterministic_and_consistent_on_random_configs():
+    """Random configs of the default space over the whole resolution grid: same features twice, all finite,
+    and the facts that must hold whatever the constants (more images take longer, casts are kernels)."""
+    from evaluators.predictor_dataset import RESOLUTIONS
+    from evaluators.predictor_features import KERNEL_FEATURES
+
+    configs = sample_configs("default", 25, seed=11, resolutions=RESOLUTIONS)
+    for cfg in configs:
+        f, again = config_features(cfg), config_features(FasterViTConfig.from_dict(cfg.to_dict()))
+        assert f == again and all(math.isfinite(v) for v in f.values()), cfg.summary()
+        assert set(KERNEL_FEATURES) <= set(f)
+        assert f["b128_roofline_us"] > f["b1_roofline_us"] > 0 and 0 < f["weight_casts"] < f["kernels"]
+        for g in cfg.stages:
+            off_fused = g.transformer and (g.width // cfg.num_heads[g.index]) % 8 != 0
+            assert f[f"s{g.index}_unfused"] == float(off_fused)
+            assert f[f"s{g.index}_pad_waste"] >= 0
+        assert (f["unfused_attention"] > 0) == any(f[f"s{i}_unfused"] for i in range(4))
+        assert (f["score_bytes"] > 0) == (f["unfused_attention"] > 0)
+
+
+def _dispatched_kernels(cfg, batch: int, monkeypatch) -> int:
+    """Kernels the deployed fp16 model launches, counted from a dispatch trace on fake CUDA tensors.
+
+    The profiler's setting without a GPU: built on the meta device, deployed, its tensors swapped
+    for fake CUDA ones (channels-last), run under fp16 autocast without the weight-cast cache. A
+    non-view op is a kernel; a cast to the dtype a tensor already has is none. ``torch.matmul``
+    shows as one op here but copies its permuted operands on a GPU (the kernel model counts them).
+    """
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from search_spaces.fastervit import FasterViT
+
+    views = {"view", "_unsafe_view", "t", "transpose", "permute", "unsqueeze", "squeeze", "expand", "slice",
+             "split", "split_with_sizes", "unbind", "select", "alias", "detach", "as_strided", "unflatten",
+             "device"}  # prim.device: a query, no kernel
+
+    class Count(TorchDispatchMode):
+        kernels = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func.overloadpacket.__name__
+            first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            same_storage = (isinstance(out, torch.Tensor) and first is not None
+                            and StorageWeakRef(out.untyped_storage()) == StorageWeakRef(first.untyped_storage()))
+            if name not in views and not (name in ("reshape", "to", "contiguous") and same_storage):
+                Count.kernels += 1
+            return out
+
+    def fake(t):
+        fmt = torch.channels_last if t.dim() == 4 else torch.contiguous_format
+        return torch.empty(t.shape, dtype=t.dtype, device="cuda", memory_format=fmt)
+
+    with torch.device("meta"):
+        model = FasterViT(cfg).eval()
+    model.switch_to_deploy(dtype=torch.float16)
+    with FakeTensorMode():
+        for m in model.modules():
+            for k, p in m._parameters.items():
+                m._parameters[k] = torch.nn.Parameter(fake(p), requires_grad=False) if p is not None else None
+            for k, b in m._buffers.items():
+                m._buffers[k] = fake(b) if b is not None else None
+        x = fake(torch.empty(batch, cfg.in_chans, *cfg.resolution, device="meta"))
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # else autocast("cuda") turns itself off
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, cache_enabled=False), Count():
+            model(x)
+    return Count.kernels
+
+
+@pytest.mark.parametrize("knobs", [
+    dict(),  # 2x2 windows with carrier tokens, fused attention
+    dict(resolution=80, window_size=(2, 2, 3, 2), ct_size=1, do_propagation=True, layer_scale=1e-5),  # padding, fp32
+    dict(dim=24, num_heads=(1, 1, 8, 4), hat=(False, False, False, False)),  # head dim 12: unfused stage 3
+])
+def test_kernel_model_counts_the_kernels_the_model_launches(monkeypatch, tiny_config, knobs):
+    """The kernel model against a dispatch trace of the real forward pass (``_dispatched_kernels``)."""
+    from evaluators.predictor_kernels import kernel_tally
+
+    cfg = tiny_config.replace(**knobs)
+    k = kernel_tally(cfg, 2)
+    assert _dispatched_kernels(cfg, 2, monkeypatch) == k.kernels - 3 * k.unfused_attention, cfg.summary()
+    assert (k.unfused_attention > 0) == ("dim" in knobs)
+
+
+def test_cross_validation_on_the_committed_dataset_meets_the_stated_error():
+    """5-fold CV on the H200 records (``results/benchmarks/profile-dataset.jsonl``): the README's claim,
+    with room for one repeat's split (bench/predictor_cv.py runs 5 x 5)."""
+    from pathlib import Path
+
+    from evaluators.predictor import cross_validate
+
+    path = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "profile-dataset.jsonl"
+    cv = cross_validate(read_records(path), folds=5, repeats=1)
+    ips, lat = cv["images_per_s"], cv["latency_b1_ms"]
+    assert ips["n"] >= 200 and ips["within_10pct"] >= 0.93 and ips["spearman"] >= 0.99, ips
+    assert ips["median_rel_err"] <= 0.04 and lat["within_10pct"] >= 0.95 and lat["spearman"] >= 0.99, lat
+
+
+def test_a_version_1_predictor_file_is_refused_with_the_refit_command(tmp_path, law_configs):
+    p = fit(_records(law_configs[:40]), name="old", n_estimators=5)
+    d = p.to_dict()
+    d["version"] = 1
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    with pytest.raises(PredictorError, match="another version.*nas predictor fit"):
+        Predictor.load(tmp_path / "old.json")
