@@ -477,7 +477,8 @@ def postgres() -> Iterator[str]:
     subprocess.run([*as_pg, str(bin_ / "initdb"), "-D", str(data), "-A", "trust", "-U", "nas"], check=True,
                    capture_output=True)
     subprocess.run([*as_pg, str(bin_ / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-o",
-                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+                    f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=300", "start"],
+                   check=True, capture_output=True)  # 100 (the default) ran out on a loaded 2-core box
     try:
         subprocess.run([str(bin_ / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "nas", "nas"], check=True,
                        capture_output=True)
