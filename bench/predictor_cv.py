@@ -145,7 +145,7 @@ def extrapolation(records: list[dict], fitters: dict[str, Callable], seed: int) 
     """Fit on resolutions <= ``EXTRAPOLATION_SPLIT``, predict the larger ones (one split, per model)."""
     from scipy.stats import spearmanr
 
-    from evaluators.predictor import _features
+    from evaluators.predictor import _features, relative_errors
 
     X = _features(r["config"] for r in records)
     side = np.asarray([max(r["resolution"]) for r in records])
@@ -159,11 +159,10 @@ def extrapolation(records: list[dict], fitters: dict[str, Callable], seed: int) 
             y = np.asarray([r[target] for r in records], dtype=np.float64)
             m = fitter(X[train], y[train], target, batch, seed)
             pred = np.exp(m.predict_log(X[test]))
-            rel = np.abs(pred / y[test] - 1)
+            errors = relative_errors(pred, y[test])
             out.setdefault(name, {})[target] = dict(
-                within_10pct=round(float(np.mean(rel <= 0.1)), 4), within_5pct=round(float(np.mean(rel <= 0.05)), 4),
-                spearman=round(float(spearmanr(pred, y[test]).statistic), 4),
-                median_rel_err=round(float(np.median(rel)), 4))
+                within_10pct=errors["within_10pct"], within_5pct=errors["within_5pct"],
+                spearman=round(float(spearmanr(pred, y[test]).statistic), 4), median_rel_err=errors["median_rel_err"])
     return out
 
 

@@ -378,6 +378,13 @@ def _side(config: Mapping[str, Any]) -> int:
     return int(res if isinstance(res, int) else max(res))
 
 
+def relative_errors(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Shares of predictions within ±10 % and ±5 % of the measured values, and the median relative error."""
+    rel = np.abs(np.asarray(pred) / np.asarray(true) - 1)
+    return dict(within_10pct=round(float(np.mean(rel <= 0.10)), 4), within_5pct=round(float(np.mean(rel <= 0.05)), 4),
+                median_rel_err=round(float(np.median(rel)), 4))
+
+
 def evaluate(predictor: Predictor, records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per target: n, share within ±10 % (and ±5 %), Spearman rank correlation, median and worst relative error."""
     from scipy.stats import spearmanr
@@ -390,12 +397,12 @@ def evaluate(predictor: Predictor, records: Sequence[Mapping[str, Any]]) -> dict
         if not pairs:
             continue
         pred, true = np.asarray(pairs).T
-        rel = np.abs(pred / true - 1)
+        errors = relative_errors(pred, true)
         rho = float(spearmanr(pred, true).statistic) if len(pairs) > 2 else None
-        out[target] = dict(n=len(pairs), within_10pct=round(float(np.mean(rel <= 0.10)), 4),
-                           within_5pct=round(float(np.mean(rel <= 0.05)), 4),
+        out[target] = dict(n=len(pairs), within_10pct=errors["within_10pct"], within_5pct=errors["within_5pct"],
                            spearman=None if rho is None or math.isnan(rho) else round(rho, 4),
-                           median_rel_err=round(float(np.median(rel)), 4), max_rel_err=round(float(rel.max()), 4))
+                           median_rel_err=errors["median_rel_err"],
+                           max_rel_err=round(float(np.abs(pred / true - 1).max()), 4))
     return out
 
 
@@ -440,11 +447,10 @@ def cross_validate(records: Sequence[Mapping[str, Any]], *, folds: int = 5, repe
         for k, (train, test) in enumerate(splits):
             model = fitter(Xt[train], y[train], target, int(settings["batch_size"]), seed)
             pred[k // folds, test] = np.exp(model.predict_log(Xt[test]))
-        rel = np.abs(pred / y - 1)
-        out[target] = dict(n=len(rows), within_10pct=round(float(np.mean(rel <= 0.10)), 4),
-                           within_5pct=round(float(np.mean(rel <= 0.05)), 4),
+        errors = relative_errors(pred, y)
+        out[target] = dict(n=len(rows), within_10pct=errors["within_10pct"], within_5pct=errors["within_5pct"],
                            spearman=round(float(np.mean([spearmanr(p, y).statistic for p in pred])), 4),
-                           median_rel_err=round(float(np.median(rel)), 4), rows=rows, predictions=pred.tolist())
+                           median_rel_err=errors["median_rel_err"], rows=rows, predictions=pred.tolist())
     return out
 
 

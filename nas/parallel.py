@@ -133,7 +133,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
     worker). Prints one ``NAS-TRIAL {json}`` line per finished trial and ``NAS-WORKER-DONE {json}``
     at the end. SIGINT/SIGTERM: the running trial is recorded FAIL with the reason; exit code 130.
     """
-    from .samplers import make_sampler
+    from .samplers import sampler_for
     from .search import TrialRunner
 
     if gpu is not None:
@@ -148,8 +148,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
     if trials == 0 and settings.timeout is None:
         raise ValueError("trials=0 (no limit) needs a timeout in the settings")
 
-    sampler = make_sampler(settings.sampler, seed=_sampler_seed(settings.seed, index),
-                           n_trials=int(total or settings.trials or 100), population=settings.population)
+    sampler = sampler_for(settings, seed=_sampler_seed(settings.seed, index), n_trials=total)
     with storage_errors(settings.storage):
         _worker_trials(TrialRunner(settings, sampler=sampler), index, trials)
 

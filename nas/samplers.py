@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-__all__ = ["SAMPLERS", "POPULATION_SAMPLERS", "register_sampler", "make_sampler", "check_population",
+__all__ = ["SAMPLERS", "POPULATION_SAMPLERS", "register_sampler", "make_sampler", "sampler_for", "check_population",
            "default_population"]
 
 SamplerFactory = Callable[..., Any]
@@ -81,6 +81,13 @@ def check_population(name: str, population: Optional[int]) -> None:
                          f"not to --sampler {name}")
     if isinstance(population, bool) or not isinstance(population, int) or population < 2:
         raise ValueError(f"--population {population!r} must be an integer >= 2")
+
+
+def sampler_for(settings: Any, *, seed: Optional[int] = None, n_trials: Optional[int] = None) -> Any:
+    """The sampler a study's settings name (``sampler``, ``population``); ``n_trials`` defaults to the
+    settings' trials, else 100 (a study bounded by its timeout), ``seed`` to the settings' seed."""
+    return make_sampler(settings.sampler, seed=settings.seed if seed is None else seed,
+                        n_trials=int(n_trials or settings.trials or 100), population=settings.population)
 
 
 def make_sampler(name: str, *, seed: int, n_trials: int, population: Optional[int] = None) -> Any:

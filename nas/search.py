@@ -33,7 +33,7 @@ from . import record as R
 from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, storage_of, trial_id
 from .objectives import Objective, metric_labels, parse_constraint, parse_objectives, portable_settings
 from .record import Status
-from .samplers import make_sampler
+from .samplers import sampler_for
 from .settings import SearchSettings
 from .trial import (Evaluator, FinishedElsewhere, Interrupted, OnEpoch, TrialFailure, TrialObjective, _jsonable,
                     _signals_as_interrupts, interrupt_pending, suggest_config)
@@ -191,8 +191,7 @@ class TrialRunner:
         self.evaluator = evaluator
         if study is None:
             if sampler is None:
-                sampler = make_sampler(s.sampler, seed=s.seed, n_trials=s.trials or 100,
-                                       population=s.population)
+                sampler = sampler_for(s)
             study = create_or_load_study(s, self.objectives, sampler=sampler)
         self.study = study
         self.storage = storage_of(study)
@@ -299,9 +298,7 @@ class StudyDriver:
         self.console = console
         self.results_dir = Path(s.results_dir)
         self.log_file = _setup_logging(self.results_dir, s.study)
-        self.sampler = sampler if sampler is not None else make_sampler(s.sampler, seed=s.seed,
-                                                                        n_trials=s.trials or 100,
-                                                                        population=s.population)
+        self.sampler = sampler if sampler is not None else sampler_for(s)
         self.storage_desc = describe_storage(s.storage)
         self.study: Any = None
         self.stale: list[int] = []

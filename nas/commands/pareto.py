@@ -101,7 +101,7 @@ def pareto(
         if not no_report:
             path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html",
                                 reference=ref, references=refs, plotlyjs=plotlyjs)
-    from nas.confirm import noise_marks
+    from nas.confirm import DIFFERENCE_BOUND_SDS, noise_marks
 
     noise = noise_marks(st)  # None until `nas confirm` re-trained front points
     if as_json:
@@ -120,9 +120,10 @@ def pareto(
     if noise is not None:
         close = [p["trial"] for p in noise["points"] if p["within_noise"]]
         console.print(f"seed noise {noise['seed_noise']:.2f} accuracy points (nas confirm): "
-                      + (f"trials {close} differ from a front neighbour by less than 1.96 x sqrt(2) x it, the 95 % "
-                         "bound of two seeds (not shown to differ)" if close
-                         else "every front neighbour differs by more than 1.96 x sqrt(2) x it (95 % of two seeds)"),
-                      highlight=False)
+                      + (f"trials {close} differ from a front neighbour by less than "
+                         f"{DIFFERENCE_BOUND_SDS * noise['seed_noise']:.2f}, the 95 % bound of two seeds "
+                         "(1.96 x sqrt(2) x it): not shown to differ" if close else
+                         f"every front neighbour differs by more than {DIFFERENCE_BOUND_SDS * noise['seed_noise']:.2f}"
+                         " (the 95 % bound of two seeds)"), highlight=False)
     if path:
         console.print(f"report: {path}", highlight=False)
