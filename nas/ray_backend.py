@@ -237,6 +237,12 @@ def _classes() -> tuple[type, type, type]:
         def save(self, checkpoint_path: str) -> None:
             """No Tune searcher checkpoint: the Optuna storage is the state (resume: same --study again)."""
 
+        def __getstate__(self) -> dict[str, Any]:
+            """Tune pickles the searcher into tuner.pkl (for ``Tuner.restore``, which nas does not use: the
+            Optuna storage is the state). Optuna's GA samplers (NSGA-II/III) hold a thread lock since
+            optuna 5.1, and the study holds its sampler: both stay out of the pickle."""
+            return dict(self.__dict__, _sampler=None, _ot_study=None)
+
         def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
             if trial_id in self._completed_trials or trial_id not in self._ot_trials:
                 return
