@@ -9,7 +9,9 @@ and date; what is in the file already is skipped, so each run goes on where the 
 2. ``warm``: worker processes compile the first ``--n-best`` of them in ``best`` mode
    (torch.compile reduce-overhead) in parallel, timing nothing: they fill the Inductor cache
    (``results/inductor-cache``). Inductor autotunes on the GPU while it compiles, so no timing runs
-   meanwhile (see bench/throughput.py). Warmed keys go to ``<out>.warm`` so a rerun skips them.
+   meanwhile (see bench/throughput.py). Warmed architectures are listed in a file inside that
+   cache (``<cache>/<out stem>.warmed``), so a rerun on the same machine skips them and a fresh
+   machine, whose cache is empty, warms them again.
 3. ``best``: this process alone measures each of them in ``best`` mode, compiling from that cache.
 4. ``summary``: counts, the quick-vs-best Spearman over configs measured both ways, and (with
    ``--fit NAME``) a predictor fitted on the quick records, its held-out error, and the keys of
@@ -108,7 +110,7 @@ def _warm_one(cfg_dict: dict, opts: dict) -> tuple[str, Optional[str], float]:
 
 def phase_warm(args: argparse.Namespace, deadline: float) -> bool:
     b = settings(args)["best"]
-    warm_file = args.out.with_name(args.out.name + ".warm")
+    warm_file = warm_list(args)
     warmed = set(warm_file.read_text().split()) if warm_file.is_file() else set()
     measured = DatasetFile(args.out).done
     todo = [c for c in configs(args)[:args.n_best]
@@ -137,6 +139,15 @@ def phase_warm(args: argparse.Namespace, deadline: float) -> bool:
                     fh.write(arch + "\n")
                 say(f"warm {cfg.resolution[0]} px {arch}: {error or f'{seconds:.0f} s'}")
     return not left
+
+
+def warm_list(args: argparse.Namespace) -> Path:
+    """The list of warmed architectures, kept in the cache it describes (smoke: beside ``--out``)."""
+    if args.smoke:  # the smoke's best phase compiles with the eager backend: no Inductor cache
+        return args.out.with_name(args.out.name + ".warm")
+    folder = Path(args.inductor_cache)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{args.out.stem}.warmed"
 
 
 def phase_best(args: argparse.Namespace, deadline: float) -> bool:
