@@ -235,7 +235,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", type=Path, default=DATASET, help="JSON-lines dataset (bench/profile_dataset.py).")
     p.add_argument("--out", type=Path, default=OUT, help="JSON to write.")
-    p.add_argument("--mode", default=None, help="Profiler mode of the records to use (when the file holds several).")
+    p.add_argument("--mode", default="cudagraph", help="profiler mode of the records to use (the file holds the search's quick mode, cudagraph, and best)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)

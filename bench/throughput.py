@@ -532,6 +532,17 @@ def merge_best_mode_ratios(data: dict, path: Path, source: Path) -> dict[str, fl
     return ratios
 
 
+def best_mode_markdown(data: dict) -> list[str]:
+    """The README's best-mode table: per preset, ours and official images/s in ``best`` mode and their ratio."""
+    presets = data["parts"].get("presets", {}).get("results", {})
+    lines = ["| model | ours, best mode (img/s) | official, best mode (img/s) | ours / official |", "|---|---:|---:|---:|"]
+    for name, ratio in best_mode_ratios(data).items():
+        label = name.replace("faster_vit_", "FasterViT-").replace("_224", "")
+        lines.append(f"| {label} | {_ips(presets, 'ours', name, 'best'):,.0f} | "
+                     f"{_ips(presets, 'official', name, 'best'):,.0f} | {ratio:.2f}× |")
+    return lines
+
+
 def _gpu_of(data: dict) -> Optional[str]:
     env = data["parts"].get("presets", {}).get("env", {})
     return env.get("gpu_name")

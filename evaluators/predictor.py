@@ -61,6 +61,9 @@ RIDGE_ALPHA = 1.0
 #: facts that must agree across the records of one predictor (they change what is measured)
 SETTING_KEYS = ("gpu_name", "mode", "dtype", "batch_size")
 SHIPPED_DIR = Path(__file__).with_name("predictors")
+#: scaling quantities whose training range a predictor records: a config beyond it is extrapolated
+#: (trees are flat outside their data; only the base and the ridge carry the trend), and says so
+RANGE_FEATURES = LINEAR_FEATURES
 MIN_RECORDS = 10
 
 
@@ -290,6 +293,17 @@ class Predictor:
         cols = {k: np.exp(m.predict_log(X)) for k, m in self.models.items()}
         return [{k: round(float(v[i]), 4) for k, v in cols.items()} for i in range(len(X))]
 
+    def outside_range(self, cfg: Union[FasterViTConfig, Mapping[str, Any]]) -> list[str]:
+        """The scaling quantities of ``cfg`` outside the training configs' range (``[]``: inside).
+
+        Beyond it a prediction is an extrapolation (e.g. FasterViT-4..6 from a dataset of the default
+        space); the search records these names with the predicted values. Files without a recorded
+        range (fitted before it was kept) give ``[]``.
+        """
+        ranges = self.meta.get("feature_range") or {}
+        f = config_features(cfg if isinstance(cfg, FasterViTConfig) else FasterViTConfig.from_dict(cfg))
+        return [n for n, (lo, hi) in ranges.items() if not lo - _RANGE_SLACK <= f[n] <= hi + _RANGE_SLACK]
+
     def describe(self) -> str:
         """One line: name, GPU, protocol, how much data, held-out error."""
         m, h = self.meta, self.meta.get("held_out") or {}
@@ -364,6 +378,7 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
     resolutions = sorted({_side(r["config"]) for r in train})
     meta = dict(settings, n_records=len(records), n_usable=len(usable), n_train=len(train), n_held_out=len(test),
                 resolutions=[resolutions[0], resolutions[-1]] if resolutions else [],
+                feature_range=feature_range(r["config"] for r in train),
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=seed,
                 model=dict(kind="NNLS of time on kernel-model roofline sums + ridge on log scaling quantities + "
                                 "sklearn GradientBoostingRegressor on log residuals", base={k: dict(zip(m.base_features, m.base_coef)) for k, m in models.items()},
@@ -371,6 +386,16 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
     predictor = Predictor(name, meta, models)
     meta["held_out"] = evaluate(predictor, test) if test else {}
     return predictor
+
+
+_RANGE_SLACK = 1e-9  # float noise only: a config of the training set is inside
+
+
+def feature_range(configs: Iterable[Mapping[str, Any]]) -> dict[str, list[float]]:
+    """[min, max] of each ``RANGE_FEATURES`` quantity over ``configs``."""
+    X = _features(configs)
+    cols = {n: X[:, FEATURE_NAMES.index(n)] for n in RANGE_FEATURES}
+    return {n: [float(c.min()), float(c.max())] for n, c in cols.items()}
 
 
 def _side(config: Mapping[str, Any]) -> int:

@@ -171,7 +171,8 @@ class Evaluator:
             self._predictor = load_predictor(self.s.predictor, search_dirs=[Path(self.s.results_dir) / "predictors"])
         p = self._predictor
         return dict(p.predict(cfg), predictor=p.name, gpu_name=p.gpu, mode=p.meta.get("mode"),
-                    dtype=p.meta.get("dtype"), batch_size=p.meta.get("batch_size"))
+                    dtype=p.meta.get("dtype"), batch_size=p.meta.get("batch_size"),
+                    outside_training_range=p.outside_range(cfg))
 
     def _needed(self) -> set[str]:
         return {o.name for o in self.objectives} | {c.name for c in self.constraints}

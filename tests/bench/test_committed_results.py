@@ -129,3 +129,28 @@ def test_readme_prints_the_predictor_cv_numbers():
     text = " ".join(README.split())
     for fragment in predictor_cv.readme_sentences(result):
         assert " ".join(fragment.split()) in text, f"README lacks {fragment!r}"
+
+
+def test_readme_prints_the_best_mode_numbers():
+    """bench/throughput.py's best-mode run and bench/profile_dataset.py's summary are what the README quotes;
+    the summary's best_mode_ratio_vs_official is that run's ratios (issue #16's keys)."""
+    import profile_dataset
+    import throughput
+
+    data = json.loads((RESULTS / "throughput-best.json").read_text())
+    summary = json.loads((RESULTS / "predictor-summary.json").read_text())
+    assert data["parts"]["presets"]["env"]["gpu_name"] == summary["gpu"] == "NVIDIA H200"
+    assert summary["best_mode_ratio_vs_official"] == throughput.best_mode_ratios(data)
+    assert len(summary["best_mode_ratio_vs_official"]) == 7
+    for row in throughput.best_mode_markdown(data):
+        assert row in README, f"README lacks the best-mode row {row!r}"
+    for key in ("gpu", "n_configs", "n_best", "n_train", "within_10pct", "spearman", "best_mode_ratio_vs_official",
+                "quick_vs_best_spearman"):
+        assert key in summary, key
+    text = " ".join(README.split())
+    assert profile_dataset.readme_sentence(summary) in text
+    assert (f"{summary['n_train']} training configs, {summary['held_out']['images_per_s']['n']} held out, images/s "
+            f"within ±10 % for {summary['within_10pct']:.0%} of them") in text
+    records = [json.loads(line) for line in (RESULTS / "profile-dataset.jsonl").read_text().splitlines()]
+    assert sum(r["mode"] == "cudagraph" for r in records) == summary["n_configs"]
+    assert sum(r["mode"] == "best" for r in records) == summary["n_best"]

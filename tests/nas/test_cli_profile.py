@@ -102,6 +102,7 @@ def test_sample_fit_and_a_search_on_the_predicted_objective(tmp_path, monkeypatc
         pred = t.user_attrs["predicted"]
         assert pred["predictor"] == "mycpu" and pred["gpu_name"] == "cpu"
         assert t.values[1] == pred["images_per_s"] > 0 and "profile" not in t.user_attrs
+        assert isinstance(pred["outside_training_range"], list)  # names of extrapolated quantities, [] inside
     # resuming the study with another predictor would mix values that do not compare
     (tmp_path / "results" / "predictors" / "other.json").write_bytes(
         (tmp_path / "results" / "predictors" / "mycpu.json").read_bytes())
