@@ -40,7 +40,7 @@ from evaluators.predictor import (TARGETS, _fit_target, _linear_columns, _tree_a
                                   check_records, cross_validate, fit, read_records)
 from evaluators.predictor_features import FEATURE_NAMES, V1_FEATURE_NAMES  # noqa: E402
 
-DATASET = Path("results/benchmarks/profile-dataset.jsonl")
+DATASET = Path("evaluators/predictors/h200-profile.jsonl")
 OUT = Path("results/benchmarks/predictor-cv.json")
 TREES = dict(n_estimators=300, max_depth=3, learning_rate=0.05)
 EXTRAPOLATION_SPLIT = 384  # fit on resolutions up to this, test above it
@@ -196,6 +196,12 @@ def markdown_rows(result: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _sklearn_version() -> str:
+    import sklearn
+
+    return sklearn.__version__
+
+
 # ------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace) -> dict[str, Any]:
     records, settings = check_records(read_records(args.dataset), mode=args.mode)
@@ -206,6 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dataset=str(args.dataset), gpu=settings["gpu_name"], mode=settings["mode"], dtype=settings["dtype"],
         batch_size=settings["batch_size"], n_records=len(records),
         protocol=dict(splitter="sklearn RepeatedKFold (shuffled)", folds=args.folds, repeats=args.repeats,
+                      scikit_learn=_sklearn_version(),  # the trees' subsampling, hence the numbers, vary with it
                       seed=args.seed, trees=TREES, within_10pct="share of all folds x repeats predictions",
                       spearman="per repeat, then the mean", nested_depths=list(NESTED_DEPTHS) if args.nested else None),
         noise_floor=noise_floor(records), models={})

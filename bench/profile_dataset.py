@@ -51,6 +51,7 @@ from evaluators.predictor_dataset import (RESOLUTIONS, DatasetFile, collect, rec
 PHASES = ("quick", "warm", "best", "summary")
 OFFGRID = tuple(range(176, 497, 32))
 SUMMARY = Path("results/benchmarks/predictor-summary.json")
+DATASET = Path("evaluators/predictors/h200-profile.jsonl")  # the H200 dataset, package data beside h200.json
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -229,7 +230,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--n-offgrid", type=int, default=100, help="configs at off-grid resolutions (quick mode)")
     p.add_argument("--workers", type=int, default=8,
                    help="compile processes of the warm phase (each holds one model's GPU memory at batch 128)")
-    p.add_argument("--out", type=Path, default=None, help="dataset [results/benchmarks/profile-dataset.jsonl]")
+    p.add_argument("--out", type=Path, default=None, help=f"dataset [{DATASET}, shipped with the package]")
     p.add_argument("--inductor-cache", type=Path, default=Path("results/inductor-cache"))
     p.add_argument("--time-budget", type=float, default=540.0, help="seconds; no new measurement starts after it")
     p.add_argument("--batch-size", type=int, default=128)
@@ -249,7 +250,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     if args.smoke:
         args.n, args.n_best, args.workers = min(args.n, 12), min(args.n_best, 2), min(args.workers, 2)
         args.out = args.out or Path("results/benchmarks/smoke/profile-dataset.jsonl")
-    args.out = args.out or Path("results/benchmarks/profile-dataset.jsonl")
+    args.out = args.out or DATASET
     args.summary_out = args.summary_out or (args.out.with_name("predictor-summary.json") if args.smoke else SUMMARY)
     return args
 

@@ -500,8 +500,8 @@ def _shipped(name: str) -> Predictor:
     if not path.is_file():
         raise PredictorError(
             f"predictor {name!r} is registered but its file {path} is not shipped yet: collect the data with "
-            f"`python bench/profile_dataset.py` on that GPU, then `nas predictor fit results/benchmarks/"
-            f"profile-dataset.jsonl --mode cudagraph --name {name} --out {path}`")
+            f"`python bench/profile_dataset.py --out {SHIPPED_DIR / (name + '-profile.jsonl')}` on that GPU, then "
+            f"`nas predictor fit {SHIPPED_DIR / (name + '-profile.jsonl')} --mode cudagraph --name {name} --out {path}`")
     return Predictor.load(path)
 
 

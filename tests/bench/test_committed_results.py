@@ -151,6 +151,6 @@ def test_readme_prints_the_best_mode_numbers():
     assert profile_dataset.readme_sentence(summary) in text
     assert (f"{summary['n_train']} training configs, {summary['held_out']['images_per_s']['n']} held out, images/s "
             f"within ±10 % for {summary['within_10pct']:.0%} of them") in text
-    records = [json.loads(line) for line in (RESULTS / "profile-dataset.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (ROOT / "evaluators" / "predictors" / "h200-profile.jsonl").read_text().splitlines()]
     assert sum(r["mode"] == "cudagraph" for r in records) == summary["n_configs"]
     assert sum(r["mode"] == "best" for r in records) == summary["n_best"]

@@ -314,13 +314,13 @@ def test_kernel_model_counts_the_kernels_the_model_launches(monkeypatch, tiny_co
 
 
 def test_cross_validation_on_the_committed_dataset_meets_the_stated_error():
-    """5-fold CV on the H200 records (``results/benchmarks/profile-dataset.jsonl``): the README's claim,
+    """5-fold CV on the H200 records (``evaluators/predictors/h200-profile.jsonl``): the README's claim,
     with room for one repeat's split (bench/predictor_cv.py runs 5 x 5)."""
     from pathlib import Path
 
     from evaluators.predictor import cross_validate
 
-    path = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "profile-dataset.jsonl"
+    path = Path(__file__).resolve().parents[2] / "evaluators" / "predictors" / "h200-profile.jsonl"
     cv = cross_validate(read_records(path), folds=5, repeats=1, mode="cudagraph")
     ips, lat = cv["images_per_s"], cv["latency_b1_ms"]
     assert ips["n"] >= 200 and ips["within_10pct"] >= 0.93 and ips["spearman"] >= 0.99, ips
