@@ -7,9 +7,10 @@ seeds each (seed k: sampler seed = training seed = k):
 - ``sh``: multi-objective successive halving (``nas.fidelity``; ``--fidelity sh``), sampler
   ``--sh-sampler`` (default ``random``, as in MO-ASHA, Schmucker et al. 2021);
 - ``full``: NSGA-II, every trial trained for the full budget, population ``--nsga2-population``
-  (default 6: the study is bounded by time, not trials, and ~15-20 full trials fit 420 s; the
-  search's default population, 20 without a trial budget, would never leave NSGA-II's random first
-  generation and make ``full`` a second random search);
+  (default 6: the study is bounded by time, not trials; it was chosen expecting ~15-20 full trials
+  in 420 s, and on the H200 NSGA-II, breeding small fast networks, fit 94 of them on seed 0, about
+  15 generations; the search's default population, 20 without a trial budget, could leave NSGA-II
+  in its random first generation and make ``full`` a second random search);
 - ``random``: random search, every trial trained for the full budget.
 
 ``sh`` and ``random`` with the same seed draw the same sequence of architectures (common random
@@ -525,7 +526,8 @@ class Bench:
                     hv_search=hist[-1][1] if hist else 0.0, history=hist, front=front,
                     devices=devices, profile_protocol={k: profile.get(k) for k in
                                                        ("batch_size", "resolution", "dtype", "mode", "gpu_name")},
-                    rungs_reached=_rungs_reached(trials.values()) if method == "sh" else None)
+                    rungs_reached=_rungs_reached(trials.values()) if method == "sh" else None,
+                    trial_seconds=trial_seconds(trials.values()))
 
     # ---- front re-trains -----------------------------------------------------------------------
     def _confirm_runner(self, method: str, seed: int, point: dict[str, Any]) -> Callable[[], str]:
@@ -607,6 +609,29 @@ def preset_config(name: str, space: Any, smoke: bool) -> Any:
     sp = load_space(space)
     params = sp.params_for(PRESETS[name])
     return PRESETS[name] if params is None else sp.apply(params)
+
+
+def trial_seconds(trials: Any) -> dict[str, float]:
+    """Median wall seconds of a trial by how it ended (a stopped one by the epochs it trained).
+
+    Says what a rung stop saves: the fixed cost of a trial (profiling, building, the first
+    validation) does not shrink with the epochs trained."""
+    from collections import defaultdict
+
+    from nas import record as R
+
+    by: dict[str, list[float]] = defaultdict(list)
+    for t in trials:
+        wall = t.user_attrs.get(R.WALL_S)
+        if wall is None or t.state.name not in ("COMPLETE", "PRUNED", "FAIL"):
+            continue
+        if t.user_attrs.get(R.CACHE_HIT) is not None:
+            continue  # a cache hit trains nothing
+        name = t.state.name.lower()
+        if t.state.name == "PRUNED" and t.user_attrs.get(R.RUNG_EPOCHS) is not None:
+            name = f"pruned@{t.user_attrs[R.RUNG_EPOCHS]:g}ep"
+        by[name].append(float(wall))
+    return {k: round(statistics.median(v), 3) for k, v in sorted(by.items())}
 
 
 def _rungs_reached(trials: Any) -> dict[str, int]:
@@ -847,6 +872,30 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"INVALID study {key}: stopped before its time ({reason}); the ratio is withheld", flush=True)
 
 
+def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The README tables: one row per finished study, then the presets (both from the results JSON)."""
+    rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
+            "(img/s, re-trained top-1) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for k in range(int(summary["seeds"])):
+        for m in METHODS:
+            r = data["studies"].get(study_key(m, k))
+            if r is None:
+                continue
+            hv = summary["hv"][m][k]
+            pts = truth_points(data, study_key(m, k))
+            fastest = max(pts, key=lambda q: q[1]) if pts else None
+            fast = "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}"
+            secs = ", ".join(f"{k} {v:.1f}" for k, v in r.get("trial_seconds", {}).items())
+            rows.append(f"| {m} seed {k} | {r['n_trials']} ({r['n_complete']} / {r['n_pruned']} / {r['n_failed']}) | "
+                        f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {secs} | "
+                        f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
+    rows += ["", "| preset | top-1 per seed | img/s |", "|---|---|---|"]
+    for name, p in summary["presets"].items():
+        rows.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in p['accuracies'])} | {p['throughput']:,.0f} |")
+    return "\n".join(rows)
+
+
 # =============================================================================================
 # plot
 # =============================================================================================
@@ -910,8 +959,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eta", type=int, default=2, help="sh: the top 1/eta of each rung go on")
     p.add_argument("--sh-sampler", default="random", help="sampler of the sh method (MO-ASHA: random)")
     p.add_argument("--nsga2-population", type=int, default=None,
-                   help="NSGA-II's population in the full method (default 6: ~1/3 of the ~15-20 full trials "
-                        "420 s allow, so it breeds ~3 generations; smoke 2)")
+                   help="NSGA-II's population in the full method (default 6: 94 full trials fit 420 s on "
+                        "seed 0 on an H200, ~15 generations; smoke 2)")
     p.add_argument("--train-epochs", type=float, default=None, help="full training budget (default 4)")
     p.add_argument("--train-subset", type=int, default=None, help="training images (default: all 40k)")
     p.add_argument("--train-val-subset", type=int, default=None, help="validation images (default: all 10k)")

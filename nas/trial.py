@@ -149,8 +149,15 @@ class Evaluator:
                 record(R.TIMINGS, timings)
                 raise TrialFailure(f"profiler: {m['profile']['error']}")
         if self.needs_proxy:
+            import optuna
+
             t = time.perf_counter()
-            m["accuracy"], details = self._proxy(cfg, record, weights_path, on_epoch, m)
+            try:
+                m["accuracy"], details = self._proxy(cfg, record, weights_path, on_epoch, m)
+            except (optuna.TrialPruned, TrialFailure):  # a rung stop or a failed run: its seconds are recorded too
+                timings["proxy_s"] = time.perf_counter() - t
+                record(R.TIMINGS, timings)
+                raise
             timings["proxy_s"] = time.perf_counter() - t
             record(R.PROXY, details)
         record(R.TIMINGS, timings)

@@ -154,3 +154,43 @@ def test_readme_prints_the_best_mode_numbers():
     records = [json.loads(line) for line in (ROOT / "evaluators" / "predictors" / "h200-profile.jsonl").read_text().splitlines()]
     assert sum(r["mode"] == "cudagraph" for r in records) == summary["n_configs"]
     assert sum(r["mode"] == "best" for r in records) == summary["n_best"]
+
+
+def test_multifidelity_records_are_reproduced_from_the_committed_studies():
+    """The committed GPU run: its summary from its JSON, and each study's record (counts, history,
+    front) from the committed ``studies.db``, so the JSON and the database are one run's."""
+    import multifidelity as mf
+
+    path = RESULTS / "multifidelity.json"
+    data = json.loads(path.read_text())
+    summary = json.loads((RESULTS / "multifidelity-summary.json").read_text())
+    assert json.loads(json.dumps(mf.summarize(data))) == summary
+    assert set(mf.SUMMARY_KEYS) <= set(summary) and summary["gpu"] == "NVIDIA H200"
+    assert data["studies"], "no study recorded"
+    store = mf.Store(path, data)
+    bench = mf.Bench(store, RESULTS / "multifidelity", methods=data["settings"]["methods"],
+                     seeds=data["settings"]["seeds"])
+    bench.check_storage()
+    import optuna
+
+    for key, rec in data["studies"].items():
+        study = optuna.load_study(study_name=rec["study"], storage=bench.storage)
+        again = json.loads(json.dumps(mf._clean(bench.study_record(study, rec["method"], rec["seed"]))))
+        assert again == rec, key
+        confirmed = data["confirmations"].get(key, {})  # a run may stop before a new front is re-trained
+        assert set(confirmed) <= {str(p["source"]) for p in rec["front"]}, f"{key}: a re-train of no front point"
+        if summary["hv"][rec["method"]][rec["seed"]] is not None:
+            assert len(confirmed) == len(rec["front"]), f"{key}: a truth HV over a front not fully re-trained"
+
+
+def test_readme_prints_the_multifidelity_tables():
+    import multifidelity as mf
+
+    data = json.loads((RESULTS / "multifidelity.json").read_text())
+    summary = mf.summarize(data)
+    for row in mf.markdown(data, summary).splitlines():
+        assert row in README, f"README lacks the multifidelity row {row!r}"
+    done = [k for k in range(summary["seeds"]) if summary["hv_ratio_per_seed"][k] is not None]
+    assert done, "no seed has both an sh and a full truth hypervolume"
+    assert f"sh / full truth hypervolume {summary['hv_ratio_per_seed'][done[0]]:.2f} on seed {done[0]}" in README
+    assert f"Measured seed noise is {summary['seed_noise']:.2f} points per seed" in README

@@ -75,6 +75,7 @@ def test_pruned_trials_carry_their_rung(study):
         assert a["rung_accuracy"] == last["accuracy"] == dict(map(tuple, a["train_history"]))[last["step"]]
         assert a["error"].startswith(f"stopped at rung {a['rung']} ({a['rung_epochs']:g} epochs")
         assert max(s for s, _ in a["train_history"]) == last["step"]  # it trained no further
+        assert {"cost_s", "proxy_s"} <= set(a["timings"]) and a["timings"]["proxy_s"] > 0  # the seconds it trained
 
 
 def test_promoted_trials_train_on_in_one_run(study):
