@@ -886,7 +886,7 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
             pts = truth_points(data, study_key(m, k))
             fastest = max(pts, key=lambda q: q[1]) if pts else None
             fast = "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}"
-            secs = ", ".join(f"{k} {v:.1f}" for k, v in r.get("trial_seconds", {}).items())
+            secs = ", ".join(f"{end} {v:.1f}" for end, v in r.get("trial_seconds", {}).items())
             rows.append(f"| {m} seed {k} | {r['n_trials']} ({r['n_complete']} / {r['n_pruned']} / {r['n_failed']}) | "
                         f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {secs} | "
                         f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
