@@ -11,7 +11,12 @@ seeds each (seed k: sampler seed = training seed = k):
   in 420 s, and on the H200 NSGA-II, breeding small fast networks, fit 94 of them on seed 0, about
   15 generations; the search's default population, 20 without a trial budget, could leave NSGA-II
   in its random first generation and make ``full`` a second random search);
-- ``random``: random search, every trial trained for the full budget.
+- ``random``: random search, every trial trained for the full budget;
+- ``sh_nsga2`` (run only when ``--methods`` names it): successive halving as ``sh``, with NSGA-II
+  (the ``full`` population) proposing the architectures. Optuna's GA counts COMPLETE trials toward
+  a generation, so the rung survivors breed. It asks whether sh loses to ``full`` for its sampler
+  or for its fidelity. Its hypervolumes are reported apart (``hv_extra``,
+  ``hv_ratio_vs_full_extra``), so that ``hv`` keeps the issue's three keys.
 
 ``sh`` and ``random`` with the same seed draw the same sequence of architectures (common random
 numbers): ``sh`` sees the ones random search trains, and more, as pruning makes room.
@@ -104,7 +109,14 @@ if str(ROOT) not in sys.path:
 
 BENCH = "multifidelity"
 SCHEMA_VERSION = 1
-METHODS = ("sh", "full", "random")
+METHODS = ("sh", "full", "random")  # the issue's three: the summary's ``hv`` keys
+#: run only when named in ``--methods``: successive halving with NSGA-II proposing the architectures
+#: (Optuna's GA counts COMPLETE trials toward a generation, so the rung survivors breed)
+EXTRA_METHODS = ("sh_nsga2",)
+ALL_METHODS = METHODS + EXTRA_METHODS
+#: (fidelity, sampler) of each method; ``None``: the ``--sh-sampler``
+METHOD_SEARCH = {"sh": ("sh", None), "full": ("full", "nsga2"), "random": ("full", "random"),
+                 "sh_nsga2": ("sh", "nsga2")}
 PRESET_NAMES = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 PRESET_SEEDS = (0, 1)
 RESULTS = ROOT / "results" / "benchmarks"
@@ -161,10 +173,10 @@ def _bad(msg: str) -> "SystemExit":
 def parse_methods(text: str) -> list[str]:
     """``sh,full,random`` -> the list (unknown or repeated names refused)."""
     names = [m.strip() for m in str(text).split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
+    unknown = [m for m in names if m not in ALL_METHODS]
     if unknown or not names:
         what = f"unknown method {unknown[0]!r}" if unknown else "no method"
-        raise _bad(f"--methods {text!r}: {what}; known: {', '.join(METHODS)}")
+        raise _bad(f"--methods {text!r}: {what}; known: {', '.join(ALL_METHODS)}")
     if len(set(names)) != len(names):
         raise _bad(f"--methods {text!r} names a method twice")
     return names
@@ -215,8 +227,8 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
     """The ``SearchSettings`` of one study (validated: bad --eta / --min-budget are refused here)."""
     from nas.settings import SearchSettings
 
-    fidelity, sampler = {"sh": ("sh", exp["sh_sampler"]), "full": ("full", "nsga2"),
-                         "random": ("full", "random")}[method]
+    fidelity, sampler = METHOD_SEARCH[method]
+    sampler = sampler or exp["sh_sampler"]
     space = TINY_SPACE if exp["smoke"] else exp["space"]
     s = SearchSettings(objectives=tuple(exp["objectives"]), proxy="train", trials=exp["trials_cap"],
                        timeout=float(exp["gpu_seconds"]), sampler=sampler,
@@ -277,7 +289,7 @@ class Store:
             if settings is not None:
                 check_same(path, data["settings"], settings)
                 old = data["settings"]
-                old["methods"] = [m for m in METHODS if m in old["methods"] or m in settings["methods"]]
+                old["methods"] = [m for m in ALL_METHODS if m in old["methods"] or m in settings["methods"]]
                 old["seeds"] = max(old["seeds"], settings["seeds"])
                 old["data_dir"] = settings["data_dir"]  # where the data is on this machine
             return cls(path, data)
@@ -526,7 +538,7 @@ class Bench:
                     hv_search=hist[-1][1] if hist else 0.0, history=hist, front=front,
                     devices=devices, profile_protocol={k: profile.get(k) for k in
                                                        ("batch_size", "resolution", "dtype", "mode", "gpu_name")},
-                    rungs_reached=_rungs_reached(trials.values()) if method == "sh" else None,
+                    rungs_reached=_rungs_reached(trials.values()) if METHOD_SEARCH[method][0] == "sh" else None,
                     trial_seconds=trial_seconds(trials.values()))
 
     # ---- front re-trains -----------------------------------------------------------------------
@@ -786,21 +798,23 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     """The summary JSON (``SUMMARY_KEYS`` first, then details) from the results file alone."""
     exp = data["settings"]
     seeds, ref = int(exp["seeds"]), exp["reference"]
-    hv, hv_search, confirmed = {}, {}, {}
-    for m in METHODS:
+    methods = run_methods(exp)
+    hv_all, hv_search, confirmed = {}, {}, {}
+    for m in methods:
         pts = [truth_points(data, study_key(m, k)) for k in range(seeds)]
-        hv[m] = [None if p is None else hypervolume(p, ref) for p in pts]
+        hv_all[m] = [None if p is None else hypervolume(p, ref) for p in pts]
         hv_search[m] = [data["studies"].get(study_key(m, k), {}).get("hv_search") for k in range(seeds)]
         confirmed[m] = [q for p in pts if p for q in p]
     noise, dof = seed_noise(data)
     presets = preset_points(data)
-    by_method = {m: verdict_presets(data, m, presets, noise) for m in METHODS}
+    by_method = {m: verdict_presets(data, m, presets, noise) for m in methods}
     invalid = invalid_studies(data)
+    hv = {m: hv_all[m] for m in METHODS}
     devices = sorted({d for r in data["studies"].values() for d in r.get("devices", [])}
                      | {r["device"] for r in data["presets"].values() if r.get("device")})
     out = dict(gpu=", ".join(devices) or None, dataset=exp["data"], seeds=seeds,
                gpu_seconds_per_study=float(exp["gpu_seconds"]), hv=hv,
-               hv_ratio_sh_vs_full=None if any(key_method(k) in ("sh", "full") for k in invalid) else _ratio(hv),
+               hv_ratio_sh_vs_full=_valid_ratio(hv, "sh", invalid),
                presets_dominated_beyond_noise=by_method["sh"])
     out.update(target=TARGET, reference_point=dict(zip(OBJECTIVES, ref)), hv_ratio_per_seed=_ratios_per_seed(hv),
                invalid_studies=invalid, hv_search_values=hv_search,
@@ -808,15 +822,15 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                presets_dominated_beyond_noise_by_method=by_method,
                presets_dominance_pending=_pending_note(data, presets, noise),
                presets={n: dict(p, bar=None if noise is None else dominance_bar(p, noise),
-                                dominated_on_seeds={m: dominating_seeds(data, m, p, noise) for m in METHODS},
-                                dominated_beyond_noise_by={m: dominated_by(confirmed[m], p, noise) for m in METHODS})
+                                dominated_on_seeds={m: dominating_seeds(data, m, p, noise) for m in methods},
+                                dominated_beyond_noise_by={m: dominated_by(confirmed[m], p, noise) for m in methods})
                         for n, p in presets.items()},
                studies={k: dict(n_trials=r["n_trials"], n_complete=r["n_complete"], n_pruned=r["n_pruned"],
                                 n_failed=r["n_failed"], n_complete_in_time=r["n_complete_in_time"], wall_s=r["wall_s"],
                                 front=len(r["front"]), confirmed=len(data["confirmations"].get(k, {})),
                                 nan_retrains=nan_retrains(data, k), stopped_reason=r.get("stopped_reason"))
                         for k, r in sorted(data["studies"].items())},
-               complete=all(v is not None for m in METHODS for v in hv[m]) and len(presets) == len(exp["presets"])
+               complete=all(v is not None for m in methods for v in hv_all[m]) and len(presets) == len(exp["presets"])
                and not invalid,
                rules=["hv: hypervolume of (re-trained accuracy, measured throughput) of each study's front",
                       "presets_dominated_beyond_noise: presets that sh's confirmed front dominates on a majority of "
@@ -825,7 +839,22 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                       "hv_ratio_sh_vs_full: mean over seeds of sh / mean of full; None while a study of either "
                       "is missing or invalid (stopped before its time: invalid_studies)",
                       "seed_noise: pooled per-seed sd of top-1 (confirmation pairs per study / 2, preset seeds)"])
+    extra = [m for m in methods if m not in METHODS]
+    if extra:  # methods beyond the issue's three: apart, so that ``hv`` keeps its keys
+        out.update(hv_extra={m: hv_all[m] for m in extra},
+                   hv_ratio_vs_full_extra={m: _valid_ratio(hv_all, m, invalid) for m in extra},
+                   hv_ratio_per_seed_extra={m: _ratios_per_seed(hv_all, m) for m in extra})
     return out
+
+
+def run_methods(exp: dict[str, Any]) -> list[str]:
+    """The issue's three methods, then the extra ones this experiment runs (``--methods``)."""
+    return list(METHODS) + [m for m in EXTRA_METHODS if m in exp.get("methods", ())]
+
+
+def _valid_ratio(hv: dict[str, list[Optional[float]]], method: str, invalid: dict[str, str]) -> Optional[float]:
+    """``method`` / full of the truth HV means; None while a study of either is invalid."""
+    return None if any(key_method(k) in (method, "full") for k in invalid) else _ratio(hv, method)
 
 
 def _pending_note(data: dict[str, Any], presets: dict[str, Any], noise: Optional[float]) -> Optional[str]:
@@ -839,13 +868,13 @@ def _pending_note(data: dict[str, Any], presets: dict[str, Any], noise: Optional
     return "; ".join(parts) or None
 
 
-def _ratios_per_seed(hv: dict[str, list[Optional[float]]]) -> list[Optional[float]]:
-    """sh / full per seed (a ratio of means can hinge on one seed)."""
-    return [None if s is None or f is None or f <= 0 else s / f for s, f in zip(hv["sh"], hv["full"])]
+def _ratios_per_seed(hv: dict[str, list[Optional[float]]], method: str = "sh") -> list[Optional[float]]:
+    """``method`` / full per seed (a ratio of means can hinge on one seed)."""
+    return [None if s is None or f is None or f <= 0 else s / f for s, f in zip(hv[method], hv["full"])]
 
 
-def _ratio(hv: dict[str, list[Optional[float]]]) -> Optional[float]:
-    sh, full = hv["sh"], hv["full"]
+def _ratio(hv: dict[str, list[Optional[float]]], method: str = "sh") -> Optional[float]:
+    sh, full = hv[method], hv["full"]
     if not sh or any(v is None for v in sh + full) or statistics.fmean(full) <= 0:
         return None
     return statistics.fmean(sh) / statistics.fmean(full)
@@ -860,14 +889,18 @@ def write_summary(data: dict[str, Any], path: Path) -> dict[str, Any]:
 def print_table(summary: dict[str, Any]) -> None:
     """Per method: truth HV and search-value HV per seed, then the verdict lines."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    for m in METHODS:
-        print(f"{m:7s} HV truth {[fmt(v) for v in summary['hv'][m]]}  search values "
+    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
+    for m in hv_of:
+        print(f"{m:8s} HV truth {[fmt(v) for v in hv_of[m]]}  search values "
               f"{[fmt(v) for v in summary['hv_search_values'][m]]}")
     r = summary["hv_ratio_sh_vs_full"]
     print(f"HV ratio sh/full (truth) = {fmt(r)} (target {TARGET}; per seed "
           f"{[fmt(v) for v in summary['hv_ratio_per_seed']]}); seed noise {fmt(summary['seed_noise'])} points; "
           f"presets dominated beyond noise (sh, majority of seeds): "
           f"{summary['presets_dominated_beyond_noise'] or 'none'}")
+    for m, r in summary.get("hv_ratio_vs_full_extra", {}).items():
+        print(f"HV ratio {m}/full (truth) = {fmt(r)} (per seed "
+              f"{[fmt(v) for v in summary['hv_ratio_per_seed_extra'][m]]})")
     for key, reason in summary["invalid_studies"].items():
         print(f"INVALID study {key}: stopped before its time ({reason}); the ratio is withheld", flush=True)
 
@@ -877,12 +910,13 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
             "(img/s, re-trained top-1) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
             "|---|---|---|---|---|---|---|---|"]
+    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
     for k in range(int(summary["seeds"])):
-        for m in METHODS:
+        for m in hv_of:
             r = data["studies"].get(study_key(m, k))
             if r is None:
                 continue
-            hv = summary["hv"][m][k]
+            hv = hv_of[m][k]
             pts = truth_points(data, study_key(m, k))
             fastest = max(pts, key=lambda q: q[1]) if pts else None
             fast = "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}"
@@ -914,7 +948,7 @@ def plot(data: dict[str, Any], path: Path) -> Optional[Path]:
     g = float(data["settings"]["gpu_seconds"])
     grid = np.linspace(0, g, 400)
     fig, ax = plt.subplots(figsize=(8, 5))
-    for m, colour in zip(METHODS, ("#D55E00", "#0072B2", "#009E73")):
+    for m, colour in zip(run_methods(data["settings"]), ("#D55E00", "#0072B2", "#009E73", "#CC79A7")):
         curves = [_step(r["history"], grid) for k, r in data["studies"].items() if key_method(k) == m]
         for c in curves:
             ax.plot(grid, c, color=colour, lw=0.7, alpha=0.4)
@@ -951,7 +985,8 @@ def _step(history: Sequence[Sequence[float]], grid: Any) -> Any:
 # =============================================================================================
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS), help="comma list of sh, full, random")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help="comma list of sh, full, random (the default) and sh_nsga2 (only when named)")
     p.add_argument("--seeds", default=None, help="number of seeds per method (seeds 0..N-1; default 3, smoke 2)")
     p.add_argument("--gpu-seconds", type=float, default=None, help="GPU time of every study (default 420)")
     p.add_argument("--trials-cap", type=int, default=None, help="at most this many trials per study (default none)")
@@ -1100,9 +1135,10 @@ def smoke_problems(bench: Bench, summary: dict[str, Any]) -> list[str]:
                  for r in data["studies"].values() if counts.get(r["study"]) != r["n_trials"]]
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     problems += [f"summary lacks {missing}"] if missing else []
-    bad = [m for m in METHODS if len(summary["hv"][m]) != bench.seeds
-           or not all(isinstance(v, float) and math.isfinite(v) for v in summary["hv"][m])]
-    problems += [f"hv of {bad} not one finite value per seed: {summary['hv']}"] if bad else []
+    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
+    bad = [m for m in bench.methods if len(hv_of[m]) != bench.seeds
+           or not all(isinstance(v, float) and math.isfinite(v) for v in hv_of[m])]
+    problems += [f"hv of {bad} not one finite value per seed: {hv_of}"] if bad else []
     return problems
 
 

@@ -214,3 +214,20 @@ def test_only_trials_completed_within_the_time_count(mf):
 
     done, start = mf.completed_in_time(Study(), 420.0)
     assert [t.number for _, t in done] == [0, 1] and start == t0.timestamp()
+
+
+def test_the_extra_sh_nsga2_method_runs_apart_from_the_issue_keys(mf, tmp_path):
+    assert mf.main(["--smoke", "--methods", "sh_nsga2,full", "--seeds", "1", "--out-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "multifidelity-summary.json").read_text())
+    assert set(summary["hv"]) == {"sh", "full", "random"} and summary["hv"]["sh"] == [None]
+    (extra,) = summary["hv_extra"]["sh_nsga2"]
+    assert math.isfinite(extra) and math.isfinite(summary["hv"]["full"][0])
+    assert summary["hv_ratio_vs_full_extra"]["sh_nsga2"] == pytest.approx(extra / summary["hv"]["full"][0])
+    import optuna
+
+    study = optuna.load_study(study_name="mf-sh_nsga2-seed0",
+                              storage=f"sqlite:///{tmp_path / 'multifidelity' / 'studies.db'}")
+    # NSGA-II marks each trial it samples with its generation (Optuna's GA samplers' system attribute)
+    assert all(any(k.endswith(":generation") for k in t.system_attrs) for t in study.trials), "not NSGA-II"
+    data = json.loads((tmp_path / "multifidelity.json").read_text())
+    assert data["studies"]["sh_nsga2:0"]["rungs_reached"], "sh_nsga2 ran without rungs"
