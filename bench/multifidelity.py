@@ -8,8 +8,8 @@ seeds each (seed k: sampler seed = training seed = k):
   ``--sh-sampler`` (default ``random``, as in MO-ASHA, Schmucker et al. 2021);
 - ``full``: NSGA-II, every trial trained for the full budget, population ``--nsga2-population``
   (default 6: the study is bounded by time, not trials; it was chosen expecting ~15-20 full trials
-  in 420 s, and on the H200 NSGA-II, breeding small fast networks, fit 94 of them on seed 0, about
-  15 generations; the search's default population, 20 without a trial budget, could leave NSGA-II
+  in 420 s, and on the H200 NSGA-II, breeding small fast networks, completed 94 on seed 0 (62
+  trained, 32 repeats served by the architecture cache), about 15 generations; the search's default population, 20 without a trial budget, could leave NSGA-II
   in its random first generation and make ``full`` a second random search);
 - ``random``: random search, every trial trained for the full budget;
 - ``sh_nsga2`` (run only when ``--methods`` names it): successive halving as ``sh``, with NSGA-II
@@ -539,7 +539,7 @@ class Bench:
                     devices=devices, profile_protocol={k: profile.get(k) for k in
                                                        ("batch_size", "resolution", "dtype", "mode", "gpu_name")},
                     rungs_reached=_rungs_reached(trials.values()) if METHOD_SEARCH[method][0] == "sh" else None,
-                    trial_seconds=trial_seconds(trials.values()))
+                    trial_seconds=trial_seconds(trials.values()), **trained_counts(trials.values()))
 
     # ---- front re-trains -----------------------------------------------------------------------
     def _confirm_runner(self, method: str, seed: int, point: dict[str, Any]) -> Callable[[], str]:
@@ -621,6 +621,16 @@ def preset_config(name: str, space: Any, smoke: bool) -> Any:
     sp = load_space(space)
     params = sp.params_for(PRESETS[name])
     return PRESETS[name] if params is None else sp.apply(params)
+
+
+def trained_counts(trials: Any) -> dict[str, int]:
+    """``n_trained``: trials that trained (COMPLETE or PRUNED, not served by the architecture cache);
+    ``n_cache_hits``: those the cache served (a sampler proposing an architecture again)."""
+    from nas import record as R
+
+    ended = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    hits = sum(t.user_attrs.get(R.CACHE_HIT) is not None for t in ended)
+    return dict(n_trained=len(ended) - hits, n_cache_hits=hits)
 
 
 def trial_seconds(trials: Any) -> dict[str, float]:
@@ -723,11 +733,17 @@ def truth_points(data: dict[str, Any], key: str) -> Optional[list[list[float]]]:
 
 
 def seed_noise(data: dict[str, Any]) -> tuple[Optional[float], int]:
-    """Pooled per-seed sd of top-1 and its degrees of freedom (confirmation pairs per study, preset seeds)."""
+    """Pooled per-seed sd of top-1 and its degrees of freedom (confirmation pairs per study, preset seeds).
+
+    Only the issue's three methods' studies count (an extra method leaves the verdict as it was); a
+    pair shared between studies counts once, in its first base-method study."""
     groups: list[tuple[float, int]] = []  # (per-seed variance, degrees of freedom)
-    for entries in data["confirmations"].values():
+    for key, entries in data["confirmations"].items():
+        if key_method(key) not in METHODS:
+            continue
         diffs = [e["accuracy"] - e["search_accuracy"] for e in entries.values()
-                 if e.get("accuracy") is not None and not e.get(SHARED_FROM)]  # a shared pair counts once
+                 if e.get("accuracy") is not None
+                 and (not e.get(SHARED_FROM) or key_method(e[SHARED_FROM]) not in METHODS)]
         if len(diffs) >= 2:
             groups.append((statistics.variance(diffs) / 2, len(diffs) - 1))
     by_preset: dict[str, list[float]] = {}
@@ -810,7 +826,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     by_method = {m: verdict_presets(data, m, presets, noise) for m in methods}
     invalid = invalid_studies(data)
     hv = {m: hv_all[m] for m in METHODS}
-    devices = sorted({d for r in data["studies"].values() for d in r.get("devices", [])}
+    devices = sorted({d for k, r in data["studies"].items() if key_method(k) in METHODS for d in r.get("devices", [])}
                      | {r["device"] for r in data["presets"].values() if r.get("device")})
     out = dict(gpu=", ".join(devices) or None, dataset=exp["data"], seeds=seeds,
                gpu_seconds_per_study=float(exp["gpu_seconds"]), hv=hv,
@@ -830,8 +846,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                                 front=len(r["front"]), confirmed=len(data["confirmations"].get(k, {})),
                                 nan_retrains=nan_retrains(data, k), stopped_reason=r.get("stopped_reason"))
                         for k, r in sorted(data["studies"].items())},
-               complete=all(v is not None for m in methods for v in hv_all[m]) and len(presets) == len(exp["presets"])
-               and not invalid,
+               complete=all(v is not None for m in METHODS for v in hv[m]) and len(presets) == len(exp["presets"])
+               and not any(key_method(k) in METHODS for k in invalid),
                rules=["hv: hypervolume of (re-trained accuracy, measured throughput) of each study's front",
                       "presets_dominated_beyond_noise: presets that sh's confirmed front dominates on a majority of "
                       "seeds; on a seed, a point with throughput >= the preset's and re-trained accuracy > preset "
@@ -902,14 +918,15 @@ def print_table(summary: dict[str, Any]) -> None:
         print(f"HV ratio {m}/full (truth) = {fmt(r)} (per seed "
               f"{[fmt(v) for v in summary['hv_ratio_per_seed_extra'][m]]})")
     for key, reason in summary["invalid_studies"].items():
-        print(f"INVALID study {key}: stopped before its time ({reason}); the ratio is withheld", flush=True)
+        print(f"INVALID study {key}: stopped before its time ({reason}); the ratios of {key_method(key)} are withheld",
+              flush=True)
 
 
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     """The README tables: one row per finished study, then the presets (both from the results JSON)."""
     rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
-            "(img/s, re-trained top-1) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "(img/s, re-trained top-1) | trained (cache hits) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
     for k in range(int(summary["seeds"])):
         for m in hv_of:
@@ -922,7 +939,8 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
             fast = "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}"
             secs = ", ".join(f"{end} {v:.1f}" for end, v in r.get("trial_seconds", {}).items())
             rows.append(f"| {m} seed {k} | {r['n_trials']} ({r['n_complete']} / {r['n_pruned']} / {r['n_failed']}) | "
-                        f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {secs} | "
+                        f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {r.get('n_trained', '-')} "
+                        f"({r.get('n_cache_hits', '-')}) | {secs} | "
                         f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
     rows += ["", "| preset | top-1 per seed | img/s |", "|---|---|---|"]
     for name, p in summary["presets"].items():
@@ -985,8 +1003,9 @@ def _step(history: Sequence[Sequence[float]], grid: Any) -> Any:
 # =============================================================================================
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default=",".join(METHODS),
-                   help="comma list of sh, full, random (the default) and sh_nsga2 (only when named)")
+    p.add_argument("--methods", default=None,
+                   help="comma list of sh, full, random and sh_nsga2 (default: a resumed file's methods, "
+                        "else sh,full,random)")
     p.add_argument("--seeds", default=None, help="number of seeds per method (seeds 0..N-1; default 3, smoke 2)")
     p.add_argument("--gpu-seconds", type=float, default=None, help="GPU time of every study (default 420)")
     p.add_argument("--trials-cap", type=int, default=None, help="at most this many trials per study (default none)")
@@ -994,8 +1013,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eta", type=int, default=2, help="sh: the top 1/eta of each rung go on")
     p.add_argument("--sh-sampler", default="random", help="sampler of the sh method (MO-ASHA: random)")
     p.add_argument("--nsga2-population", type=int, default=None,
-                   help="NSGA-II's population in the full method (default 6: 94 full trials fit 420 s on "
-                        "seed 0 on an H200, ~15 generations; smoke 2)")
+                   help="NSGA-II's population in the full and sh_nsga2 methods (default 6: full completed 94 "
+                        "trials, 62 of them trained, in 420 s on seed 0 on an H200, ~15 generations; smoke 2)")
     p.add_argument("--train-epochs", type=float, default=None, help="full training budget (default 4)")
     p.add_argument("--train-subset", type=int, default=None, help="training images (default: all 40k)")
     p.add_argument("--train-val-subset", type=int, default=None, help="validation images (default: all 10k)")
@@ -1030,11 +1049,10 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    args.methods = parse_methods(args.methods)
     if args.sh_sampler != "random":  # NSGA-II counts only COMPLETE trials toward a generation; TPE/GP start-ups
-        raise _bad(f"--sh-sampler {args.sh_sampler!r}: only 'random' (MO-ASHA's sampler): Optuna's NSGA-II counts "
-                   "only COMPLETE trials toward a generation, so pruned trials would never breed one, and TPE/GP "
-                   "start-up counts assume full-budget trials")
+        raise _bad(f"--sh-sampler {args.sh_sampler!r}: only 'random' (MO-ASHA's sampler; the sh method is the "
+                   "issue's MO-ASHA): for successive halving with NSGA-II name the extra method, --methods "
+                   "sh,full,random,sh_nsga2; TPE/GP start-up counts assume full-budget trials")
     args.seeds = parse_seeds(args.seeds)
     args.reference = parse_reference(args.reference)
     if not args.gpu_seconds > 0:
@@ -1048,7 +1066,20 @@ def resolve_args(args: argparse.Namespace) -> argparse.Namespace:
     args.results_dir = args.results_dir or args.out.with_name("multifidelity")
     args.summary = args.summary or args.out.with_name("multifidelity-summary.json")
     args.plot = args.plot or args.out.with_name("multifidelity.png")
+    args.methods = parse_methods(args.methods or ",".join(resumed_methods(args.out) or METHODS))
     return args
+
+
+def resumed_methods(out: Path) -> Optional[list[str]]:
+    """The methods recorded in an existing results file (the default ``--methods`` of a resume), else None.
+
+    An unreadable file gives None here; ``Store.open`` then refuses it with the reason."""
+    try:
+        data = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    methods = (data.get("settings") or {}).get("methods") if isinstance(data, dict) else None
+    return [m for m in methods if m in ALL_METHODS] if isinstance(methods, list) else None
 
 
 def analyze(out: Path, summary_path: Path, plot_path: Path) -> dict[str, Any]:
@@ -1057,6 +1088,7 @@ def analyze(out: Path, summary_path: Path, plot_path: Path) -> dict[str, Any]:
     summary = write_summary(data, summary_path)
     shown = plot(data, plot_path)
     print_table(summary)
+    print(markdown(data, summary), flush=True)
     print(f"wrote {summary_path}" + (f" and {shown}" if shown else ""), flush=True)
     return summary
 

@@ -149,12 +149,10 @@ class Evaluator:
                 record(R.TIMINGS, timings)
                 raise TrialFailure(f"profiler: {m['profile']['error']}")
         if self.needs_proxy:
-            import optuna
-
             t = time.perf_counter()
             try:
                 m["accuracy"], details = self._proxy(cfg, record, weights_path, on_epoch, m)
-            except (optuna.TrialPruned, TrialFailure):  # a rung stop or a failed run: its seconds are recorded too
+            except Exception:  # a rung stop (TrialPruned) or a failed run: its seconds are recorded too, then re-raised
                 timings["proxy_s"] = time.perf_counter() - t
                 record(R.TIMINGS, timings)
                 raise

@@ -231,3 +231,40 @@ def test_the_extra_sh_nsga2_method_runs_apart_from_the_issue_keys(mf, tmp_path):
     assert all(any(k.endswith(":generation") for k in t.system_attrs) for t in study.trials), "not NSGA-II"
     data = json.loads((tmp_path / "multifidelity.json").read_text())
     assert data["studies"]["sh_nsga2:0"]["rungs_reached"], "sh_nsga2 ran without rungs"
+
+
+def test_an_extra_method_leaves_the_issue_keys_as_they_were(mf):
+    """An sh_nsga2 study on another GPU, with re-trains of another spread, changes none of the keys
+    automation reads, nor the seed noise behind the preset verdict."""
+    import copy
+
+    data = json.loads((ROOT / "results" / "benchmarks" / "multifidelity.json").read_text())
+    before = mf.summarize(data)
+    extra = copy.deepcopy(data)
+    extra["settings"]["methods"].append("sh_nsga2")
+    rec = dict(copy.deepcopy(data["studies"]["sh:0"]), method="sh_nsga2", study="mf-sh_nsga2-seed0",
+               devices=["Another GPU"])
+    extra["studies"]["sh_nsga2:0"] = rec
+    conf = copy.deepcopy(data["confirmations"]["sh:0"])
+    for i, e in enumerate(conf.values()):
+        e["accuracy"] += 3.0 if i % 2 else -3.0  # a spread that would move the pooled noise if it counted
+        e.pop(mf.SHARED_FROM, None)
+    extra["confirmations"]["sh_nsga2:0"] = conf
+    after = mf.summarize(extra)
+    for key in mf.SUMMARY_KEYS:
+        assert after[key] == before[key], key
+    assert after["seed_noise"] == before["seed_noise"] and after["complete"] == before["complete"]
+    assert math.isfinite(after["hv_extra"]["sh_nsga2"][0]) and after["hv_extra"]["sh_nsga2"][1:] == [None, None]
+    assert after["hv_ratio_per_seed_extra"]["sh_nsga2"][0] == pytest.approx(
+        after["hv_extra"]["sh_nsga2"][0] / after["hv"]["full"][0])
+    assert after["hv_ratio_vs_full_extra"]["sh_nsga2"] is None  # seeds 1 and 2 not run
+    assert "sh_nsga2" in after["presets"]["faster_vit_1_224"]["dominated_on_seeds"]
+
+
+def test_a_resume_defaults_to_the_methods_of_its_file(mf, tmp_path):
+    out = tmp_path / "multifidelity.json"
+    out.write_text(json.dumps({"benchmark": "multifidelity", "settings": {"methods": ["sh", "full", "random",
+                                                                                      "sh_nsga2"]}}))
+    assert mf.resolve_args(mf.parse_args(["--out", str(out)])).methods == ["sh", "full", "random", "sh_nsga2"]
+    assert mf.resolve_args(mf.parse_args(["--out", str(out), "--methods", "sh"])).methods == ["sh"]
+    assert mf.resolve_args(mf.parse_args(["--out", str(tmp_path / "new.json")])).methods == list(mf.METHODS)
