@@ -9,8 +9,9 @@ seeds each (seed k: sampler seed = training seed = k):
 - ``full``: NSGA-II, every trial trained for the full budget, population ``--nsga2-population``
   (default 6: the study is bounded by time, not trials; it was chosen expecting ~15-20 full trials
   in 420 s, and on the H200 NSGA-II, breeding small fast networks, completed 94 on seed 0 (62
-  trained, 32 repeats served by the architecture cache), about 15 generations; the search's default population, 20 without a trial budget, could leave NSGA-II
-  in its random first generation and make ``full`` a second random search);
+  trained, 32 repeats served by the architecture cache), about 15 generations; the search's
+  default population, 20 without a trial budget, could leave NSGA-II in its random first
+  generation and make ``full`` a second random search);
 - ``random``: random search, every trial trained for the full budget;
 - ``sh_nsga2`` (run only when ``--methods`` names it): successive halving as ``sh``, with NSGA-II
   (the ``full`` population) proposing the architectures. Optuna's GA counts COMPLETE trials toward
@@ -868,6 +869,11 @@ def run_methods(exp: dict[str, Any]) -> list[str]:
     return list(METHODS) + [m for m in EXTRA_METHODS if m in exp.get("methods", ())]
 
 
+def hv_by_method(summary: dict[str, Any]) -> dict[str, list[Optional[float]]]:
+    """Truth HV per seed of every method the summary has: the issue's three, then the extra ones."""
+    return {**summary["hv"], **summary.get("hv_extra", {})}
+
+
 def _valid_ratio(hv: dict[str, list[Optional[float]]], method: str, invalid: dict[str, str]) -> Optional[float]:
     """``method`` / full of the truth HV means; None while a study of either is invalid."""
     return None if any(key_method(k) in (method, "full") for k in invalid) else _ratio(hv, method)
@@ -905,7 +911,7 @@ def write_summary(data: dict[str, Any], path: Path) -> dict[str, Any]:
 def print_table(summary: dict[str, Any]) -> None:
     """Per method: truth HV and search-value HV per seed, then the verdict lines."""
     fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
-    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
+    hv_of = hv_by_method(summary)
     for m in hv_of:
         print(f"{m:8s} HV truth {[fmt(v) for v in hv_of[m]]}  search values "
               f"{[fmt(v) for v in summary['hv_search_values'][m]]}")
@@ -927,7 +933,7 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
             "(img/s, re-trained top-1) | trained (cache hits) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
             "|---|---|---|---|---|---|---|---|---|"]
-    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
+    hv_of = hv_by_method(summary)
     for k in range(int(summary["seeds"])):
         for m in hv_of:
             r = data["studies"].get(study_key(m, k))
@@ -1167,7 +1173,7 @@ def smoke_problems(bench: Bench, summary: dict[str, Any]) -> list[str]:
                  for r in data["studies"].values() if counts.get(r["study"]) != r["n_trials"]]
     missing = [k for k in SUMMARY_KEYS if k not in summary]
     problems += [f"summary lacks {missing}"] if missing else []
-    hv_of = {**summary["hv"], **summary.get("hv_extra", {})}
+    hv_of = hv_by_method(summary)
     bad = [m for m in bench.methods if len(hv_of[m]) != bench.seeds
            or not all(isinstance(v, float) and math.isfinite(v) for v in hv_of[m])]
     problems += [f"hv of {bad} not one finite value per seed: {hv_of}"] if bad else []

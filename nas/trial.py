@@ -7,6 +7,7 @@ A refused config, an OOM, a NaN proxy: each raises ``TrialFailure`` after record
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -15,7 +16,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from search_spaces import FasterViTConfig
 from search_spaces.space import SearchSpace
@@ -122,44 +123,45 @@ class Evaluator:
     def measure(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
                 weights_path: Optional[Path] = None, on_epoch: Optional[OnEpoch] = None) -> dict[str, Any]:
         """Static cost, then profiler, then proxy; ``weights_path``: where a trained proxy saves weights;
-        ``on_epoch(step, accuracy, measured)``: called after each validation of the train proxy."""
-        from evaluators.cost import static_cost
+        ``on_epoch(step, accuracy, measured)``: called after each validation of the train proxy.
 
+        ``timings`` (seconds per measurement) is recorded however the trial ends: a cheap constraint,
+        a profiler error, a rung stop or a failed proxy keeps the seconds it took."""
         m: dict[str, Any] = {}
         timings: dict[str, float] = {}
-        t = time.perf_counter()
-        cost = static_cost(cfg)
+        try:
+            self._measure_steps(cfg, record, m, timings, weights_path, on_epoch)
+        except Exception:  # re-raised: the caller records why the trial ended
+            record(R.TIMINGS, timings)
+            raise
+        record(R.TIMINGS, timings)
+        return m
+
+    def _measure_steps(self, cfg: FasterViTConfig, record: Callable[[str, Any], None], m: dict[str, Any],
+                       timings: dict[str, float], weights_path: Optional[Path], on_epoch: Optional[OnEpoch]) -> None:
+        from evaluators.cost import static_cost
+
+        with _timed(timings, "cost_s"):
+            cost = static_cost(cfg)
         m["params"], m["flops"] = cost.params, cost.flops
-        timings["cost_s"] = time.perf_counter() - t
         record(R.PARAMS, cost.params)
         record(R.FLOPS, cost.flops)
         for c in self.constraints:
             if not c.objective.expensive and not c.satisfied(m[c.name]):
-                record(R.TIMINGS, timings)
                 raise _Infeasible(f"constraint {c} fails: {c.name}={m[c.name]:.4g} (checked before expensive measurements)")
         if self.needs_predict:
             m["predicted"] = self._predict(cfg)
             record(R.PREDICTED, m["predicted"])
         if self.needs_profile:
-            t = time.perf_counter()
-            m["profile"] = self._profile(cfg)
-            timings["profile_s"] = time.perf_counter() - t
+            with _timed(timings, "profile_s"):
+                m["profile"] = self._profile(cfg)
             record(R.PROFILE, m["profile"])
             if m["profile"].get("error"):
-                record(R.TIMINGS, timings)
                 raise TrialFailure(f"profiler: {m['profile']['error']}")
         if self.needs_proxy:
-            t = time.perf_counter()
-            try:
+            with _timed(timings, "proxy_s"):
                 m["accuracy"], details = self._proxy(cfg, record, weights_path, on_epoch, m)
-            except Exception:  # a rung stop (TrialPruned) or a failed run: its seconds are recorded too, then re-raised
-                timings["proxy_s"] = time.perf_counter() - t
-                record(R.TIMINGS, timings)
-                raise
-            timings["proxy_s"] = time.perf_counter() - t
             record(R.PROXY, details)
-        record(R.TIMINGS, timings)
-        return m
 
     def _profile(self, cfg: FasterViTConfig) -> dict[str, Any]:
         from evaluators.profiler import measure_throughput
@@ -226,6 +228,16 @@ class Evaluator:
         if r.value is None or not math.isfinite(r.value):
             raise TrialFailure(f"proxy {self.s.proxy} gave a non-finite value ({r.value})")
         return float(r.value), details
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """``timings[key]``: the seconds the block took, also when it raised."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = time.perf_counter() - t
 
 
 class _Infeasible(Exception):
