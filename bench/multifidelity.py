@@ -929,7 +929,8 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The README tables: one row per finished study, then the presets (both from the results JSON)."""
+    """The README tables: one row per finished study, the HV ratios per seed, then the presets (all from the
+    results JSON)."""
     rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
             "(img/s, re-trained top-1) | trained (cache hits) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
             "|---|---|---|---|---|---|---|---|---|"]
@@ -948,10 +949,36 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
                         f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {r.get('n_trained', '-')} "
                         f"({r.get('n_cache_hits', '-')}) | {secs} | "
                         f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
-    rows += ["", "| preset | top-1 per seed | img/s |", "|---|---|---|"]
-    for name, p in summary["presets"].items():
-        rows.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in p['accuracies'])} | {p['throughput']:,.0f} |")
+    rows += ["", *ratio_rows(summary), "", *preset_rows(summary)]
     return "\n".join(rows)
+
+
+def ratio_rows(summary: dict[str, Any]) -> list[str]:
+    """Truth-HV ratios per seed with all three studies re-trained, then the ratio of their means."""
+    hv = summary["hv"]
+    pairs = (("sh", "full"), ("sh", "random"), ("full", "random"))
+    done = [k for k in range(int(summary["seeds"])) if all(hv[m][k] is not None for m in METHODS)]
+    rows = ["| seed | " + " | ".join(f"{a} / {b} (truth HV)" for a, b in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
+    for k in done:
+        rows.append(f"| {k} | " + " | ".join(f"{hv[a][k] / hv[b][k]:.3f}" for a, b in pairs) + " |")
+    if len(done) > 1:
+        mean = {m: statistics.fmean(hv[m][k] for k in done) for m in METHODS}
+        rows.append(f"| mean of seeds {', '.join(map(str, done))} | "
+                    + " | ".join(f"{mean[a] / mean[b]:.3f}" for a, b in pairs) + " |")
+    return rows
+
+
+def preset_rows(summary: dict[str, Any]) -> list[str]:
+    """Per preset: its seeds, throughput, the bar a front point must pass and the seeds whose front did."""
+    methods = list(METHODS)
+    rows = [f"| preset | top-1 per seed | img/s | bar (top-1 %) | beaten beyond noise on seeds ({' / '.join(methods)}) |",
+            "|---|---|---|---|---|"]
+    for name, p in summary["presets"].items():
+        seeds = " / ".join(", ".join(map(str, p["dominated_on_seeds"][m])) or "none" for m in methods)
+        bar = "-" if p["bar"] is None else f"{p['bar']:.2f}"
+        rows.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in p['accuracies'])} | {p['throughput']:,.0f} | "
+                    f"{bar} | {seeds} |")
+    return rows
 
 
 # =============================================================================================

@@ -268,3 +268,17 @@ def test_a_resume_defaults_to_the_methods_of_its_file(mf, tmp_path):
     assert mf.resolve_args(mf.parse_args(["--out", str(out)])).methods == ["sh", "full", "random", "sh_nsga2"]
     assert mf.resolve_args(mf.parse_args(["--out", str(out), "--methods", "sh"])).methods == ["sh"]
     assert mf.resolve_args(mf.parse_args(["--out", str(tmp_path / "new.json")])).methods == list(mf.METHODS)
+
+
+def test_ratio_rows_cover_the_seeds_with_all_three_studies(mf):
+    hv = {"sh": [2.0, 4.0, 5.0], "full": [1.0, 2.0, None], "random": [2.0, 2.0, 1.0]}
+    rows = mf.ratio_rows({"seeds": 3, "hv": hv})
+    assert rows[2:] == ["| 0 | 2.000 | 1.000 | 0.500 |", "| 1 | 2.000 | 2.000 | 1.000 |",
+                        "| mean of seeds 0, 1 | 2.000 | 1.500 | 0.750 |"]  # seed 2 lacks full: left out
+
+
+def test_preset_rows_name_the_seeds_each_method_beat(mf):
+    preset = dict(accuracies=[70.0, 71.0], throughput=1234.4, bar=72.5,
+                  dominated_on_seeds={"sh": [0, 2], "full": [], "random": [1]})
+    rows = mf.preset_rows({"presets": {"p": preset}})
+    assert rows[-1] == "| p | 70.00 / 71.00 | 1,234 | 72.50 | 0, 2 / none / 1 |"
