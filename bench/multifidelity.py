@@ -122,6 +122,8 @@ PRESET_NAMES = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "fas
 PRESET_SEEDS = (0, 1)
 RESULTS = ROOT / "results" / "benchmarks"
 TARGET = ">= 1.3"
+#: fractions of a study's GPU-seconds at which the search-value HV ratios are reported (an anytime view)
+TIME_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 DONE_ATTR = "multifidelity_bench"  # study user attribute set when the study's unit finished
 OBJECTIVES = ("accuracy", "throughput")
 #: settings that define the experiment; a resumed run must match them (methods and seeds may grow)
@@ -802,6 +804,31 @@ def verdict_presets(data: dict[str, Any], method: str, presets: dict[str, Any], 
     return sorted(n for n, p in presets.items() if len(dominating_seeds(data, method, p, noise)) >= need)
 
 
+def search_hv_at(history: Sequence[Sequence[float]], seconds: float) -> float:
+    """HV of the search values after the last trial completed by ``seconds`` (0 before the first)."""
+    return max((v for s, v, _ in history if s <= seconds), default=0.0)
+
+
+def search_hv_by_time(data: dict[str, Any], methods: Sequence[str]) -> dict[str, Any]:
+    """Per method and seed, the search-value HV at each of ``TIME_FRACTIONS`` of the GPU-seconds."""
+    g, seeds = float(data["settings"]["gpu_seconds"]), int(data["settings"]["seeds"])
+    hv: dict[str, list[Optional[list[float]]]] = {}
+    near_final: dict[str, list[Optional[float]]] = {}
+    for m in methods:
+        recs = [data["studies"].get(study_key(m, k)) for k in range(seeds)]
+        hv[m] = [None if r is None else [search_hv_at(r["history"], f * g) for f in TIME_FRACTIONS] for r in recs]
+        near_final[m] = [None if r is None else seconds_to_reach(r["history"], 0.99) for r in recs]
+    return dict(seconds=[f * g for f in TIME_FRACTIONS], hv=hv, seconds_to_99pct_of_final=near_final)
+
+
+def seconds_to_reach(history: Sequence[Sequence[float]], fraction: float) -> Optional[float]:
+    """When the search-value HV first reached ``fraction`` of its final value (None: no trial completed)."""
+    if not history:
+        return None
+    final = history[-1][1]
+    return min(s for s, v, _ in history if v >= fraction * final)
+
+
 def invalid_studies(data: dict[str, Any]) -> dict[str, str]:
     """Studies that stopped before their time (failure guard, dead worker): key -> the reason."""
     return {k: r["stopped_reason"] for k, r in sorted(data["studies"].items()) if r.get("stopped_reason")}
@@ -837,6 +864,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                invalid_studies=invalid, hv_search_values=hv_search,
                hv_search_ratio_sh_vs_full=_ratio(hv_search), seed_noise=noise, seed_noise_dof=dof,
                presets_dominated_beyond_noise_by_method=by_method,
+               hv_search_by_time=search_hv_by_time(data, methods),
                presets_dominance_pending=_pending_note(data, presets, noise),
                presets={n: dict(p, bar=None if noise is None else dominance_bar(p, noise),
                                 dominated_on_seeds={m: dominating_seeds(data, m, p, noise) for m in methods},
@@ -853,6 +881,9 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                       "presets_dominated_beyond_noise: presets that sh's confirmed front dominates on a majority of "
                       "seeds; on a seed, a point with throughput >= the preset's and re-trained accuracy > preset "
                       "mean + 2 x seed_noise x sqrt(1 + 1/preset seeds) (2 sd of a one-seed vs n-seed-mean gap)",
+                      "hv_search_by_time: HV of the search values of the trials completed by each of seconds, "
+                      "and when each study first reached 99 % of its final one (not re-trained: an anytime "
+                      "view of the search, not the verdict)",
                       "hv_ratio_sh_vs_full: mean over seeds of sh / mean of full; None while a study of either "
                       "is missing or invalid (stopped before its time: invalid_studies)",
                       "seed_noise: pooled per-seed sd of top-1 (confirmation pairs per study / 2, preset seeds)"])
@@ -949,7 +980,7 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
                         f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {r.get('n_trained', '-')} "
                         f"({r.get('n_cache_hits', '-')}) | {secs} | "
                         f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
-    rows += ["", *ratio_rows(summary), "", *preset_rows(summary)]
+    rows += ["", *ratio_rows(summary), "", *anytime_rows(summary), "", *preset_rows(summary)]
     return "\n".join(rows)
 
 
@@ -965,6 +996,21 @@ def ratio_rows(summary: dict[str, Any]) -> list[str]:
         mean = {m: statistics.fmean(hv[m][k] for k in done) for m in METHODS}
         rows.append(f"| mean of seeds {', '.join(map(str, done))} | "
                     + " | ".join(f"{mean[a] / mean[b]:.3f}" for a, b in pairs) + " |")
+    return rows
+
+
+def anytime_rows(summary: dict[str, Any]) -> list[str]:
+    """sh / full and sh / random of the search-value HV at fractions of the study time, per seed."""
+    by_time = summary["hv_search_by_time"]
+    hv = by_time["hv"]
+    rows = ["| search-value HV ratio, after | " + " | ".join(f"{s:.0f} s" for s in by_time["seconds"]) + " |",
+            "|---" * (len(by_time["seconds"]) + 1) + "|"]
+    for other in ("full", "random"):
+        for k in range(int(summary["seeds"])):
+            if hv["sh"][k] is None or hv[other][k] is None:
+                continue
+            cells = ["-" if b <= 0 else f"{a / b:.3f}" for a, b in zip(hv["sh"][k], hv[other][k])]
+            rows.append(f"| sh / {other}, seed {k} | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -235,7 +235,16 @@ def _expected_findings(data: dict, s: dict, seeds: list[int]) -> list[str]:
         f"{st['full', k]['n_complete']} complete trials", f"(median {st['full', k]['trial_seconds']['complete']:.1f} s)",
         f"{st['full', k]['n_cache_hits']} ", f"runs at {fastest('full', k)[1]:,.0f} img/s",
         f"against {fastest('sh', k)[1]:,.0f} for sh")]
+    by_time = s["hv_search_by_time"]
+
+    def early(k: int) -> str:  # sh / full of the search-value HV after the first time fraction
+        return f"{by_time['hv']['sh'][k][0] / by_time['hv']['full'][k][0]:.3f}"
+
+    def near_final(m: str) -> str:
+        return each(lambda k: f"{by_time['seconds_to_99pct_of_final'][m][k]:.0f} s")
+
     mean = {m: sum(s["hv"][m][k] for k in seeds) / len(seeds) for m in mf.METHODS}
+    fails = [r["trial_seconds"]["fail"] for r in st.values() if "fail" in r["trial_seconds"]]
     n_failed, n_trials = (sum(r[key] for r in st.values()) for key in ("n_failed", "n_trials"))
     return [
         "sh / full truth hypervolume " + each(lambda k: f"{s['hv_ratio_per_seed'][k]:.2f} on seed {k}"),
@@ -249,9 +258,13 @@ def _expected_findings(data: dict, s: dict, seeds: list[int]) -> list[str]:
         + each(lambda k: f"{full_trial(k):.1f} s") + " for a full random trial: "
         + each(lambda k: f"{round(100 * stopped(k) / full_trial(k))} %") + ", not 25 %",
         f"sh trained {trained('sh')} architectures against random's {trained('random')}",
-        f"{n_failed} of {n_trials} trials ({100 * n_failed / n_trials:.0f} %)",
+        f"{n_failed} of {n_trials} trials ({100 * n_failed / n_trials:.0f} %) fail early (medians "
+        f"{min(fails):.1f}–{max(fails):.1f} s)",
         f"Measured seed noise is {s['seed_noise']:.2f} points per seed (pooled, {s['seed_noise_dof']} degrees",
         f"margin is thin: {each(fv0_margin)} against a bar of {s['presets']['faster_vit_0_224']['bar']:.2f} %",
+        f"sh / full is {each(early)} after a quarter of the time ({by_time['seconds'][0]:.0f} s)",
+        f"reaches 99 % of its final value after {near_final('sh')} (seeds {each(str)}), random's after "
+        f"{near_final('random')}, NSGA-II's only after {near_final('full')}",
         *per_seed,
     ]
 

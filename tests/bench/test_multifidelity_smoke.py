@@ -282,3 +282,19 @@ def test_preset_rows_name_the_seeds_each_method_beat(mf):
                   dominated_on_seeds={"sh": [0, 2], "full": [], "random": [1]})
     rows = mf.preset_rows({"presets": {"p": preset}})
     assert rows[-1] == "| p | 70.00 / 71.00 | 1,234 | 72.50 | 0, 2 / none / 1 |"
+
+
+def test_search_hv_over_time_reads_the_history(mf):
+    history = [[10.0, 1.0, 0], [50.0, 3.0, 4], [90.0, 3.99, 9], [200.0, 4.0, 20]]
+    assert [mf.search_hv_at(history, t) for t in (5, 10, 89.9, 1e9)] == [0.0, 1.0, 3.0, 4.0]
+    assert mf.seconds_to_reach(history, 0.99) == 90.0 and mf.seconds_to_reach(history, 0.5) == 50.0
+    assert mf.seconds_to_reach([], 0.99) is None
+
+
+def test_anytime_rows_skip_a_seed_without_both_studies(mf):
+    by_time = {"seconds": [50.0, 100.0], "hv": {"sh": [[2.0, 3.0], [1.0, 1.0]], "full": [[0.0, 2.0], None],
+                                                 "random": [[1.0, 3.0], [2.0, 4.0]]}}
+    rows = mf.anytime_rows({"seeds": 2, "hv_search_by_time": by_time})
+    assert rows[0] == "| search-value HV ratio, after | 50 s | 100 s |"
+    assert rows[2:] == ["| sh / full, seed 0 | - | 1.500 |", "| sh / random, seed 0 | 2.000 | 1.000 |",
+                        "| sh / random, seed 1 | 0.500 | 0.250 |"]
