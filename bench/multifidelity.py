@@ -960,8 +960,8 @@ def print_table(summary: dict[str, Any]) -> None:
 
 
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
-    """The README tables: one row per finished study, the HV ratios per seed, then the presets (all from the
-    results JSON)."""
+    """The README tables (all from the results JSON): one row per finished study, truth-HV ratios per
+    seed, search-value HV ratios over time, then the presets."""
     rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
             "(img/s, re-trained top-1) | trained (cache hits) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
             "|---|---|---|---|---|---|---|---|---|"]
