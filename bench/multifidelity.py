@@ -962,9 +962,10 @@ def print_table(summary: dict[str, Any]) -> None:
 def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
     """The README tables (all from the results JSON): one row per finished study, truth-HV ratios per
     seed, search-value HV ratios over time, then the presets."""
-    rows = ["| study | trials (complete / pruned / failed) | complete in time | front | front's fastest "
-            "(img/s, re-trained top-1) | trained (cache hits) | median s per trial | HV truth (10⁶) | HV search (10⁶) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = ["study", "trials (complete / pruned / failed)", "complete in time", "front",
+            "front's fastest (img/s, re-trained top-1)", "trained (cache hits)", "median s per trial",
+            "HV truth (10⁶)", "HV search (10⁶)"]
+    body = []
     hv_of = hv_by_method(summary)
     for k in range(int(summary["seeds"])):
         for m in hv_of:
@@ -974,14 +975,24 @@ def markdown(data: dict[str, Any], summary: dict[str, Any]) -> str:
             hv = hv_of[m][k]
             pts = truth_points(data, study_key(m, k))
             fastest = max(pts, key=lambda q: q[1]) if pts else None
-            fast = "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}"
-            secs = ", ".join(f"{end} {v:.1f}" for end, v in r.get("trial_seconds", {}).items())
-            rows.append(f"| {m} seed {k} | {r['n_trials']} ({r['n_complete']} / {r['n_pruned']} / {r['n_failed']}) | "
-                        f"{r['n_complete_in_time']} | {len(r['front'])} | {fast} | {r.get('n_trained', '-')} "
-                        f"({r.get('n_cache_hits', '-')}) | {secs} | "
-                        f"{'-' if hv is None else f'{hv / 1e6:.3f}'} | {r['hv_search'] / 1e6:.3f} |")
+            body.append([f"{m} seed {k}", f"{r['n_trials']} ({r['n_complete']} / {r['n_pruned']} / {r['n_failed']})",
+                         r["n_complete_in_time"], len(r["front"]),
+                         "-" if fastest is None else f"{fastest[1]:,.0f}, {fastest[0]:.2f}",
+                         f"{r.get('n_trained', '-')} ({r.get('n_cache_hits', '-')})",
+                         ", ".join(f"{end} {v:.1f}" for end, v in r.get("trial_seconds", {}).items()),
+                         "-" if hv is None else f"{hv / 1e6:.3f}", f"{r['hv_search'] / 1e6:.3f}"])
+    rows = _md_table(head, body)
     rows += ["", *ratio_rows(summary), "", *anytime_rows(summary), "", *preset_rows(summary)]
     return "\n".join(rows)
+
+
+def _md_row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _md_table(head: Sequence[str], body: Sequence[Sequence[Any]]) -> list[str]:
+    """A markdown table's lines: the head, its rule, then one line per row of cells."""
+    return [_md_row(head), "|---" * len(head) + "|", *map(_md_row, body)]
 
 
 def ratio_rows(summary: dict[str, Any]) -> list[str]:
@@ -989,42 +1000,31 @@ def ratio_rows(summary: dict[str, Any]) -> list[str]:
     hv = summary["hv"]
     pairs = (("sh", "full"), ("sh", "random"), ("full", "random"))
     done = [k for k in range(int(summary["seeds"])) if all(hv[m][k] is not None for m in METHODS)]
-    rows = ["| seed | " + " | ".join(f"{a} / {b} (truth HV)" for a, b in pairs) + " |", "|---" * (len(pairs) + 1) + "|"]
-    for k in done:
-        rows.append(f"| {k} | " + " | ".join(f"{hv[a][k] / hv[b][k]:.3f}" for a, b in pairs) + " |")
+    body = [[k, *(f"{hv[a][k] / hv[b][k]:.3f}" for a, b in pairs)] for k in done]
     if len(done) > 1:
         mean = {m: statistics.fmean(hv[m][k] for k in done) for m in METHODS}
-        rows.append(f"| mean of seeds {', '.join(map(str, done))} | "
-                    + " | ".join(f"{mean[a] / mean[b]:.3f}" for a, b in pairs) + " |")
-    return rows
+        body.append([f"mean of seeds {', '.join(map(str, done))}", *(f"{mean[a] / mean[b]:.3f}" for a, b in pairs)])
+    return _md_table(["seed", *(f"{a} / {b} (truth HV)" for a, b in pairs)], body)
 
 
 def anytime_rows(summary: dict[str, Any]) -> list[str]:
     """sh / full and sh / random of the search-value HV at fractions of the study time, per seed."""
     by_time = summary["hv_search_by_time"]
     hv = by_time["hv"]
-    rows = ["| search-value HV ratio, after | " + " | ".join(f"{s:.0f} s" for s in by_time["seconds"]) + " |",
-            "|---" * (len(by_time["seconds"]) + 1) + "|"]
-    for other in ("full", "random"):
-        for k in range(int(summary["seeds"])):
-            if hv["sh"][k] is None or hv[other][k] is None:
-                continue
-            cells = ["-" if b <= 0 else f"{a / b:.3f}" for a, b in zip(hv["sh"][k], hv[other][k])]
-            rows.append(f"| sh / {other}, seed {k} | " + " | ".join(cells) + " |")
-    return rows
+    body = [[f"sh / {other}, seed {k}", *("-" if b <= 0 else f"{a / b:.3f}" for a, b in zip(hv["sh"][k], hv[other][k]))]
+            for other in ("full", "random") for k in range(int(summary["seeds"]))
+            if hv["sh"][k] is not None and hv[other][k] is not None]
+    return _md_table(["search-value HV ratio, after", *(f"{s:.0f} s" for s in by_time["seconds"])], body)
 
 
 def preset_rows(summary: dict[str, Any]) -> list[str]:
     """Per preset: its seeds, throughput, the bar a front point must pass and the seeds whose front did."""
-    methods = list(METHODS)
-    rows = [f"| preset | top-1 per seed | img/s | bar (top-1 %) | beaten beyond noise on seeds ({' / '.join(methods)}) |",
-            "|---|---|---|---|---|"]
-    for name, p in summary["presets"].items():
-        seeds = " / ".join(", ".join(map(str, p["dominated_on_seeds"][m])) or "none" for m in methods)
-        bar = "-" if p["bar"] is None else f"{p['bar']:.2f}"
-        rows.append(f"| {name} | {' / '.join(f'{a:.2f}' for a in p['accuracies'])} | {p['throughput']:,.0f} | "
-                    f"{bar} | {seeds} |")
-    return rows
+    body = [[name, " / ".join(f"{a:.2f}" for a in p["accuracies"]), f"{p['throughput']:,.0f}",
+             "-" if p["bar"] is None else f"{p['bar']:.2f}",
+             " / ".join(", ".join(map(str, p["dominated_on_seeds"][m])) or "none" for m in METHODS)]
+            for name, p in summary["presets"].items()]
+    return _md_table(["preset", "top-1 per seed", "img/s", "bar (top-1 %)",
+                      f"beaten beyond noise on seeds ({' / '.join(METHODS)})"], body)
 
 
 # =============================================================================================
