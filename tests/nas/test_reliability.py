@@ -26,7 +26,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.heartbeat import OWNER_KEY, UNOWNED_AFTER_S, fail_stale_trials
+from nas.heartbeat import HEARTBEAT_KEY, OWNER_KEY, UNOWNED_AFTER_S, fail_stale_trials
 from nas.search import SearchSettings, run_search
 from nas.storage import StorageError, get_storage
 from tests.nas.test_parallel import _wait
@@ -83,6 +83,28 @@ def _running_owned(journal: Path, name: str) -> list[tuple[int, int]]:
             if OWNER_KEY in t.system_attrs]
 
 
+def _trial_inside_its_objective(journal: Path, name: str) -> int:
+    """A RUNNING trial that was beating on two polls 0.3 s apart: past its heartbeat's start, so a
+    signal now lands while the trial runs, not in the window between its owner stamp and its try."""
+    def beating() -> set[int]:
+        if not journal.exists():
+            return set()
+        try:
+            running = _journal_study(journal, name).get_trials(states=(S.RUNNING,))
+        except (KeyError, StorageError):
+            return set()
+        return {t.number for t in running if OWNER_KEY in t.system_attrs and HEARTBEAT_KEY in t.system_attrs}
+
+    def settled() -> list[int]:
+        first = beating()
+        if not first:
+            return []
+        time.sleep(0.3)
+        return sorted(first & beating())[:1]
+
+    return _wait(settled, 120, "a running trial")[0]
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
@@ -106,7 +128,7 @@ def test_signal_mid_trial_fails_it_with_the_reason_and_says_how_to_resume(workdi
     journal = workdir / "j.journal"
     proc = _cli([*SLOW_SEARCH, "--trials", "4", "--storage", f"journal:{journal}"], workdir)
     try:
-        number, _ = _wait(lambda: _running_owned(journal, "r"), 120, "a running trial")[0]
+        number = _trial_inside_its_objective(journal, "r")
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
