@@ -72,28 +72,26 @@ def _cli(args: list[str], cwd: Path, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
-def _running_owned(journal: Path, name: str) -> list[tuple[int, int]]:
+def _owned_running_trials(journal: Path, name: str) -> list:
+    """The RUNNING trials that have a heartbeat owner ([] while the journal or study is not there yet)."""
     if not journal.exists():
         return []
     try:
         study = _journal_study(journal, name)
     except (KeyError, StorageError):
         return []
-    return [(t.number, t.system_attrs[OWNER_KEY]["pid"]) for t in study.get_trials(states=(S.RUNNING,))
-            if OWNER_KEY in t.system_attrs]
+    return [t for t in study.get_trials(states=(S.RUNNING,)) if OWNER_KEY in t.system_attrs]
+
+
+def _running_owned(journal: Path, name: str) -> list[tuple[int, int]]:
+    return [(t.number, t.system_attrs[OWNER_KEY]["pid"]) for t in _owned_running_trials(journal, name)]
 
 
 def _trial_inside_its_objective(journal: Path, name: str) -> int:
     """A RUNNING trial that was beating on two polls 0.3 s apart: past its heartbeat's start, so a
     signal now lands while the trial runs, not in the window between its owner stamp and its try."""
     def beating() -> set[int]:
-        if not journal.exists():
-            return set()
-        try:
-            running = _journal_study(journal, name).get_trials(states=(S.RUNNING,))
-        except (KeyError, StorageError):
-            return set()
-        return {t.number for t in running if OWNER_KEY in t.system_attrs and HEARTBEAT_KEY in t.system_attrs}
+        return {t.number for t in _owned_running_trials(journal, name) if HEARTBEAT_KEY in t.system_attrs}
 
     def settled() -> list[int]:
         first = beating()
