@@ -179,7 +179,7 @@ def readme_sentences(result: dict[str, Any]) -> list[str]:
             f"({result['models']['v2_nested_depth']['images_per_s']['within_10pct']:.1%} within ±10 %)",
             f"within ±10 % for {one['images_per_s']['within_10pct']:.0%} of them (Spearman "
             f"{one['images_per_s']['spearman']:.3f}, median error {one['images_per_s']['median_rel_err']:.1%}) and "
-            f"latency for {one['latency_b1_ms']['within_10pct']:.0%}",
+            f"latency for {one['latency_b1_ms']['within_10pct']:.1%}",
             f"a median {n['repeat_spread_median']:.2%} (coefficient of variation {n['repeat_cv_median']:.3%}; "
             f"{n['throttled_records']} of the {result['n_records']} were power-capped, SM clock down to "
             f"{n['sm_clock_fraction_min']:.0%} of its maximum)"]

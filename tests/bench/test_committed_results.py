@@ -286,3 +286,20 @@ def test_readme_findings_are_the_committed_numbers():
     for k in seeds:  # NSGA-II's cache hits, in either of the prose's two phrasings
         hits = data["studies"][f"full:{k}"]["n_cache_hits"]
         assert f"{hits} were repeats" in flat or f"{hits} cache hits" in flat, f"README lacks full seed {k}'s {hits} cache hits"
+
+
+def test_offgrid_records_are_off_the_training_grid_and_the_readme_quotes_them():
+    """The off-grid set (issue #16: resolutions outside the training grid, reported apart) is one GPU's, at
+    resolutions the dataset never has, and its summary numbers are the README's."""
+    import profile_dataset
+
+    summary = json.loads((RESULTS / "predictor-summary.json").read_text())
+    path = profile_dataset.offgrid_path(ROOT / "evaluators" / "predictors" / "h200-profile.jsonl")
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["gpu_name"] for r in records} == {summary["gpu"]} and not any(r["error"] for r in records)
+    assert {r["resolution"][0] for r in records}.isdisjoint(profile_dataset.RESOLUTIONS)
+    off = summary["offgrid"]["images_per_s"]
+    assert off["n"] == len(records) >= 100
+    text = " ".join(README.split())
+    assert (f"**Off the grid** (the {off['n']} configs at {min(r['resolution'][0] for r in records)}–"
+            f"{max(r['resolution'][0] for r in records)} px): images/s within ±10 % for {off['within_10pct']:.0%}") in text
