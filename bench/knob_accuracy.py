@@ -25,7 +25,6 @@ GPU, the JSON rewritten after every run, a re-run skips finished (arch, seed) ru
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys

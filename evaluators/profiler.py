@@ -27,6 +27,11 @@ timed with CUDA events. The record holds median/min/max images/s over the sample
 coefficient of variation, peak memory, batch-1 latency, and what NVML said about the GPU during
 the timed section (clocks, temperature, power, clock-event/throttle reasons).
 
+``profile_kernels=True`` adds, after the timed samples, one more pass of the same prepared step under
+``torch.profiler``: ``kernel_us`` holds the microseconds per forward of every GPU kernel by name (on
+a CPU, every ATen op's self time). It explains a number; it is not part of it (the profiler slows
+the pass it watches, so no timing is taken from it).
+
 A CUDA out-of-memory error or a non-finite output is reported in ``record.error`` and memory is
 released, so a search can go on; other errors propagate.
 """
@@ -54,7 +59,7 @@ from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_
 from .proxies import init_model  # the one seeded builder (here initialising on the device)
 
 __all__ = ["MODES", "COMPILED_MODES", "BEST_COMPILE", "use_inductor_cache", "DTYPES", "NoGPUError", "ThroughputRecord", "measure_throughput", "build_official",
-           "measure_official", "resolve_device", "cpu_name"]
+           "measure_official", "resolve_device", "cpu_name", "kernel_times", "NoKernelsSeen"]
 
 MODES = ("eager", "cudagraph", "compile", "best")
 COMPILED_MODES = ("compile", "best")
@@ -70,6 +75,10 @@ ModelSpec = Union[nn.Module, FasterViTConfig, str, Path, Mapping[str, Any]]
 
 class NoGPUError(RuntimeError):
     """A CUDA measurement was asked for on a machine without a CUDA GPU."""
+
+
+class NoKernelsSeen(RuntimeError):
+    """``profile_kernels=True`` but ``torch.profiler`` recorded no kernel (or, on a CPU, no op)."""
 
 
 class _NonFiniteOutput(Exception):
@@ -121,6 +130,8 @@ class ThroughputRecord:
     throttle_reasons: list[str] = field(default_factory=list)
     nvml_error: Optional[str] = None
     error: Optional[str] = None
+    kernel_us: Optional[dict[str, float]] = None  # profile_kernels=True: µs per forward by kernel (CPU: ATen op)
+    kernel_error: Optional[str] = None  # profile_kernels=True and the profiler saw no kernel (timings still valid)
     wall_s: Optional[float] = None
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -172,6 +183,7 @@ def measure_throughput(
     compile_options: Optional[Mapping[str, Any]] = None,
     timing_guard: Optional[Callable[[], ContextManager[Any]]] = None,
     inductor_cache: Union[str, Path, None] = None,
+    profile_kernels: bool = False,
 ) -> ThroughputRecord:
     """Measure images/s of a network (see the module docstring for the protocol).
 
@@ -202,6 +214,9 @@ def measure_throughput(
             around building or compiling), e.g. a lock shared by processes timing on one GPU.
         inductor_cache: Inductor's cache folder in ``best`` mode (default: ``$TORCHINDUCTOR_CACHE_DIR``
             when set, else ``results/inductor-cache``).
+        profile_kernels: fill ``kernel_us`` from one profiled pass after the timing (see the module
+            docstring); a profile that sees no kernel at all leaves ``kernel_us`` None and says so in
+            ``kernel_error``, never an empty table.
 
     Raises ``NoGPUError`` for a CUDA device without a GPU and ``ValueError`` for bad options.
     """
@@ -232,7 +247,7 @@ def measure_throughput(
         record.inductor_cache = use_inductor_cache(inductor_cache)
     run = _Run(source=source, record=record, device=dev, in_chans=in_chans, seed=seed,
                iters_per_sample=iters_per_sample, latency_b1=latency_b1, compile_options=options,
-               guard=timing_guard or contextlib.nullcontext, probe=probe)
+               guard=timing_guard or contextlib.nullcontext, probe=probe, profile_kernels=profile_kernels)
     failed = True
     try:
         with _device_settings(dev):
@@ -301,7 +316,7 @@ class _Run:
 
     def __init__(self, *, source: Union[nn.Module, FasterViTConfig], record: ThroughputRecord, device: torch.device,
                  in_chans: int, seed: int, iters_per_sample: Optional[int], latency_b1: bool, compile_options: dict[str, Any],
-                 guard: Callable[[], ContextManager[Any]], probe: Optional[NvmlProbe]):
+                 guard: Callable[[], ContextManager[Any]], probe: Optional[NvmlProbe], profile_kernels: bool = False):
         self.source = source
         self.model: Optional[nn.Module] = None
         self.record = record
@@ -313,6 +328,7 @@ class _Run:
         self.compile_options = compile_options
         self.guard = guard
         self.probe = probe
+        self.profile_kernels = profile_kernels
         self.batch = record.batch_size  # the batch being run (named in an OOM message)
         self.fn: Optional[Callable[..., Any]] = None
         self.graphs: list[tuple[torch.cuda.CUDAGraph, Any]] = []
@@ -370,6 +386,11 @@ class _Run:
             if main:
                 rec.iters_per_sample = iters
             times, samples = self._time(step, iters, sample_nvml=main)
+            if main and self.profile_kernels:
+                try:
+                    rec.kernel_us = kernel_times(step, iters, self.device)
+                except NoKernelsSeen as e:  # the timing stands; the table is missing, and says why
+                    rec.kernel_error = str(e)
             if main and cuda:
                 rec.peak_mem_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         if main and samples:
@@ -462,6 +483,36 @@ class _Run:
         self.source = None
 
 
+def kernel_times(step: Callable[[], Any], iters: int, device: torch.device) -> dict[str, float]:
+    """Microseconds per call of ``step`` by GPU kernel name (on a CPU: ATen ops' self time), largest first.
+
+    ``iters`` calls run under ``torch.profiler``. CUDA kernels are read from the device events, which
+    CUPTI also reports for the nodes of a replayed CUDA graph. Raises ``NoKernelsSeen`` when none was
+    seen (a profiler that cannot see the GPU must not pass for a model without kernels).
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        for _ in range(iters):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    totals: dict[str, float] = {}
+    if cuda:
+        for evt in prof.events():
+            if evt.device_type == DeviceType.CUDA:
+                totals[evt.name] = totals.get(evt.name, 0.0) + evt.time_range.elapsed_us()
+    else:
+        totals = {avg.key: avg.self_cpu_time_total for avg in prof.key_averages() if avg.self_cpu_time_total > 0}
+    if not totals:
+        what = "GPU kernel" if cuda else "CPU op"
+        raise NoKernelsSeen(f"torch.profiler saw no {what} in {iters} calls (is CUPTI available?)")
+    return {name: round(us / iters, 3) for name, us in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def _timed_call(fn: Callable[..., Any], x: torch.Tensor, device: torch.device) -> tuple[float, Any]:
     t0 = time.perf_counter()
     out = fn(x)
@@ -508,7 +559,8 @@ def _tensors(out: Any) -> list[torch.Tensor]:
 
 def _clear_timings(record: ThroughputRecord) -> None:
     for name in ("images_per_s", "images_per_s_min", "images_per_s_max", "cv", "latency_ms", "latency_b1_ms",
-                 "iters_per_sample", "peak_mem_mb", "compile_s", "inductor_cache_hits", "inductor_cache_misses"):
+                 "iters_per_sample", "peak_mem_mb", "compile_s", "inductor_cache_hits", "inductor_cache_misses",
+                 "kernel_us"):
         setattr(record, name, None)
 
 

@@ -303,3 +303,30 @@ def test_offgrid_records_are_off_the_training_grid_and_the_readme_quotes_them():
     text = " ".join(README.split())
     assert (f"**Off the grid** (the {off['n']} configs at {min(r['resolution'][0] for r in records)}–"
             f"{max(r['resolution'][0] for r in records)} px): images/s within ±10 % for {off['within_10pct']:.0%}") in text
+
+
+def test_kernel_profile_buckets_and_ceilings_are_recomputed_and_the_readme_prints_them():
+    """bench/kernel_profile.py's committed run: each record's buckets from its kernels, each ceiling from
+    the two records, and the README's table is that run's."""
+    import kernel_profile
+
+    data = json.loads((RESULTS / "kernel-profile.json").read_text())
+    assert data["env"]["gpu_name"] == "NVIDIA H200" and data["env"]["driver"]
+    for key, rec in data["models"].items():
+        assert rec.get("error") is None, key
+        assert kernel_profile.bucket_times(rec["kernels"]) == rec["buckets"], key
+    assert len(data["comparison"]) == 14  # FasterViT-0..6 in best and cudagraph mode
+    for key, c in data["comparison"].items():
+        assert kernel_profile.comparison(data["models"], *key.split("/")) == c, key
+    for row in kernel_profile.markdown(data):
+        assert row in README, f"README lacks the kernel-profile row {row!r}"
+
+
+def test_attention_backends_table_is_the_committed_run():
+    import attention_backends
+
+    data = json.loads((RESULTS / "attention-backends.json").read_text())
+    assert data["gpu"] == "NVIDIA H200" and data["options"]["mode"] == "best"
+    assert not [k for k, r in data["results"].items() if r["error"]]
+    for row in attention_backends.markdown(data):
+        assert row in README, f"README lacks the attention-backends row {row!r}"

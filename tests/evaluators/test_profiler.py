@@ -34,6 +34,26 @@ class _OutOfMemory(nn.Module):
         return self.conv(x).mean((2, 3))
 
 
+def test_profile_kernels_lists_the_ops_of_one_forward(tiny_config):
+    """profile_kernels=True: per-forward times by op (ATen self time on the CPU); off by default."""
+    assert measure_throughput(tiny_config, **CPU).kernel_us is None
+    rec = measure_throughput(tiny_config, **CPU, latency_b1=False, profile_kernels=True)
+    assert rec.error is None and rec.kernel_us, rec.kernel_us
+    assert any("conv" in name for name in rec.kernel_us) and any("linear" in name or "mm" in name for name in rec.kernel_us)
+    values = list(rec.kernel_us.values())
+    assert all(v > 0 for v in values) and values == sorted(values, reverse=True)
+    # one forward's op time is of the order of the timed forward (not the sum over all profiled calls)
+    assert sum(values) < 20 * rec.latency_ms * 1e3
+    json.dumps(rec.to_dict())
+
+
+def test_kernel_times_refuses_a_profile_without_kernels():
+    from evaluators.profiler import NoKernelsSeen, kernel_times
+
+    with pytest.raises(NoKernelsSeen, match="saw no CPU op"):
+        kernel_times(lambda: None, 2, torch.device("cpu"))
+
+
 class _NaN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.mean((2, 3)) * float("nan")
