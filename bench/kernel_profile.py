@@ -13,10 +13,11 @@ times it, then one more pass of the same prepared step runs under ``torch.profil
 
 For each model and mode it writes the measured ratio ours / official and a **ceiling**: the
 official forward's time (the larger of its timed wall and its profiled kernel sum) over the time of
-our compute-bound kernels alone. Had every
-memory-bound kernel and every gap between kernels of ours cost nothing, ours would be that much
-faster than the official code and no more; a ceiling under 1.3 means 1.3× needs faster GEMMs,
-convolutions or attention kernels than the libraries', not more fusion.
+our compute-bound kernels alone. Had every memory-bound kernel and every gap between kernels of ours
+cost nothing, ours would be that much faster than the official code and no more; a ceiling under 1.3
+means 1.3× needs faster GEMMs, convolutions or attention kernels than the libraries', not more
+fusion. ``cut_for_target`` is the share of our memory-bound kernels and gaps that 1.3× would need
+removed.
 
 Run on the GPU machine from the repository root (resumable: a model already profiled without an
 error is kept; ``--time-budget`` 480 s by default, no new model starts after it)::
@@ -27,7 +28,8 @@ As in ``bench/throughput.py``, worker processes first fill Inductor's cache in p
 timed meanwhile); then this process alone compiles each model from the cache, times and profiles it.
 If the profiler sees no kernel inside the CUDA-graph replays, that model's kernels are profiled in
 ``compile`` mode for ``best`` and ``eager`` for ``cudagraph`` (the same kernels, launched one by one)
-while its wall time stays the graph mode's, and the record says so (``profiled_mode``, ``fallback_reason``). ``--smoke`` runs the flow on the CPU with tiny models (eager mode, ATen ops in
+while its wall time stays the graph mode's, and the record says so (``profiled_mode``,
+``fallback_reason``). ``--smoke`` runs the flow on the CPU with tiny models (eager mode, ATen ops in
 place of kernels): it checks the script, not speed.
 """
 
@@ -111,7 +113,7 @@ def bucket_times(kernel_us: dict[str, float]) -> dict[str, float]:
 
 
 def summarise_record(rec: dict) -> dict:
-    """What the JSON keeps of one profiled record: wall and kernel time per forward, buckets, top kernels."""
+    """What the JSON keeps of one profiled record: wall and kernel time per forward, buckets, every kernel."""
     wall_us = 1e6 * rec["batch_size"] / rec["images_per_s"]
     kernels = rec["kernel_us"]
     total = sum(kernels.values())
