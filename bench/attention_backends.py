@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import multiprocessing as mp
 import os
 import sys
@@ -31,6 +32,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import throughput as tp  # noqa: E402  (bench/throughput.py: the cache-fill workers' set-up, table labels)
 
 import torch  # noqa: E402
 
@@ -67,6 +71,13 @@ def build(impl: str, name: str, variant: str, device: torch.device) -> torch.nn.
     return model
 
 
+def uses_sdpa(name: str) -> bool:
+    """Whether our model of preset ``name`` has any attention on the SDPA path (the model decides, by head
+    dimension); built on the meta device, so no memory or time is spent on weights."""
+    with torch.device("meta"):
+        return any(getattr(m, "fused_attn", False) for m in build_model(PRESETS[name]).modules())
+
+
 def job(impl: str, name: str, variant: str, repeats: int) -> dict:
     """One model compiled and timed (``repeats`` 1: a cache fill, not a timing)."""
     device = resolve_device("cuda")
@@ -84,16 +95,8 @@ def markdown(data: dict) -> list[str]:
         official = res[f"official/{name}/cudnn"]["images_per_s"]
         cells = [f"{res[k]['images_per_s']:,.0f}" if (k := f"ours/{name}/{v}") in res else "—" for v in VARIANTS]
         default = res.get(f"ours/{name}/cudnn") or res[f"ours/{name}/explicit"]
-        label = name.replace("faster_vit_", "FasterViT-").replace("_224", "")
-        rows.append(f"| {label} | {official:,.0f} | {' | '.join(cells)} | {default['images_per_s'] / official:.2f}× |")
+        rows.append(f"| {tp.preset_label(name)} | {official:,.0f} | {' | '.join(cells)} | {default['images_per_s'] / official:.2f}× |")
     return rows
-
-
-def _init_worker(threads: int) -> None:
-    os.nice(10)
-    import torch._inductor.config as inductor_config
-
-    inductor_config.compile_threads = threads
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -106,9 +109,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     start = time.time()
     jobs = [("official", f"faster_vit_{i}_224", "cudnn") for i in args.presets]
     jobs += [("ours", f"faster_vit_{i}_224", v) for v in VARIANTS for i in args.presets
-             if not (v != "explicit" and PRESETS[f"faster_vit_{i}_224"].dim % 8)]  # FasterViT-4 runs explicit anyway
+             if v == "explicit" or uses_sdpa(f"faster_vit_{i}_224")]  # FasterViT-4 runs explicit anyway
     ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(max(2, (os.cpu_count() or 2) // args.workers),)) as pool:
+    threads = max(2, (os.cpu_count() or 2) // args.workers)
+    with ctx.Pool(args.workers, initializer=tp._init_worker, initargs=(ctx.Lock(), None, math.inf, threads)) as pool:
         for r in [pool.apply_async(job, (*j, 1)) for j in jobs]:
             out = r.get()
             print(f"[{time.time() - start:6.1f}s] cache fill {out['impl']}/{out['name']}/{out['variant']}: "

@@ -154,9 +154,8 @@ def markdown(data: dict) -> list[str]:
     for key, c in data["comparison"].items():
         name, mode = key.split("/")
         o, f = data["models"][f"ours/{key}"], data["models"][f"official/{key}"]
-        label = name.replace("faster_vit_", "FasterViT-").replace("_224", "")
         cut = "—" if c["cut_for_target"] is None else f"{c['cut_for_target']:.0%}"
-        rows.append(f"| {label} | {mode} | {c['ratio']:.2f}× | {o['compute_us']:,.0f} / {f['compute_us']:,.0f} | "
+        rows.append(f"| {tp.preset_label(name)} | {mode} | {c['ratio']:.2f}× | {o['compute_us']:,.0f} / {f['compute_us']:,.0f} | "
                     f"{c['memory_bound_us']['ours']:,.0f} / {c['memory_bound_us']['official']:,.0f} | "
                     f"**{c['ceiling']:.2f}×** | {cut} |")
     return rows

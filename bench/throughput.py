@@ -532,13 +532,17 @@ def merge_best_mode_ratios(data: dict, path: Path, source: Path) -> dict[str, fl
     return ratios
 
 
+def preset_label(name: str) -> str:
+    """``faster_vit_2_224`` as the README's tables name it: ``FasterViT-2``."""
+    return name.replace("faster_vit_", "FasterViT-").replace("_224", "")
+
+
 def best_mode_markdown(data: dict) -> list[str]:
     """The README's best-mode table: per preset, ours and official images/s in ``best`` mode and their ratio."""
     presets = data["parts"].get("presets", {}).get("results", {})
     lines = ["| model | ours, best mode (img/s) | official, best mode (img/s) | ours / official |", "|---|---:|---:|---:|"]
     for name, ratio in best_mode_ratios(data).items():
-        label = name.replace("faster_vit_", "FasterViT-").replace("_224", "")
-        lines.append(f"| {label} | {_ips(presets, 'ours', name, 'best'):,.0f} | "
+        lines.append(f"| {preset_label(name)} | {_ips(presets, 'ours', name, 'best'):,.0f} | "
                      f"{_ips(presets, 'official', name, 'best'):,.0f} | {ratio:.2f}× |")
     return lines
 
