@@ -47,7 +47,7 @@ def plain_loop(cfg: Any, splits: Any, *, epochs: float, batch_size: int, lr: flo
 
     from evaluators.data import BatchLoader, normalization
     from evaluators.proxies import init_model
-    from evaluators.train import _param_groups, evaluate, lr_at
+    from evaluators.train import param_groups, evaluate, lr_at
 
     model = init_model(cfg, seed, device=device).to(memory_format=torch.channels_last)
     mean, std = normalization(model)
@@ -56,7 +56,7 @@ def plain_loop(cfg: Any, splits: Any, *, epochs: float, batch_size: int, lr: flo
                          mean=mean, std=std)
     val_loader = BatchLoader(val, batch_size=2 * batch_size, resolution=cfg.resolution, device=device,
                              shuffle=False, drop_last=False, mean=mean, std=std)
-    opt = torch.optim.AdamW(_param_groups(model, 0.05), lr=lr, fused=True)
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=lr, fused=True)
     total = round(epochs * len(loader))
     warm = round(0.05 * total)
     torch.manual_seed(seed)

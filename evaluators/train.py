@@ -46,7 +46,8 @@ from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
 
-__all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode",
+__all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode", "param_groups",
+           "make_optimizer", "set_lr",
            "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
 STATUSES = ("ok", "pruned", "nan")
@@ -97,7 +98,8 @@ def lr_at(step: int, *, total: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices and kernels, none on biases and norm/scale vectors."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -343,18 +345,19 @@ def _make_step(mode: str, model: nn.Module, optimizer: torch.optim.Optimizer, **
     return cls(model, optimizer, **kwargs)
 
 
-def _optimizer(model: nn.Module, *, lr: float, weight_decay: float, device: torch.device
-               ) -> tuple[torch.optim.Optimizer, Optional[torch.Tensor]]:
+def make_optimizer(model: nn.Module, *, lr: float, weight_decay: float, device: torch.device
+                   ) -> tuple[torch.optim.Optimizer, Optional[torch.Tensor]]:
     """AdamW (fused on CUDA). On CUDA the LR is a device tensor and the optimizer capturable, so
     the same optimizer serves eager, graphed and compiled steps; the schedule writes the tensor."""
-    groups = _param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay)
     if device.type != "cuda":
         return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999)), None
     lr_t = torch.tensor(lr, dtype=torch.float32, device=device)
     return torch.optim.AdamW(groups, lr=lr_t, betas=(0.9, 0.999), fused=True, capturable=True), lr_t
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr_t: Optional[torch.Tensor], value: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, lr_t: Optional[torch.Tensor], value: float) -> None:
+    """Set the learning rate: the device tensor of a capturable optimizer, else every group's ``lr``."""
     if lr_t is not None:
         lr_t.fill_(value)
     else:
@@ -556,7 +559,7 @@ def _validate(run: _Run, prog: _Progress, report: Optional[Callable[[int, float]
 def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLog]:
     """The training loop; returns (train seconds without validation, mode log)."""
     kwargs = dict(label_smoothing=a["label_smoothing"], grad_clip=a["grad_clip"], amp=run.amp, device=run.device)
-    optimizer, lr_t = _optimizer(run.model, lr=run.peak_lr, weight_decay=a["weight_decay"], device=run.device)
+    optimizer, lr_t = make_optimizer(run.model, lr=run.peak_lr, weight_decay=a["weight_decay"], device=run.device)
 
     def make(mode: str) -> _Step:
         return _make_step(mode, run.model, optimizer, **kwargs)
@@ -571,7 +574,7 @@ def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLo
     t_probe = t_loop
     try:
         for i in range(run.total):
-            _set_lr(optimizer, lr_t, run.peak_lr * lr_at(i, total=run.total, warmup_steps=run.warmup_steps))
+            set_lr(optimizer, lr_t, run.peak_lr * lr_at(i, total=run.total, warmup_steps=run.warmup_steps))
             x, y = batches.next()
             loss = step(x, y)
             prog.done = i + 1
