@@ -293,13 +293,15 @@ def load_arch_pool(smoke: bool) -> dict[str, dict[str, Any]]:
 def run_plans(args: argparse.Namespace) -> int:
     pool = load_arch_pool(args.smoke)
     out = args.out or (Path("/tmp/groundtruth2-smoke.json") if args.smoke else DEFAULT_OUT)
-    if args.smoke and out.exists():
-        out.unlink()
+    if args.smoke and args.out is None and out.exists():
+        out.unlink()  # the default smoke file starts afresh each time
     store = Store.open(out, pool)
     runs = build_plans(args.plans.split(","), args, pool)
     todo = [r for r in runs if not store.done(run_key(r))]
     print(f"groundtruth2: {len(runs)} runs in plans {args.plans}, {len(runs) - len(todo)} done, {len(todo)} to go "
           f"-> {out}", flush=True)
+    if args.limit is not None:
+        todo = todo[:args.limit]
     if args.dry_run or not todo:
         for r in todo:
             print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}")
@@ -550,6 +552,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--hard-stop", type=float, default=540.0, help="seconds after which running runs are cut")
     p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny archs, 4 steps per run (checks the whole path)")
     return p.parse_args(argv)
 
