@@ -134,7 +134,7 @@ def test_too_few_records_and_failed_records():
 
 def test_unknown_predictor_lists_the_known_ones(tmp_path):
     (tmp_path / "mine.json").write_text("{}")
-    with pytest.raises(PredictorError, match=r"unknown predictor 'nope'; known: h200, mine"):
+    with pytest.raises(PredictorError, match=r"unknown predictor 'nope'; known: h100, h200, mine"):
         load_predictor("nope", search_dirs=[tmp_path])
     with pytest.raises(PredictorError, match="not a nas predictor file"):
         load_predictor("mine", search_dirs=[tmp_path])
