@@ -113,7 +113,8 @@ def test_memory_bound_slowdown_needs_and_gets_the_roofline_correction(base, h200
     roof = adapt(base, [pool[i] for i in picks], name="r")
     err = evaluate(roof, test)["images_per_s"]
     assert roof.meta["adapted"]["correction"] == "roofline"
-    assert scale["within_10pct"] < 0.9 and err["within_10pct"] >= 0.95 and err["spearman"] > scale["spearman"]
+    # the README's "over 30 %" off with a factor alone, "95 % or more" within ±10 % with the slopes
+    assert scale["within_10pct"] < 0.7 and err["within_10pct"] >= 0.95 and err["spearman"] > scale["spearman"]
     slopes = roof.meta["adapted"]["coefficients"]["images_per_s"]
     assert slopes["log_act_elems"] < 0 < slopes["log_macs"]  # bytes cost more on this card, MACs relatively less
     # its leave-one-out estimate, printed by the command, tells the two apart too
@@ -265,3 +266,7 @@ def test_the_h100_dataset_is_the_h200_sample_on_another_card_and_h100_is_fitted_
     assert p.gpu == "NVIDIA H100 80GB HBM3" and p.meta["n_usable"] == len(h100) and p.meta["mode"] == "cudagraph"
     held = p.meta["held_out"]["images_per_s"]
     assert held["n"] == round(0.2 * len(h100)) and held["within_10pct"] >= 0.95 and held["spearman"] >= 0.99
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert (f"{p.meta['n_train']} training configs, {held['n']} held out: images/s within ±10 % for "
+            f"{100 * held['within_10pct']:.1f}% (Spearman {held['spearman']:.4f}") in readme
+    assert f"the first {len(h100)} configs of the H200 dataset's seeded sample" in readme
