@@ -221,7 +221,7 @@ def _slug(gpu: Any) -> str:
 def check_dataset_gpu(out: Path, gpu: str) -> None:
     """Refuse to append this GPU's records to a dataset of another GPU (e.g. the default, the H200's)."""
     for path in (out, offgrid_path(out)):
-        seen = {r.get("gpu_name") for r in DatasetFile(path).records()} - {None}
+        seen = {str(r["gpu_name"]) for r in DatasetFile(path).records() if r.get("gpu_name")}
         if seen and seen != {gpu}:
             mine = out.with_name(_slug(gpu) + "-profile.jsonl")
             raise SystemExit(f"error: {path} holds records of {', '.join(sorted(seen))}; this GPU is {gpu}: one "
