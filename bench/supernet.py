@@ -122,7 +122,8 @@ def smoke_groundtruth(space: Any, out: Path, *, data: Any, n: int, steps: int, r
     from search_spaces.elastic import sample_subnet
 
     rng = np.random.default_rng(0)
-    archs, seen = [], set()
+    archs: list[dict[str, Any]] = []
+    seen: set[str] = set()
     while len(archs) < n:
         cfg = sample_subnet(space, rng, resolution)
         if cfg.arch_id in seen:
@@ -216,15 +217,15 @@ def run(args: argparse.Namespace) -> int:
     # 2. the stand-alone largest subnet at E (one call: it must fit the budget)
     if store.data["standalone"] is None:
         rec = sn.meta["recipe"]
-        r = train_proxy(sn.largest, data=splits, resolution=args.resolution, epochs=args.epochs,
+        alone = train_proxy(sn.largest, data=splits, resolution=args.resolution, epochs=args.epochs,
                         batch_size=rec["batch_size"], lr=rec["lr"], lr_scaling=rec["lr_scaling"],
                         weight_decay=rec["weight_decay"], warmup=rec["warmup"], label_smoothing=rec["label_smoothing"],
                         grad_clip=rec["grad_clip"], subset=rec["subset"], val_subset=args.val_subset, seed=rec["seed"],
                         augment=Augment(rec["augment_crop"], rec["augment_flip"]), device=device,
                         progress=not args.smoke)
-        store.data["standalone"] = dict(top1=r.top1, train_seconds=r.train_seconds, seconds=r.seconds,
-                                        images_per_s=r.images_per_s, step_mode=r.step_mode, status=r.status,
-                                        device=r.device)
+        store.data["standalone"] = dict(top1=alone.top1, train_seconds=alone.train_seconds, seconds=alone.seconds,
+                                        images_per_s=alone.images_per_s, step_mode=alone.step_mode,
+                                        status=alone.status, device=alone.device)
         store.save("standalone")
 
     # 3. inherited top-1 of every ground-truth architecture and of the presets

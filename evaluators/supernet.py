@@ -279,7 +279,7 @@ def train_supernet(
         folder = SupernetFolder(out)
         folder.check_new_or_same(dict(space=space_identity(sp)))  # before the data is loaded
         splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
-        res = as_resolution(resolution, "resolution", 16) if resolution is not None else sp.apply({}).resolution
+        res = as_resolution(resolution if resolution is not None else sp.apply({}).resolution, "resolution", 16)
         identity = dict(space=space_identity(sp), data=splits.name, resolution=list(res),
                         num_classes=splits.num_classes, recipe=rec.to_dict())
         prior = folder.check_new_or_same(identity)
@@ -416,8 +416,8 @@ class _Clock:
 
 def _train(run: _Run, clock: _Clock, checkpoint_every: float, progress: bool) -> SupernetResult:
     t_start = clock.t_start
-    session = dict(started=_now(), device=_device_name(run.device), world_size=run.dist.world, steps=[0, 0],
-                   status="running", reason="")
+    session: dict[str, Any] = dict(started=_now(), device=_device_name(run.device), world_size=run.dist.world,
+                                   steps=[0, 0], status="running", reason="")
     bar = None
     status, reason = "running", ""
     cuda_gens = [run.device.index] if run.device.type == "cuda" else []
@@ -475,8 +475,9 @@ def _loop(run: _Run, done: int, clock: _Clock, stop: _StopSignal, bar: Any,
         flags = run.dist.all_sum([1.0 if bad else 0.0, 1.0 if pause else 0.0], run.device)
         if flags[0] > 0:
             which = f"subnet {bad[0].summary()}" if bad else "a subnet on another rank"
+            lr = run.peak_lr * lr_at(done, total=run.total, warmup_steps=run.warmup_steps)
             return "nan", (f"loss of {which} became {bad[1] if bad else 'nan'} at step {done + 1} of {run.total} "
-                           f"(lr {run.peak_lr * lr_at(done, total=run.total, warmup_steps=run.warmup_steps):.3g})"), done
+                           f"(lr {lr:.3g})"), done
         done += 1
         run.meta.update(steps_done=done, train_seconds=run.meta.get("train_seconds", 0.0) + time.perf_counter() - t)
         if done % every == 0 or done == run.total:
@@ -559,7 +560,7 @@ class Supernet:
 
     @property
     def resolution(self) -> tuple[int, int]:
-        return self.model.resolution
+        return as_resolution(self.model.resolution)
 
     @property
     def label(self) -> str:
@@ -596,7 +597,8 @@ def load_supernet(path: Union[str, Path], *, device: Union[str, torch.device, No
     else:
         ckpt = folder.load_checkpoint()
         if ckpt is None:
-            raise FileNotFoundError(f"{folder.path} holds no weights yet (no {folder.weights_path.name}, no checkpoint)")
+            raise FileNotFoundError(f"{folder.path} holds no weights yet (no {folder.weights_path.name}, "
+                                    f"no checkpoint)")
         state = ckpt["model"]
     model.load_state_dict(state, strict=True)
     dev = resolve_device(device)
@@ -661,8 +663,8 @@ class InheritedAccuracy:
         cl = channels_last and dev.type == "cuda"
         if cl:
             sn.model.to(memory_format=torch.channels_last)
-        return cls(sn.model, val_loader=val_loader, calib_loader=calib, calib_batches=max(1, -(-calib_images // calib_bs)),
-                   amp=amp and dev.type == "cuda", channels_last=cl)
+        return cls(sn.model, val_loader=val_loader, calib_loader=calib,
+                   calib_batches=max(1, -(-calib_images // calib_bs)), amp=amp and dev.type == "cuda", channels_last=cl)
 
     def calibrate(self, cfg: Union[FasterViTConfig, str, Mapping[str, Any]]) -> FasterViTConfig:
         """Make ``cfg`` the active subnet (no stochastic depth) with its own BatchNorm statistics."""

@@ -84,6 +84,7 @@ class SandwichStep:
                 if k == 0 or not self.distill:
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
                 else:
+                    assert soft is not None  # the largest subnet comes first
                     loss = soft_cross_entropy(logits, soft)
                 if k == 0 and self.distill:
                     soft = logits.detach().float().softmax(dim=-1)

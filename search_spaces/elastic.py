@@ -516,7 +516,7 @@ class ElasticAttention(nn.Module):
         B, N, C = x.shape
         hd = C // self.heads
         q, k, v = self.qkv(x).view(B, N, 3, self.heads, hd).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.rel_pos() if self.use_bias and self.rel_pos is not None else None
+        bias = self.rel_pos() if self.use_bias and self.rel_pos is not None else None  # present if usable
         out = _attend(q, k, v, bias, _use_fused(hd), hd**-0.5)
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
@@ -567,10 +567,10 @@ class ElasticConvBlock(_Scales):
         self.use_scale, self.drop_path = layer_scale is not None, 0.0
 
     def configure(self, width: int, layer_scale: bool, drop_path_rate: float) -> None:
-        for m in (self.conv1, self.conv2):
-            m.configure(width, width)
-        for m in (self.norm1, self.norm2):
-            m.configure(width)
+        self.conv1.configure(width, width)
+        self.conv2.configure(width, width)
+        self.norm1.configure(width)
+        self.norm2.configure(width)
         self.active_width, self.use_scale, self.drop_path = width, layer_scale, drop_path_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -630,14 +630,15 @@ class ElasticHATBlock(_Scales):
         assert s is not None, "set_active(cfg) first"
         dp = functools.partial(drop_path, drop_prob=s.drop_path, training=self.training)
         ls = s.layer_scale
-        if s.pos_bias_1d:
+        if s.pos_bias_1d and self.pos_embed is not None:  # present whenever a config can use it (Capacity)
             x = self.pos_embed(x)
         has_ct = s.geom.hat
         num_ct = s.geom.ct_per_window
         if has_ct:
-            if s.pos_bias_1d:
+            assert ct is not None
+            if s.pos_bias_1d and self.ct_pos_embed is not None:
                 ct = self.ct_pos_embed(ct)
-            if s.ct_attention:
+            if s.ct_attention and self.ct_attn is not None:
                 ct = ct + dp(_scale(self.ct_attn(self.ct_norm1(ct)), self.scale("gamma_ct_attn", ls)))
                 ct = ct + dp(_scale(self.ct_mlp(self.ct_norm2(ct)), self.scale("gamma_ct_mlp", ls)))
             b_ct, _, c = ct.shape
@@ -652,6 +653,7 @@ class ElasticHATBlock(_Scales):
         return x, ct
 
     def _upsample(self, ct_w: torch.Tensor) -> torch.Tensor:
+        assert self.spec is not None
         n, _, c = ct_w.shape
         k, ws = self.spec.ct_size, self.spec.geom.window
         img = ct_w.transpose(1, 2).reshape(n, c, k, k).float()
@@ -679,7 +681,9 @@ class ElasticCarrierTokenInit(nn.Module):
             self._pools[self._key] = CarrierTokenInit(1, geom, ct_size, conv=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._pools[self._key](self.pos_conv(x) if self.use_conv else x)
+        if self.use_conv and self.pos_conv is not None:
+            x = self.pos_conv(x)
+        return self._pools[self._key](x)
 
 
 class ElasticDownsample(nn.Module):
@@ -749,7 +753,7 @@ class ElasticTransformerStage(nn.Module):
     def configure(self, geom: StageGeometry, cfg: FasterViTConfig, rates: Sequence[float]) -> None:
         i = geom.index
         self.depth, self.window, self.hat = cfg.depths[i], geom.window, geom.hat
-        if geom.hat:
+        if geom.hat and self.ct_init is not None:
             self.ct_init.configure(geom.width, cfg.ct_init_kernel, geom, cfg.ct_size, cfg.ct_init)
         for j in range(self.depth):
             self.blocks[j].configure(_BlockSpec(
@@ -767,7 +771,7 @@ class ElasticTransformerStage(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
-        ct = self.ct_init(x) if self.hat else None
+        ct = self.ct_init(x) if self.hat and self.ct_init is not None else None
         x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
         for blk in self.blocks[: self.depth]:
             x, ct = blk(x, ct)
@@ -782,6 +786,7 @@ class ElasticTransformerStage(nn.Module):
 # the supernet
 # ---------------------------------------------------------------------------------------------
 SpaceLike = Union[str, Mapping[str, Any], SearchSpace]
+ResolutionLike = Union[int, tuple[int, int]]
 
 
 class ElasticFasterViT(nn.Module):
@@ -795,12 +800,13 @@ class ElasticFasterViT(nn.Module):
         num_classes: classes of the head (default: the space's).
     """
 
-    def __init__(self, space: SpaceLike, resolution: Optional[int] = None, num_classes: Optional[int] = None):
+    def __init__(self, space: SpaceLike, resolution: Optional[ResolutionLike] = None,
+                 num_classes: Optional[int] = None):
         super().__init__()
         self.space = load_space(space)
         self.capacity = cap = Capacity.of_space(self.space)
         base = self.space.apply({})
-        self.resolution = as_resolution(resolution, "resolution", 16) if resolution is not None else base.resolution
+        self.resolution = as_resolution(resolution if resolution is not None else base.resolution, "resolution", 16)
         self.num_classes = base.num_classes if num_classes is None else num_classes
         self.stem = ElasticStem(cap.in_chans, cap.in_dim, cap.dim)
         stages: list[nn.Module] = []
@@ -954,8 +960,9 @@ def _walk_extremes(sp: SearchSpace, i: int, values: dict[str, Any], largest: boo
     return found
 
 
-def extreme_configs(space: SpaceLike, resolution: Optional[int] = None,
-                    size: Callable[[FasterViTConfig], float] = config_params) -> tuple[FasterViTConfig, FasterViTConfig]:
+def extreme_configs(space: SpaceLike, resolution: Optional[ResolutionLike] = None,
+                    size: Callable[[FasterViTConfig], float] = config_params
+                    ) -> tuple[FasterViTConfig, FasterViTConfig]:
     """(largest, smallest) config of ``space`` valid at ``resolution``: the sandwich rule's extremes.
 
     Knobs where more is bigger (widths, depths, heads, MLP ratio, ``ct_size``, kernel; on before
@@ -975,12 +982,12 @@ def extreme_configs(space: SpaceLike, resolution: Optional[int] = None,
             raise SupernetError(f"no {'largest' if largest else 'smallest'} config of space {sp.name!r} is valid at "
                                 f"resolution {res}")
         keys = [(size(c), _switched_on(c)) for c in leaves]
-        pick = max(range(len(leaves)), key=keys.__getitem__) if largest else min(range(len(leaves)), key=keys.__getitem__)
-        out.append(leaves[pick])
+        best = max if largest else min
+        out.append(leaves[best(range(len(leaves)), key=keys.__getitem__)])
     return out[0], out[1]
 
 
-def sample_subnet(space: SpaceLike, rng: np.random.Generator, resolution: Optional[int] = None,
+def sample_subnet(space: SpaceLike, rng: np.random.Generator, resolution: Optional[ResolutionLike] = None,
                   tries: int = 100) -> FasterViTConfig:
     """A uniformly random config of ``space`` valid at ``resolution`` (draws again when one is not)."""
     sp = load_space(space)

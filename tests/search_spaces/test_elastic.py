@@ -92,7 +92,7 @@ def test_the_largest_config_extracts_the_full_weights(net, extremes):
     full = dict(net.named_parameters())
     state = model.state_dict()
     assert big.stages[2].hat and big.do_propagation and big.layer_scale is not None and big.ct_init_kernel == 5
-    for name, p in model.named_parameters():  # every parameter of the largest is a whole supernet tensor
+    for name, _ in model.named_parameters():  # every parameter of the largest is a whole supernet tensor
         assert torch.equal(state[name], full[name].detach()), name
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters())
 
