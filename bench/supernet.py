@@ -50,7 +50,7 @@ PAUSED = 75  # exit status: run the same command again
 PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 #: settings a resume must repeat
 SETTING_KEYS = ("space", "data", "epochs", "resolution", "batch_size", "lr", "warmup", "sandwich_n", "subset",
-                "val_subset", "seed", "groundtruth", "presets")
+                "val_subset", "calib_images", "seed", "groundtruth", "presets")
 
 
 def _atomic_write(path: Path, data: Any) -> None:
@@ -129,7 +129,7 @@ def smoke_groundtruth(space: Any, out: Path, *, data: Any, n: int, steps: int, r
         if cfg.arch_id in seen:
             continue
         seen.add(cfg.arch_id)
-        r = train_proxy(cfg, data=data, steps=steps, batch_size=8, subset=64, val_subset=64, device="cpu",
+        r = train_proxy(cfg, data=data, steps=steps, batch_size=8, subset=64, val_subset=32, device="cpu",
                         progress=False)
         archs.append(dict(arch_id=cfg.arch_id, name=f"s{len(archs)}", config=cfg.to_dict(), top1=r.top1))
     path = out / "smoke-groundtruth.json"
@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     if args.smoke and not args.groundtruth:
         gt_path = out / "smoke-groundtruth.json"
         if not gt_path.is_file():
-            smoke_groundtruth(space, out, data=splits, n=9, steps=3, resolution=args.resolution)
+            smoke_groundtruth(space, out, data=splits, n=9, steps=2, resolution=args.resolution)
         args.groundtruth = str(gt_path)
     gt = read_groundtruth(Path(args.groundtruth))
     settings = {k: getattr(args, k) for k in SETTING_KEYS}
@@ -197,13 +197,14 @@ def run(args: argparse.Namespace) -> int:
                   subset=args.subset, seed=args.seed)
     recipe = {k: v for k, v in recipe.items() if v is not None}
     run_dir = out / "supernet-run"
+    evaluation = {"calib_images": args.calib_images} if args.calib_images else {}
 
     # 1. the supernet (resumable by itself)
     if store.data["supernet"] is None or store.data["supernet"]["status"] != "done":
         left = _left(t0, args.time_budget)
         r = train_supernet(space, data=splits, out=run_dir, epochs=args.epochs, resolution=args.resolution,
                            device=device, time_budget=left, val_subset=args.val_subset,
-                           progress=not args.smoke, max_steps=args.max_steps, **recipe)
+                           progress=not args.smoke, max_steps=args.max_steps, **evaluation, **recipe)
         meta = json.loads((run_dir / "supernet.json").read_text())
         store.data["supernet"] = dict(r.to_dict(), train_seconds_total=meta["train_seconds"],
                                       sessions=meta["sessions"], largest=meta["largest"], smallest=meta["smallest"],
@@ -343,6 +344,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--sandwich-n", type=int, default=None, help="random subnets a step (default: the trainer's)")
     p.add_argument("--subset", type=int, default=None, help="training images (default: all)")
     p.add_argument("--val-subset", type=int, default=None, help="validation images (default: all)")
+    p.add_argument("--calib-images", type=int, default=None,
+                   help="training images of each BatchNorm recalibration (default: the trainer's)")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the trainer's)")
     p.add_argument("--presets", nargs="*", default=list(PRESETS), help="presets whose inherited top-1 to report")
     p.add_argument("--device", default=None, help="cuda / cpu (default: CUDA when available)")
@@ -357,8 +360,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.space = args.space if args.space != "default" else tiny_space()
         args.data = "fashion-mnist" if args.data == "fmnist-odd" else args.data
         args.epochs = args.epochs or 0.25
-        args.batch_size, args.subset, args.val_subset = args.batch_size or 8, args.subset or 64, args.val_subset or 64
+        args.batch_size, args.subset, args.val_subset = args.batch_size or 8, args.subset or 64, args.val_subset or 32
         args.presets = []
+        args.calib_images = args.calib_images or 16
     if not args.smoke and (args.groundtruth is None or args.epochs is None):
         p.error("--groundtruth and --epochs are needed (or --smoke)")
     return args

@@ -878,7 +878,8 @@ class ElasticFasterViT(nn.Module):
         cfg = self.set_active(cfg)
         try:
             device = self.head.weight.device
-            model = FasterViT(cfg)
+            with torch.random.fork_rng(devices=[]):  # its throw-away init leaves the caller's RNG alone
+                model = FasterViT(cfg)
             model.load_state_dict(self.active_state_dict(model.state_dict()), strict=True)
             return model.to(device).train(self.training)
         finally:
