@@ -15,7 +15,7 @@ from evaluators.supernet import (SupernetRecipe, extract_weights, load_supernet,
                                  train_supernet)
 from evaluators.supernet_folder import SupernetFolder
 from evaluators.supernet_step import SandwichStep, calibration_batches, recalibrate_bn, subnet_plan
-from evaluators.train import make_optimizer
+from evaluators.train import DEFAULT_LR, make_optimizer
 from search_spaces import FasterViT
 from search_spaces.elastic import ElasticFasterViT, SupernetError, extreme_configs
 from search_spaces.space import load_space
@@ -181,7 +181,7 @@ def test_a_folder_with_another_run_is_refused_before_training(space, fmnist, tmp
     other = tiny_space(name="other", **{"dim": {"choices": [8, 16]}})
     with pytest.raises(ValueError, match=r"holds a supernet of another space \('tiny'.*space 'other'"):
         train_supernet(other, data="no-such-data", out=out, epochs=0.75, **FAST)  # refused before the data
-    with pytest.raises(ValueError, match=r"another supernet run \(recipe.lr: 0.001 there, 0.002 now"):
+    with pytest.raises(ValueError, match=rf"another supernet run \(recipe.lr: {DEFAULT_LR} there, 0.002 now"):
         train_supernet(space, data=fmnist, out=out, epochs=0.75, lr=2e-3, **FAST)
     stranger = tmp_path / "stranger"
     stranger.mkdir()
