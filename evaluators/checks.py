@@ -87,6 +87,5 @@ def at_least(name: str, value: Any, minimum: int = 1) -> int:
 
 def in_range(name: str, value: Any, *, low: float, high: float = math.inf, low_open: bool = False,
              high_open: bool = False) -> float:
-    """``check_number`` with ``low``/``high`` (the former name; ``high=inf``: no upper bound)."""
-    return check_number(name, value, minimum=low, maximum=None if math.isinf(high) else high, low_open=low_open,
-                        high_open=high_open)
+    """``check_number`` with ``low``/``high`` (the former name; the rule reads as an interval, ``(0, inf]``)."""
+    return check_number(name, value, minimum=low, maximum=high, low_open=low_open, high_open=high_open)

@@ -31,15 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from evaluators.profiler import (
-    MODES,
-    _seeded,
-    build_official,
-    cpu_name,
-    measure_official,
-    measure_throughput,
-    resolve_device,
-)
+from evaluators import profiler  # its functions are looked up when called (tests replace them)
 from search_spaces import PRESETS, FasterViT
 
 __all__ = ["Published", "load_published", "paper_tables", "CompareSettings", "ModelRow", "CompareResult",
@@ -132,7 +124,7 @@ class CompareSettings:
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
         s = dataclasses.replace(self)
         if s.device is None:
-            s.device = resolve_device(None).type  # the one default-device picker
+            s.device = profiler.resolve_device(None).type  # the one default-device picker
         if s.device not in ("cuda", "cpu"):
             raise ValueError(f"device={s.device!r} must be 'cuda' or 'cpu'")
         gpu = s.device == "cuda"
@@ -141,9 +133,9 @@ class CompareSettings:
         s.batch_size = s.batch_size or (128 if gpu else 2)
         s.dtype = s.dtype or ("fp16" if gpu else "fp32")  # CPU autocast to fp16 is slower than fp32: checks only
         s.modes = tuple(s.modes or (("cudagraph",) if gpu else ("eager",)))
-        bad = [m for m in s.modes if m not in MODES]
+        bad = [m for m in s.modes if m not in profiler.MODES]
         if bad:
-            raise ValueError(f"--mode {','.join(bad)}: each mode must be one of {', '.join(MODES)}")
+            raise ValueError(f"--mode {','.join(bad)}: each mode must be one of {', '.join(profiler.MODES)}")
         if "cudagraph" in s.modes and not gpu:
             raise ValueError("mode 'cudagraph' needs a CUDA device; on the CPU use --mode eager or compile")
         s.warmup = s.warmup if s.warmup is not None else (3 if gpu else 1)
@@ -231,8 +223,8 @@ def _build(p: Published, code: str, device: Any, seed: int) -> Any:
     if code in ("official", "nas") and not p.preset:
         raise ValueError(f"{p.name} has no FasterViT preset to build")
     if code == "official":
-        return build_official(str(p.preset), device=device, seed=seed)
-    with _seeded(device, seed), torch.device(device):
+        return profiler.build_official(str(p.preset), device=device, seed=seed)
+    with profiler._seeded(device, seed), torch.device(device):
         if code == "nas":
             return FasterViT(PRESETS[str(p.preset)]).eval()
         import timm
@@ -273,7 +265,7 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
                 paper_a100_img_s=p.a100_img_s, top1=p.top1, note=p.note)
     if code == "timm" and not p.timm_id:
         return [ModelRow(**base, mode=m, error=f"not built: {p.note or 'timm has no such model'}") for m in pr.modes]
-    dev = resolve_device(s.device)
+    dev = profiler.resolve_device(s.device)
     try:
         model = _build(p, code, dev, s.seed)
     except torch.cuda.OutOfMemoryError:
@@ -291,9 +283,9 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
         row = ModelRow(**base, mode=mode, params_m=params, deploy=code != "timm")
         try:
             # timm peers have no deploy step; ours and the official code precompute their biases (as a search does)
-            rec = measure_throughput(model, batch_size=pr.batch_size, resolution=res, dtype=pr.dtype, mode=mode,
-                                     warmup=pr.warmup, repeats=pr.repeats, device=dev, latency_b1=False, seed=s.seed,
-                                     deploy=code != "timm")
+            rec = profiler.measure_throughput(model, batch_size=pr.batch_size, resolution=res, dtype=pr.dtype,
+                                              mode=mode, warmup=pr.warmup, repeats=pr.repeats, device=dev,
+                                              latency_b1=False, seed=s.seed, deploy=code != "timm")
         except Exception as e:  # a model this mode cannot run (e.g. a refused capture): recorded, the run goes on
             row.error = f"{mode} failed: {type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
@@ -363,9 +355,9 @@ def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: st
         if code == "nas":
             changes = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
             cfg = PRESETS["faster_vit_2_224"].replace(**changes)
-            rec = measure_throughput(cfg, **kw)
+            rec = profiler.measure_throughput(cfg, **kw)
         else:
-            rec = measure_official("faster_vit_2_224", model_kwargs=over, **kw)
+            rec = profiler.measure_official("faster_vit_2_224", model_kwargs=over, **kw)
     except torch.cuda.OutOfMemoryError:
         return None, "out of memory"
     except Exception as e:  # a variant one code cannot express or build: recorded
@@ -413,7 +405,7 @@ def _environment(s: CompareSettings) -> dict[str, Any]:
     import platform
 
     env = dict(device=s.device, torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
-               cpu=cpu_name())
+               cpu=profiler.cpu_name())
     try:
         import timm
 
