@@ -26,6 +26,12 @@ On the GPU machine, from the repository root, each run at most ~9 minutes (``--t
     # ...repeat until it prints "all phases done", then
     PYTHONPATH=. python bench/profile_dataset.py --phases summary --fit h200
 
+Another card: ``--out evaluators/predictors/h100-profile.jsonl`` (a dataset, and the summary file,
+hold one GPU's records: appending another's is refused) and ``--summary-out`` for its summary.
+The H100 dataset was collected, in one run of 523 s, by ``--phases quick --n 0 --n-offgrid 60``
+(the off-grid configs first, so that they are in) then ``--phases quick --n 1000 --n-offgrid 0``
+with the time left (363 configs).
+
 ``--smoke``: the CPU, tiny resolutions, a handful of configs (best -> ``compile`` with the eager
 backend, since ``best`` needs CUDA; said in the output): checks the script, not speed.
 Needs torch, numpy, scikit-learn, pyyaml (timm's); never optuna, fvcore or plotly.
@@ -208,13 +214,33 @@ def _fit_summary(args: argparse.Namespace, records: list, mode: str) -> dict[str
     return res
 
 
+def _slug(gpu: Any) -> str:
+    return "-".join(str(gpu).lower().replace("nvidia", "").split()) or "gpu"
+
+
+def check_dataset_gpu(out: Path, gpu: str) -> None:
+    """Refuse to append this GPU's records to a dataset of another GPU (e.g. the default, the H200's)."""
+    for path in (out, offgrid_path(out)):
+        seen = {str(r["gpu_name"]) for r in DatasetFile(path).records() if r.get("gpu_name")}
+        if seen and seen != {gpu}:
+            mine = out.with_name(_slug(gpu) + "-profile.jsonl")
+            raise SystemExit(f"error: {path} holds records of {', '.join(sorted(seen))}; this GPU is {gpu}: one "
+                             f"dataset is one card's, pass --out (e.g. --out {mine})")
+
+
 def offgrid_path(out: Path) -> Path:
     return out.with_name(out.stem + "-offgrid" + out.suffix)
 
 
 def write_summary(summary: dict[str, Any], path: Path) -> None:
-    """Merge into ``path`` (keys of other benchmarks, e.g. best_mode_ratio_vs_official, are kept)."""
+    """Merge into ``path`` (keys of other benchmarks, e.g. best_mode_ratio_vs_official, are kept).
+
+    A summary of another GPU than the one ``path`` holds is refused: merging would mix two cards' numbers.
+    """
     old = json.loads(path.read_text()) if path.is_file() else {}
+    if old.get("gpu") and summary.get("gpu") and old["gpu"] != summary["gpu"]:
+        raise SystemExit(f"error: {path} holds the summary of {old['gpu']}, this dataset is {summary['gpu']}'s: "
+                         f"pass --summary-out FILE (e.g. {path.with_name(_slug(summary['gpu']) + '-' + path.name)})")
     old.update(summary)
     old.setdefault("best_mode_ratio_vs_official", {})  # filled by bench/throughput.py's best-mode part
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +292,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"error: no CUDA GPU for phase(s) {','.join(measuring)}; run with --smoke to check the script on "
                   "the CPU, or --phases summary to summarise a dataset file", file=sys.stderr)
             return 2
+        check_dataset_gpu(args.out, torch.cuda.get_device_name())
     if args.smoke:
         say("smoke: CPU, tiny resolutions; the best phase runs mode 'compile' (eager backend): best needs CUDA")
     complete = True

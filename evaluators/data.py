@@ -28,7 +28,7 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .augment import Augment
 
 __all__ = [
-    "DatasetError", "ImageData", "ImageFolderData", "DataSplits", "BatchLoader", "DATASETS",
+    "DatasetError", "ImageData", "ImageFolderData", "StreamData", "DataSplits", "BatchLoader", "DATASETS",
     "register_dataset", "list_datasets", "load_dataset", "normalization", "prepare_images", "sample_batch",
     "FASHION_MNIST_DIR", "FASHION_MNIST_FILES", "FASHION_MNIST_CLASSES", "IMAGE_EXTENSIONS",
 ]
@@ -208,7 +208,62 @@ class ImageFolderData:
                                self.classes, self.name, self.split, self.source, self.image_size, self.device)
 
 
-Split = Union[ImageData, ImageFolderData]
+@dataclass(frozen=True)
+class StreamData:
+    """A training split drawn afresh for every batch (``evaluators.composed.ComposedStream``).
+
+    ``len`` is a nominal epoch, so epochs and steps mean what they mean for a fixed set of that
+    size; ``BatchLoader`` asks the stream for new images with its own seeded device generator
+    instead of indexing. ``subset(n)`` sets the nominal epoch to ``n`` images.
+    """
+
+    stream: Any
+    nominal: int
+    classes: tuple[str, ...]
+    name: str
+    split: str
+    source: str = ""
+
+    def __len__(self) -> int:
+        return self.nominal
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.stream.spec.canvas, self.stream.spec.canvas
+
+    @property
+    def device(self) -> torch.device:
+        return self.stream.device
+
+    def to(self, device: DeviceLike) -> "StreamData":
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        return StreamData(self.stream.to(device), self.nominal, self.classes, self.name, self.split, self.source)
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` new images and labels (on this split's device; ``generator`` must live there too)."""
+        return self.stream.draw(n, generator)
+
+    def take(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{self.name}/{self.split} is drawn afresh for every batch: it has no images to index "
+                        f"(use BatchLoader, which draws from it)")
+
+    def subset(self, n: Optional[int], *, seed: int = 0) -> "StreamData":
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"subset={n!r} must be a positive integer (number of images)")
+        return StreamData(self.stream, n, self.classes, self.name, self.split, self.source)
+
+
+Split = Union[ImageData, ImageFolderData, StreamData]
 
 
 @dataclass(frozen=True)
@@ -233,8 +288,11 @@ class DataSplits:
 
     def summary(self) -> str:
         t = self.train
-        size = f"{t.image_size[0]}x{t.image_size[1]}" if isinstance(t, ImageData) else f"{t.image_size}x{t.image_size}"
-        return (f"{self.name}: {len(self.train)} train / {len(self.val)} val images, {self.num_classes} classes, "
+        size = (f"{t.image_size}x{t.image_size}" if isinstance(t, ImageFolderData)
+                else f"{t.image_size[0]}x{t.image_size[1]}")
+        train = (f"{len(t)} train" if not isinstance(t, StreamData)
+                 else f"train drawn afresh per batch (epoch = {len(t)})")
+        return (f"{self.name}: {train} / {len(self.val)} val images, {self.num_classes} classes, "
                 f"{t.channels}x{size} uint8")
 
 
@@ -388,10 +446,48 @@ def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bo
 #: images per split of a composed task (validation from Fashion-MNIST's test items)
 COMPOSED_SIZES = {"train": 40_000, "val": 10_000}
 COMPOSED_SEEDS = {"train": 0, "val": 1}
+#: ``train=stream``: canvases drawn afresh for every batch; an epoch is still COMPOSED_SIZES["train"] images
+STREAM = "stream"
+COMPOSED_KEYS = ("canvas", "grid", "items", "train")
+
+
+def parse_composed_arg(name: str, arg: Optional[str]) -> dict[str, Union[int, str]]:
+    """Options of ``fmnist-<task>:ARG``: ``ARG`` is the canvas side (``fmnist-odd:96``) or
+    ``key=value`` pairs, e.g. ``fmnist-odd:canvas=128,grid=4,items=5,train=stream``.
+
+    Keys: ``canvas`` (px, default 64), ``grid`` (cells per side, default 2), ``items`` (per
+    canvas, default the task's), ``train`` (training images: a number, or ``stream`` to draw every
+    batch afresh). Each bad value is refused naming the key, the value and the rule.
+    """
+    opts: dict[str, Union[int, str]] = {"canvas": 64, "grid": 2}
+    if not arg:
+        return opts
+    if arg.isdigit():
+        opts["canvas"] = int(arg)
+        return opts
+    seen: set[str] = set()
+    for part in arg.split(","):
+        key, sep, value = part.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in COMPOSED_KEYS:
+            raise ValueError(f"data={name}:{arg}: the part after ':' is the canvas side in pixels, e.g. {name}:96, "
+                             f"or key=value pairs of {', '.join(COMPOSED_KEYS)}, e.g. "
+                             f"{name}:canvas=128,grid=4,items=5,train=stream ({part!r} is neither)")
+        if key in seen:
+            raise ValueError(f"data={name}:{arg}: {key} is given twice")
+        seen.add(key)
+        if key == "train" and value == STREAM:
+            opts[key] = STREAM
+        elif value.isdigit() and int(value) > 0:
+            opts[key] = int(value)
+        else:
+            rule = "a positive number of images or 'stream'" if key == "train" else "a positive integer"
+            raise ValueError(f"data={name}:{arg}: {key}={value!r} must be {rule}")
+    return opts
 
 
 def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
-    """A composed task over Fashion-MNIST items; ``arg`` is the canvas side (default 64).
+    """A composed task over Fashion-MNIST items; ``arg`` as in ``parse_composed_arg``.
 
     Built once per process and kept (a few seconds on the CPU; the tensors are never written to).
     """
@@ -400,27 +496,34 @@ def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download:
 
 @functools.lru_cache(maxsize=4)
 def _composed_cached(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
-    from .composed import ComposeSpec, class_names, compose_split
+    from .composed import ComposeSpec, ComposedStream, class_names, compose_split
 
-    name = f"fmnist-{task}"
-    canvas = 64
-    if arg:
-        if not arg.isdigit():
-            raise ValueError(f"data={name}:{arg}: the part after ':' is the canvas side in pixels, e.g. {name}:96")
-        canvas = int(arg)
+    name = f"fmnist-{task}" + (f":{arg}" if arg else "")
+    opts = parse_composed_arg(f"fmnist-{task}", arg)
+    shape = dict(canvas=int(opts["canvas"]), grid=int(opts["grid"]),
+                 items=int(opts["items"]) if "items" in opts else None)
+    train_n = opts.get("train", COMPOSED_SIZES["train"])
     source = _fashion_mnist(None, data_dir=data_dir, download=download, image_size=28)
-    splits = {}
-    for split, src in (("train", source.train), ("val", source.val)):
-        spec = ComposeSpec(task, COMPOSED_SIZES[split], canvas=canvas, seed=COMPOSED_SEEDS[split])
-        images, labels = compose_split(src.images, src.labels, spec)
-        splits[split] = ImageData(images, labels, class_names(task, source.classes), name + (f":{arg}" if arg else ""),
-                                  split, f"composed from {src.source} ({spec})")
-    return DataSplits(splits["train"].name, splits["train"], splits["val"])
+    classes = class_names(task, source.classes)
+    val_spec = ComposeSpec(task, COMPOSED_SIZES["val"], seed=COMPOSED_SEEDS["val"], **shape)
+    images, labels = compose_split(source.val.images, source.val.labels, val_spec)
+    val = ImageData(images, labels, classes, name, "val", f"composed from {source.val.source} ({val_spec})")
+    if train_n == STREAM:
+        spec = ComposeSpec(task, COMPOSED_SIZES["train"], seed=COMPOSED_SEEDS["train"], **shape)
+        stream = ComposedStream(source.train.images, source.train.labels, spec)
+        train: Split = StreamData(stream, COMPOSED_SIZES["train"], classes, name, "train",
+                                  f"drawn afresh per batch from {source.train.source} ({spec})")
+    else:
+        spec = ComposeSpec(task, int(train_n), seed=COMPOSED_SEEDS["train"], **shape)
+        images, labels = compose_split(source.train.images, source.train.labels, spec)
+        train = ImageData(images, labels, classes, name, "train", f"composed from {source.train.source} ({spec})")
+    return DataSplits(name, train, val)
 
 
 @register_dataset("fmnist-odd")
 def _fmnist_odd(arg: Optional[str], *, data_dir: Optional[Path], download: bool, image_size: int) -> DataSplits:
-    """Odd one out: 3 Fashion-MNIST items on a 2x2 grid (64 px); label = class of the odd item."""
+    """Odd one out: 3 Fashion-MNIST items on a 2x2 grid (64 px; options: ``parse_composed_arg``);
+    label = class of the odd item."""
     return _composed("odd", arg, data_dir, download)
 
 
@@ -668,6 +771,9 @@ class BatchLoader:
         self.aug_generator = None
         if self.augment is not None:  # on the batch's device, so augmentation never syncs with the host
             self.aug_generator = torch.Generator(device=self.device).manual_seed(int(seed) + 7919)
+        self.stream_generator = None
+        if isinstance(data, StreamData):  # where the stream's items live, so drawing never syncs either
+            self.stream_generator = torch.Generator(device=data.device).manual_seed(int(seed) + 104729)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -679,7 +785,11 @@ class BatchLoader:
         return torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = self.data.take(indices)
+        """The batch at ``indices`` (for a ``StreamData`` split: ``len(indices)`` images drawn afresh)."""
+        if self.stream_generator is not None:
+            images, labels = self.data.draw(len(indices), self.stream_generator)
+        else:
+            images, labels = self.data.take(indices)
         if self.augment is not None:
             images = self.augment(images.to(self.device, non_blocking=True), self.aug_generator)
         x = prepare_images(images, resolution=self.resolution, device=self.device, channels=self.channels,

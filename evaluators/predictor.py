@@ -310,8 +310,14 @@ class Predictor:
         err = h.get("images_per_s") or {}
         rho = "n/a" if err.get("spearman") is None else f"{err['spearman']:.3f}"
         acc = f"; held-out {err['within_10pct']:.0%} within ±10%, Spearman {rho}" if err.get("n") else ""
-        return (f"{self.name}: {m.get('gpu_name')} ({m.get('mode')}, {m.get('dtype')}, batch {m.get('batch_size')}), "
-                f"{m.get('n_train')} training configs{acc}")
+        setting = f"{m.get('gpu_name')} ({m.get('mode')}, {m.get('dtype')}, batch {m.get('batch_size')})"
+        a = m.get("adapted")
+        if a:  # evaluators.predictor_transfer.adapt: provenance and leave-one-out error instead of a held-out split
+            loo = (m.get("cross_validated") or {}).get("images_per_s") or {}
+            return (f"{self.name}: {setting}, adapted from {a['base']} ({a['base_gpu']}) with {a['n_samples']} "
+                    f"configs on {str(a['date'])[:10]} ({a['correction']} correction); leave-one-out "
+                    f"{loo.get('within_10pct', 0):.0%} within ±10%")
+        return f"{self.name}: {setting}, {m.get('n_train')} training configs{acc}"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(format=FORMAT, version=VERSION, name=self.name, meta=self.meta, features=list(FEATURE_NAMES),
@@ -507,6 +513,12 @@ def _shipped(name: str) -> Predictor:
 def h200() -> Predictor:
     """NVIDIA H200, cudagraph mode, fp16, batch 128 (bench/profile_dataset.py)."""
     return _shipped("h200")
+
+
+@register_predictor("h100")
+def h100() -> Predictor:
+    """NVIDIA H100 80GB HBM3, cudagraph mode, fp16, batch 128 (bench/profile_dataset.py)."""
+    return _shipped("h100")
 
 
 def known_predictors(search_dirs: Sequence[Union[str, Path]] = ()) -> list[str]:

@@ -9,11 +9,13 @@ in graph mode at batch 256 with the same top-1 as the plain eager loop (2,650 im
 two epochs; 14,952 img/s compiled at batch 1024 (after 81 s of compiling), where the short
 two-epoch budget costs accuracy (bench/train_speed.py, results/benchmarks/train-speed*.json).
 
-One function, ``train_proxy(cfg, ...)``: the architecture at the training resolution
+``train(cfg, recipe, ...)`` with a frozen, validated ``TrainRecipe`` (``train_proxy(cfg, **keywords)``
+builds the recipe from keywords): the architecture at the training resolution
 (``cfg.at_resolution(r)``, windows per side kept) with the dataset's class count, freshly
 initialised from ``seed`` (``evaluators.proxies.init_model``), trained with AdamW (no weight decay
 on biases and norm/scale vectors), linear warm-up then cosine decay to zero, label smoothing,
-bf16 autocast on CUDA. The data is moved to the device once as uint8; each batch is resized and
+bf16 autocast on CUDA, optionally reporting an EMA of the weights. The default recipe is the
+stable one of issue #29 (peak LR 3.5e-4 at batch 256, 20 % warm-up). The data is moved to the device once as uint8; each batch is resized and
 normalised there (``evaluators.data.BatchLoader``).
 
 Stops early, with a recorded reason, when the loss becomes NaN/inf (``status="nan"``) or when
@@ -28,9 +30,10 @@ a ranking is across seeds before anyone calls it a ground truth.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -46,7 +49,7 @@ from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
 
-__all__ = ["TrainResult", "train_proxy", "evaluate", "lr_at", "scaled_lr", "choose_step_mode", "param_groups",
+__all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at", "scaled_lr", "choose_step_mode", "param_groups",
            "make_optimizer", "set_lr",
            "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
@@ -73,6 +76,7 @@ class TrainResult:
     config: dict[str, Any] = field(default_factory=dict)
     step_mode: str = "eager"
     compile_seconds: float = 0.0
+    raw_top1_history: list[tuple[int, float]] = field(default_factory=list)  # the raw weights' when EMA is on
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN/inf become None; history as [step, top1] lists)."""
@@ -82,6 +86,7 @@ class TrainResult:
             return v
         d = asdict(self)
         d["top1_history"] = [[s, clean(a)] for s, a in self.top1_history]
+        d["raw_top1_history"] = [[s, clean(a)] for s, a in self.raw_top1_history]
         return {k: clean(v) for k, v in d.items()}
 
 
@@ -236,8 +241,9 @@ class _Step:
     mode = "eager"
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, label_smoothing: float,
-                 grad_clip: Optional[float], amp: bool, device: torch.device):
+                 grad_clip: Optional[float], amp: bool, device: torch.device, ema: Optional["_Ema"] = None):
         self.model = model
+        self.ema = ema
         self.optimizer = optimizer
         self.label_smoothing = label_smoothing
         self.grad_clip = grad_clip
@@ -254,6 +260,8 @@ class _Step:
         if self.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=self.device.type == "cuda")
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         return loss
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -366,6 +374,152 @@ def set_lr(optimizer: torch.optim.Optimizer, lr_t: Optional[torch.Tensor], value
 
 
 # ---------------------------------------------------------------------------------------------
+# the recipe
+# ---------------------------------------------------------------------------------------------
+#: the default peak LR at ``LR_REFERENCE_BATCH``: 3.5e-4 (issue #29: 1e-3 made FasterViT-1..3 swing by
+#: 20-30 points and FasterViT-2 collapse at 16 epochs on fmnist-odd; 3.5e-4 with 20 % warm-up did not)
+DEFAULT_LR = 3.5e-4
+DEFAULT_WARMUP = 0.2
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a network is trained: with the data, the resolution and the seed, what its top-1 means.
+
+    Frozen and validated on creation (each error names the field, value and rule); ``to_dict`` is
+    its JSON identity (a study or a ground truth stores it and compares it on resume).
+
+    Args:
+        epochs, steps: budget, one or the other (default: 1 epoch); ``epochs`` may be fractional.
+            An epoch is ``len(train subset) // batch_size`` steps (last partial batch dropped).
+        batch_size: training batch size.
+        lr: AdamW peak learning rate at batch ``LR_REFERENCE_BATCH`` (256); scaled to
+            ``batch_size`` by ``lr_scaling`` (``scaled_lr``: sqrt, linear or none).
+        lr_scaling: ``sqrt`` (default), ``linear`` or ``none``.
+        weight_decay: AdamW decoupled weight decay (not on biases and norm/scale vectors).
+        warmup: fraction of the steps spent in linear warm-up, in [0, 1).
+        label_smoothing: cross-entropy label smoothing, in [0, 1).
+        grad_clip: clip the global gradient norm to this (None: no clipping).
+        drop_path_rate: override the config's stochastic-depth rate (None: keep it).
+        ema_decay: evaluate (and save) an exponential moving average of the weights with this
+            decay, warmed up as ``min(decay, (1 + step) / (10 + step))`` (None: the raw weights).
+        augment: on-device random translation / flip of training batches (None: none).
+        resolution: training resolution (None: the config's); the model is ``cfg.at_resolution(r)``.
+        subset: training images used (a fixed seeded-0 subset, the same for every seed/arch).
+        val_subset: validation images used (fixed subset; default all).
+        amp: bf16 autocast (CUDA only; ignored on the CPU).
+        channels_last: channels-last memory format for model and batches (CUDA only).
+        compile: step mode: ``eager``, ``graph`` (the whole step in a CUDA graph), ``compile``
+            (``torch.compile``), or ``auto`` (``choose_step_mode``'s rule).
+        eval_every: steps between validations (default: once per epoch); the end always validates.
+        eval_batch_size: validation batch size (default: 2 x batch_size).
+    """
+
+    epochs: Optional[float] = None
+    steps: Optional[int] = None
+    batch_size: int = 256
+    lr: float = DEFAULT_LR
+    lr_scaling: str = "sqrt"
+    weight_decay: float = 0.05
+    warmup: float = DEFAULT_WARMUP
+    label_smoothing: float = 0.1
+    grad_clip: Optional[float] = None
+    drop_path_rate: Optional[float] = None
+    ema_decay: Optional[float] = None
+    augment: Optional[Augment] = None
+    resolution: Optional[int] = None
+    subset: Optional[int] = None
+    val_subset: Optional[int] = None
+    amp: bool = True
+    channels_last: bool = True
+    compile: str = "auto"
+    eval_every: Optional[int] = None
+    eval_batch_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(f"give epochs or steps, not both (epochs={self.epochs}, steps={self.steps})")
+        if self.epochs is not None:
+            in_range("epochs", self.epochs, low=0.0, low_open=True)
+        for name in ("steps", "eval_every", "eval_batch_size", "subset", "val_subset"):
+            if getattr(self, name) is not None:
+                at_least(name, getattr(self, name))
+        at_least("batch_size", self.batch_size)
+        in_range("lr", self.lr, low=0.0, low_open=True)
+        in_range("weight_decay", self.weight_decay, low=0.0)
+        in_range("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
+        in_range("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        if self.grad_clip is not None:
+            in_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
+        if self.drop_path_rate is not None:
+            in_range("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
+        if self.ema_decay is not None:
+            in_range("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
+        if self.resolution is not None:
+            at_least("resolution", self.resolution, 16)
+        for name in ("amp", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
+        if self.compile not in STEP_MODES:
+            raise ValueError(f"compile={self.compile!r} is unknown; choose one of {', '.join(STEP_MODES)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(f"lr_scaling={self.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
+        if self.augment is not None and not isinstance(self.augment, Augment):
+            raise ValueError(f"augment={self.augment!r} must be an evaluators.augment.Augment or None")
+
+    def replace(self, **changes: Any) -> "TrainRecipe":
+        """A copy with ``changes`` (validated again)."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``augment`` as its fields)."""
+        d = asdict(self)
+        d["augment"] = asdict(self.augment) if self.augment is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainRecipe":
+        """The recipe ``to_dict`` wrote (unknown keys are refused by name)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe keys {unknown}; known: {', '.join(sorted(known))}")
+        d = dict(d)
+        if d.get("augment") is not None:
+            d["augment"] = Augment(**d["augment"])
+        return cls(**d)
+
+
+class _Ema:
+    """An exponential moving average of a model's weights and float buffers (a copy, in eval mode).
+
+    ``update()`` is a few foreach kernels reading the decay from a device tensor, so it runs inside
+    a captured CUDA-graph step; ``set_step`` writes the warmed-up decay before each step.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        live = list(model.parameters()) + list(model.buffers())
+        mine = list(self.model.parameters()) + list(self.model.buffers())
+        pairs = [(a, b) for a, b in zip(live, mine) if a.is_floating_point()]
+        self.src = [a for a, _ in pairs]
+        self.dst = [b for _, b in pairs]
+        dev = self.src[0].device if self.src else torch.device("cpu")
+        self.weight = torch.zeros((), dtype=torch.float32, device=dev)
+
+    def set_step(self, step: int) -> None:
+        """The weight of the new value at ``step`` (0-based): 1 - min(decay, (1 + step) / (10 + step))."""
+        self.weight.fill_(1.0 - min(self.decay, (1.0 + step) / (10.0 + step)))
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.dst, self.src, self.weight)
+
+
+# ---------------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -373,6 +527,7 @@ class _Run:
     """Everything one training run owns (so an error or OOM releases it all together)."""
 
     cfg: FasterViTConfig
+    recipe: TrainRecipe
     model: nn.Module
     loader: BatchLoader
     val_loader: BatchLoader
@@ -384,84 +539,60 @@ class _Run:
     device: torch.device
     amp: bool
     channels_last: bool
-    recipe: dict[str, Any]
+    record: dict[str, Any]
+    ema: Optional[_Ema] = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The network whose top-1 is reported (the EMA copy when the recipe has one)."""
+        return self.ema.model if self.ema is not None else self.model
 
 
-def _check_arguments(a: dict[str, Any]) -> None:
-    """Validate ``train_proxy``'s arguments (each error names the argument, value and rule)."""
-    if a["epochs"] is not None and a["steps"] is not None:
-        raise ValueError(f"give epochs or steps, not both (epochs={a['epochs']}, steps={a['steps']})")
-    if a["epochs"] is not None:
-        in_range("epochs", a["epochs"], low=0.0, low_open=True)
-    if a["steps"] is not None:
-        at_least("steps", a["steps"])
-    at_least("batch_size", a["batch_size"])
-    in_range("lr", a["lr"], low=0.0, low_open=True)
-    in_range("weight_decay", a["weight_decay"], low=0.0)
-    in_range("warmup", a["warmup"], low=0.0, high=1.0, high_open=True)
-    in_range("label_smoothing", a["label_smoothing"], low=0.0, high=1.0, high_open=True)
-    for name, low_open in (("grad_clip", True), ("drop_path_rate", False)):
-        if a[name] is not None:
-            in_range(name, a[name], low=0.0, low_open=low_open, high=math.inf if name == "grad_clip" else 1.0,
-                          high_open=name != "grad_clip")
-    for name in ("eval_every", "eval_batch_size"):
-        if a[name] is not None:
-            at_least(name, a[name])
-    if isinstance(a["seed"], bool) or not isinstance(a["seed"], int):
-        raise ValueError(f"seed={a['seed']!r} must be an integer")
-    if a["resolution"] is not None:
-        at_least("resolution", a["resolution"], 16)
-    if a["report"] is not None and not callable(a["report"]):
-        raise ValueError(f"report={a['report']!r} must be callable(step, val_top1) -> bool")
-    if a["compile"] not in STEP_MODES:
-        raise ValueError(f"compile={a['compile']!r} is unknown; choose one of {', '.join(STEP_MODES)}")
-    if a["lr_scaling"] not in LR_SCALINGS:
-        raise ValueError(f"lr_scaling={a['lr_scaling']!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
-    if a["augment"] is not None and not isinstance(a["augment"], Augment):
-        raise ValueError(f"augment={a['augment']!r} must be an evaluators.augment.Augment or None")
+def _check_context(seed: Any, report: Any) -> None:
+    """Validate the run context (each error names the argument, value and rule)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an integer")
+    if report is not None and not callable(report):
+        raise ValueError(f"report={report!r} must be callable(step, val_top1) -> bool")
 
 
-def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], a: dict[str, Any]) -> _Run:
-    """Data on the device, the model at the training resolution, loaders, budget and recipe."""
-    dev = resolve_device(a["device"])  # the one default-device picker (evaluators.profiler)
-    use_amp = bool(a["amp"]) and dev.type == "cuda"
-    data = a["data"]
-    splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=a["data_dir"],
-                                                                      download=a["download"])
-    train = splits.train.subset(a["subset"], seed=0).to(dev)
-    val = splits.val.subset(a["val_subset"], seed=0).to(dev)
+def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: TrainRecipe, splits: DataSplits,
+                 seed: int, dev: torch.device) -> _Run:
+    """Data on the device, the model at the training resolution, loaders, budget and the recorded recipe."""
+    use_amp = recipe.amp and dev.type == "cuda"
+    train = splits.train.subset(recipe.subset, seed=0).to(dev)
+    val = splits.val.subset(recipe.val_subset, seed=0).to(dev)
     cfg = resolve_config(cfg)
-    if a["resolution"] is not None:
-        cfg = cfg.at_resolution(a["resolution"])
+    if recipe.resolution is not None:
+        cfg = cfg.at_resolution(recipe.resolution)
     changes: dict[str, Any] = {"num_classes": splits.num_classes}
-    if a["drop_path_rate"] is not None:
-        changes["drop_path_rate"] = float(a["drop_path_rate"])
+    if recipe.drop_path_rate is not None:
+        changes["drop_path_rate"] = float(recipe.drop_path_rate)
     cfg = cfg.replace(**changes)
-    model = init_model(cfg, a["seed"], device=dev)
-    channels_last = bool(a["channels_last"]) and dev.type == "cuda"
+    model = init_model(cfg, seed, device=dev)
+    channels_last = recipe.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     mean, std = normalization(model)
-    bs = a["batch_size"]
-    loader = BatchLoader(train, batch_size=bs, resolution=cfg.resolution, device=dev, shuffle=True, seed=a["seed"],
-                         drop_last=True, mean=mean, std=std, channels=cfg.in_chans, augment=a["augment"])
-    val_loader = BatchLoader(val, batch_size=a["eval_batch_size"] or 2 * bs, resolution=cfg.resolution, device=dev,
+    bs = recipe.batch_size
+    loader = BatchLoader(train, batch_size=bs, resolution=cfg.resolution, device=dev, shuffle=True, seed=seed,
+                         drop_last=True, mean=mean, std=std, channels=cfg.in_chans, augment=recipe.augment)
+    val_loader = BatchLoader(val, batch_size=recipe.eval_batch_size or 2 * bs, resolution=cfg.resolution, device=dev,
                              shuffle=False, drop_last=False, mean=mean, std=std, channels=cfg.in_chans)
     per_epoch = len(loader)
-    total = a["steps"] if a["steps"] is not None else max(1, round((a["epochs"] or 1.0) * per_epoch))
-    warmup_steps = int(round(a["warmup"] * total))
-    peak = scaled_lr(a["lr"], bs, a["lr_scaling"])
-    aug = a["augment"]
-    recipe = dict(data=splits.name, resolution=list(cfg.resolution), steps=total, epochs=total / per_epoch,
-                  batch_size=bs, subset=len(train), val_subset=len(val), lr=a["lr"], lr_reference_batch=LR_REFERENCE_BATCH,
-                  lr_scaling=a["lr_scaling"], peak_lr=peak, weight_decay=a["weight_decay"], warmup=a["warmup"],
-                  warmup_steps=warmup_steps, label_smoothing=a["label_smoothing"], grad_clip=a["grad_clip"],
-                  drop_path_rate=cfg.drop_path_rate, seed=a["seed"], amp=use_amp, channels_last=channels_last,
-                  augment=asdict(aug) if aug is not None else None, compile=a["compile"],
-                  eval_every=a["eval_every"] or per_epoch,
+    total = recipe.steps if recipe.steps is not None else max(1, round((recipe.epochs or 1.0) * per_epoch))
+    warmup_steps = int(round(recipe.warmup * total))
+    peak = scaled_lr(recipe.lr, bs, recipe.lr_scaling)
+    every = recipe.eval_every or per_epoch
+    record = dict(recipe.to_dict(), data=splits.name, resolution=list(cfg.resolution), steps=total,
+                  epochs=total / per_epoch, subset=len(train), val_subset=len(val),
+                  lr_reference_batch=LR_REFERENCE_BATCH, peak_lr=peak, warmup_steps=warmup_steps,
+                  drop_path_rate=cfg.drop_path_rate, seed=seed, amp=use_amp, channels_last=channels_last,
+                  eval_every=every,
                   optimizer="AdamW(betas=(0.9, 0.999), no decay on biases/norms), warm-up + cosine to 0")
-    return _Run(cfg, model, loader, val_loader, total, per_epoch, a["eval_every"] or per_epoch, warmup_steps, peak,
-                dev, use_amp, channels_last, recipe)
+    ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
+    return _Run(cfg, recipe, model, loader, val_loader, total, per_epoch, every, warmup_steps, peak, dev, use_amp,
+                channels_last, record, ema)
 
 
 class _Batches:
@@ -491,6 +622,7 @@ class _Progress:
     lr: float
     bar: Any = None
     history: list[tuple[int, float]] = field(default_factory=list)
+    raw_history: list[tuple[int, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     first_loss: float = float("nan")
     status: str = "ok"
@@ -545,7 +677,9 @@ def _maybe_switch(run: _Run, step: _Step, requested: str, log: _ModeLog, prog: _
 def _validate(run: _Run, prog: _Progress, report: Optional[Callable[[int, float], bool]]) -> bool:
     """Validate now, record it, ask ``report``; True when the run must stop (pruned)."""
     t_eval = time.perf_counter()
-    acc = evaluate(run.model, run.val_loader, amp=run.amp)
+    acc = evaluate(run.eval_model, run.val_loader, amp=run.amp)
+    if run.ema is not None:
+        prog.raw_history.append((prog.done, evaluate(run.model, run.val_loader, amp=run.amp)))
     prog.eval_seconds += time.perf_counter() - t_eval
     prog.history.append((prog.done, acc))
     if prog.bar is not None:
@@ -556,15 +690,16 @@ def _validate(run: _Run, prog: _Progress, report: Optional[Callable[[int, float]
     return False
 
 
-def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLog]:
+def _loop(run: _Run, prog: _Progress, report: Optional[Callable[[int, float], bool]]) -> tuple[float, _ModeLog]:
     """The training loop; returns (train seconds without validation, mode log)."""
-    kwargs = dict(label_smoothing=a["label_smoothing"], grad_clip=a["grad_clip"], amp=run.amp, device=run.device)
-    optimizer, lr_t = make_optimizer(run.model, lr=run.peak_lr, weight_decay=a["weight_decay"], device=run.device)
+    recipe = run.recipe
+    optimizer, lr_t = make_optimizer(run.model, lr=run.peak_lr, weight_decay=recipe.weight_decay, device=run.device)
 
     def make(mode: str) -> _Step:
-        return _make_step(mode, run.model, optimizer, **kwargs)
+        return _make_step(mode, run.model, optimizer, label_smoothing=recipe.label_smoothing,
+                          grad_clip=recipe.grad_clip, amp=run.amp, device=run.device, ema=run.ema)
 
-    mode, reason = choose_step_mode(a["compile"], run.device, cfg=run.cfg)
+    mode, reason = choose_step_mode(recipe.compile, run.device, cfg=run.cfg)
     log = _ModeLog(mode, reason)
     step = make(mode)
     watch = _LossWatch(run.device)
@@ -575,21 +710,23 @@ def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLo
     try:
         for i in range(run.total):
             set_lr(optimizer, lr_t, run.peak_lr * lr_at(i, total=run.total, warmup_steps=run.warmup_steps))
+            if run.ema is not None:
+                run.ema.set_step(i)
             x, y = batches.next()
             loss = step(x, y)
             prog.done = i + 1
             if prog.observe(watch.push(i, loss)):
                 break
             prog.tick()
-            if a["compile"] == "auto" and run.device.type == "cuda":
+            if recipe.compile == "auto" and run.device.type == "cuda":
                 if prog.done == _GraphStep.WARMUP + 1:
                     torch.cuda.synchronize(run.device)
                     t_probe = time.perf_counter()
                 elif prog.done == PROBE_STEPS:
                     torch.cuda.synchronize(run.device)
-                    step = _maybe_switch(run, step, a["compile"], log, prog, t_probe, make)
+                    step = _maybe_switch(run, step, recipe.compile, log, prog, t_probe, make)
             if prog.done % run.every == 0 and prog.done < run.total:
-                if prog.observe(watch.flush()) or _validate(run, prog, a["report"]):
+                if prog.observe(watch.flush()) or _validate(run, prog, report):
                     break
         if prog.status == "ok":
             prog.observe(watch.flush())
@@ -599,6 +736,78 @@ def _loop(run: _Run, prog: _Progress, a: dict[str, Any]) -> tuple[float, _ModeLo
         log.compile_seconds = step.compile_seconds
         step.release()
     return time.perf_counter() - t_loop - prog.eval_seconds, log
+
+
+def train(
+    cfg: Union[FasterViTConfig, str, Mapping[str, Any]],
+    recipe: TrainRecipe,
+    *,
+    data: Union[str, DataSplits] = "fashion-mnist",
+    data_dir: Union[str, Path, None] = None,
+    download: bool = False,
+    seed: int = 0,
+    device: Union[str, torch.device, None] = None,
+    report: Optional[Callable[[int, float], bool]] = None,
+    progress: bool = True,
+    desc: Optional[str] = None,
+    save_weights: Union[str, Path, None] = None,
+) -> TrainResult:
+    """Train ``cfg`` from scratch with ``recipe`` and return its validation top-1.
+
+    The architecture runs at the recipe's resolution (``cfg.at_resolution(r)``, windows per side
+    kept) with the dataset's class count, freshly initialised from ``seed``.
+
+    Example:
+        >>> from search_spaces import FasterViTConfig
+        >>> cfg = FasterViTConfig(resolution=64, dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
+        ...                       window_size=(2, 2, 2, 2))
+        >>> r = train(cfg, TrainRecipe(steps=5, batch_size=16, val_subset=64), device="cpu", progress=False)  # doctest: +SKIP
+        >>> r.status, len(r.top1_history)                                                                     # doctest: +SKIP
+        ('ok', 1)
+
+    Args:
+        cfg: config, preset name, dict or JSON path.
+        recipe: the ``TrainRecipe``.
+        data: dataset name (``evaluators.data.load_dataset``) or already loaded ``DataSplits``.
+        data_dir, download: passed to ``load_dataset`` when ``data`` is a name.
+        seed: init, data order, augmentation and stochastic depth.
+        device: ``cuda``/``cpu``/... (default: CUDA when available).
+        report: ``report(step, val_top1) -> bool`` after every intermediate validation; True stops
+            the run with ``status="pruned"``.
+        progress: show a progress bar (tqdm).
+        desc: progress-bar label.
+        save_weights: write the trained weights there (safetensors; the EMA weights when the
+            recipe has an EMA) when the run ends without NaN.
+    """
+    if not isinstance(recipe, TrainRecipe):
+        raise ValueError(f"recipe={recipe!r} must be an evaluators.train.TrainRecipe")
+    _check_context(seed, report)
+    t_start = time.perf_counter()
+    dev = resolve_device(device)  # the one default-device picker (evaluators.profiler)
+    splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
+    run = _prepare_run(cfg, recipe, splits, seed, dev)
+    prog = _Progress(total=run.total, lr=run.peak_lr)
+    if progress:
+        from tqdm.auto import tqdm
+
+        prog.bar = tqdm(total=run.total, desc=desc or run.cfg.summary()[:60], unit="step", leave=False,
+                        dynamic_ncols=True)
+    cuda_gens = [run.device.index] if run.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda_gens):
+            torch.default_generator.manual_seed(seed)  # stochastic depth draws from the default generators
+            if run.device.type == "cuda":
+                with torch.cuda.device(run.device):
+                    torch.cuda.manual_seed(seed)
+            train_seconds, log = _loop(run, prog, report)
+            if prog.status == "ok" and (not prog.history or prog.history[-1][0] != prog.done):
+                prog.history.append((prog.done, evaluate(run.eval_model, run.val_loader, amp=run.amp)))
+                if run.ema is not None:
+                    prog.raw_history.append((prog.done, evaluate(run.model, run.val_loader, amp=run.amp)))
+    finally:
+        if prog.bar is not None:
+            prog.bar.close()
+    return _result(run, prog, log, train_seconds, t_start, save_weights)
 
 
 def train_proxy(
@@ -613,13 +822,14 @@ def train_proxy(
     batch_size: int = 256,
     subset: Optional[int] = None,
     val_subset: Optional[int] = None,
-    lr: float = 1e-3,
+    lr: float = DEFAULT_LR,
     lr_scaling: str = "sqrt",
     weight_decay: float = 0.05,
-    warmup: float = 0.05,
+    warmup: float = DEFAULT_WARMUP,
     label_smoothing: float = 0.1,
     grad_clip: Optional[float] = None,
     drop_path_rate: Optional[float] = None,
+    ema_decay: Optional[float] = None,
     augment: Optional[Augment] = None,
     seed: int = 0,
     device: Union[str, torch.device, None] = None,
@@ -634,6 +844,9 @@ def train_proxy(
     save_weights: Union[str, Path, None] = None,
 ) -> TrainResult:
     """Train ``cfg`` from scratch with a fixed recipe and return its validation top-1 (the ``train`` proxy).
+
+    The keywords of ``TrainRecipe`` and of ``train`` in one call: builds the recipe (validated)
+    and calls ``train``.
 
     Example:
         >>> from search_spaces import FasterViTConfig
@@ -661,6 +874,7 @@ def train_proxy(
         label_smoothing: cross-entropy label smoothing, in [0, 1).
         grad_clip: clip the global gradient norm to this (None: no clipping).
         drop_path_rate: override the config's stochastic-depth rate (None: keep it).
+        ema_decay: report an exponential moving average of the weights (``TrainRecipe``).
         augment: on-device random translation / flip of training batches (None: none).
         seed: init, data order, augmentation and stochastic depth.
         device: ``cuda``/``cpu``/... (default: CUDA when available).
@@ -677,30 +891,13 @@ def train_proxy(
         desc: progress-bar label.
         save_weights: write the trained weights there (safetensors) when the run ends without NaN.
     """
-    args = dict(locals())
-    _check_arguments(args)
-    t_start = time.perf_counter()
-    run = _prepare_run(cfg, args)
-    prog = _Progress(total=run.total, lr=run.peak_lr)
-    if progress:
-        from tqdm.auto import tqdm
-
-        prog.bar = tqdm(total=run.total, desc=desc or run.cfg.summary()[:60], unit="step", leave=False,
-                        dynamic_ncols=True)
-    cuda_gens = [run.device.index] if run.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=cuda_gens):
-            torch.default_generator.manual_seed(seed)  # stochastic depth draws from the default generators
-            if run.device.type == "cuda":
-                with torch.cuda.device(run.device):
-                    torch.cuda.manual_seed(seed)
-            train_seconds, log = _loop(run, prog, args)
-            if prog.status == "ok" and (not prog.history or prog.history[-1][0] != prog.done):
-                prog.history.append((prog.done, evaluate(run.model, run.val_loader, amp=run.amp)))
-    finally:
-        if prog.bar is not None:
-            prog.bar.close()
-    return _result(run, prog, log, train_seconds, t_start, save_weights)
+    recipe = TrainRecipe(epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_scaling=lr_scaling,
+                         weight_decay=weight_decay, warmup=warmup, label_smoothing=label_smoothing, grad_clip=grad_clip,
+                         drop_path_rate=drop_path_rate, ema_decay=ema_decay, augment=augment, resolution=resolution,
+                         subset=subset, val_subset=val_subset, amp=amp, channels_last=channels_last, compile=compile,
+                         eval_every=eval_every, eval_batch_size=eval_batch_size)
+    return train(cfg, recipe, data=data, data_dir=data_dir, download=download, seed=seed, device=device, report=report,
+                 progress=progress, desc=desc, save_weights=save_weights)
 
 
 def _result(run: _Run, prog: _Progress, log: _ModeLog, train_seconds: float, t_start: float,
@@ -713,16 +910,17 @@ def _result(run: _Run, prog: _Progress, log: _ModeLog, train_seconds: float, t_s
             from search_spaces.io import save_weights as _save
 
             Path(save_weights).parent.mkdir(parents=True, exist_ok=True)
-            _save(run.model, save_weights)
+            _save(run.eval_model, save_weights)
         top1 = prog.history[-1][1]
         tail = prog.losses[-10:]
         final_loss = sum(tail) / len(tail) if tail else float("nan")
     dev = run.device
-    recipe = dict(run.recipe, step_mode=log.mode, step_mode_reason=log.reason, mode_switched_at=log.switched_at)
+    recipe = dict(run.record, step_mode=log.mode, step_mode_reason=log.reason, mode_switched_at=log.switched_at)
     return TrainResult(
         top1=top1, top1_history=prog.history, steps=prog.done, epochs=prog.done / run.per_epoch,
         seconds=time.perf_counter() - t_start,
         images_per_s=prog.done * run.loader.batch_size / train_seconds if train_seconds > 0 else float("nan"),
         final_loss=final_loss, status=prog.status, reason=prog.reason, train_seconds=train_seconds,
         first_loss=prog.first_loss, device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        recipe=recipe, config=run.cfg.to_dict(), step_mode=log.mode, compile_seconds=log.compile_seconds)
+        recipe=recipe, config=run.cfg.to_dict(), step_mode=log.mode, compile_seconds=log.compile_seconds,
+        raw_top1_history=prog.raw_history)

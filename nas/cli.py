@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str, str]] = [
 GROUPS: list[tuple[str, str, str]] = [
     ("space", "space", "Show and check search-space files."),
     ("predictor", "predictor", "Fit, list and show throughput predictors (GPU-less search)."),
+    ("supernet", "supernet", "Train a once-for-all supernet of a space; inherited-weight accuracy."),
 ]
 
 

@@ -49,6 +49,36 @@ def window_order(grid: tuple[int, int], window: int) -> torch.Tensor:
     return idx.permute(0, 2, 1, 3).reshape(-1)
 
 
+def token_coords(grid: tuple[int, int], order: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(H*W, 2) coordinates of a token grid, centred and scaled per axis: (i - n//2) / (n//2).
+
+    The input of ``TokenPosEmbed``'s MLP (in ``order`` when given); a function so that the elastic
+    supernet (``search_spaces.elastic``) feeds its shared MLPs exactly the same coordinates.
+    """
+    axes = []
+    for n in grid:
+        half = max(n // 2, 1)
+        axes.append((torch.arange(n, dtype=torch.float32) - n // 2) / half)
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
+    return coords[order] if order is not None else coords
+
+
+def rel_pos_geometry(grid: tuple[int, int], order: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(table, index) of ``RelPosBias`` over a (H, W) grid: log-spaced relative offsets
+    ((2H-1)(2W-1), 2) and, for every (query, key) pair, the row of its offset (in ``order``)."""
+    gh, gw = grid
+    rel_h = torch.arange(-(gh - 1), gh, dtype=torch.float32) / max(gh - 1, 1)
+    rel_w = torch.arange(-(gw - 1), gw, dtype=torch.float32) / max(gw - 1, 1)
+    table = torch.stack(torch.meshgrid(rel_h, rel_w, indexing="ij"), dim=-1).reshape(-1, 2) * 8
+    table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+    pos = torch.stack(torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")).flatten(1)
+    rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0)
+    index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
+    if order is not None:
+        index = index[order][:, order]
+    return table, index
+
+
 class _CoordMLP(nn.Sequential):
     """Linear(2, hidden) -> ReLU -> Linear(hidden, out, no bias): maps coordinates to values."""
 
@@ -69,14 +99,7 @@ class TokenPosEmbed(nn.Module):
         super().__init__()
         self.grid = grid
         self.mlp = _CoordMLP(dim)
-        axes = []
-        for n in grid:
-            half = max(n // 2, 1)
-            axes.append((torch.arange(n, dtype=torch.float32) - n // 2) / half)
-        coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 2)
-        if order is not None:
-            coords = coords[order]
-        self.register_buffer("coords", coords, persistent=False)
+        self.register_buffer("coords", token_coords(grid, order), persistent=False)
         self.register_buffer("deployed", None, persistent=False)
 
     def embedding(self) -> torch.Tensor:
@@ -111,17 +134,8 @@ class RelPosBias(nn.Module):
         self.num_heads = num_heads
         self.num_prefix = num_prefix
         self.mlp = _CoordMLP(num_heads)
-        gh, gw = grid
-        rel_h = torch.arange(-(gh - 1), gh, dtype=torch.float32) / max(gh - 1, 1)
-        rel_w = torch.arange(-(gw - 1), gw, dtype=torch.float32) / max(gw - 1, 1)
-        table = torch.stack(torch.meshgrid(rel_h, rel_w, indexing="ij"), dim=-1).reshape(-1, 2) * 8
-        table = torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+        table, index = rel_pos_geometry(grid, order)
         self.register_buffer("table", table, persistent=False)
-        pos = torch.stack(torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")).flatten(1)
-        rel = (pos[:, :, None] - pos[:, None, :]).permute(1, 2, 0)
-        index = (rel[..., 0] + gh - 1) * (2 * gw - 1) + (rel[..., 1] + gw - 1)
-        if order is not None:
-            index = index[order][:, order]
         self.register_buffer("index", index, persistent=False)
         self.register_buffer("deployed", None, persistent=False)
 

@@ -1,4 +1,4 @@
-"""``nas predictor``: fit a throughput predictor on a profiled dataset, list and show predictors."""
+"""``nas predictor``: fit a throughput predictor on a profiled dataset, adapt one to another GPU, list and show them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, print_json, user_errors
+from ._common import console, err_console, fail, print_json, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 DEFAULT_DIR = Path("results") / "predictors"  # where `fit` writes and `nas search --throughput predicted:NAME` looks
@@ -72,3 +72,87 @@ def show_cmd(
     with user_errors():
         p = load_predictor(name, search_dirs=[folder])
     print_json(dict(name=p.name, targets=p.targets, **p.meta))
+
+
+@app.command("adapt")
+def adapt_cmd(
+    base: str = typer.Option(..., help="Predictor to adapt: a registered name (h200), NAME.json in --folder, "
+                                       "or a file."),
+    samples: int = typer.Option(..., "--samples", "-n", help="Configs to profile on this GPU (at least 3; 10 is a "
+                                                            "good default)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Name of the adapted predictor, written to FOLDER/NAME.json "
+                                                         "[BASE-to-CARD-nN]."),
+    correction: str = typer.Option("auto", help="scale (N >= 3) | roofline (N >= 8) | linear (N >= 30) | auto: the "
+                                                "richest one N allows."),
+    records: Optional[str] = typer.Option(None, help="Configs already measured on the new card (a dataset file of "
+                                                     "`nas profile --sample`): N of them are chosen, nothing is "
+                                                     "profiled, no GPU needed."),
+    pool: int = typer.Option(1000, help="Candidates sampled from --space to choose the N configs from."),
+    space: str = typer.Option("default", help="Search space of the candidates."),
+    seed: int = typer.Option(0, help="Seed of the candidates and of the choice."),
+    device: str = typer.Option("cuda", help="cuda | cuda:N: the GPU to adapt to."),
+    folder: str = typer.Option(str(DEFAULT_DIR), help="Folder of fitted predictors (NAME.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the adapted predictor's facts as JSON."),
+) -> None:
+    """Adapt a predictor of one GPU to this GPU from N profiled configs (few-shot transfer).
+
+    The N configs are spread over the base predictor's range; a correction with few coefficients
+    (a factor, then compute and memory slopes as N grows) is fitted on their log error and folded
+    into the base. Prints its leave-one-out error; provenance (base, its GPU, N, this GPU, date)
+    is in the file's meta. Measured records go to FOLDER/NAME-samples.jsonl (resumable).
+    """
+    from evaluators.predictor import load_predictor, read_records
+    from evaluators.predictor_transfer import adapt, adapt_on_gpu, choose_correction, default_name, design
+
+    with user_errors():
+        choose_correction(samples, correction)
+        predictor = load_predictor(base, search_dirs=[folder])
+        if records is not None:
+            measured = [r for r in read_records(records) if r.get("config") and r.get("images_per_s")
+                        and r.get("error") is None]
+            picked = [measured[i] for i in design(predictor, [r["config"] for r in measured], samples, seed=seed)]
+            gpu = str(picked[0].get("gpu_name"))
+            adapted = adapt(predictor, picked, name=out or default_name(predictor.name, gpu, samples),
+                            correction=correction)
+    if records is None:
+        from evaluators.profiler import NoGPUError, resolve_device
+
+        try:
+            with user_errors():
+                dev = resolve_device(device)
+        except NoGPUError:
+            dev = None
+        if dev is None or dev.type != "cuda":
+            fail(f"no CUDA GPU to adapt to ({device!r}): `nas predictor adapt` profiles {samples} configs on the GPU "
+                 f"it adapts {predictor.name!r} to; run it there, or pass --records FILE of configs measured there",
+                 code=3)
+        import torch
+
+        gpu = torch.cuda.get_device_name(dev)
+        name = out or default_name(predictor.name, gpu, samples)
+        path = Path(folder) / f"{name}-samples.jsonl"
+        m = predictor.meta
+        err_console.print(f"adapting {predictor.name} ({predictor.gpu}) to {gpu}: profiling {samples} configs chosen "
+                          f"from {pool} of space {space!r} ({m.get('mode')}, {m.get('dtype')}, batch "
+                          f"{m.get('batch_size')}) into {path}", highlight=False)
+
+        def line(i: int, total: int, rec: dict) -> None:
+            value = f"{rec['images_per_s']:,.1f} img/s" if rec.get("images_per_s") else f"error: {rec.get('error')}"
+            err_console.print(f"  {rec['resolution'][0]} px {rec['model'][:60]}: {value}", highlight=False)
+
+        with user_errors():
+            adapted = adapt_on_gpu(predictor, samples=samples, records_path=path, name=name, correction=correction,
+                                   pool=pool, space=space, seed=seed, device=dev, gpu_name=gpu, progress=line)
+    with user_errors():
+        path = adapted.save(Path(folder) / f"{adapted.name}.json")
+    if as_json:
+        print_json(dict(path=str(path), **adapted.meta))
+        return
+    a = adapted.meta["adapted"]
+    console.print(adapted.describe(), highlight=False)
+    for target, err in adapted.meta["cross_validated"].items():
+        console.print(f"  {target}: leave-one-out over the {err['n']} samples: {err['within_10pct']:.0%} within ±10% "
+                      f"({err['within_5pct']:.0%} within ±5%), median error {err['median_rel_err']:.1%}, worst "
+                      f"{err['max_rel_err']:.1%}", highlight=False)
+    console.print(f"  correction {a['correction']}: {a['coefficients']['images_per_s']}", highlight=False)
+    console.print(f"wrote {path}; search with `nas search --throughput predicted:{adapted.name}`", highlight=False)

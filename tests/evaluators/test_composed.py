@@ -102,3 +102,80 @@ def test_a_short_cpu_training_on_the_task(odd, tiny_config):
                     progress=False, augment=Augment(crop=0.0625, flip=True))
     assert r.status == "ok" and 0.0 <= r.top1 <= 100.0 and r.recipe["data"] == "fmnist-odd"
     assert r.recipe["augment"] == {"crop": 0.0625, "flip": True} and r.step_mode == "eager"
+
+
+def test_more_items_on_a_larger_grid_follow_the_odd_rule():
+    images, labels = _coded_source()
+    canvases, y = compose_split(images, labels, ComposeSpec("odd", 100, canvas=128, grid=4, items=5, seed=2))
+    assert canvases.shape == (100, 1, 128, 128)
+    for c, label in zip(canvases, y):
+        items = _items_by_class(c)
+        assert sorted(items.values()) == [1, 4]
+        assert next(k for k, n in items.items() if n == 1) == int(label)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(task="odd", n=4, items=2), "items=2: task 'odd' places 3..16 items"),
+    (dict(task="pairs", n=4, items=3), "items=3: task 'pairs' places 2..2 items"),
+    (dict(task="odd", n=4, items=5), "items=5 do not fit the 2x2 grid"),
+])
+def test_bad_item_counts_are_refused_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ComposeSpec(**kwargs)
+
+
+def test_the_stream_draws_fresh_canvases_that_follow_the_rule():
+    from evaluators.composed import ComposedStream
+
+    images, labels = _coded_source()
+    stream = ComposedStream(images, labels, ComposeSpec("odd", 1, canvas=128, grid=4, items=5))
+    g = torch.Generator().manual_seed(0)
+    a, ya = stream.draw(64, g)
+    b, _ = stream.draw(64, g)
+    assert a.shape == (64, 1, 128, 128) and a.dtype == torch.uint8 and ya.dtype == torch.int64
+    assert not torch.equal(a, b)  # every draw is new
+    for c, label in zip(a, ya):
+        items = _items_by_class(c)
+        assert sorted(items.values()) == [1, 4] and next(k for k, n in items.items() if n == 1) == int(label)
+    again, _ = stream.draw(64, torch.Generator().manual_seed(0))
+    assert torch.equal(again, a)  # the generator is the only randomness
+    share = torch.bincount(stream.draw(4000, g)[1], minlength=10).float() / 4000
+    assert share.min() > 0.07 and share.max() < 0.13
+
+
+def test_data_options_build_a_streamed_or_larger_task():
+    from evaluators.data import StreamData, parse_composed_arg
+
+    assert parse_composed_arg("fmnist-odd", "96") == {"canvas": 96, "grid": 2}
+    assert parse_composed_arg("fmnist-odd", "canvas=128,grid=4,items=5,train=stream") == dict(
+        canvas=128, grid=4, items=5, train="stream")
+    for arg, match in (("train=lots", "train='lots' must be a positive number of images or 'stream'"),
+                       ("grid=4,grid=2", "grid is given twice"), ("grid=0", "grid='0' must be a positive integer"),
+                       ("colour=red", "key=value pairs of canvas, grid, items, train")):
+        with pytest.raises(ValueError, match=match):
+            parse_composed_arg("fmnist-odd", arg)
+    s = load_dataset("fmnist-odd:train=stream")
+    assert isinstance(s.train, StreamData) and len(s.train) == COMPOSED_SIZES["train"]
+    assert len(s.val) == COMPOSED_SIZES["val"] and s.train.image_size == (64, 64)
+    assert "drawn afresh per batch" in s.summary()
+    fixed = load_dataset("fmnist-odd")
+    assert torch.equal(s.val.images, fixed.val.images)  # the same validation canvases as the fixed task
+    assert len(s.train.subset(1000)) == 1000
+    with pytest.raises(TypeError, match="drawn afresh for every batch"):
+        s.train.take(torch.arange(3))
+
+
+def test_the_loader_draws_from_a_stream_per_batch_and_seed():
+    from evaluators.data import BatchLoader
+
+    s = load_dataset("fmnist-odd:train=stream")
+
+    def first_epoch(seed: int) -> list[torch.Tensor]:
+        return [y for _, y in BatchLoader(s.train.subset(64), batch_size=16, resolution=32, device="cpu", seed=seed)]
+
+    a, b, c = first_epoch(0), first_epoch(0), first_epoch(1)
+    assert len(a) == 4 and all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    loader = BatchLoader(s.train.subset(64), batch_size=16, resolution=32, device="cpu", seed=0)
+    one, two = [torch.cat([y for _, y in loader]) for _ in range(2)]
+    assert not torch.equal(one, two)  # no two epochs alike

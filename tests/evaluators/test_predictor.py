@@ -134,7 +134,7 @@ def test_too_few_records_and_failed_records():
 
 def test_unknown_predictor_lists_the_known_ones(tmp_path):
     (tmp_path / "mine.json").write_text("{}")
-    with pytest.raises(PredictorError, match=r"unknown predictor 'nope'; known: h200, mine"):
+    with pytest.raises(PredictorError, match=r"unknown predictor 'nope'; known: h100, h200, mine"):
         load_predictor("nope", search_dirs=[tmp_path])
     with pytest.raises(PredictorError, match="not a nas predictor file"):
         load_predictor("mine", search_dirs=[tmp_path])
@@ -334,3 +334,20 @@ def test_a_version_1_predictor_file_is_refused_with_the_refit_command(tmp_path, 
     (tmp_path / "old.json").write_text(json.dumps(d))
     with pytest.raises(PredictorError, match="another version.*nas predictor fit"):
         Predictor.load(tmp_path / "old.json")
+
+
+def test_profile_dataset_keeps_one_gpu_per_dataset_and_summary(tmp_path):
+    """Measuring another card into the H200's dataset (the default --out) or merging its summary into the
+    H200's summary file is refused, naming both cards and the option that avoids it."""
+    bench = _bench()
+    shipped = Path(__file__).resolve().parents[2] / "evaluators" / "predictors" / "h200-profile.jsonl"
+    bench.check_dataset_gpu(shipped, "NVIDIA H200")  # the same card goes on
+    with pytest.raises(SystemExit, match="holds records of NVIDIA H200; this GPU is NVIDIA H100 80GB HBM3.*"
+                                         "--out .*h100-80gb-hbm3-profile.jsonl"):
+        bench.check_dataset_gpu(shipped, "NVIDIA H100 80GB HBM3")
+    bench.check_dataset_gpu(tmp_path / "new.jsonl", "NVIDIA H100 80GB HBM3")  # a new file is anyone's
+    summary = tmp_path / "s.json"
+    bench.write_summary({"gpu": "NVIDIA H200", "n_configs": 3}, summary)
+    with pytest.raises(SystemExit, match="holds the summary of NVIDIA H200.*--summary-out"):
+        bench.write_summary({"gpu": "NVIDIA H100 80GB HBM3", "n_configs": 3}, summary)
+    assert json.loads(summary.read_text())["n_configs"] == 3

@@ -149,3 +149,61 @@ def test_result_records_recipe_mode_and_lr(tiny_config, fmnist):
     assert r.recipe["step_mode_reason"].startswith("cpu: eager")
     with pytest.raises(ValueError, match="compile='graph' needs a CUDA device"):
         train_proxy(tiny_config, data=fmnist, steps=2, compile="graph", **FAST)
+
+
+def test_the_recipe_is_validated_by_name_and_round_trips():
+    from evaluators.augment import Augment
+    from evaluators.train import DEFAULT_LR, DEFAULT_WARMUP, TrainRecipe
+
+    r = TrainRecipe(steps=10, ema_decay=0.99, augment=Augment(crop=0.0625, flip=True))
+    assert r.lr == DEFAULT_LR == 3.5e-4 and r.warmup == DEFAULT_WARMUP == 0.2
+    assert TrainRecipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    for kwargs, match in ((dict(epochs=1.0, steps=3), "give epochs or steps, not both"),
+                          (dict(ema_decay=1.0), r"ema_decay=1.0 must be in \(0.0, 1.0\)"),
+                          (dict(lr=0.0), r"lr=0.0 must be in \(0.0"), (dict(batch_size=0), "batch_size=0"),
+                          (dict(compile="fast"), "compile='fast' is unknown"), (dict(amp=1), "amp=1 must be true")):
+        with pytest.raises(ValueError, match=match):
+            TrainRecipe(**kwargs)
+    with pytest.raises(ValueError, match=r"unknown recipe keys \['colour'\]"):
+        TrainRecipe.from_dict(dict(colour="red"))
+
+
+def test_train_with_a_recipe_equals_train_proxy_with_keywords(tiny_config, fmnist):
+    from evaluators.train import TrainRecipe, train
+
+    a = train(tiny_config, TrainRecipe(steps=3, batch_size=8, subset=64, val_subset=32), data=fmnist, device="cpu",
+              progress=False)
+    b = train_proxy(tiny_config, data=fmnist, steps=3, **FAST)
+    assert a.first_loss == b.first_loss and a.top1 == b.top1 and a.recipe["lr"] == 3.5e-4
+    with pytest.raises(ValueError, match="recipe=.* must be an evaluators.train.TrainRecipe"):
+        train(tiny_config, dict(steps=3), data=fmnist, device="cpu")
+
+
+def test_ema_reports_the_averaged_weights_and_keeps_the_raw_history(tiny_config, fmnist, tmp_path):
+    from safetensors.torch import load_file
+
+    r = train_proxy(tiny_config, data=fmnist, steps=6, eval_every=3, ema_decay=0.9, lr=3e-3,
+                    save_weights=tmp_path / "w.safetensors", **FAST)
+    assert r.status == "ok" and [s for s, _ in r.raw_top1_history] == [3, 6]
+    assert r.recipe["ema_decay"] == 0.9
+    plain = train_proxy(tiny_config, data=fmnist, steps=6, eval_every=3, lr=3e-3,
+                        save_weights=tmp_path / "raw.safetensors", **FAST)
+    assert [a for _, a in r.raw_top1_history] == [a for _, a in plain.top1_history]  # same raw training
+    ema, raw = load_file(tmp_path / "w.safetensors"), load_file(tmp_path / "raw.safetensors")
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema)  # the averaged weights were written
+
+
+def test_the_ema_decay_warms_up_and_averages():
+    from evaluators.train import _Ema
+
+    model = torch.nn.Linear(2, 1)
+    ema = _Ema(model, decay=0.9)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.set_step(0)  # min(0.9, 1/10) = 0.1: the first update takes 90 % of the new value
+    ema.update()
+    assert float(ema.weight) == pytest.approx(0.9)
+    ema.set_step(1000)
+    assert float(ema.weight) == pytest.approx(0.1)
+    assert not any(p.requires_grad for p in ema.model.parameters())

@@ -116,7 +116,7 @@ def test_predicted_objective_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(app, ["search", "--device", "cpu", "--quiet", "--objective", "params,throughput",
                             "--throughput", "predicted:nope", "--trials", "1"])
-    assert r.exit_code == 2 and "unknown predictor 'nope'; known: h200" in _text(r.output)
+    assert r.exit_code == 2 and "unknown predictor 'nope'; known: h100, h200" in _text(r.output)
     r = runner.invoke(app, ["search", "--device", "cpu", "--quiet", "--throughput", "guessed", "--trials", "1"])
     assert r.exit_code == 2 and "must be 'measured' or 'predicted:NAME'" in _text(r.output)
     r = runner.invoke(app, ["profile", "--sample", "3", "--device", "cpu"])

@@ -1,0 +1,570 @@
+"""A ground truth where capacity can show (issue #29): stable recipe, enough data, converged budget.
+
+The first ground truth (``bench/groundtruth.py``, 4 epochs, lr 1e-3) measured mostly how a network
+copes with an unstable recipe. This experiment is built in plans, each a list of training runs
+(architecture x data x recipe x seed), run in priority order by worker processes that share one
+GPU, written to ``--out`` after every run and skipped when already there, so runs of at most ~9
+minutes add up to the whole experiment:
+
+- ``data``: FasterViT-0..3 and the two smallest nets of the first ground truth at equal steps on
+  ``fmnist-odd`` with 40k training canvases, 160k, and canvases drawn afresh per batch
+  (``train=stream``), plus a second seed on the stream: does more data let capacity pay?
+- ``canvas``: the same nets on a 128 px canvas with 5 items on a 4x4 grid (``train=stream``).
+- ``recipe``: LR, warm-up, EMA and drop-path variants on FasterViT-2/3 and the smallest net.
+- ``budget``: >= 12 architectures at E/4, E, 2E (``--budget-epochs E``) on the chosen task.
+- ``gt``: >= 30 architectures at E (FasterViT-0..3 included), >= 12 with a second seed.
+
+Architectures come from the first ground truth's file (``results/benchmarks/groundtruth.json``:
+60 archs of the default space, named fv0..fv3, s00..s55), so the two can be compared arch by arch.
+Epochs count nominal 40k-canvas epochs for every data size: equal steps, equal images seen.
+
+    python bench/groundtruth2.py --smoke                                 # CPU, tiny, checks the path
+    python bench/groundtruth2.py --plans data,canvas --time-budget 420    # GPU, resumable
+    python bench/groundtruth2.py --analyze                                # summary JSON + tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import queue
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "bench"):
+    if str(p) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
+        sys.path.insert(0, str(p))
+
+from groundtruth import _atomic_write, _clean, _error_text  # noqa: E402
+
+BENCH = "groundtruth2"
+SCHEMA_VERSION = 1
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "groundtruth2.json"
+SUMMARY = ROOT / "results" / "benchmarks" / "groundtruth2-summary.json"
+ARCH_SOURCE = ROOT / "results" / "benchmarks" / "groundtruth.json"
+PRESETS = ("fv0", "fv1", "fv2", "fv3")
+SMALLEST = ("s00", "s21")
+#: one nominal epoch: 40k canvases (evaluators.data.COMPOSED_SIZES["train"]) at batch 512
+EPOCH_IMAGES = 40_000
+#: the stable recipe of issue #29's probe (lr 3.5e-4 at 256 sqrt-scaled, 20 % warm-up), with the
+#: first ground truth's batch, clipping and augmentation
+BASE_RECIPE: dict[str, Any] = dict(batch_size=512, lr=3.5e-4, lr_scaling="sqrt", weight_decay=0.05, warmup=0.2,
+                                   label_smoothing=0.1, grad_clip=1.0, drop_path_rate=0.0,
+                                   augment=dict(crop=0.0625, flip=True), resolution=64, compile="graph")
+DATA_64 = "fmnist-odd"
+DATA_160K = "fmnist-odd:train=160000"
+DATA_STREAM = "fmnist-odd:train=stream"
+DATA_128 = "fmnist-odd:canvas=128,grid=4,items=5,train=stream"
+#: a run whose top-1 falls by more than this between two evaluations and does not recover
+COLLAPSE_DROP = 20.0
+
+
+# =============================================================================================
+# runs
+# =============================================================================================
+def steps_for(epochs: float, batch_size: int) -> int:
+    """Steps of ``epochs`` nominal 40k-canvas epochs (last partial batch dropped, as the trainer does)."""
+    return max(1, round(epochs * (EPOCH_IMAGES // batch_size)))
+
+
+def recipe_dict(epochs: float, **changes: Any) -> dict[str, Any]:
+    """A full ``TrainRecipe`` dict: the base recipe, ``changes``, and the steps of ``epochs``."""
+    r = dict(BASE_RECIPE, **changes)
+    r["steps"] = steps_for(epochs, r["batch_size"])
+    r["eval_every"] = max(1, r["steps"] // 16)
+    return r
+
+
+def run_key(run: dict[str, Any]) -> str:
+    """Identity of a run: arch, data, seed and a hash of the recipe."""
+    h = hashlib.sha1(json.dumps(run["recipe"], sort_keys=True).encode()).hexdigest()[:10]
+    return f"{run['arch']}|{run['data']}|{run['seed']}|{h}"
+
+
+def _run(plan: str, arch: str, data: str, seed: int, recipe: dict[str, Any], tag: str = "") -> dict[str, Any]:
+    return dict(plan=plan, arch=arch, data=data, seed=seed, recipe=recipe, tag=tag)
+
+
+def plan_data(epochs: float) -> list[dict[str, Any]]:
+    archs = SMALLEST + PRESETS
+    r = recipe_dict(epochs)
+    runs = [_run("data", a, DATA_STREAM, 0, r, "stream") for a in archs]
+    runs += [_run("data", a, DATA_64, 0, r, "40k") for a in archs]
+    runs += [_run("data", a, DATA_STREAM, 1, r, "stream") for a in archs]
+    runs += [_run("data", a, DATA_160K, 0, r, "160k") for a in archs]
+    return runs
+
+
+def plan_canvas(epochs: float) -> list[dict[str, Any]]:
+    r = recipe_dict(epochs, resolution=128)
+    archs = SMALLEST + PRESETS
+    return ([_run("canvas", a, DATA_128, 0, r, "128px") for a in archs]
+            + [_run("canvas", a, DATA_128, 1, r, "128px") for a in archs])
+
+
+def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
+    variants = {"ema": dict(ema_decay=0.999), "lr2x": dict(lr=7e-4), "warm5": dict(warmup=0.05),
+                "dpath": dict(drop_path_rate=0.1), "bs256": dict(batch_size=256)}
+    return [_run("recipe", a, data, 0, recipe_dict(epochs, **v), name)
+            for name, v in variants.items() for a in ("fv2", "fv3", "s00")]
+
+
+def plan_budget(epochs: float, data: str, archs: list[str]) -> list[dict[str, Any]]:
+    runs = []
+    for f, tag in ((1.0, "E"), (0.25, "E/4"), (2.0, "2E")):
+        runs += [_run("budget", a, data, 0, recipe_dict(epochs * f), tag) for a in archs]
+    return runs
+
+
+def plan_gt(epochs: float, data: str, archs: list[str], n_reseed: int) -> list[dict[str, Any]]:
+    r = recipe_dict(epochs)
+    runs = [_run("gt", a, data, 0, r, "E") for a in archs]
+    step = max(1, len(archs) // max(1, n_reseed))
+    return runs + [_run("gt", a, data, 1, r, "E") for a in archs[::step][:n_reseed]]
+
+
+def budget_archs(pool: dict[str, dict[str, Any]], n: int = 14) -> list[str]:
+    """FasterViT-0..3, the smallest nets, then archs spread over the first ground truth's params."""
+    fixed = list(PRESETS + SMALLEST)
+    rest = sorted((a for a in pool if a not in fixed), key=lambda a: pool[a].get("params") or 0)
+    k = n - len(fixed)
+    return fixed + [rest[round(i * (len(rest) - 1) / max(1, k - 1))] for i in range(k)]
+
+
+def build_plans(names: list[str], args: argparse.Namespace, pool: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    for name in names:
+        if name == "data":
+            runs += plan_data(args.probe_epochs)
+        elif name == "canvas":
+            runs += plan_canvas(args.probe_epochs)
+        elif name == "recipe":
+            runs += plan_recipe(args.probe_epochs, args.task)
+        elif name == "budget":
+            runs += plan_budget(args.budget_epochs, args.task, budget_archs(pool))
+        elif name == "gt":
+            runs += plan_gt(args.budget_epochs, args.task, list(pool)[:args.n_archs], args.n_reseed)
+        else:
+            raise SystemExit(f"error: unknown plan {name!r}; choose from data, canvas, recipe, budget, gt")
+    seen: set[str] = set()
+    unique = []
+    for r in runs:  # a run shared by two plans (same arch, data, seed, recipe) is trained once
+        if run_key(r) not in seen:
+            seen.add(run_key(r))
+            unique.append(r)
+    return unique
+
+
+# =============================================================================================
+# worker
+# =============================================================================================
+def _setup_torch(device: str, threads: int) -> str:
+    import torch
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda but CUDA is not available in the worker")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
+def _worker(wid: int, setup: dict[str, Any], tasks: Any, results: Any) -> None:
+    """Worker loop: runs tasks from the shared queue; each dataset is loaded onto the device once."""
+    try:
+        gpu = _setup_torch(setup["device"], setup["threads"])
+    except Exception as e:  # reported to the main process, which stops with this message
+        results.put(("fatal", wid, None, _error_text(e)))
+        return
+    results.put(("ready", wid, None, dict(gpu=gpu, pid=os.getpid())))
+    cache: dict[str, Any] = {}
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        results.put(("start", wid, task, None))
+        try:
+            results.put(("done", wid, task, _train_one(task, setup, gpu, wid, cache)))
+        except Exception as e:  # recorded as a failure of this run; a later call retries it
+            import torch
+
+            if isinstance(e, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            results.put(("error", wid, task, _error_text(e)))
+            if isinstance(e, RuntimeError) and "CUDA error" in str(e):
+                return  # the CUDA context may be broken: this worker ends
+
+
+def _train_one(task: dict[str, Any], setup: dict[str, Any], gpu: str, wid: int, cache: dict[str, Any]
+               ) -> dict[str, Any]:
+    from evaluators.cost import analytic_params
+    from evaluators.data import load_dataset
+    from evaluators.train import TrainRecipe, train
+    from search_spaces import FasterViTConfig
+
+    if task["data"] not in cache:
+        cache[task["data"]] = load_dataset(task["data"], data_dir=setup["data_dir"]).to(setup["device"])
+    splits = cache[task["data"]]
+    recipe = TrainRecipe.from_dict(task["recipe"])
+    if setup["smoke"]:
+        recipe = recipe.replace(steps=4, eval_every=2, batch_size=16, val_subset=64, compile="auto")
+    cfg = FasterViTConfig.from_dict(setup["archs"][task["arch"]]["config"])
+    r = train(cfg, recipe, data=splits, seed=task["seed"], device=setup["device"], progress=False)
+    d = r.to_dict()
+    train_cfg = FasterViTConfig.from_dict(d.pop("config"))
+    d["params"] = analytic_params(train_cfg)
+    d["step_mode"] = r.recipe.get("step_mode")
+    d["peak_lr"] = r.recipe.get("peak_lr")
+    d.pop("recipe", None)
+    d.update(gpu=gpu, worker=wid)
+    return d
+
+
+# =============================================================================================
+# results file
+# =============================================================================================
+class Store:
+    """The results JSON: the arch pool, finished runs by key, failures and sessions."""
+
+    def __init__(self, path: Path, data: dict[str, Any]):
+        self.path = path
+        self.data = data
+
+    @classmethod
+    def open(cls, path: Path, archs: dict[str, Any]) -> "Store":
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("benchmark") != BENCH:
+                raise SystemExit(f"error: {path} is not a {BENCH} results file")
+            return cls(path, data)
+        data = dict(benchmark=BENCH, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    arch_source=str(ARCH_SOURCE.relative_to(ROOT)), archs=archs, runs={}, failures=[], sessions=[],
+                    notes=["top1 in percent on the task's fixed 10k validation canvases (Fashion-MNIST test items)",
+                           "epochs are nominal 40k-canvas epochs for every data size (equal steps, equal images)",
+                           "runs share one GPU between worker processes: seconds and images/s are contended"])
+        store = cls(path, data)
+        store.save()
+        return store
+
+    def save(self) -> None:
+        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _atomic_write(self.path, _clean(self.data))
+
+    def done(self, key: str) -> bool:
+        return self.data["runs"].get(key, {}).get("status") in ("ok", "nan")
+
+    def add(self, task: dict[str, Any], out: dict[str, Any]) -> None:
+        self.data["runs"][run_key(task)] = dict(task, **out, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+
+    def fail(self, task: dict[str, Any], error: str, worker: Any) -> None:
+        self.data["failures"].append(dict(task, error=error, worker=worker, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
+        self.save()
+
+
+def load_arch_pool(smoke: bool) -> dict[str, dict[str, Any]]:
+    """name -> {config (224 px), params}: the first ground truth's architectures (tiny ones for --smoke)."""
+    if smoke:
+        from groundtruth import smoke_archs
+
+        tiny = smoke_archs(64)
+        names = list(SMALLEST + PRESETS)
+        return {names[i]: dict(config=tiny[i % len(tiny)]["config"], summary=tiny[i % len(tiny)]["summary"])
+                for i in range(len(names))}
+    src = json.loads(ARCH_SOURCE.read_text())
+    return {a["name"]: dict(config=a["config"], summary=a["summary"], params=a.get("params"), arch_id=a["arch_id"])
+            for a in src["archs"]}
+
+
+# =============================================================================================
+# driver
+# =============================================================================================
+def run_plans(args: argparse.Namespace) -> int:
+    pool = load_arch_pool(args.smoke)
+    out = args.out or (Path("/tmp/groundtruth2-smoke.json") if args.smoke else DEFAULT_OUT)
+    if args.smoke and args.out is None and out.exists():
+        out.unlink()  # the default smoke file starts afresh each time
+    store = Store.open(out, pool)
+    runs = build_plans(args.plans.split(","), args, pool)
+    todo = [r for r in runs if not store.done(run_key(r))]
+    print(f"groundtruth2: {len(runs)} runs in plans {args.plans}, {len(runs) - len(todo)} done, {len(todo)} to go "
+          f"-> {out}", flush=True)
+    if args.limit is not None:
+        todo = todo[:args.limit]
+    if args.dry_run or not todo:
+        for r in todo:
+            print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}")
+        return 0
+    device = args.device or ("cuda" if _cuda_available() else "cpu")
+    setup = dict(device=device, threads=args.threads, data_dir=args.data_dir, archs=pool, smoke=args.smoke)
+    session = dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), plans=args.plans, workers=args.workers, device=device,
+                   finished=0, failed=0)
+    store.data["sessions"].append(session)
+    _drive(store, todo, setup, args, session)
+    session["ended"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    store.save()
+    left = sum(not store.done(run_key(r)) for r in runs)
+    print(f"groundtruth2: {session['finished']} finished, {session['failed']} failed this call; {left} left "
+          f"{'(all plans done)' if left == 0 else '(run again to go on)'}", flush=True)
+    return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args: argparse.Namespace,
+           session: dict[str, Any]) -> None:
+    """Feed ``todo`` to the workers until done or ``--time-budget``; stop hard at ``--hard-stop``."""
+    ctx = mp.get_context("spawn")
+    tasks, results = ctx.Queue(), ctx.Queue()
+    workers = [ctx.Process(target=_worker, args=(w, setup, tasks, results), daemon=True) for w in range(args.workers)]
+    for w in workers:
+        w.start()
+    t0 = time.time()
+    pending = list(todo)
+    in_flight = 0
+    for _ in range(min(args.workers, len(pending))):
+        tasks.put(pending.pop(0))
+        in_flight += 1
+    try:
+        while in_flight:
+            if time.time() - t0 > args.hard_stop:
+                print(f"groundtruth2: hard stop after {args.hard_stop:.0f} s; {in_flight} runs cut (not recorded)",
+                      flush=True)
+                break
+            try:
+                kind, wid, task, payload = results.get(timeout=5)
+            except queue.Empty:
+                if not any(w.is_alive() for w in workers):
+                    print("groundtruth2: every worker died", flush=True)
+                    break
+                continue
+            if kind == "fatal":
+                raise SystemExit(f"error: worker {wid} could not start: {payload}")
+            if kind in ("ready", "start"):
+                continue
+            in_flight -= 1
+            if kind == "done":
+                store.add(task, payload)
+                session["finished"] += 1
+                print(f"[{time.time() - t0:5.0f}s] {task['plan']:7s} {task['arch']:4s} {task['tag']:7s} "
+                      f"seed {task['seed']}: top-1 {payload.get('top1')} ({payload.get('status')}, "
+                      f"{payload.get('seconds', 0):.0f} s, {payload.get('images_per_s', 0):.0f} img/s)", flush=True)
+            else:
+                store.fail(task, payload, wid)
+                session["failed"] += 1
+                print(f"[{time.time() - t0:5.0f}s] {task['plan']} {task['arch']} {task['tag']} FAILED: {payload}",
+                      flush=True)
+            if pending and time.time() - t0 < args.time_budget:
+                tasks.put(pending.pop(0))
+                in_flight += 1
+    finally:
+        for _ in workers:
+            tasks.put(None)
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.terminate()
+
+
+# =============================================================================================
+# analysis
+# =============================================================================================
+def collapsed(history: list[list[float]]) -> bool:
+    """Top-1 fell by more than ``COLLAPSE_DROP`` points between two evaluations and never got back
+    to within ``COLLAPSE_DROP`` of the earlier value."""
+    acc = [a for _, a in history if a is not None]
+    for i in range(1, len(acc)):
+        if acc[i - 1] - acc[i] > COLLAPSE_DROP and max(acc[i:]) < acc[i - 1] - COLLAPSE_DROP:
+            return True
+    return False
+
+
+def largest_swing(history: list[list[float]]) -> float:
+    """The largest fall of top-1 between two consecutive evaluations (points; 0 when it only rose)."""
+    acc = [a for _, a in history if a is not None]
+    return max([acc[i - 1] - acc[i] for i in range(1, len(acc))] + [0.0])
+
+
+def kendall(a: list[float], b: list[float]) -> Optional[float]:
+    if len(a) < 3:
+        return None
+    from scipy.stats import kendalltau
+
+    t = kendalltau(a, b).statistic
+    return None if t is None or not math.isfinite(t) else round(float(t), 4)
+
+
+def _runs(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in data["runs"].values() if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
+
+
+def _by_arch(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        out.setdefault(r["arch"], []).append(r["top1"])
+    return out
+
+
+def seed_sd(by_arch: dict[str, list[float]]) -> Optional[float]:
+    """Pooled seed-to-seed standard deviation over archs with >= 2 seeds."""
+    pairs = [v for v in by_arch.values() if len(v) >= 2]
+    return round(statistics.fmean(statistics.variance(v) for v in pairs) ** 0.5, 3) if pairs else None
+
+
+def data_table(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per data variant: top-1 (seed 0) of each arch, tau(params, top-1), spread sd."""
+    rows = []
+    for plan, tag in (("data", "40k"), ("data", "160k"), ("data", "stream"), ("canvas", "128px")):
+        runs = [r for r in _runs(data, plan=plan, tag=tag) if r["seed"] == 0]
+        if not runs:
+            continue
+        top1 = {r["arch"]: r["top1"] for r in runs}
+        params = {r["arch"]: r["params"] for r in runs}
+        archs = sorted(top1)
+        sd = seed_sd(_by_arch(_runs(data, plan=plan, tag=tag)))
+        rows.append(dict(variant=tag, data=runs[0]["data"], train_images=_train_images(runs[0]["data"]),
+                         top1=top1, size_tau_params=kendall([params[a] for a in archs], [top1[a] for a in archs]),
+                         spread_sd=round(statistics.stdev(top1.values()), 3) if len(top1) > 1 else None,
+                         seed_sd=sd, collapsed=sum(collapsed(r["top1_history"]) for r in runs),
+                         largest_swing=round(max(largest_swing(r["top1_history"]) for r in runs), 2),
+                         seconds=round(sum(r["seconds"] for r in runs), 1)))
+    return rows
+
+
+def _train_images(data: str) -> Any:
+    if "train=stream" in data:
+        return "on-the-fly"
+    if "train=" in data:
+        return int(data.split("train=")[1].split(",")[0])
+    return EPOCH_IMAGES
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    """The issue's summary keys (None where that part of the experiment has not run yet)."""
+    runs = [r for r in data["runs"].values() if r.get("top1") is not None]
+    gpus = sorted({r["gpu"] for r in runs})
+    sweep = data_table(data)
+    gt = _runs(data, plan="gt")
+    gt_by_arch = _by_arch(gt)
+    budget = {tag: {r["arch"]: r["top1"] for r in _runs(data, plan="budget", tag=tag)} for tag in ("E/4", "E", "2E")}
+
+    def budget_tau(x: str, y: str) -> Optional[float]:
+        common = sorted(set(budget[x]) & set(budget[y]))
+        return kendall([budget[x][a] for a in common], [budget[y][a] for a in common])
+
+    chosen = data.get("chosen") or {}
+    reseeded = {a: v for a, v in gt_by_arch.items() if len(v) >= 2}
+    first = [v[0] for v in reseeded.values()]
+    second = [v[1] for v in reseeded.values()]
+    presets = {a: v for a, v in gt_by_arch.items() if a in PRESETS}
+    gt_params = {r["arch"]: r["params"] for r in gt if r["seed"] == 0}
+    gt_top1 = {a: v[0] for a, v in gt_by_arch.items()}
+    common = sorted(set(gt_params) & set(gt_top1))
+    return dict(
+        gpu=", ".join(gpus), dataset=chosen.get("dataset"), train_images=chosen.get("train_images"),
+        epochs=chosen.get("epochs"), recipe=chosen.get("recipe") or dict(BASE_RECIPE),
+        budget_tau=dict(quarter_vs_E=budget_tau("E/4", "E"), E_vs_2E=budget_tau("E", "2E")),
+        presets_top1={_PRESET_FULL[a]: v for a, v in sorted(presets.items())},
+        data_sweep=[dict(train_images=row["train_images"], top1={_name(a): v for a, v in row["top1"].items()},
+                         variant=row["variant"]) for row in sweep],
+        n_archs=len(gt_by_arch), n_reseeded=len(reseeded), seed_kendall_tau=kendall(first, second),
+        spread_sd=round(statistics.stdev(gt_top1.values()), 3) if len(gt_top1) > 1 else None,
+        seed_sd=seed_sd(gt_by_arch),
+        size_tau_params=kendall([gt_params[a] for a in common], [gt_top1[a] for a in common]),
+        collapsed_runs=sum(collapsed(r["top1_history"]) for r in runs),
+        status=("complete" if gt_by_arch and len(gt_by_arch) >= 30 else
+                "in progress: the data/canvas probes ran; budget and gt plans have not (see groundtruth2.json)"),
+        probes=sweep,
+    )
+
+
+_PRESET_FULL = {"fv0": "faster_vit_0", "fv1": "faster_vit_1", "fv2": "faster_vit_2", "fv3": "faster_vit_3"}
+
+
+def _name(arch: str) -> str:
+    return _PRESET_FULL.get(arch, arch)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """README table of the data/canvas probes: top-1 per arch and variant, tau, spread, seed sd."""
+    rows = summary["probes"]
+    archs = [a for a in SMALLEST + PRESETS if any(a in r["top1"] for r in rows)]
+    head = "| variant | train images | " + " | ".join(_name(a) for a in archs) + \
+        " | τ(params, top-1) | spread sd | seed sd | collapsed |"
+    rule = "|---|---|" + "---:|" * len(archs) + "---:|---:|---:|---:|"
+    lines = [head, rule]
+    for r in rows:
+        cells = [f"{r['top1'][a]:.2f}" if a in r["top1"] else "–" for a in archs]
+        lines.append(f"| {r['variant']} | {r['train_images']} | " + " | ".join(cells) +
+                     f" | {_fmt(r['size_tau_params'])} | {_fmt(r['spread_sd'])} | {_fmt(r['seed_sd'])} | "
+                     f"{r['collapsed']} |")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def analyze(args: argparse.Namespace) -> int:
+    path = args.out or DEFAULT_OUT
+    data = json.loads(path.read_text())
+    summary = summarize(data)
+    out = args.summary_out or SUMMARY
+    _atomic_write(out, _clean(summary))
+    print(markdown(summary))
+    print(f"-> {out}")
+    return 0
+
+
+# =============================================================================================
+# CLI
+# =============================================================================================
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--plans", default="data", help="comma list of data, canvas, recipe, budget, gt (priority order)")
+    p.add_argument("--out", type=Path, default=None, help=f"results JSON [{DEFAULT_OUT.relative_to(ROOT)}]")
+    p.add_argument("--summary-out", type=Path, default=None, help=f"[{SUMMARY.relative_to(ROOT)}]")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--task", default=DATA_STREAM, help="dataset of the recipe/budget/gt plans")
+    p.add_argument("--probe-epochs", type=float, default=16.0, help="budget of the data/canvas/recipe probes")
+    p.add_argument("--budget-epochs", type=float, default=16.0, help="E of the budget and gt plans")
+    p.add_argument("--n-archs", type=int, default=32, help="gt: architectures (first ground truth's order)")
+    p.add_argument("--n-reseed", type=int, default=12, help="gt: of them, trained with a second seed")
+    p.add_argument("--workers", type=int, default=3, help="training processes sharing the GPU")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per worker")
+    p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    p.add_argument("--time-budget", type=float, default=420.0, help="seconds after which no new run starts")
+    p.add_argument("--hard-stop", type=float, default=540.0, help="seconds after which running runs are cut")
+    p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
+    p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
+    p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny archs, 4 steps per run (checks the whole path)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.smoke:
+        args.device, args.workers = "cpu", min(args.workers, 2)
+    if args.analyze:
+        return analyze(args)
+    return run_plans(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

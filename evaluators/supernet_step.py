@@ -1,0 +1,264 @@
+"""The pieces of a supernet training step: the sandwich rule, resumable batches, BN recalibration, DDP.
+
+- ``SandwichStep``: one optimisation step of the sandwich rule with in-place distillation
+  (Yu et al., "BigNAS", ECCV 2020; Wang et al., "AttentiveNAS", CVPR 2021): the largest subnet
+  learns from the labels (with stochastic depth), the smallest and ``n`` random subnets from the
+  largest one's soft predictions (detached, no stochastic depth); their gradients add up in the
+  shared weights before one AdamW step. The subnets of step k depend only on (seed, k), so every
+  rank of a distributed run draws the same ones and a resumed run draws what the cut run would
+  have.
+- ``ResumableBatches``: the loader's batches with a state (epoch, position, generator states)
+  that a checkpoint can hold, and, under DDP, each rank's share of the same global batch.
+- ``recalibrate_bn``: BatchNorm statistics of one subnet, re-estimated from training batches
+  (reset, then a cumulative average over the batches in train mode without gradients), as OFA's
+  ``set_running_statistics`` does: the statistics a supernet holds mix every subnet it trained.
+- ``Distributed``: what a ``torchrun`` process needs (rank, world, device, the process group).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from search_spaces import FasterViTConfig
+from search_spaces.elastic import ElasticBatchNorm2d, ElasticFasterViT, sample_subnet
+from search_spaces.space import SearchSpace
+
+from .data import BatchLoader
+
+__all__ = ["SandwichStep", "ResumableBatches", "recalibrate_bn", "Distributed", "distributed_setup",
+           "set_sync_batchnorm", "soft_cross_entropy", "subnet_plan"]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets (in float32): the in-place distillation loss."""
+    return -(target_probs * F.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
+
+
+def subnet_plan(space: SearchSpace, step: int, *, seed: int, n_random: int, resolution: tuple[int, int],
+                largest: FasterViTConfig, smallest: FasterViTConfig, drop_path_rate: float) -> list[FasterViTConfig]:
+    """The subnets of step ``step``: largest (with stochastic depth), smallest, ``n_random`` random
+    ones (none with stochastic depth), from a generator seeded with (seed, step) only."""
+    rng = np.random.default_rng([seed, step])
+    randoms = [sample_subnet(space, rng, resolution).replace(drop_path_rate=0.0) for _ in range(n_random)]
+    return [largest.replace(drop_path_rate=drop_path_rate), smallest.replace(drop_path_rate=0.0), *randoms]
+
+
+class SandwichStep:
+    """One sandwich-rule step on an ``ElasticFasterViT`` (``wrapped``: the model or its DDP wrapper)."""
+
+    def __init__(self, model: ElasticFasterViT, optimizer: torch.optim.Optimizer, plan: Callable[[int], list],
+                 *, label_smoothing: float, grad_clip: Optional[float], distill: bool, amp: bool,
+                 device: torch.device, wrapped: Optional[nn.Module] = None):
+        self.model = model
+        self.wrapped = wrapped if wrapped is not None else model
+        self.optimizer = optimizer
+        self.plan = plan
+        self.label_smoothing = label_smoothing
+        self.grad_clip = grad_clip
+        self.distill = distill
+        self.amp = amp
+        self.device = device
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def backward(self, x: torch.Tensor, y: torch.Tensor, step: int) -> list[tuple[FasterViTConfig, torch.Tensor]]:
+        """Zero the gradients, then forward and backward every subnet of ``step``; returns (subnet,
+        loss) pairs (losses detached, on the device). Under DDP only the last backward all-reduces."""
+        self.optimizer.zero_grad(set_to_none=True)
+        subnets = self.plan(step)
+        soft: Optional[torch.Tensor] = None
+        out = []
+        for k, cfg in enumerate(subnets):
+            self.model.set_active(cfg)
+            sync = k == len(subnets) - 1 or not hasattr(self.wrapped, "no_sync")
+            with contextlib.nullcontext() if sync else self.wrapped.no_sync():
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    logits = self.wrapped(x)
+                if k == 0 or not self.distill:
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+                else:
+                    assert soft is not None  # the largest subnet comes first
+                    loss = soft_cross_entropy(logits, soft)
+                if k == 0 and self.distill:
+                    soft = logits.detach().float().softmax(dim=-1)
+                loss.backward()
+            out.append((cfg, loss.detach()))
+        return out
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, step: int) -> list[tuple[FasterViTConfig, torch.Tensor]]:
+        losses = self.backward(x, y, step)
+        if self.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=self.device.type == "cuda")
+        self.optimizer.step()
+        return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# batches that a checkpoint can resume
+# ---------------------------------------------------------------------------------------------
+class ResumableBatches:
+    """Endless batches of a ``BatchLoader`` (epoch after epoch) whose position can be saved.
+
+    ``state()`` holds the epoch, the position in it, the loader's generator state at the epoch's
+    start (the epoch's order is drawn again from it) and the augmentation generator's state, so a
+    restored iterator gives the very batches the cut run would have. Under DDP (``world`` > 1)
+    each rank gets its slice of the same global batch (``loader.batch_size`` = global batch).
+    """
+
+    def __init__(self, loader: BatchLoader, *, rank: int = 0, world: int = 1, channels_last: bool = False):
+        if loader.batch_size % world:
+            raise ValueError(f"batch_size={loader.batch_size} must be divisible by the {world} processes")
+        self.loader, self.rank, self.world = loader, rank, world
+        self.channels_last = channels_last
+        self.epoch, self.position = 0, 0
+        self._start_state = loader.generator.get_state()
+        self._order = loader.order()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.position >= len(self.loader):
+            self.epoch, self.position = self.epoch + 1, 0
+            self._start_state = self.loader.generator.get_state()
+            self._order = self.loader.order()
+        b = self.loader.batch_size
+        idx = self._order[self.position * b:(self.position + 1) * b]
+        local = b // self.world
+        x, y = self.loader.batch(idx[self.rank * local:(self.rank + 1) * local])
+        self.position += 1
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
+
+    def state(self) -> dict[str, Any]:
+        aug = self.loader.aug_generator
+        return dict(epoch=self.epoch, position=self.position, start_state=self._start_state,
+                    aug_state=aug.get_state() if aug is not None else None)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.loader.generator.set_state(state["start_state"])
+        self._start_state = state["start_state"]
+        self._order = self.loader.order()
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        if state.get("aug_state") is not None and self.loader.aug_generator is not None:
+            self.loader.aug_generator.set_state(state["aug_state"])
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm recalibration
+# ---------------------------------------------------------------------------------------------
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], *, amp: bool = False) -> int:
+    """Re-estimate every BatchNorm's running statistics for the model as it is now (e.g. one active
+    subnet): reset them, forward ``batches`` in train mode without gradients, keep the cumulative
+    average. Stochastic depth must be off (configure the subnet with ``drop_path_rate=0``); the
+    model's mode and the norms' momenta are restored. Returns the number of batches used."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    syncs = [getattr(m, "sync_group", None) for m in norms]
+    was_training = model.training
+    n = 0
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: the plain mean over the batches
+            if isinstance(m, ElasticBatchNorm2d):
+                m.sync_group = None  # one process calibrates on its own batches
+        model.train()
+        for x in batches:
+            dev = x.device.type
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp and dev == "cuda"):
+                model(x)
+            n += 1
+    finally:
+        for m, mom, sync in zip(norms, momenta, syncs):
+            m.momentum = mom
+            if isinstance(m, ElasticBatchNorm2d):
+                m.sync_group = sync
+        model.train(was_training)
+    if norms and n == 0:
+        raise ValueError("recalibrate_bn: no batches were given")
+    return n
+
+
+def calibration_batches(loader: BatchLoader, n: int, *, channels_last: bool = False) -> Iterator[torch.Tensor]:
+    """The first ``n`` batches of a fresh epoch of ``loader`` (its generator restored afterwards, so
+    every subnet is calibrated on the same images)."""
+    state = loader.generator.get_state()
+    try:
+        for i, (x, _) in enumerate(loader):
+            if i >= n:
+                break
+            yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    finally:
+        loader.generator.set_state(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed data parallel
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Distributed:
+    """This process's place in a (possibly one-process) run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    group: Any = None
+    initialised_here: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def all_sum(self, values: Sequence[float], device: torch.device) -> list[float]:
+        """Sum of a few numbers over the ranks (one small all-reduce); the values as is without DDP."""
+        if not self.active:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values), dtype=torch.float64 if device.type == "cpu" else torch.float32, device=device)
+        dist.all_reduce(t, group=self.group)
+        return t.tolist()
+
+    def close(self) -> None:
+        if self.initialised_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def distributed_setup(device: torch.device) -> Distributed:
+    """The process group of a ``torchrun`` launch (initialised here when the environment names a
+    world of several processes and none exists yet: NCCL on CUDA, gloo on the CPU)."""
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        return Distributed()
+    if dist.is_initialized():
+        return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
+                           dist.group.WORLD)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", 0)), dist.group.WORLD, True)
+
+
+def set_sync_batchnorm(model: nn.Module, group: Any) -> None:
+    """Batch statistics of every elastic BatchNorm summed over ``group`` in training (None: local)."""
+    for m in model.modules():
+        if isinstance(m, ElasticBatchNorm2d):
+            m.sync_group = group

@@ -1,0 +1,65 @@
+"""bench/groundtruth2.py on the CPU: a smoke run that trains and resumes, the summary keys automation
+reads, and the collapse rule."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+REQUIRED = {"gpu", "dataset", "train_images", "epochs", "recipe", "budget_tau", "presets_top1", "data_sweep",
+            "n_archs", "n_reseeded", "seed_kendall_tau", "spread_sd", "seed_sd", "size_tau_params", "collapsed_runs"}
+
+
+@pytest.fixture(scope="module")
+def gt2():
+    sys.path.insert(0, str(BENCH))
+    import groundtruth2
+
+    yield groundtruth2
+    sys.path.remove(str(BENCH))
+
+
+def test_smoke_runs_resume_and_summarize(gt2, tmp_path, capsys):
+    out = tmp_path / "gt2.json"
+    args = ["--smoke", "--plans", "data", "--out", str(out), "--workers", "1"]
+    assert gt2.main(args + ["--limit", "2"]) == 0
+    first = json.loads(out.read_text())
+    assert len(first["runs"]) == 2 and all(r["status"] == "ok" for r in first["runs"].values())
+    assert gt2.main(args + ["--limit", "1"]) == 0  # resumes: the two finished runs are not repeated
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 3 and {k: runs[k]["finished_at"] for k in first["runs"]} == {
+        k: v["finished_at"] for k, v in first["runs"].items()}
+    assert "24 runs in plans data, 2 done, 22 to go" in capsys.readouterr().out
+    summary_path = tmp_path / "summary.json"
+    assert gt2.main(["--analyze", "--out", str(out), "--summary-out", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert REQUIRED <= set(summary) and summary["gpu"] == "cpu"
+    assert summary["data_sweep"][0]["train_images"] == "on-the-fly" and len(summary["data_sweep"][0]["top1"]) == 3
+    assert set(summary["budget_tau"]) == {"quarter_vs_E", "E_vs_2E"}
+
+
+def test_collapse_needs_a_fall_that_does_not_recover(gt2):
+    assert gt2.collapsed([[1, 50.0], [2, 52.0], [3, 18.0], [4, 25.0]])
+    assert not gt2.collapsed([[1, 50.0], [2, 25.0], [3, 60.0]])  # fell 25 points, then recovered
+    assert not gt2.collapsed([[1, 50.0], [2, 35.0], [3, 40.0]])  # fell 15 points only
+    assert gt2.largest_swing([[1, 50.0], [2, 25.0], [3, 60.0]]) == 25.0
+
+
+def test_plans_share_runs_and_steps_are_nominal_epochs(gt2):
+    r = gt2.recipe_dict(16.0)
+    assert r["steps"] == 16 * (40_000 // 512) and r["eval_every"] == r["steps"] // 16
+    pool = {n: {"params": i} for i, n in enumerate(["fv0", "fv1", "fv2", "fv3", "s00", "s21"] +
+                                                   [f"x{i}" for i in range(20)])}
+    archs = gt2.budget_archs(pool)
+    assert len(archs) == 14 and archs[:6] == ["fv0", "fv1", "fv2", "fv3", "s00", "s21"] and len(set(archs)) == 14
+    import argparse
+
+    args = argparse.Namespace(probe_epochs=16.0, budget_epochs=16.0, task=gt2.DATA_STREAM, n_archs=8, n_reseed=2)
+    both = gt2.build_plans(["data", "budget"], args, pool)
+    keys = [gt2.run_key(r) for r in both]
+    assert len(keys) == len(set(keys))  # a run in two plans (stream, seed 0, E) is trained once
