@@ -41,7 +41,7 @@ from search_spaces import FasterViTConfig
 from .checks import check_int, check_number
 from .data import DataSplits, load_dataset, sample_batch
 from .proxies import compute_proxies, get_proxy
-from .train import train_proxy
+from .train import TrainRecipe, train
 
 __all__ = ["AccuracyEstimator", "Estimate", "Report", "Rung", "ZeroCostEstimator", "TrainingEstimator", "Halving",
            "rungs", "rung_steps", "eval_every", "jsonable"]
@@ -274,72 +274,77 @@ class _Trained:
 
 
 class TrainingEstimator(AccuracyEstimator):
-    """Validation top-1 (%) after a short training run from scratch (``evaluators.train.train_proxy``).
+    """Validation top-1 (%) after a short training run from scratch (``evaluators.train.train`` with ``recipe``).
 
-    ``halving``: validate at its rungs and ask ``report`` whether to go on (successive halving);
-    without it the run validates once per epoch and reports each (what Ray's ASHA stops on).
+    The ``recipe`` (``TrainRecipe``: budget, batch, optimiser, resolution, subsets...) and ``data``
+    say what the number means. ``halving``: validate at its rungs and ask ``report`` whether to go
+    on (successive halving; the recipe's budget must be in epochs); without it the run validates
+    once per epoch and reports each (what Ray's ASHA stops on).
     """
 
     kind = "train"
     supports_rungs = True
     retrains = True
 
-    def __init__(self, *, data: str, epochs: float, batch_size: int = 256, subset: Optional[int] = None,
-                 val_subset: Optional[int] = None, resolution: Optional[int] = None,
-                 data_dir: Union[str, Path, None] = None, halving: Optional[Halving] = None):
+    def __init__(self, recipe: TrainRecipe, *, data: str, data_dir: Union[str, Path, None] = None,
+                 halving: Optional[Halving] = None):
         super().__init__()
+        if not isinstance(recipe, TrainRecipe):
+            raise ValueError(f"recipe={recipe!r} must be an evaluators.train.TrainRecipe")
+        if halving is not None and recipe.epochs is None:
+            raise ValueError("successive halving needs the recipe's budget in epochs (TrainRecipe(epochs=...))")
+        self.recipe = recipe
         self.data = data
         self.data_dir = data_dir
-        self.epochs = check_number("train epochs", epochs, minimum=0, low_open=True)
-        self.batch_size = check_int("train batch size", batch_size, minimum=1)
-        self.subset = check_int("train subset", subset, minimum=1, optional=True)
-        self.val_subset = check_int("train validation subset", val_subset, minimum=1, optional=True)
-        self.resolution = check_int("proxy resolution", resolution, minimum=16, maximum=4096, optional=True)
         self.halving = halving
-        self.rung_epochs = halving.rungs(self.epochs) if halving is not None else []
+        self.rung_epochs = halving.rungs(recipe.epochs) if halving is not None and recipe.epochs else []
         self._run: Optional[_Trained] = None
 
     @property
+    def epochs(self) -> float:
+        """The budget in epochs (1 when the recipe gives neither epochs nor steps, as ``train`` does)."""
+        return self.recipe.epochs if self.recipe.epochs is not None else 1.0
+
+    @property
     def identity(self) -> dict[str, Any]:
-        return dict(kind=self.kind, data=self.data, resolution=self.resolution, epochs=self.epochs,
-                    batch_size=self.batch_size, subset=self.subset, val_subset=self.val_subset,
-                    rungs=self.rung_epochs)
+        return dict(kind=self.kind, data=self.data, recipe=self.recipe.to_dict(), rungs=self.rung_epochs)
 
     @property
     def label(self) -> str:
-        return f"top-1 % (train, {self.epochs:g} epochs, {self.data})"
+        budget = f"{self.recipe.steps} steps" if self.recipe.steps is not None else f"{self.epochs:g} epochs"
+        return f"top-1 % (train, {budget}, {self.data})"
 
     @property
     def cost(self) -> str:
-        images = f"{self.subset:,}" if self.subset else "all"
-        at = f" at {self.resolution} px" if self.resolution else ""
-        halving = f", successive halving at {', '.join(f'{r:g}' for r in self.rung_epochs[:-1])} epochs" \
-            if self.rung_epochs else ""
-        return (f"training {self.epochs:g} epoch(s) on {images} {self.data} images (batch {self.batch_size})"
-                f"{at}{halving}")
+        r = self.recipe
+        budget = f"{r.steps} step(s)" if r.steps is not None else f"{self.epochs:g} epoch(s)"
+        images = f"{r.subset:,}" if r.subset else "all"
+        at = f" at {r.resolution} px" if r.resolution else ""
+        rungs = ", ".join(f"{e:g}" for e in self.rung_epochs[:-1])
+        halving = f", successive halving at {rungs} epochs" if self.rung_epochs else ""
+        return f"training {budget} on {images} {self.data} images (batch {r.batch_size}){at}{halving}"
 
     @property
     def rungs(self) -> list[Rung]:
         return list(self._prepared().rungs)
+
+    @property
+    def intermediate_reports(self) -> int:
+        return max(0, math.ceil(self.epochs) - 1) if self.recipe.steps is None else 0
 
     def _prepared(self) -> _Trained:
         if self._run is None:
             raise RuntimeError("TrainingEstimator.prepare() was not called")
         return self._run
 
-    @property
-    def intermediate_reports(self) -> int:
-        return max(0, math.ceil(self.epochs) - 1)
-
     def prepare(self, *, device: str, seed: int) -> None:
         if self._run is not None:
             return
         splits = load_dataset(self.data, data_dir=self.data_dir)
-        n_train = len(splits.train) if self.subset is None else min(self.subset, len(splits.train))
-        per_epoch = n_train // self.batch_size
+        n_train = len(splits.train) if self.recipe.subset is None else min(self.recipe.subset, len(splits.train))
         rungs: list[Rung] = []
         if self.rung_epochs:
-            steps = rung_steps(self.rung_epochs, per_epoch)  # refused here, before any trial
+            steps = rung_steps(self.rung_epochs, n_train // self.recipe.batch_size)  # refused before any trial
             rungs = [Rung(e, s) for e, s in zip(self.rung_epochs, steps)]
         self._num_classes = splits.num_classes
         self._run = _Trained(splits, device, rungs)
@@ -348,14 +353,13 @@ class TrainingEstimator(AccuracyEstimator):
                  save_weights: Union[str, Path, None] = None) -> Estimate:
         started = time.perf_counter()
         run = self._prepared()
-        small = _task_config(cfg, self.resolution, self.num_classes)
+        small = _task_config(cfg, self.recipe.resolution, self.num_classes)
         if isinstance(small, str):
             return _failed(small, started)
         steps = [r.step for r in run.rungs]
-        res = train_proxy(small, data=run.splits, epochs=self.epochs, subset=self.subset, seed=seed,
-                          device=run.device, report=report, progress=False, save_weights=save_weights,
-                          batch_size=self.batch_size, val_subset=self.val_subset,
-                          eval_every=eval_every(steps) if steps else None)
+        recipe = self.recipe.replace(eval_every=eval_every(steps)) if steps else self.recipe
+        res = train(small, recipe, data=run.splits, seed=seed, device=run.device, report=report, progress=False,
+                    save_weights=save_weights)
         details = {"train": res.to_dict()}
         seconds = time.perf_counter() - started
         if res.status == "nan":
@@ -366,7 +370,7 @@ class TrainingEstimator(AccuracyEstimator):
             if stopped:  # a run stopped at a rung is not a model anyone exports
                 Path(save_weights).unlink()
             else:
-                # trained at the estimator's resolution; parameter shapes do not depend on it, so the
+                # trained at the recipe's resolution; parameter shapes do not depend on it, so the
                 # weights load into the full-resolution config (nas export marks them "trained")
                 weights = str(Path(save_weights).resolve())
         return Estimate(float(res.top1), details, seconds, stopped=stopped, epochs=res.epochs, weights=weights)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
 from evaluators.estimators import AccuracyEstimator, Halving, TrainingEstimator, ZeroCostEstimator
+from evaluators.train import TrainRecipe
 
 from .settings import EstimatorOptions
 
@@ -59,8 +60,9 @@ def estimator_type(proxy: str) -> type[AccuracyEstimator]:
 def _training(argument: str, o: EstimatorOptions) -> TrainingEstimator:
     if argument:
         raise ValueError(f"--proxy {o.proxy!r}: the train estimator takes no argument (--proxy train)")
-    return TrainingEstimator(data=o.data, data_dir=o.data_dir, resolution=o.proxy_resolution, epochs=o.train_epochs,
-                             batch_size=o.train_batch_size, subset=o.train_subset, val_subset=o.train_val_subset,
+    recipe = TrainRecipe(epochs=o.train_epochs, batch_size=o.train_batch_size, resolution=o.proxy_resolution,
+                         subset=o.train_subset, val_subset=o.train_val_subset)
+    return TrainingEstimator(recipe, data=o.data, data_dir=o.data_dir,
                              halving=Halving(o.eta, o.min_budget) if o.fidelity == "sh" else None)
 
 

@@ -116,7 +116,7 @@ def test_a_measured_architecture_is_served_from_the_cache(study):
     assert r.exit_code == 0, r.output
     last = optuna.load_study(study_name="sh", storage="sqlite:///results/nas.db").trials[-1]
     assert last.params == source.params and last.user_attrs.get("cache_hit") is None
-    assert last.user_attrs["measured_with"]["estimator"]["epochs"] == 2.0
+    assert last.user_attrs["measured_with"]["estimator"]["recipe"]["epochs"] == 2.0
 
 
 @pytest.mark.parametrize("args, message", [
