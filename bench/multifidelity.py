@@ -91,7 +91,6 @@ x ~40 s = ~5 min): about 1.5 h, in ~11 runs of 9 minutes (each study needs a run
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -233,18 +232,18 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
     fidelity, sampler = METHOD_SEARCH[method]
     sampler = sampler or exp["sh_sampler"]
     space = TINY_SPACE if exp["smoke"] else exp["space"]
-    s = SearchSettings(objectives=tuple(exp["objectives"]), proxy="train", trials=exp["trials_cap"],
-                       timeout=float(exp["gpu_seconds"]), sampler=sampler,
-                       population=exp["nsga2_population"] if sampler == "nsga2" else None,
-                       space=space, data=exp["data"],
-                       data_dir=exp["data_dir"], storage=storage, study=study_name(method, seed), device=exp["device"],
-                       seed=seed, enqueue_presets=False, proxy_resolution=exp["proxy_resolution"],
-                       train_epochs=exp["train_epochs"], train_subset=exp["train_subset"],
-                       train_val_subset=exp["train_val_subset"], train_batch_size=exp["train_batch_size"],
-                       fidelity=fidelity, min_budget=exp["min_budget"] if fidelity == "sh" else None,
-                       eta=exp["eta"], results_dir=results_dir, quiet=True)
-    try:
-        return s.validated()
+    try:  # settings are checked when they are made
+        return SearchSettings(objectives=tuple(exp["objectives"]), proxy="train", trials=exp["trials_cap"],
+                              timeout=float(exp["gpu_seconds"]), sampler=sampler,
+                              population=exp["nsga2_population"] if sampler == "nsga2" else None,
+                              space=space, data=exp["data"],
+                              data_dir=exp["data_dir"], storage=storage, study=study_name(method, seed),
+                              device=exp["device"], seed=seed, enqueue_presets=False,
+                              proxy_resolution=exp["proxy_resolution"], train_epochs=exp["train_epochs"],
+                              train_subset=exp["train_subset"], train_val_subset=exp["train_val_subset"],
+                              train_batch_size=exp["train_batch_size"], fidelity=fidelity,
+                              min_budget=exp["min_budget"] if fidelity == "sh" else None,
+                              eta=exp["eta"], results_dir=results_dir, quiet=True)
     except ValueError as e:
         raise _bad(str(e)) from None
 
@@ -590,7 +589,7 @@ class Bench:
         from nas.objectives import parse_objectives
         from nas.trial import Evaluator
 
-        s = dataclasses.replace(self.settings("full", seed), study=f"mf-preset-{seed}").resolved()
+        s = self.settings("full", seed).replace(study=f"mf-preset-{seed}").resolved()
         objectives = parse_objectives(s.objectives)
         ev = Evaluator(s, objectives, [])
         ev.prepare()

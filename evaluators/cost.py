@@ -60,8 +60,9 @@ def count_flops(model: nn.Module, resolution: tuple[int, int], in_chans: int = 3
     from fvcore.nn import FlopCountAnalysis
 
     model = copy.deepcopy(model).cpu().float().eval()
-    if hasattr(model, "switch_to_deploy") and not getattr(model, "deployed", False):
-        model.switch_to_deploy(fuse_bn=False)
+    deploy = getattr(model, "switch_to_deploy", None)
+    if deploy is not None and not getattr(model, "deployed", False):
+        deploy(fuse_bn=False)
     x = torch.zeros(1, in_chans, *resolution)
     logging.getLogger("fvcore").setLevel(logging.ERROR)
     fca = FlopCountAnalysis(model, x).set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop)
@@ -180,13 +181,13 @@ def static_cost(spec: Union[FasterViTConfig, str, dict, nn.Module], *, method: s
         if cfg is None:
             raise ValueError("static_cost needs a FasterViT (with .config) or a config")
         if method == "fvcore":
-            return CostRecord(count_params(spec), count_flops(spec, cfg.resolution, cfg.in_chans), tuple(cfg.resolution))
-        return CostRecord(count_params(spec), analytic_flops(cfg), tuple(cfg.resolution))
+            return CostRecord(count_params(spec), count_flops(spec, cfg.resolution, cfg.in_chans), cfg.resolution)
+        return CostRecord(count_params(spec), analytic_flops(cfg), cfg.resolution)
     cfg = resolve_config(spec)
     if method == "fvcore":
         model = build_model(cfg)
-        return CostRecord(count_params(model), count_flops(model, cfg.resolution, cfg.in_chans), tuple(cfg.resolution))
-    return CostRecord(analytic_params(cfg), analytic_flops(cfg), tuple(cfg.resolution))
+        return CostRecord(count_params(model), count_flops(model, cfg.resolution, cfg.in_chans), cfg.resolution)
+    return CostRecord(analytic_params(cfg), analytic_flops(cfg), cfg.resolution)
 
 
 def stage_table(cfg: FasterViTConfig) -> list[dict[str, Any]]:

@@ -86,7 +86,7 @@ class NvmlProbe:
             pynvml.nvmlInit()
         except pynvml.NVMLError as e:
             raise NvmlUnavailable(f"nvmlInit failed: {e}") from None
-        props = torch.cuda.get_device_properties(device)
+        props: Any = torch.cuda.get_device_properties(device)  # its PCI ids are not in torch's type stubs
         bus_id = f"{props.pci_domain_id:08X}:{props.pci_bus_id:02X}:{props.pci_device_id:02X}.0"
         try:
             return cls(pynvml, pynvml.nvmlDeviceGetHandleByPciBusId(bus_id))

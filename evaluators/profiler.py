@@ -19,8 +19,9 @@ one of four modes runs it:
   (``TORCHINDUCTOR_CACHE_DIR``, unless the user set it; ``inductor_cache=`` chooses another), so a
   re-measure of a known shape loads the compiled kernels instead of compiling again (seconds, not
   ~25 s); ``compile_s`` holds the compile (or cache-load) seconds, ``inductor_cache`` the
-  folder and ``inductor_cache_hits``/``_misses`` what Inductor's FX-graph cache answered. CUDA only: on a CPU it is refused (CUDA graphs do not exist there; ``compile`` is the
-  CPU's compiled mode), never replaced silently.
+  folder and ``inductor_cache_hits``/``_misses`` what Inductor's FX-graph cache answered. CUDA only:
+  on a CPU it is refused (CUDA graphs do not exist there; ``compile`` is the CPU's compiled mode),
+  never replaced silently.
 
 Timing: warm-up, then ``repeats`` samples of a few iterations each (about 30 ms per sample),
 timed with CUDA events. The record holds median/min/max images/s over the samples, their
@@ -58,8 +59,9 @@ from .checks import at_least
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
 from .proxies import init_model  # the one seeded builder (here initialising on the device)
 
-__all__ = ["MODES", "COMPILED_MODES", "BEST_COMPILE", "use_inductor_cache", "DTYPES", "NoGPUError", "ThroughputRecord", "measure_throughput", "build_official",
-           "measure_official", "resolve_device", "cpu_name", "kernel_times", "NoKernelsSeen"]
+__all__ = ["MODES", "COMPILED_MODES", "BEST_COMPILE", "use_inductor_cache", "DTYPES", "NoGPUError", "ThroughputRecord",
+           "measure_throughput", "build_official", "measure_official", "resolve_device", "cpu_name", "kernel_times",
+           "NoKernelsSeen"]
 
 MODES = ("eager", "cudagraph", "compile", "best")
 COMPILED_MODES = ("compile", "best")
@@ -315,9 +317,10 @@ class _Run:
     """State of one measurement, held in one place so that an OOM can drop every tensor of it."""
 
     def __init__(self, *, source: Union[nn.Module, FasterViTConfig], record: ThroughputRecord, device: torch.device,
-                 in_chans: int, seed: int, iters_per_sample: Optional[int], latency_b1: bool, compile_options: dict[str, Any],
+                 in_chans: int, seed: int, iters_per_sample: Optional[int], latency_b1: bool,
+                 compile_options: dict[str, Any],
                  guard: Callable[[], ContextManager[Any]], probe: Optional[NvmlProbe], profile_kernels: bool = False):
-        self.source = source
+        self.source: Optional[Union[nn.Module, FasterViTConfig]] = source
         self.model: Optional[nn.Module] = None
         self.record = record
         self.device = device
@@ -339,15 +342,19 @@ class _Run:
         rec, dev = self.record, self.device
         amp_dtype = DTYPES[rec.dtype] if rec.dtype != "fp32" else None
         fmt = torch.channels_last if rec.channels_last else torch.contiguous_format
+        model: nn.Module
         if isinstance(self.source, FasterViTConfig):
-            self.model = init_model(self.source, self.seed, device=dev, on_device=True)
+            model = init_model(self.source, self.seed, device=dev, on_device=True)
+        elif self.source is not None:
+            model = self.source
         else:
-            self.model = self.source
-        self.model.to(dev).eval()
+            raise RuntimeError("this measurement was released")
+        self.model = model
+        model.to(dev).eval()
         x = self._input(rec.batch_size, fmt)
         if rec.deploy:
-            _deploy(self.model, amp_dtype, x[:1], self._autocast(amp_dtype))
-        self.model.to(memory_format=fmt)
+            _deploy(model, amp_dtype, x[:1], self._autocast(amp_dtype))
+        model.to(memory_format=fmt)
         with torch.inference_mode(), self._autocast(amp_dtype):
             self.fn = self.model
             if rec.mode in COMPILED_MODES:
@@ -371,8 +378,8 @@ class _Run:
         rec, cuda = self.record, self.device.type == "cuda"
         if rec.mode in COMPILED_MODES:
             before = _fx_cache_counts()
-            seconds, out = _timed_call(self.fn, x, self.device)  # compiles (outside the guard)
-            rec.compile_s = round(rec.compile_s + seconds, 3)
+            seconds, out = _timed_call(self._fn(), x, self.device)  # compiles (outside the guard)
+            rec.compile_s = round((rec.compile_s or 0.0) + seconds, 3)
             after = _fx_cache_counts()
             rec.inductor_cache_hits = (rec.inductor_cache_hits or 0) + after[0] - before[0]
             rec.inductor_cache_misses = (rec.inductor_cache_misses or 0) + after[1] - before[1]
@@ -400,7 +407,7 @@ class _Run:
 
     def _prepare(self, x: torch.Tensor) -> Callable[[], Any]:
         """Warm up and return the step that runs one timed forward."""
-        fn, warmup = self.fn, self.record.warmup
+        fn, warmup = self._fn(), self.record.warmup
         if self.record.mode != "cudagraph":
             out = None
             for _ in range(warmup):
@@ -474,6 +481,12 @@ class _Run:
         # no weight-cast cache: casts happen in every forward (as with one autocast per iteration),
         # and no cached tensor can be freed under a captured CUDA graph
         return torch.autocast(self.device.type, dtype=amp_dtype, cache_enabled=False)
+
+    def _fn(self) -> Callable[..., Any]:
+        """The forward being timed (set up before any timing)."""
+        if self.fn is None:
+            raise RuntimeError("the measurement's forward is not set up")
+        return self.fn
 
     def release(self) -> None:
         self.fn = None
@@ -634,7 +647,7 @@ def _deploy(model: nn.Module, amp_dtype: Optional[torch.dtype], x: torch.Tensor,
     if isinstance(model, FasterViT):
         model.switch_to_deploy(dtype=amp_dtype)
         return
-    hooks = [m for m in model.modules() if hasattr(m, "switch_to_deploy")]
+    hooks: list[Any] = [m for m in model.modules() if hasattr(m, "switch_to_deploy")]
     if not hooks:
         raise ValueError(f"deploy=True but {type(model).__name__} has no switch_to_deploy hook; pass deploy=False")
     with autocast:

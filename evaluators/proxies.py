@@ -81,9 +81,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from search_spaces import FasterViT, FasterViTConfig, resolve_config
+from search_spaces.fastervit import Attention, RelPosBias, TokenPosEmbed
 
 from . import proxy_scores as _zs
-from .proxy_scores import ProxyError
+from .checks import check_int
+from .cost import analytic_flops, count_flops, count_params
+from .proxy_scores import ProxyError, Weighted
 
 __all__ = [
     "Proxy", "ProxyResult", "ProxyError", "PROXIES", "register_proxy", "list_proxies", "get_proxy", "init_model",
@@ -175,8 +178,7 @@ def init_model(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], seed: int, *
     on every device. ``on_device=True`` initialises on ``device`` instead (fast for large models,
     as the profiler wants; weights then depend on the device's generator too).
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an integer")
+    check_int("seed", seed)
     cfg = resolve_config(cfg)
     if num_classes is not None:
         cfg = cfg.replace(num_classes=num_classes)
@@ -214,7 +216,7 @@ def _working_copy(model: nn.Module, device: torch.device, *, train: bool,
     return m
 
 
-def _weighted_layers(model: nn.Module) -> list[nn.Module]:
+def _weighted_layers(model: nn.Module) -> list[Weighted]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
@@ -228,8 +230,6 @@ def _batch_on(batch: Batch, device: torch.device) -> Batch:
 # ---------------------------------------------------------------------------------------------
 @register_proxy("params", description="+number of parameters (bigger nets score higher)")
 def params(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
-    from .cost import count_params
-
     return float(count_params(model))
 
 
@@ -237,10 +237,8 @@ def params(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0)
 def flops(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) -> float:
     """From the config (``evaluators.cost.analytic_flops``, equal to fvcore's trace, instant) when the
     model is a FasterViT built for the batch's resolution; otherwise fvcore traces the model."""
-    from .cost import analytic_flops, count_flops
-
     x = batch[0]
-    res = tuple(x.shape[-2:])
+    res = (int(x.shape[-2]), int(x.shape[-1]))
     cfg = getattr(model, "config", None)
     if isinstance(cfg, FasterViTConfig) and tuple(cfg.resolution) == res and cfg.in_chans == x.shape[1]:
         return float(analytic_flops(cfg))
@@ -262,7 +260,7 @@ def synflow(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0
             raise ProxyError("a parameter is used twice in one forward pass; synflow's per-parameter "
                              "streaming needs each parameter used once")
         seen.add(id(p))
-        if id(p) in scored:
+        if id(p) in scored and p.grad is not None:
             total.add_((p.detach() * p.grad).abs().sum())
         p.grad = None
 
@@ -281,7 +279,8 @@ def synflow(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0
     return math.log(value)
 
 
-def _loss_grads(model: nn.Module, batch: Batch, dev: torch.device) -> tuple[list[nn.Module], list[Optional[torch.Tensor]]]:
+def _loss_grads(model: nn.Module, batch: Batch, dev: torch.device
+                ) -> tuple[list[Weighted], list[Optional[torch.Tensor]]]:
     m = _working_copy(model, dev, train=True)
     x, y = _batch_on(batch, dev)
     layers = _weighted_layers(m)
@@ -328,8 +327,6 @@ def jacob_cov(model: nn.Module, batch: Batch, *, device: Any = None, seed: int =
 
 
 def _positional_modules(model: nn.Module) -> set[int]:
-    from search_spaces.fastervit import RelPosBias, TokenPosEmbed
-
     out: set[int] = set()
     for mod in model.modules():
         if isinstance(mod, (TokenPosEmbed, RelPosBias)):
@@ -499,7 +496,7 @@ def az_nas(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0)
     return _combine_az_nas(values, batch[0].shape[0])
 
 
-def _scored_layers(model: nn.Module) -> list[nn.Module]:
+def _scored_layers(model: nn.Module) -> list[Weighted]:
     """Conv/linear layers that see image features: positional MLPs (coordinate inputs) left out."""
     skip = _positional_modules(model)
     return [m for m in _weighted_layers(model) if id(m) not in skip]
@@ -599,8 +596,6 @@ def dss(model: nn.Module, batch: Batch, *, device: Any = None, seed: int = 0) ->
     stem, the conv stages' blocks, the downsamplers, the carrier-token convs and the head — so
     that the conv stages count (they have neither attention nor MLP). Positional MLPs are left out.
     """
-    from search_spaces.fastervit import Attention
-
     dev = _device(device, batch)
     m = _linearised_copy(model, dev)
     msa_ids = {id(mod.qkv) for mod in m.modules() if isinstance(mod, Attention)}
@@ -659,7 +654,9 @@ def compute_proxies(model_or_cfg: Union[nn.Module, FasterViTConfig, str, Mapping
         if proxy.members and all(m in results and results[m].ok for m in proxy.members):
             t0 = time.perf_counter()
             try:
-                value: Optional[float] = proxy.combine({m: results[m].value for m in proxy.members}, batch[0].shape[0])
+                assert proxy.combine is not None  # a proxy with members combines them
+                value: Optional[float] = proxy.combine({m: float(results[m].value or 0.0) for m in proxy.members},
+                                                       batch[0].shape[0])
                 error = None
             except Exception as e:  # recorded on the result, never raised
                 value, error = None, _error_text(e)

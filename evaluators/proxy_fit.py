@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _tau(x: np.ndarray, y: np.ndarray) -> float:
     return float(kendalltau(x, y)[0])
 
 
-def _as_float_array(v: Sequence[float], name: str) -> np.ndarray:
+def _as_float_array(v: Union[Sequence[float], np.ndarray], name: str) -> np.ndarray:
     try:
         a = np.asarray([float(t) for t in v], dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -59,7 +59,8 @@ def _as_float_array(v: Sequence[float], name: str) -> np.ndarray:
     return a
 
 
-def kendall_ci(x: Sequence[float], y: Sequence[float], *, seed: int = 0, boot: int = 1000,
+def kendall_ci(x: Union[Sequence[float], np.ndarray], y: Union[Sequence[float], np.ndarray], *, seed: int = 0,
+               boot: int = 1000,
                level: float = 0.95) -> dict[str, Any]:
     """Kendall tau (tau-b), Spearman rho and a percentile bootstrap CI of tau.
 

@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from search_spaces.fastervit import ConvStage, FasterViT, TransformerStage
+
 __all__ = [
     "ProxyError", "BlockFeature", "block_features", "spectral_entropy", "az_nas_components", "jacobian_score",
-    "zico_score", "layer_snr", "meco_score", "min_correlation_eigenvalue", "dss_score",
+    "zico_score", "layer_snr", "meco_score", "min_correlation_eigenvalue", "dss_score", "Weighted",
 ]
+
+Weighted = Union[nn.Conv2d, nn.Linear]  # a layer whose weight the gradient proxies read
 
 
 class ProxyError(RuntimeError):
@@ -66,8 +70,6 @@ def _tokens_to_map(geom) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _feature_points(model: nn.Module) -> list[tuple[str, nn.Module, Callable[[torch.Tensor], torch.Tensor]]]:
-    from search_spaces.fastervit import ConvStage, FasterViT, TransformerStage
-
     if not isinstance(model, FasterViT):
         raise ProxyError(f"this proxy reads FasterViT block outputs; got a {type(model).__name__}")
     points: list[tuple[str, nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = [("stem", model.stem, _nchw_to_map)]
@@ -203,7 +205,7 @@ def layer_snr(grads: torch.Tensor) -> Optional[float]:
     return math.log(total) if total > 0 else None
 
 
-def zico_score(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, y: torch.Tensor, *,
+def zico_score(model: nn.Module, layers: Sequence[Weighted], x: torch.Tensor, y: torch.Tensor, *,
                splits: int = 2) -> float:
     """Sum over ``layers`` of ``layer_snr`` of the cross-entropy gradients of ``splits`` batches.
 
@@ -221,8 +223,8 @@ def zico_score(model: nn.Module, layers: list[nn.Module], x: torch.Tensor, y: to
         for acc, g in zip(per_layer, grads):
             if g is not None:
                 acc.append(g.detach().reshape(-1).float())
-    terms = [layer_snr(torch.stack(acc)) for acc in per_layer if len(acc) == splits]
-    terms = [t for t in terms if t is not None]
+    snrs = [layer_snr(torch.stack(acc)) for acc in per_layer if len(acc) == splits]
+    terms = [t for t in snrs if t is not None]
     if not terms:
         raise ProxyError("ZiCo: no layer has a gradient that varies across batches")
     return float(sum(terms))
@@ -272,14 +274,14 @@ def meco_score(model: nn.Module, x: torch.Tensor, *, sample: Optional[int] = Non
 # ---------------------------------------------------------------------------------------------
 # DSS (TF-TAS)
 # ---------------------------------------------------------------------------------------------
-def dss_score(model: nn.Module, msa: list[nn.Module], saliency: list[nn.Module], x: torch.Tensor) -> float:
+def dss_score(model: nn.Module, msa: Sequence[Weighted], saliency: Sequence[Weighted], x: torch.Tensor) -> float:
     """log(S_D + S_S) on a linearised copy (weights and buffers already |.|, float64, eval).
 
     R = sum of the logits of ``x``; S_D = sum over ``msa`` layers of ||W||_* ||dR/dW||_*
     (nuclear norms: synaptic diversity); S_S = sum over ``saliency`` layers of sum |W * dR/dW|
     (synaptic saliency).
     """
-    weights = [layer.weight for layer in msa + saliency]
+    weights = [layer.weight for layer in [*msa, *saliency]]
     grads = torch.autograd.grad(model(x).sum(), weights, allow_unused=True)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for k, (w, g) in enumerate(zip(weights, grads)):

@@ -1,16 +1,19 @@
 """The architecture-id cache: a trial whose architecture the study already measured reuses those measurements.
 
 A sampler may propose an architecture (``FasterViTConfig.arch_id``) that an earlier trial of the study
-measured with the same settings (``measurement_key``: device, dataset, seed, profiler, proxy, train
-budget and rungs). ``cached_source`` finds that trial; ``reuse_measurements`` copies its measurements
-into the new trial and records ``cache_hit`` (``nas.record``) naming the original, so nothing is
-trained or profiled twice. A source stopped at a ``--fidelity sh`` rung stops the new trial the same way.
+measured with the same settings (``measurement_key``: device, dataset, seed, profiler protocol and the
+accuracy estimator's identity: proxy, resolution, train budget, rungs...). ``cached_source`` finds that
+trial; ``reuse_measurements`` copies its measurements into the new trial and records ``cache_hit``
+(``nas.record``) naming the original, so nothing is trained or profiled twice. A source stopped at a
+``--fidelity sh`` rung stops the new trial the same way.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable, Optional
+
+import optuna
 
 from . import record as R
 from .record import Status
@@ -25,18 +28,13 @@ _REUSED = (R.PARAMS, R.FLOPS, R.PROFILE, R.PROXY, R.TIMINGS, R.TRAIN_HISTORY, R.
 
 def measurement_key(ev: Any) -> dict[str, Any]:
     """What a measurement depends on besides the architecture (``ev``: a ``nas.trial.Evaluator``); a cache hit
-    needs the same key."""
-    s = ev.s
+    needs the same key. The accuracy's part is its estimator's ``identity``."""
+    s = ev.settings
     key: dict[str, Any] = dict(device=ev.device_name, data=s.data, seed=s.seed)
     if ev.needs_profile:
         key.update(batch_size=s.batch_size, dtype=s.dtype, profile_mode=s.profile_mode)
-    if ev.needs_proxy:
-        key.update(proxy=s.proxy, proxy_resolution=s.proxy_resolution)
-        if s.proxy == "train":
-            key.update(train_epochs=s.train_epochs, train_subset=s.train_subset, train_batch_size=s.train_batch_size,
-                       train_val_subset=s.train_val_subset, rungs=ev.rung_epochs)
-        else:
-            key.update(proxy_batch_size=s.proxy_batch_size)
+    if ev.estimator is not None:
+        key.update(estimator=ev.estimator.identity)
     return key
 
 
@@ -48,8 +46,6 @@ def cached_source(study: Any, arch_id: str, number: int, key: Optional[dict[str,
     must have been measured with the same settings (``measurement_key``; a study resumed with
     another budget or device measures again).
     """
-    import optuna
-
     S = optuna.trial.TrialState
     for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.PRUNED)):
         if t.number == number or t.user_attrs.get(R.ARCH_ID) != arch_id:
@@ -66,8 +62,6 @@ def reuse_measurements(source: Any, record: Callable[[str, Any], None]) -> dict[
 
     A source stopped at a rung stops this trial the same way (``optuna.TrialPruned``).
     """
-    import optuna
-
     a = source.user_attrs
     original = a.get(R.CACHE_HIT, source.number)
     record(R.CACHE_HIT, original)

@@ -7,7 +7,6 @@ so ``nas --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-import sys
 
 import typer
 
@@ -71,4 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

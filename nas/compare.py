@@ -29,6 +29,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
+
+from evaluators import profiler  # its functions are looked up when called (tests replace them)
+from search_spaces import PRESETS, FasterViT
+
 __all__ = ["Published", "load_published", "paper_tables", "CompareSettings", "ModelRow", "CompareResult",
            "resolve_models", "run_compare", "pareto_front", "count_macs", "DATA_FILE"]
 
@@ -117,13 +122,9 @@ class CompareSettings:
 
     def resolved(self) -> "CompareSettings":
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
-        import torch
-
-        from evaluators.profiler import MODES, resolve_device
-
         s = dataclasses.replace(self)
         if s.device is None:
-            s.device = resolve_device(None).type  # the one default-device picker
+            s.device = profiler.resolve_device(None).type  # the one default-device picker
         if s.device not in ("cuda", "cpu"):
             raise ValueError(f"device={s.device!r} must be 'cuda' or 'cpu'")
         gpu = s.device == "cuda"
@@ -132,9 +133,9 @@ class CompareSettings:
         s.batch_size = s.batch_size or (128 if gpu else 2)
         s.dtype = s.dtype or ("fp16" if gpu else "fp32")  # CPU autocast to fp16 is slower than fp32: checks only
         s.modes = tuple(s.modes or (("cudagraph",) if gpu else ("eager",)))
-        bad = [m for m in s.modes if m not in MODES]
+        bad = [m for m in s.modes if m not in profiler.MODES]
         if bad:
-            raise ValueError(f"--mode {','.join(bad)}: each mode must be one of {', '.join(MODES)}")
+            raise ValueError(f"--mode {','.join(bad)}: each mode must be one of {', '.join(profiler.MODES)}")
         if "cudagraph" in s.modes and not gpu:
             raise ValueError("mode 'cudagraph' needs a CUDA device; on the CPU use --mode eager or compile")
         s.warmup = s.warmup if s.warmup is not None else (3 if gpu else 1)
@@ -143,6 +144,27 @@ class CompareSettings:
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}={getattr(s, name)} must be >= 1")
         return s
+
+    @property
+    def protocol(self) -> "Protocol":
+        """The measurement protocol of resolved settings (``resolved`` fills every field)."""
+        s = self
+        if s.batch_size is None or s.dtype is None or not s.modes or s.warmup is None or s.repeats is None \
+                or s.device is None:
+            raise ValueError("CompareSettings.resolved() chooses the protocol for the device: call it first")
+        return Protocol(s.device, s.batch_size, s.dtype, tuple(s.modes), s.warmup, s.repeats)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How every model is measured: device, batch, dtype, modes (the first is the primary one), warm-up, samples."""
+
+    device: str
+    batch_size: int
+    dtype: str
+    modes: tuple[str, ...]
+    warmup: int
+    repeats: int
 
 
 @dataclass
@@ -198,25 +220,20 @@ class CompareResult:
 # ------------------------------------------------------------------------------------------ building
 def _build(p: Published, code: str, device: Any, seed: int) -> Any:
     """The module to measure (random weights; built on the device)."""
-    import torch
-
-    from evaluators.profiler import _seeded, build_official  # noqa: PLC2701 (shared seeding helper)
-
+    if code in ("official", "nas") and not p.preset:
+        raise ValueError(f"{p.name} has no FasterViT preset to build")
     if code == "official":
-        return build_official(p.preset, device=device, seed=seed)
-    with _seeded(device, seed), torch.device(device):
+        return profiler.build_official(str(p.preset), device=device, seed=seed)
+    with profiler._seeded(device, seed), torch.device(device):
         if code == "nas":
-            from search_spaces import PRESETS, FasterViT
-
-            return FasterViT(PRESETS[p.preset]).eval()
+            return FasterViT(PRESETS[str(p.preset)]).eval()
         import timm
 
-        return timm.create_model(p.timm_id, pretrained=False).eval()
+        return timm.create_model(str(p.timm_id), pretrained=False).eval()
 
 
 def count_macs(model: Any, resolution: int, device: Any) -> int:
     """Multiply-accumulates of one forward pass on one image (``FlopCounterMode`` FLOPs / 2)."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros(1, 3, resolution, resolution, device=device)
@@ -240,46 +257,43 @@ def _jobs(models: Sequence[Published], s: CompareSettings) -> list[tuple[Publish
 
 def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
     """All modes of one model; every failure is a row with ``error`` (the run goes on)."""
-    import torch
-
-    from evaluators.profiler import measure_throughput, resolve_device
-
     res = p.resolution
+    pr = s.protocol
     model_id = p.timm_id if code == "timm" else (f"official:{p.preset}" if code == "official" else p.preset)
-    base = dict(name=p.name, family=p.family if code != "official" else "fastervit-official", code=code,
+    base: dict[str, Any] = dict(name=p.name, family=p.family if code != "official" else "fastervit-official", code=code,
                 model_id=model_id or "—", resolution=res, paper_params_m=p.params_m, paper_gflops=p.gflops,
                 paper_a100_img_s=p.a100_img_s, top1=p.top1, note=p.note)
     if code == "timm" and not p.timm_id:
-        return [ModelRow(**base, mode=m, error=f"not built: {p.note or 'timm has no such model'}") for m in s.modes]
-    dev = resolve_device(s.device)
+        return [ModelRow(**base, mode=m, error=f"not built: {p.note or 'timm has no such model'}") for m in pr.modes]
+    dev = profiler.resolve_device(s.device)
     try:
         model = _build(p, code, dev, s.seed)
     except torch.cuda.OutOfMemoryError:
         _free()
-        return [ModelRow(**base, mode=m, error=f"out of memory while building at {res} px") for m in s.modes]
+        return [ModelRow(**base, mode=m, error=f"out of memory while building at {res} px") for m in pr.modes]
     except Exception as e:  # a peer timm or the official code cannot build here: a recorded skip
         _free()
-        return [ModelRow(**base, mode=m, error=f"not built: {type(e).__name__}: {e}") for m in s.modes]
+        return [ModelRow(**base, mode=m, error=f"not built: {type(e).__name__}: {e}") for m in pr.modes]
     params = round(sum(t.numel() for t in model.parameters()) / 1e6, 3)
     gmacs: Optional[float] = None
     rows = []
-    for i, mode in enumerate(s.modes):
+    for i, mode in enumerate(pr.modes):
         if i and code != "timm":  # deployed in place by the previous mode: measure a fresh one
             model = _build(p, code, dev, s.seed)
         row = ModelRow(**base, mode=mode, params_m=params, deploy=code != "timm")
         try:
             # timm peers have no deploy step; ours and the official code precompute their biases (as a search does)
-            rec = measure_throughput(model, batch_size=s.batch_size, resolution=res, dtype=s.dtype, mode=mode,
-                                     warmup=s.warmup, repeats=s.repeats, device=dev, latency_b1=False, seed=s.seed,
-                                     deploy=code != "timm")
+            rec = profiler.measure_throughput(model, batch_size=pr.batch_size, resolution=res, dtype=pr.dtype,
+                                              mode=mode, warmup=pr.warmup, repeats=pr.repeats, device=dev,
+                                              latency_b1=False, seed=s.seed, deploy=code != "timm")
         except Exception as e:  # a model this mode cannot run (e.g. a refused capture): recorded, the run goes on
             row.error = f"{mode} failed: {type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
             _free()
             continue
         row.profile = rec.to_dict()
-        if rec.error:
-            row.error = rec.error
+        if rec.error or rec.images_per_s is None:
+            row.error = rec.error or "no throughput measured"
         else:
             row.img_s = rec.images_per_s
             row.ratio = float(f"{rec.images_per_s / p.a100_img_s:.4g}")
@@ -299,8 +313,6 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
 def _free() -> None:
     import gc
 
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -311,11 +323,13 @@ def pareto_front(rows: Sequence[ModelRow]) -> tuple[list[str], dict[str, list[st
     """Models on this card's front of (throughput, top-1), both maximised; for each FasterViT of our
     generator off the front, the models that dominate it."""
     pts = [r for r in rows if r.measured and r.top1 is not None and r.code != "official"]
+    point = {id(r): (float(r.img_s or 0.0), float(r.top1 or 0.0)) for r in pts}  # both set: measured, with a top-1
 
     def dominates(a: ModelRow, b: ModelRow) -> bool:
-        return a.img_s >= b.img_s and a.top1 >= b.top1 and (a.img_s > b.img_s or a.top1 > b.top1)
+        (ai, at), (bi, bt) = point[id(a)], point[id(b)]
+        return ai >= bi and at >= bt and (ai > bi or at > bt)
 
-    front = [r.name for r in sorted(pts, key=lambda r: -r.img_s) if not any(dominates(o, r) for o in pts)]
+    front = [r.name for r in sorted(pts, key=lambda r: -point[id(r)][0]) if not any(dominates(o, r) for o in pts)]
     dominated = {r.name: [o.name for o in pts if dominates(o, r)] for r in pts
                  if r.family == "fastervit" and r.name not in front}
     return front, dominated
@@ -324,7 +338,7 @@ def pareto_front(rows: Sequence[ModelRow]) -> tuple[list[str], dict[str, list[st
 # ------------------------------------------------------------------------------------------ tables
 def _variant_jobs(tables: dict[str, Any], s: CompareSettings) -> list[tuple[str, str, dict[str, Any]]]:
     """(table, variant, {code: overrides or None}) in measuring order; references first."""
-    out = [("S.2", "FasterViT-2", {"nas": {}, "official": {}})]
+    out: list[tuple[str, str, dict[str, Any]]] = [("S.2", "FasterViT-2", {"nas": {}, "official": {}})]
     for r in tables["S.2"]["rows"]:
         out.append(("S.2", r["component"], {"nas": r["nas"], "official": r["official"]}))
     for r in tables["S.3"]["rows"]:
@@ -332,20 +346,18 @@ def _variant_jobs(tables: dict[str, Any], s: CompareSettings) -> list[tuple[str,
     return out
 
 
-def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: str) -> tuple[Optional[float], Optional[str]]:
-    import torch
-
-    from evaluators.profiler import measure_official, measure_throughput
-    from search_spaces import PRESETS
-
-    kw = dict(batch_size=s.batch_size, dtype=s.dtype, mode=mode, warmup=s.warmup, repeats=s.repeats, device=s.device,
-              latency_b1=False, seed=s.seed)
+def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: str
+                   ) -> tuple[Optional[float], Optional[str]]:
+    pr = s.protocol
+    kw: dict[str, Any] = dict(batch_size=pr.batch_size, dtype=pr.dtype, mode=mode, warmup=pr.warmup,
+                              repeats=pr.repeats, device=pr.device, latency_b1=False, seed=s.seed)
     try:
         if code == "nas":
-            cfg = PRESETS["faster_vit_2_224"].replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in over.items()})
-            rec = measure_throughput(cfg, **kw)
+            changes = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}
+            cfg = PRESETS["faster_vit_2_224"].replace(**changes)
+            rec = profiler.measure_throughput(cfg, **kw)
         else:
-            rec = measure_official("faster_vit_2_224", model_kwargs=over, **kw)
+            rec = profiler.measure_official("faster_vit_2_224", model_kwargs=over, **kw)
     except torch.cuda.OutOfMemoryError:
         return None, "out of memory"
     except Exception as e:  # a variant one code cannot express or build: recorded
@@ -358,16 +370,19 @@ def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: st
 def measure_tables(s: CompareSettings, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Tables S.2 and S.3 on this machine: each variant's throughput ratio, for our generator and the official code."""
     tables = paper_tables()
-    mode = s.modes[0]
+    mode = s.protocol.modes[0]
     codes = ("nas", "official") if s.official else ("nas",)
     img: dict[tuple[str, str, str], tuple[Optional[float], Optional[str]]] = {}
     for table, variant, overrides in _variant_jobs(tables, s):
         for code in codes:
             over = overrides[code]
             step(f"Table {table}: {variant} ({code})")
-            img[(table, variant, code)] = (None, "not expressible") if over is None else _variant_img_s(code, over, s, mode)
+            img[(table, variant, code)] = ((None, "not expressible") if over is None
+                                           else _variant_img_s(code, over, s, mode))
     out: dict[str, Any] = {}
-    for key, ref_of in (("S.2", lambda r: "FasterViT-2"), ("S.3", lambda r: tables["S.3"]["reference"][str(r["resolution"])])):
+    references: tuple[tuple[str, Callable[[Any], str]], ...] = (
+        ("S.2", lambda r: "FasterViT-2"), ("S.3", lambda r: tables["S.3"]["reference"][str(r["resolution"])]))
+    for key, ref_of in references:
         t = tables[key]
         rows = []
         for r in t["rows"]:
@@ -389,12 +404,8 @@ def measure_tables(s: CompareSettings, step: Callable[[str], None] = lambda _: N
 def _environment(s: CompareSettings) -> dict[str, Any]:
     import platform
 
-    import torch
-
-    from evaluators.profiler import cpu_name
-
     env = dict(device=s.device, torch=torch.__version__, cuda=torch.version.cuda, python=platform.python_version(),
-               cpu=cpu_name())
+               cpu=profiler.cpu_name())
     try:
         import timm
 
@@ -405,7 +416,8 @@ def _environment(s: CompareSettings) -> dict[str, Any]:
     return env
 
 
-def run_compare(settings: CompareSettings, *, on_step: Optional[Callable[[str, int, int], None]] = None) -> CompareResult:
+def run_compare(settings: CompareSettings, *,
+                on_step: Optional[Callable[[str, int, int], None]] = None) -> CompareResult:
     """Measure every selected model (and, with ``tables``, the S.2/S.3 variants); ``on_step(label, done, total)``."""
     t0 = time.perf_counter()
     s = settings.resolved()
@@ -428,7 +440,7 @@ def run_compare(settings: CompareSettings, *, on_step: Optional[Callable[[str, i
             step(f"{p.name} ({'timm ' + str(p.timm_id) if code == 'timm' else code})")
             rows += _measure_one(p, code, s)
         tables = measure_tables(s, step) if s.tables else None
-    primary = [r for r in rows if r.mode == s.modes[0]]
+    primary = [r for r in rows if r.mode == s.protocol.modes[0]]
     front, dominated = pareto_front(primary)
     if on_step:
         on_step("done", total, total)

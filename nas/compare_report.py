@@ -77,7 +77,8 @@ def reading(d: Mapping[str, Any]) -> list[str]:
         lines.append(f"{name} is dominated by {', '.join(by)}.")
     skipped = d.get("skipped") or []
     if skipped:
-        lines.append(f"Skipped ({len(skipped)}): " + "; ".join(f"{s['name']} ({s['code']}): {s['reason']}" for s in skipped))
+        reasons = "; ".join(f"{s['name']} ({s['code']}): {s['reason']}" for s in skipped)
+        lines.append(f"Skipped ({len(skipped)}): {reasons}")
     return lines
 
 
@@ -113,7 +114,8 @@ def _figure(d: Mapping[str, Any]) -> Any:
     paper = sorted([r for r in rows if r["code"] == "nas"], key=lambda r: r["name"])
     if paper:
         fig.add_trace(go.Scatter(x=[r["paper_a100_img_s"] for r in paper], y=[r["top1"] for r in paper],
-                                 mode="lines+markers", name="FasterViT on the paper's A100 (Table 1)", visible="legendonly",
+                                 mode="lines+markers", name="FasterViT on the paper's A100 (Table 1)",
+                                 visible="legendonly",
                                  line=dict(color=COLORS["muted"], dash="dot"), marker=dict(color=COLORS["muted"])))
     fig.update_layout(**base_layout(f"Top-1 vs throughput on {_where(d)} (the paper's Figure 1, re-measured)",
                                     x_title, y_title, height=650))
@@ -125,10 +127,10 @@ def _tables_html(tables: Optional[Mapping[str, Any]]) -> str:
     if not tables:
         return "<p class=\"note\">Tables S.2 / S.3 not measured (pass <code>--tables</code>).</p>"
     out = []
-    for key, t in tables.items():
+    for t in tables.values():
         codes = [c for c in ("nas", "official") if any(f"{c}_ratio" in r for r in t["rows"])]
-        header = ["variant", "paper ratio", *(f"ratio here ({c})" for c in codes), *(f"img/s here ({c})" for c in codes),
-                  "note"]
+        header = ["variant", "paper ratio", *(f"ratio here ({c})" for c in codes),
+                  *(f"img/s here ({c})" for c in codes), "note"]
         rows = []
         for r in t["rows"]:
             notes = [r.get("why"), r.get("note"), *(f"{c}: {r.get(f'{c}_error')}" for c in codes if r.get(f"{c}_error")
@@ -136,7 +138,8 @@ def _tables_html(tables: Optional[Mapping[str, Any]]) -> str:
             rows.append([r["name"], f"{r['paper_ratio']:.2f}", *(_fmt(r.get(f"{c}_ratio"), ".2f") for c in codes),
                          *(_img(r.get(f"{c}_img_s")) for c in codes), "; ".join(n for n in notes if n)])
         out.append(f"<h3>{esc(t['title'])} ({esc(t['model'])}, mode {esc(t['mode'])})</h3>"
-                   f"<p class=\"note\">Ratio: {esc(t['ratio'])}. {esc(t.get('note') or '')} Source: {esc(t['source'])}.</p>"
+                   f"<p class=\"note\">Ratio: {esc(t['ratio'])}. {esc(t.get('note') or '')} "
+                   f"Source: {esc(t['source'])}.</p>"
                    + table_html(header, rows, [False, True, *([True] * 2 * len(codes)), False]))
     return "".join(out)
 
@@ -144,16 +147,17 @@ def _tables_html(tables: Optional[Mapping[str, Any]]) -> str:
 def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str = "embed") -> Path:
     """The figure, the reading, the table, Tables S.2/S.3, and the conditions of the run."""
     s, env = d["settings"], d["environment"]
-    cond = (f"Measured {esc(d['created'])} on {esc(_where(d))} (torch {esc(env.get('torch'))}, timm {esc(env.get('timm'))}, "
-            f"CUDA {esc(env.get('cuda'))}): batch {s['batch_size']}, {esc(s['dtype'])}, modes {esc(', '.join(s['modes']))}, "
+    cond = (f"Measured {esc(d['created'])} on {esc(_where(d))} (torch {esc(env.get('torch'))}, "
+            f"timm {esc(env.get('timm'))}, CUDA {esc(env.get('cuda'))}): batch {s['batch_size']}, "
+            f"{esc(s['dtype'])}, modes {esc(', '.join(s['modes']))}, "
             f"channels-last, {s['warmup']} warm-up passes, {s['repeats']} timed samples (median); random weights; "
             f"FasterViT deployed (positional biases precomputed), peers as timm builds them. Top-1 and the A100 "
             f"numbers: {esc(d['published_source'])}, Table 1. MACs: {esc(d['flops_method'])}. Wall {d['wall_s']} s.")
     body = [f"<h1>FasterViT and its peers on {esc(_where(d))}</h1>", f"<p class=\"note\">{cond}</p>",
             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in reading(d)) + "</ul>",
             figure_html(_figure(d), first=True, plotlyjs=plotlyjs),
-            "<h2>Models</h2>", table_html(TABLE_HEADER, table_rows(d), [False, False, True, True, True, True, True, True,
-                                                                       True, False]),
+            "<h2>Models</h2>",
+            table_html(TABLE_HEADER, table_rows(d), [False, False, True, True, True, True, True, True, True, False]),
             "<h2>Throughput ratios of Tables S.2 and S.3</h2>", _tables_html(d.get("tables"))]
     return write_page(path, f"nas compare — {_where(d)}", body, plotlyjs=plotlyjs)
 

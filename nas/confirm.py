@@ -16,7 +16,13 @@ import math
 import statistics
 from typing import Any, Callable, Optional, Sequence
 
+from evaluators.checks import check_int
+from search_spaces import FasterViTConfig
+
 from . import record as R
+from .estimators import build_estimator, estimator_type
+from .front import objective_names, pareto_trials
+from .settings import EstimatorOptions, cuda_available
 
 __all__ = ["confirm_front", "front_to_confirm", "seed_noise", "within_noise", "confirmations", "noise_marks",
            "DIFFERENCE_BOUND_SDS"]
@@ -29,14 +35,11 @@ def confirmations(study: Any) -> dict[str, list[dict[str, Any]]]:
 
 def front_to_confirm(study: Any, top: int) -> list[Any]:
     """The ``top`` front trials of highest accuracy, one per architecture (a cache hit's source stands for it)."""
-    from .pareto import objective_names, pareto_trials
-
     names = objective_names(study)
     if "accuracy" not in names:
         raise ValueError(f"study {study.study_name!r} has no accuracy objective ({', '.join(names)}): "
                          f"nothing to re-train")
-    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-        raise ValueError(f"--top {top!r} must be an integer >= 1")
+    check_int("--top", top, minimum=1)
     i = names.index("accuracy")
     seen, out = set(), []
     for t in sorted(pareto_trials(study), key=lambda t: (-t.values[i], t.number)):
@@ -51,11 +54,12 @@ def front_to_confirm(study: Any, top: int) -> list[Any]:
 
 
 def _study_settings(study: Any) -> dict[str, Any]:
+    """The study's stored settings; refused unless its accuracy estimator trains (another seed, another sample)."""
     s = dict(study.user_attrs.get(R.STUDY_SETTINGS) or {})
     proxy = study.user_attrs.get(R.STUDY_PROXY)
-    if proxy != "train":
-        raise ValueError(f"study {study.study_name!r} was searched with --proxy {proxy}: re-training confirms "
-                         f"train-proxy accuracies only")
+    if not proxy or not estimator_type(proxy).retrains:
+        raise ValueError(f"study {study.study_name!r} was searched with --proxy {proxy}: re-training confirms the "
+                         f"accuracies of an estimator that trains (--proxy train) only")
     return s
 
 
@@ -69,13 +73,6 @@ def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: O
     study instead of ``front_to_confirm(study, top)`` (e.g. one front point per unit of a resumable
     benchmark). One line per re-train goes to ``out``.
     """
-    from evaluators.data import load_dataset
-    from evaluators.train import train_proxy
-    from search_spaces import FasterViTConfig
-
-    from .pareto import objective_names
-    from .settings import cuda_available
-
     s = _study_settings(study)
     if trials is None:
         trials = front_to_confirm(study, top)
@@ -85,19 +82,18 @@ def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: O
             raise ValueError(f"trials {bad} of study {study.study_name!r} are not complete: nothing to re-train")
     i = objective_names(study).index("accuracy")
     dev = device or s.get("device") or ("cuda" if cuda_available() else "cpu")
-    splits = load_dataset(s.get("data", "fashion-mnist"), data_dir=s.get("data_dir"))
+    # the study's estimator at its full budget: same data, subset, batch and resolution; no rungs
+    options = EstimatorOptions.from_mapping({**s, "proxy": study.user_attrs.get(R.STUDY_PROXY), "fidelity": "full"})
+    estimator = build_estimator(options)
+    estimator.prepare(device=dev, seed=int(s.get("seed", 0)))
     done = confirmations(study)
     rows = []
     for n, t in enumerate(trials):
         key = str(t.number)
         entries = list(done.get(key, []))
         use = seed if seed is not None else int(s.get("seed", 0)) + 1 + len(entries)
-        cfg = FasterViTConfig.from_dict(t.user_attrs[R.CONFIG])
-        small = cfg.at_resolution(int(s.get("proxy_resolution") or cfg.resolution[0]))
-        res = train_proxy(small, data=splits, epochs=float(s.get("train_epochs", 1.0)), subset=s.get("train_subset"),
-                          batch_size=int(s.get("train_batch_size", 256)), val_subset=s.get("train_val_subset"),
-                          seed=use, device=dev, progress=False)
-        entry = dict(seed=use, accuracy=None if res.status == "nan" else float(res.top1),
+        res = estimator.estimate(FasterViTConfig.from_dict(t.user_attrs[R.CONFIG]), seed=use)
+        entry = dict(seed=use, accuracy=None if res.failure else float(res.value),
                      search_accuracy=float(t.values[i]), search_seed=int(s.get("seed", 0)), epochs=res.epochs,
                      seconds=round(res.seconds, 3), status=res.status)
         entries.append(entry)
@@ -106,7 +102,8 @@ def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: O
         rows.append(dict(trial=t.number, **entry))
         acc = "NaN" if entry["accuracy"] is None else f"{entry['accuracy']:.2f}"
         out(f"[{n + 1}/{len(trials)}] trial #{t.number}: search accuracy {entry['search_accuracy']:.2f} "
-            f"(seed {entry['search_seed']}), re-trained {acc} (seed {use}, {res.epochs:g} epochs, {res.seconds:.1f}s)")
+            f"(seed {entry['search_seed']}), re-trained {acc} (seed {use}, {res.epochs or 0:g} epochs, "
+            f"{res.seconds:.1f}s)")
     return rows
 
 
@@ -164,8 +161,6 @@ def noise_marks(study: Any) -> Optional[dict[str, Any]]:
     neighbour's (another architecture) differ by less than the 95 % bound of two seeds
     (``DIFFERENCE_BOUND_SDS`` x ``s``), so the two are not shown to differ.
     """
-    from .pareto import objective_names, pareto_trials
-
     names = objective_names(study)
     noise = seed_noise(study)
     if noise is None or "accuracy" not in names:

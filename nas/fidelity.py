@@ -27,9 +27,11 @@ so nothing is reloaded and nothing is lost. A trial whose worker died is FAIL an
 (its place at the rung is freed). Trials served from the architecture cache are not peers either
 (they would count one measurement twice).
 
-Pure functions (``rungs``, ``rung_steps``, ``nondominated_fronts``, ``rank_order``, ``decide``) are
-tested directly; ``RungController`` is the per-trial hook the search driver passes to the train
-proxy as its per-validation callback, and ``rung_peers`` reads the peers from the study storage.
+The rung budgets are the training estimator's (``evaluators.estimators.Halving``: ``rungs``,
+``rung_steps``, ``eval_every``, re-exported here); what needs the study lives here. Pure functions
+(``nondominated_fronts``, ``rank_order``, ``decide``) are tested directly; ``RungController`` is the
+per-trial hook the search passes to the estimator as its ``report(step, accuracy) -> stop``, and
+``rung_peers`` reads the peers from the study storage.
 """
 
 from __future__ import annotations
@@ -38,74 +40,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from evaluators.estimators import Rung, eval_every, rung_steps, rungs
+
 from . import record as R
 
-__all__ = ["FIDELITIES", "rungs", "rung_steps", "eval_every", "dominates", "nondominated_fronts", "rank_order",
-           "Decision", "decide", "rung_peers", "RungController", "check_fidelity"]
+__all__ = ["rungs", "rung_steps", "eval_every", "dominates", "nondominated_fronts", "rank_order", "Decision",
+           "decide", "rung_peers", "RungController"]
 
-FIDELITIES = ("full", "sh")
 _EPS = 1e-9
-
-
-# ------------------------------------------------------------------------------------------ budgets
-def check_fidelity(fidelity: str, *, proxy: str, objectives: Sequence[str], min_budget: Optional[float],
-                   eta: Any, budget: float) -> None:
-    """Refuse a bad ``--fidelity``/``--eta``/``--min-budget`` with a message naming value and rule."""
-    if fidelity not in FIDELITIES:
-        raise ValueError(f"--fidelity {fidelity!r} must be one of {', '.join(FIDELITIES)}")
-    if fidelity == "full":
-        return
-    if proxy != "train":
-        raise ValueError(f"--fidelity sh needs --proxy train: the zero-cost proxy {proxy!r} has no training budget "
-                         f"to halve (use --fidelity full)")
-    if "accuracy" not in objectives:
-        raise ValueError(f"--fidelity sh ranks trials on accuracy at each rung: add 'accuracy' to the objectives "
-                         f"({', '.join(objectives)})")
-    rungs(min_budget, eta, budget)
-
-
-def rungs(min_budget: Optional[float], eta: Any, budget: float) -> list[float]:
-    """Rung budgets in epochs: ``B, E*B, E^2*B, ...`` below ``budget``, then ``budget`` itself.
-
-    ``min_budget`` None: ``budget / eta**2`` (three rungs). Raises ValueError for ``eta`` not an
-    integer >= 2, ``min_budget`` not > 0, or ``min_budget >= budget`` (nothing to halve).
-    """
-    if isinstance(eta, bool) or not isinstance(eta, int) or eta < 2:
-        raise ValueError(f"--eta {eta!r} must be an integer >= 2 (the top 1/eta of each rung go on)")
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"train budget {budget!r} must be > 0 epochs")
-    b = budget / eta ** 2 if min_budget is None else min_budget
-    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) or not b > 0:
-        raise ValueError(f"--min-budget {min_budget!r} must be a number of epochs > 0")
-    if b >= budget * (1 - _EPS):
-        raise ValueError(f"--min-budget {b:g} must be smaller than the train budget ({budget:g} epochs, "
-                         f"--train-epochs): successive halving needs at least one rung below it")
-    out = []
-    r = float(b)
-    while r < budget * (1 - _EPS):
-        out.append(r)
-        r *= eta
-    return out + [float(budget)]
-
-
-def rung_steps(rung_epochs: Sequence[float], steps_per_epoch: int) -> list[int]:
-    """Optimizer steps at each rung (``round(epochs * steps_per_epoch)``, at least 1), strictly increasing.
-
-    Raises ValueError when two rungs fall on the same step (too few steps per epoch for the budgets).
-    """
-    if steps_per_epoch < 1:
-        raise ValueError(f"the training subset gives {steps_per_epoch} steps per epoch: give more images")
-    steps = [max(1, round(e * steps_per_epoch)) for e in rung_epochs]
-    for a, b, ea, eb in zip(steps, steps[1:], rung_epochs, rung_epochs[1:]):
-        if b <= a:
-            raise ValueError(f"rungs at {ea:g} and {eb:g} epochs are the same optimizer step ({a}) with "
-                             f"{steps_per_epoch} step(s) per epoch: raise --min-budget or the training subset")
-    return steps
-
-
-def eval_every(steps: Sequence[int]) -> int:
-    """The validation interval (steps) that validates at every rung: the gcd of the rung steps."""
-    return math.gcd(*steps) if len(steps) > 1 else steps[0]
 
 
 # ------------------------------------------------------------------------------------------ ranking
@@ -181,28 +123,28 @@ def rung_peers(trials: Sequence[Any], epochs: float, *, exclude: int) -> dict[in
 
 
 class RungController:
-    """The per-trial hook: at each rung step, record the rung, rank against the peers, stop or go on.
+    """The per-trial hook: at each rung step, record the rung, rank against the peers, say whether to stop.
 
-    ``__call__(step, accuracy, measured)`` is the train proxy's per-validation callback; it raises
-    ``optuna.TrialPruned`` (after recording why) when the trial is stopped. ``objectives``: the
-    study's objectives (``nas.objectives.Objective``); ``study``: read for the peers; ``record``:
-    writes a user attribute of this trial.
+    ``__call__(step, accuracy, measured) -> stop`` is called after each validation of the estimate;
+    True (after recording why in the trial and in ``reason``) stops it, and the search ends the
+    trial PRUNED. ``objectives``: the study's objectives (``nas.objectives.Objective``); ``study``:
+    read for the peers; ``rungs``: the estimator's; ``record``: writes a user attribute of this trial.
     """
 
-    def __init__(self, *, study: Any, number: int, objectives: Sequence[Any], rung_epochs: Sequence[float],
-                 steps: Sequence[int], eta: int, record: Callable[[str, Any], None]):
+    def __init__(self, *, study: Any, number: int, objectives: Sequence[Any], rungs: Sequence[Rung], eta: int,
+                 record: Callable[[str, Any], None]):
         self.study, self.number, self.objectives = study, number, list(objectives)
-        self.rung_epochs, self.steps, self.eta, self.record = list(rung_epochs), list(steps), eta, record
+        self.rungs, self.eta, self.record = list(rungs), eta, record
         self.maximize = [o.maximize for o in self.objectives]
         self.entries: list[dict[str, Any]] = []
+        self.reason: Optional[str] = None
 
-    def __call__(self, step: int, accuracy: float, measured: dict) -> None:
-        import optuna
-
-        if step not in self.steps[:-1]:  # between rungs, or the full budget (the trial completes)
-            return
-        k = self.steps.index(step)
-        epochs = self.rung_epochs[k]
+    def __call__(self, step: int, accuracy: float, measured: Mapping[str, Any]) -> bool:
+        steps = [r.step for r in self.rungs]
+        if step not in steps[:-1]:  # between rungs, or the full budget (the trial completes)
+            return False
+        k = steps.index(step)
+        epochs = self.rungs[k].epochs
         vector = [float(o.extract({**measured, "accuracy": accuracy})) for o in self.objectives]
         entry: dict[str, Any] = dict(rung=k, epochs=epochs, step=step, accuracy=accuracy, values=vector)
         self.entries.append(entry)
@@ -215,22 +157,10 @@ class RungController:
         d = decide(self.number, peers, self.maximize, self.eta)
         entry.update(asdict(d), decision="continue" if d.promote else "stop")
         self.record(R.RUNGS, self.entries)
-        if not d.promote:
-            msg = (f"stopped at rung {k} ({epochs:g} epochs, accuracy {accuracy:.2f}): position {d.position + 1} of "
-                   f"{d.peers} at this rung (front {d.front}); the top {d.keep} go on (eta {self.eta})")
-            self.record(R.STATUS, R.Status.PRUNED)
-            self.record(R.ERROR, msg)
-            raise optuna.TrialPruned(msg)
-
-
-def chain(*hooks: Optional[Callable[[int, float, dict], None]]) -> Optional[Callable[[int, float, dict], None]]:
-    """One per-validation callback calling each given hook in order (None when none is given)."""
-    given = [h for h in hooks if h is not None]
-    if not given:
-        return None
-
-    def call(step: int, accuracy: float, measured: dict) -> None:
-        for h in given:
-            h(step, accuracy, measured)
-
-    return call
+        if d.promote:
+            return False
+        self.reason = (f"stopped at rung {k} ({epochs:g} epochs, accuracy {accuracy:.2f}): position {d.position + 1} "
+                       f"of {d.peers} at this rung (front {d.front}); the top {d.keep} go on (eta {self.eta})")
+        self.record(R.STATUS, R.Status.PRUNED)
+        self.record(R.ERROR, self.reason)
+        return True

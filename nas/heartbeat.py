@@ -26,22 +26,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+
+from .adapters import storage_of
 from .record import ERROR, HEARTBEAT_KEY, OWNER_KEY, STATUS, Status
+from .storage import HEARTBEAT_INTERVAL_S
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "STALE_AFTER_S", "UNOWNED_AFTER_S", "HEARTBEAT_KEY", "OWNER_KEY",
-           "TrialHeartbeat", "fail_stale_trials", "fail_trial", "fail_own_trials", "process_identity", "trial_id",
-           "storage_of"]
+           "TrialHeartbeat", "fail_stale_trials", "fail_trial", "fail_own_trials", "process_identity", "trial_id"]
 
 log = logging.getLogger("nas.heartbeat")
 
-HEARTBEAT_INTERVAL_S = 5.0  # also the RDB heartbeat interval (nas.storage): one cadence for every storage
 STALE_AFTER_S = 60.0        # 12 missed beats; only used for processes on other hosts
 UNOWNED_AFTER_S = 300.0     # a trial never beaten this long after its start: its process died before beating
-
-
-def storage_of(study: Any) -> Any:
-    """The storage a study object writes to (Optuna exposes no public accessor; kept in one place)."""
-    return study._storage
 
 
 def trial_id(storage: Any, study_name: str, number: int) -> int:
@@ -74,7 +72,7 @@ def process_identity(pid: Optional[int] = None) -> dict[str, Any]:
     return dict(host=socket.gethostname(), pidns=_pid_namespace(), pid=pid, start=stat[1] if stat else None)
 
 
-def _process_gone(owner: dict[str, Any]) -> Optional[bool]:
+def process_gone(owner: dict[str, Any]) -> Optional[bool]:
     """True: the owner process no longer exists; False: it is alive; None: cannot tell (another host)."""
     pid = owner.get("pid")
     if not isinstance(pid, int) or owner.get("host") != socket.gethostname() or owner.get("pidns") != _pid_namespace():
@@ -116,8 +114,6 @@ class TrialHeartbeat:
         self.storage.set_trial_system_attr(self.trial_id, HEARTBEAT_KEY, time.time())
 
     def _run(self) -> None:
-        from optuna.exceptions import UpdateFinishedTrialError
-
         while not self._stop.wait(self.interval):
             try:
                 self._beat()
@@ -148,9 +144,6 @@ class TrialHeartbeat:
 # ------------------------------------------------------------------------------------------ failing
 def fail_trial(storage: Any, trial_id: int, reason: str, status: str = Status.ERROR) -> bool:
     """Mark a RUNNING trial FAIL with ``status`` and ``error=reason``; False if it had finished already."""
-    import optuna
-    from optuna.exceptions import UpdateFinishedTrialError
-
     try:
         if storage.get_trial(trial_id).state.is_finished():
             return False
@@ -175,7 +168,7 @@ def _stale_reason(t: Any, now: float, stale_after: float, unowned_after: float) 
         return (f"worker died before its first heartbeat: RUNNING for {age:.0f}s without one "
                 f"(more than {unowned_after:g}s)")
     owner = t.system_attrs.get(OWNER_KEY) or {}
-    gone = _process_gone(owner)
+    gone = process_gone(owner)
     age = max(0.0, now - float(beat))
     if gone is False or (gone is None and age <= stale_after):
         return None
@@ -190,8 +183,6 @@ def fail_stale_trials(study: Any, *, stale_after: float = STALE_AFTER_S, unowned
 
     See the module docstring for when a worker counts as dead (clocks must agree across hosts).
     """
-    import optuna
-
     if not stale_after > 0 or not unowned_after > 0:
         raise ValueError(f"stale_after={stale_after!r} and unowned_after={unowned_after!r} must be > 0 seconds")
     now = time.time() if now is None else now
@@ -210,8 +201,6 @@ def fail_stale_trials(study: Any, *, stale_after: float = STALE_AFTER_S, unowned
 def fail_own_trials(study: Any, reason: str, *, since: Optional[float] = None) -> list[int]:
     """FAIL the RUNNING trials of this process (interrupted): those it owns, and, with ``since``
     (unix time), those without an owner started after it (asked for, interrupted before the first beat)."""
-    import optuna
-
     me = process_identity()
     storage = storage_of(study)
     failed = []

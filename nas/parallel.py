@@ -34,13 +34,27 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
+import optuna
+import torch
+from rich.markup import escape
+
 from . import record as R
-from .heartbeat import (HEARTBEAT_INTERVAL_S, HEARTBEAT_KEY, OWNER_KEY, STALE_AFTER_S, TrialHeartbeat,
-                        fail_stale_trials, process_identity)
-from .settings import SearchSettings, absolute_url, check_int, portable_settings, settings_from_dict
+from .heartbeat import (
+    HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_KEY,
+    OWNER_KEY,
+    STALE_AFTER_S,
+    TrialHeartbeat,
+    fail_stale_trials,
+    process_identity,
+)
+from .samplers import sampler_for
+from .search import StudyDriver, TrialRunner, run_trials, signals_as_interrupts
+from .settings import SearchSettings, absolute_url, check_int, settings_for_process, settings_from_dict
 from .storage import DEFAULT_JOURNAL, DEFAULT_STORAGE, storage_errors, storage_kind
 
-__all__ = ["run_parallel", "ParallelBackend", "worker_main", "parallel_storage", "portable_settings",
+__all__ = ["run_parallel", "ParallelBackend", "worker_main", "parallel_storage", "settings_for_process",
            "settings_from_dict", "split_trials", "assign_gpus", "TrialHeartbeat", "fail_stale_trials",
            "process_identity", "HEARTBEAT_KEY", "OWNER_KEY", "HEARTBEAT_INTERVAL_S", "STALE_AFTER_S"]
 
@@ -48,7 +62,6 @@ log = logging.getLogger("nas.parallel")
 
 TRIAL_LINE = "NAS-TRIAL "        # worker stdout protocol: one JSON object per finished trial
 DONE_LINE = "NAS-WORKER-DONE "   # ... and one when the worker ends normally
-_absolute_url = absolute_url     # the former private name
 
 
 # ------------------------------------------------------------------------------------------ storage
@@ -96,8 +109,6 @@ def assign_gpus(workers: int, *, visible: Optional[str] = None, count: Optional[
         ids = [v.strip() for v in visible.split(",") if v.strip()]
     else:
         if count is None:
-            import torch
-
             count = torch.cuda.device_count()
         ids = [str(i) for i in range(count)]
     if not ids:
@@ -108,8 +119,6 @@ def assign_gpus(workers: int, *, visible: Optional[str] = None, count: Optional[
 # ------------------------------------------------------------------------------------------ worker
 def _sampler_seed(seed: int, worker: int) -> int:
     """Distinct, reproducible sampler seeds per worker (identical seeds would propose identical trials)."""
-    import numpy as np
-
     return int(np.random.SeedSequence([int(seed), int(worker)]).generate_state(1)[0])
 
 
@@ -127,15 +136,12 @@ def _die_with_parent(parent: Optional[int]) -> None:
 def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -> None:
     """One worker of ``ParallelBackend`` (the hidden ``nas worker`` command): run ``trials`` trials.
 
-    ``settings_json`` is ``portable_settings(...)`` plus ``_worker`` (index), ``_total_trials``
+    ``settings_json`` is ``settings_for_process(...)`` plus ``_worker`` (index), ``_total_trials``
     (the study budget, for the sampler's population size) and ``_parent`` (the parent's pid), or
     ``@PATH`` of such a file. ``trials=0`` means no trial limit (the settings' timeout ends the
     worker). Prints one ``NAS-TRIAL {json}`` line per finished trial and ``NAS-WORKER-DONE {json}``
     at the end. SIGINT/SIGTERM: the running trial is recorded FAIL with the reason; exit code 130.
     """
-    from .samplers import sampler_for
-    from .search import TrialRunner
-
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before anything initialises CUDA
     check_int("trials", trials, minimum=0)
@@ -144,7 +150,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
     index = int(payload.pop("_worker", 0))
     total = payload.pop("_total_trials", None)
     _die_with_parent(payload.pop("_parent", None))
-    settings = dataclasses.replace(settings_from_dict(payload), quiet=True)
+    settings = settings_from_dict(payload).replace(quiet=True)
     if trials == 0 and settings.timeout is None:
         raise ValueError("trials=0 (no limit) needs a timeout in the settings")
 
@@ -153,9 +159,7 @@ def worker_main(settings_json: str, *, trials: int, gpu: Optional[str] = None) -
         _worker_trials(TrialRunner(settings, sampler=sampler), index, trials)
 
 
-def _worker_trials(run: Any, index: int, trials: int) -> None:
-    from .search import _signals_as_interrupts, run_trials
-
+def _worker_trials(run: TrialRunner, index: int, trials: int) -> None:
     stale = fail_stale_trials(run.study)
     if stale:
         print(f"worker {index}: marked stale trials {stale} FAIL", flush=True)
@@ -171,7 +175,7 @@ def _worker_trials(run: Any, index: int, trials: int) -> None:
           f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')}, {trials or 'unlimited'} trials, "
           f"storage {run.settings.storage}", flush=True)
     try:
-        with _signals_as_interrupts():
+        with signals_as_interrupts():
             stopped = run_trials(run, n_trials=trials or None, timeout=run.settings.timeout, on_trial=emit,
                                  worker=worker)
     except KeyboardInterrupt as e:
@@ -241,8 +245,6 @@ def _note_other_default_storage(study: str, storage: str, out: Callable[[str], N
     db = DEFAULT_STORAGE[len("sqlite:///"):]
     if storage not in (DEFAULT_JOURNAL, absolute_url(DEFAULT_JOURNAL)) or not Path(db).is_file():
         return
-    import optuna
-
     try:
         names = {s.study_name for s in optuna.get_all_study_summaries(DEFAULT_STORAGE, include_best_trial=False)}
     except Exception as e:  # unreadable db: nothing to point out, but say why
@@ -266,8 +268,8 @@ class ParallelBackend:
     @staticmethod
     def shared_settings(settings: SearchSettings, workers: int) -> SearchSettings:
         """Settings with the shared storage (refusing SQLite for several writers), absolute paths."""
-        return dataclasses.replace(settings, storage=absolute_url(parallel_storage(settings.storage,
-                                                                                   workers=workers)))
+        return settings.replace(storage=absolute_url(parallel_storage(settings.storage, workers=workers)),
+                                workers=workers)
 
     def prepare(self, drv: Any) -> None:
         drv.load_data()  # the workers load it again; a missing dataset is refused here, before the study exists
@@ -317,7 +319,7 @@ class ParallelBackend:
         else:
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 env.setdefault(var, str(threads))
-        body = json.dumps({**portable_settings(s), "_worker": i, "_total_trials": s.trials, "_parent": os.getpid()})
+        body = json.dumps({**settings_for_process(s), "_worker": i, "_total_trials": s.trials, "_parent": os.getpid()})
         cmd = [self.python, "-m", "nas.cli", "worker", body, "--trials", str(budget or 0)]
         if gpu is not None:
             cmd += ["--gpu", gpu]
@@ -330,8 +332,6 @@ class ParallelBackend:
         return w
 
     def run(self, drv: Any) -> Optional[str]:
-        from rich.markup import escape
-
         s = drv.settings
         budgets, gpus, threads = self._plan(s)
         n = len(budgets)
@@ -391,27 +391,26 @@ def _record_of(event: dict[str, Any]) -> R.TrialRecord:
 
 def _stop_workers(ws: Sequence[_Worker], grace: float = 30.0) -> None:
     """SIGTERM the running workers (each records its trial FAIL), SIGKILL those still alive after ``grace``."""
-    alive = [w for w in ws if w.proc is not None and w.proc.poll() is None]
-    for w in alive:
-        w.proc.terminate()
+    alive = [w.proc for w in ws if w.proc is not None and w.proc.poll() is None]
+    for proc in alive:
+        proc.terminate()
     end = time.monotonic() + grace
-    for w in alive:
+    for proc in alive:
         try:
-            w.proc.wait(timeout=max(0.1, end - time.monotonic()))
+            proc.wait(timeout=max(0.1, end - time.monotonic()))
         except subprocess.TimeoutExpired:
-            w.proc.kill()
-            w.proc.wait()
+            proc.kill()
+            proc.wait()
 
 
-def run_parallel(settings: SearchSettings, *, workers: int, console: Any = None,
+def run_parallel(settings: SearchSettings, *, workers: Optional[int] = None, console: Any = None,
                  python: Optional[str] = None) -> Any:
-    """Run (or resume) ``settings.study`` with ``workers`` worker processes; returns a ``SearchResult``.
+    """Run (or resume) ``settings.study`` with ``workers`` worker processes (default ``settings.workers``);
+    returns a ``SearchResult``.
 
     Bad settings raise ValueError before any process starts. ``python``: interpreter for the
     workers (default: this one).
     """
-    from .search import StudyDriver
-
-    backend = ParallelBackend(workers, python=python)
+    backend = ParallelBackend(settings.workers if workers is None else workers, python=python)
     drv = StudyDriver(ParallelBackend.shared_settings(settings, backend.workers), console=console)
     return drv.run(backend)

@@ -5,6 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping, Optional, Sequence
 
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import record as R
+from .front import hypervolume
+
 __all__ = ["SearchProgress"]
 
 
@@ -22,19 +29,15 @@ class SearchProgress:
         self.start = 0.0
         self.done = 0
         self.failed = 0
-        self._progress = None
-        self._task = None
+        self._progress: Optional[Progress] = None
+        self._task: Any = None
         if not quiet:
-            from rich.console import Console
-
             self.console = console or Console(stderr=True)
 
     def __enter__(self) -> "SearchProgress":
         self.start = time.perf_counter()
         if self.quiet:
             return self
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
         for k, v in self.header.items():
             self.console.print(f"[bold]{k}[/]: {v}", highlight=False)
         self._progress = Progress(TextColumn("[bold blue]search"), BarColumn(), MofNCompleteColumn(),
@@ -50,10 +53,6 @@ class SearchProgress:
             self._progress.__exit__(*exc)
 
     def callback(self, study: Any, trial: Any) -> None:
-        import optuna
-
-        from .pareto import hypervolume
-
         self.done += 1
         if trial.state == optuna.trial.TrialState.FAIL:
             self.failed += 1
@@ -63,7 +62,7 @@ class SearchProgress:
         hv = hypervolume(study)
         status = f"failed {self.failed} | front {front} | HV {hv:.4g}" if hv is not None else f"failed {self.failed}"
         if trial.state == optuna.trial.TrialState.FAIL:
-            status += f" | last: #{trial.number} failed ({str(trial.user_attrs.get('error'))[:60]})"
+            status += f" | last: #{trial.number} failed ({str(trial.user_attrs.get(R.ERROR))[:60]})"
         total = self.total
         if total is None and self.timeout:
             elapsed = time.perf_counter() - self.start

@@ -8,29 +8,27 @@ Ray-run study from a local one.
 How a trial flows:
 
 1. the driver creates/loads the study (directions, metric names, settings; presets queued), fails
-   stale trials, and hands Ray Tune an ``OptunaSearch`` over that study. Its define-by-run
-   function calls ``nas.search.suggest_config`` on the Optuna trial (so the Optuna trial holds
-   the parameters, sampled by our sampler, e.g. NSGA-II) and returns the Optuna trial id;
+   stale trials, and hands Ray Tune a ``nas.ray_tune.NasSearcher`` over that study (Tune's public
+   ``Searcher`` API): ``suggest`` asks the study for a trial (so the Optuna trial holds the
+   parameters, sampled by our sampler, e.g. NSGA-II) and returns its id;
 2. the Ray trainable (another process, maybe another machine) opens the storage by URL, rebuilds
-   ``optuna.trial.Trial(study, trial_id)`` (every ``suggest_*`` replays the stored value) and runs
-   the very objective of a local run (``SearchRun.objective``: config, arch_id, summary, params,
-   flops, profile, proxy, timings, status, error, wall_s, constraints), with a heartbeat
+   that trial (``nas.adapters.trial_of``: every ``suggest_*`` replays the stored value) and runs
+   the very objective of a local run (``TrialRunner.objective``: config, arch_id, summary, params,
+   flops, profile, accuracy estimate, timings, status, error, wall_s, constraints), with a heartbeat
    (``nas.heartbeat``). One ``TrialRunner`` (evaluator, dataset) per actor process, cached;
-3. it reports the metrics with ``tune.report``; the ``train`` proxy also reports the validation
-   accuracy after each epoch through the objective's explicit ``on_epoch`` callback
+3. it reports the metrics with ``tune.report``; an accuracy estimator that reports on the way (the
+   ``train`` proxy: each epoch's validation) reports through the objective's ``on_epoch`` callback
    (``nas_status="running"``), so ``ASHAScheduler(metric="accuracy", mode="max")`` can stop poor
    trials;
-4. the driver's searcher tells Optuna the outcome (``_NasOptunaSearch.on_trial_complete``).
+4. the driver's searcher tells Optuna the outcome (``NasSearcher.on_trial_complete``).
 
-How Ray's stock ``OptunaSearch.on_trial_complete`` (Ray 2.60) tells trials, and what we change:
-it takes ``result[m]`` for each metric of the LAST result and tells COMPLETE; a trial with no
-result is told PRUNED, or FAIL when it errored. So (a) a trial stopped by ASHA would be told
-COMPLETE with its intermediate (under-trained) accuracy and enter the Pareto front as if it were
-final, and (b) a multi-objective result missing any metric gives ``[.., None]``, ``study.tell``
-raises, the exception is only logged, and the Optuna trial stays RUNNING forever. Here every
-report carries every metric (NaN when not measured, which ASHA's ``nanpercentile`` ignores) plus
-``nas_status``, and the outcome is told from it: ``complete`` -> COMPLETE with the values;
-``failed`` (refused config, OOM, NaN proxy...) -> FAIL (the reason is already in
+Why not Ray's stock ``OptunaSearch`` (Ray 2.60): it tells COMPLETE with ``result[m]`` of the LAST
+result, so (a) a trial stopped by ASHA would enter the Pareto front with its intermediate
+(under-trained) accuracy, and (b) a multi-objective result missing any metric makes ``study.tell``
+raise, only logged, and the Optuna trial stays RUNNING forever; changing that meant reading its
+private attributes. Here every report carries every metric (NaN when not measured, which ASHA's
+``nanpercentile`` ignores) plus ``nas_status``, and the outcome is told from it: ``complete`` ->
+COMPLETE with the values; ``failed`` (refused config, OOM, NaN proxy...) -> FAIL (the reason is already in
 ``user_attrs["error"]``); ``pruned`` (a cheap constraint failed) -> PRUNED; ``running`` (stopped
 by ASHA between epochs) -> PRUNED with ``error = "stopped by ASHA ..."`` and the accuracy history
 in ``train_history``; an actor that crashed -> FAIL with the last line of Tune's error file.
@@ -49,22 +47,25 @@ storage is the state; Tune's searcher checkpoint is not written).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
-import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from . import record as R
-from .heartbeat import HEARTBEAT_KEY, OWNER_KEY, fail_trial, process_identity, storage_of, trial_id
+import optuna
+
+from evaluators.data import DATASETS, list_datasets
+from evaluators.estimators import AccuracyEstimator
+
+from .adapters import storage_of, trial_of
+from .heartbeat import fail_trial, process_identity
 from .record import Status
-from .settings import SearchSettings, absolute_url, check_int, check_number, portable_settings
+from .search import StudyDriver, TrialRunner
+from .settings import SearchSettings, absolute_url, check_int, check_number, settings_for_process, settings_from_dict
 from .storage import DEFAULT_JOURNAL, storage_kind
 
-__all__ = ["run_ray_search", "RayBackend", "RayNotInstalledError", "ray_storage", "INSTALL_HINT"]
+__all__ = ["run_ray_search", "RayBackend", "RayNotInstalledError", "ray_storage", "INSTALL_HINT", "use_asha"]
 
 log = logging.getLogger("nas.ray")
 
@@ -76,14 +77,14 @@ class RayNotInstalledError(ImportError, ValueError):
     """Ray Tune is missing (a ValueError too, so the CLI prints it as one message)."""
 
 
-def _import_ray() -> tuple[Any, Any]:
+def _import_ray() -> Any:
+    """Ray, or one clear error saying how to install it (Ray is an optional extra)."""
     try:
         import ray
-        from ray import tune
-        from ray.tune.search.optuna import OptunaSearch  # noqa: F401  (fails early if Ray lacks it)
+        from ray.tune.search import Searcher  # noqa: F401  (fails early if Ray lacks Tune)
     except ImportError as e:
         raise RayNotInstalledError(f"{INSTALL_HINT} ({e})") from None
-    return ray, tune
+    return ray
 
 
 def ray_storage(storage: Any, *, nodes: int) -> str:
@@ -105,19 +106,30 @@ def ray_storage(storage: Any, *, nodes: int) -> str:
     return absolute_url(storage)
 
 
+def use_asha(estimator: Optional[AccuracyEstimator], objectives: Sequence[str], *, fidelity: str,
+             asked: Optional[bool] = None) -> bool:
+    """Whether ASHA stops poor trials: asked for, or by default when accuracy is an objective and its estimator
+    reports on the way (``intermediate_reports``: the train proxy with more than one epoch). ``--fidelity sh``
+    already stops trials at its own multi-objective rungs, so the two are refused together."""
+    sh = fidelity == "sh"
+    if asked and sh:
+        raise ValueError("asha=True and --fidelity sh are two schedulers: --fidelity sh already stops trials "
+                         "at its multi-objective rungs")
+    if asked and "accuracy" not in objectives:
+        raise ValueError(f"asha=True needs 'accuracy' among the objectives, not {list(objectives)}")
+    if asked is not None:
+        return asked
+    return not sh and "accuracy" in objectives and estimator is not None and estimator.intermediate_reports > 0
+
+
 # ------------------------------------------------------------------------------------------ trainable side
-_RUNS: dict[str, Any] = {}
+_RUNS: dict[str, TrialRunner] = {}
 
 
-def _trial_runner(settings_json: str) -> Any:
+def _trial_runner(settings_json: str) -> TrialRunner:
     """One TrialRunner (settings, space, evaluator with its dataset, study) per actor process."""
     run = _RUNS.get(settings_json)
     if run is None:
-        import optuna
-
-        from .search import TrialRunner
-        from .settings import settings_from_dict
-
         settings = settings_from_dict(json.loads(settings_json))
         # parameters are sampled by the driver; this sampler is never asked for a value
         run = TrialRunner(settings, sampler=optuna.samplers.RandomSampler(seed=settings.seed),
@@ -137,14 +149,13 @@ def _metrics(objectives: Sequence[Any], measured: dict[str, Any]) -> dict[str, f
 
 def _ray_trial(config: dict[str, Any], settings_json: str) -> None:
     """The Ray Tune trainable: evaluate the Optuna trial ``config["nas_trial_id"]`` like a local run."""
-    import optuna
     import ray
     from ray import tune
 
     run = _trial_runner(settings_json)
     names = [o.name for o in run.objectives]
     nan = {n: math.nan for n in names}
-    trial = optuna.trial.Trial(run.study, int(config["nas_trial_id"]))
+    trial = trial_of(run.study, int(config["nas_trial_id"]))
     ident = process_identity()
     worker = dict(backend="ray", host=ident["host"], pid=ident["pid"], node_ip=ray.util.get_node_ip_address(),
                   gpu_ids=[str(g) for g in ray.get_gpu_ids()], tune_trial_id=tune.get_context().get_trial_id())
@@ -165,205 +176,49 @@ def _ray_trial(config: dict[str, Any], settings_json: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ driver side
-class _DefineByRun:
-    """OptunaSearch's space: sample the knobs on the Optuna trial; Tune's config carries the trial id."""
-
-    def __init__(self, space: Any):
-        self.space = space
-
-    def __call__(self, trial: Any) -> dict[str, Any]:
-        from .search import suggest_config
-
-        ot = trial.ot_trial  # Ray's suggest-captor wraps the Optuna trial
-        storage = storage_of(ot.study)
-        tid = trial_id(storage, ot.study.study_name, ot.number)
-        # owned by the driver until its actor beats: a killed driver leaves no ownerless RUNNING trial
-        storage.set_trial_system_attr(tid, OWNER_KEY, process_identity())
-        storage.set_trial_system_attr(tid, HEARTBEAT_KEY, time.time())
-        try:
-            suggest_config(trial, self.space)
-            refused = None
-        except ValueError as e:  # recorded by the trainable (it replays the same refusal), not here
-            refused = str(e)
-        return {"nas_trial_id": tid, "nas_trial_number": ot.number, "nas_refused": refused}
-
-
-class _Control:
-    """Driver state shared by the searcher, the stopper and the callback (never pickled with them)."""
-
-    def __init__(self, out: Callable[[str], None], total: Optional[int], names: Sequence[str],
-                 max_consecutive_failures: int):
-        self.out = out
-        self.total = total
-        self.names = list(names)
-        self.max_fail = max_consecutive_failures
-        self.tune_trials: list[Any] = []
-        self.told = 0
-        self.stop_reason: Optional[str] = None
-
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles its config (tuner.pkl): drop the console
-        return dict(self.__dict__, out=None, tune_trials=[])
-
-    def error_of(self, tune_trial_id: str) -> str:
-        for t in self.tune_trials:
-            if t.trial_id == tune_trial_id:
-                path = getattr(t, "error_file", None)
-                if path and os.path.isfile(path):
-                    lines = [ln.strip() for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
-                    return f"Ray trial failed: {lines[-1] if lines else 'no message'} (Tune error file: {path})"
-        return "Ray trial failed (its actor died; see the Tune experiment folder)"
-
-
-def _classes() -> tuple[type, type, type]:
-    """Searcher, stopper and callback classes (built on first use: Ray is an optional dependency)."""
-    import optuna
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-    from ray.tune.stopper import Stopper
-    from rich.markup import escape
-
-    from .search import consecutive_failures
-
-    states = optuna.trial.TrialState
-    _trial_id = trial_id
-
-    class NasOptunaSearch(OptunaSearch):
-        """OptunaSearch that tells outcomes from ``nas_status`` (see the module docstring) and prints progress."""
-
-        def __init__(self, *args: Any, control: _Control, **kwargs: Any):
-            super().__init__(*args, **kwargs)
-            self._control = control
-
-        def save(self, checkpoint_path: str) -> None:
-            """No Tune searcher checkpoint: the Optuna storage is the state (resume: same --study again)."""
-
-        def __getstate__(self) -> dict[str, Any]:
-            """Tune pickles the searcher into tuner.pkl (for ``Tuner.restore``, which nas does not use: the
-            Optuna storage is the state). Optuna's GA samplers (NSGA-II/III) hold a thread lock since
-            optuna 5.1, and the study holds its sampler: both stay out of the pickle."""
-            return dict(self.__dict__, _sampler=None, _ot_study=None)
-
-        def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-            if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-                return
-            ot_trial = self._ot_trials[trial_id]
-            storage = storage_of(self._ot_study)
-            tid = _trial_id(storage, self._ot_study.study_name, ot_trial.number)
-            status = (result or {}).get("nas_status")
-            values = None
-            attrs: dict[str, Any] = {}
-            if error:
-                state = states.FAIL
-                attrs = {R.STATUS: Status.ERROR, R.ERROR: self._control.error_of(trial_id)}
-            elif status == "complete":
-                state, values = states.COMPLETE, [float(result[n]) for n in self._control.names]
-            elif status == "failed":
-                state = states.FAIL
-            elif status == "pruned":
-                state = states.PRUNED
-            elif status == "running":
-                state = states.PRUNED
-                attrs = {R.STATUS: Status.PRUNED,
-                         R.ERROR: f"stopped by ASHA after {result.get('training_iteration')} report(s) "
-                                  f"(step {result.get('nas_step')}, accuracy {result.get('accuracy')})"}
-            else:
-                state = states.FAIL
-                attrs = {R.STATUS: Status.NOT_RUN, R.ERROR: "Ray Tune stopped this trial before it reported a result "
-                                                            "(time budget, stop, or shutdown)"}
-            try:
-                for k, v in attrs.items():
-                    storage.set_trial_user_attr(tid, k, v)
-                self._ot_study.tell(ot_trial, values, state=state)
-            except Exception as e:  # a storage fault: the trial must still end, with the reason
-                reason = f"the driver could not record the outcome {state.name}: {type(e).__name__}: {e}"
-                log.warning("trial %d: %s", ot_trial.number, reason)
-                fail_trial(storage, tid, reason, Status.ERROR)
-            self._completed_trials.add(trial_id)
-            self._after_tell(storage.get_trial(tid))
-
-        def _after_tell(self, t: Any) -> None:
-            c = self._control
-            c.told += 1
-            if c.out is not None:
-                total = f"/{c.total}" if c.total else ""
-                if t.state == states.COMPLETE:
-                    detail = " ".join(f"{n}={v:.4g}" for n, v in zip(c.names, t.values))
-                else:
-                    detail = str(t.user_attrs.get(R.ERROR) or "")[:100]
-                wall = t.user_attrs.get(R.WALL_S)
-                c.out(f"[{c.told}{total}] ray #{t.number} {t.state.name} {escape(detail)}"
-                      + (f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""))
-            if c.stop_reason is None:
-                c.stop_reason = consecutive_failures(self._ot_study, c.max_fail)
-                if c.stop_reason:
-                    log.warning(c.stop_reason)
-
-    class FailureStopper(Stopper):
-        def __init__(self, control: _Control):
-            self._control = control
-
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
-
-        def stop_all(self) -> bool:
-            return self._control.stop_reason is not None
-
-    class TrialList(tune.Callback):
-        """Keeps Tune's trial list, so the searcher can read a failed trial's error file."""
-
-        def __init__(self, control: _Control):
-            self._control = control
-
-        def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-            self._control.tune_trials = trials
-
-    return NasOptunaSearch, FailureStopper, TrialList
-
-
 class RayBackend:
     """Trials as Ray Tune trials (see the module docstring); built by ``run_ray_search`` once Ray is up."""
 
     name = "ray"
 
-    def __init__(self, ray: Any, *, address: Optional[str], workers: int, gpus_per_trial: float, use_asha: bool,
+    def __init__(self, ray: Any, *, address: Optional[str], workers: int, gpus_per_trial: float, asha: bool,
                  nodes: int, resources: dict[str, Any]):
         self.ray, self.address, self.workers = ray, address, workers
-        self.gpus_per_trial, self.use_asha, self.nodes, self.resources = gpus_per_trial, use_asha, nodes, resources
+        self.gpus_per_trial, self.asha, self.nodes, self.resources = gpus_per_trial, asha, nodes, resources
 
-    def prepare(self, drv: Any) -> None:
+    def prepare(self, drv: StudyDriver) -> None:
         """Only the dataset's name is checked here: on a cluster the files may exist on the workers only."""
-        from evaluators.data import DATASETS, list_datasets
-
         key = drv.settings.data.partition(":")[0]
         if key not in DATASETS:
             raise ValueError(f"unknown dataset {drv.settings.data!r}; known: {', '.join(list_datasets())}")
 
-    def _announce(self, drv: Any) -> None:
+    def _announce(self, drv: StudyDriver) -> None:
         s, res = drv.settings, self.resources
         drv.announce(f"Ray Tune {self.ray.__version__} ({'local Ray' if self.address is None else self.address}; "
                      f"{self.nodes} node(s), {res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU), {self.workers} "
                      f"trial(s) at once, {self.gpus_per_trial:g} GPU and 1 CPU per trial, device {s.device}"
-                     + (", ASHA on accuracy" if self.use_asha else ""))
+                     + (", ASHA on accuracy" if self.asha else ""))
         if s.device == "cuda" and self.gpus_per_trial < 1 and any(o.needs == "profile" for o in drv.objectives):
             drv.out(f"[bold red]warning: --gpus-per-trial {self.gpus_per_trial:g} shares GPUs between trials: "
                     f"throughput/latency/memory are measured on a busy GPU[/]")
 
-    def run(self, drv: Any) -> Optional[str]:
+    def run(self, drv: StudyDriver) -> Optional[str]:
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler
 
+        from .ray_tune import Control, FailureStopper, NasSearcher, TrialList  # imports Ray: only once it is there
+
         s = drv.settings
         self._announce(drv)
-        control = _Control(drv.out, s.trials, drv.names, s.max_consecutive_failures)
-        Searcher, FailureStopper, TrialList = _classes()
-        searcher = Searcher(space=_DefineByRun(drv.space), metric=drv.names,
-                            mode=["max" if o.maximize else "min" for o in drv.objectives], sampler=drv.sampler,
-                            study_name=s.study, storage=storage_of(drv.study), control=control)
+        control = Control(drv.out, s.trials, drv.names, s.max_consecutive_failures)
+        searcher = NasSearcher(study=drv.study, space=drv.space, control=control)
         scheduler = None
-        if self.use_asha:
+        if self.asha:
+            assert drv.estimator is not None  # use_asha: accuracy is an objective
             scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="training_iteration",
-                                      max_t=max(2, math.ceil(s.train_epochs)), grace_period=1, reduction_factor=2)
-        settings_json = json.dumps(portable_settings(s), sort_keys=True)
+                                      max_t=max(2, drv.estimator.intermediate_reports + 1), grace_period=1,
+                                      reduction_factor=2)
+        settings_json = json.dumps(settings_for_process(s), sort_keys=True)
         trainable = tune.with_resources(tune.with_parameters(_ray_trial, settings_json=settings_json),
                                         {"cpu": 1, "gpu": self.gpus_per_trial})
         tuner = tune.Tuner(
@@ -380,19 +235,11 @@ class RayBackend:
                                       failure_config=tune.FailureConfig(max_failures=0)))
         try:
             tuner.fit()
-        finally:
-            self._fail_unrun(searcher)
+        finally:  # trials suggested but never run (time budget, stop, interrupt): FAIL with the reason
+            for tid in searcher.unfinished():
+                fail_trial(storage_of(drv.study), tid, "Ray Tune ended before this trial ran", Status.NOT_RUN)
         drv.out(f"inspect with: nas pareto --study {s.study} --storage {s.storage}")
         return control.stop_reason
-
-    @staticmethod
-    def _fail_unrun(searcher: Any) -> None:
-        """Trials suggested but never run (time budget, stop, interrupt): FAIL with the reason."""
-        storage = storage_of(searcher._ot_study)
-        for tune_id, ot_trial in searcher._ot_trials.items():
-            if tune_id not in searcher._completed_trials:
-                tid = trial_id(storage, searcher._ot_study.study_name, ot_trial.number)
-                fail_trial(storage, tid, "Ray Tune ended before this trial ran", Status.NOT_RUN)
 
 
 def _cluster(ray: Any, address: Optional[str], ray_init_kwargs: Optional[dict[str, Any]]) -> bool:
@@ -402,29 +249,28 @@ def _cluster(ray: Any, address: Optional[str], ray_init_kwargs: Optional[dict[st
     return True
 
 
-def run_ray_search(settings: SearchSettings, *, address: Optional[str] = None, workers: int = 1,
-                   gpus_per_trial: float = 1.0, asha: Optional[bool] = None, console: Any = None,
+def run_ray_search(settings: SearchSettings, *, address: Optional[str] = None, workers: Optional[int] = None,
+                   gpus_per_trial: Optional[float] = None, asha: Optional[bool] = None, console: Any = None,
                    ray_init_kwargs: Optional[dict[str, Any]] = None) -> Any:
     """Run (or resume) ``settings.study`` with Ray Tune; returns ``nas.search.SearchResult``.
 
     Args:
         settings: ``SearchSettings``; ``device=None`` means cuda when the cluster has GPUs.
-        address: Ray cluster (``auto``, ``HOST:PORT``, ``ray://...``); None starts a local Ray
-            (or uses the one this process already initialised).
-        workers: trials running at once (``max_concurrent_trials``).
-        gpus_per_trial: GPUs each trial reserves (fractions share a GPU; 0 on the CPU).
-        asha: stop poor trials of the ``train`` proxy with ASHA on ``accuracy``; default: on when
-            the objectives include accuracy, the proxy is ``train`` and it validates more than once
-            (``train_epochs > 1``).
+        address: Ray cluster (``auto``, ``HOST:PORT``, ``ray://...``; default ``settings.ray_address``);
+            None starts a local Ray (or uses the one this process already initialised).
+        workers: trials running at once (``max_concurrent_trials``; default ``settings.workers``).
+        gpus_per_trial: GPUs each trial reserves (fractions share a GPU; 0 on the CPU; default
+            ``settings.gpus_per_trial``).
+        asha: stop poor trials with ASHA on ``accuracy`` (``use_asha``; default: when the accuracy
+            estimator reports on the way, e.g. the ``train`` proxy with ``train_epochs > 1``).
         ray_init_kwargs: extra ``ray.init`` arguments (e.g. ``num_cpus``, ``runtime_env``).
     """
-    from .search import StudyDriver
-
-    ray, _ = _import_ray()
-    check_int("workers", workers, minimum=1)
-    check_number("gpus_per_trial", gpus_per_trial, minimum=0)
-    settings.validated()  # cheap checks before any cluster starts
-    ray_storage(settings.storage, nodes=1)
+    ray = _import_ray()
+    address = settings.ray_address if address is None else address
+    workers = check_int("workers", settings.workers if workers is None else workers, minimum=1)
+    gpus_per_trial = check_number("gpus_per_trial", settings.gpus_per_trial if gpus_per_trial is None
+                                  else gpus_per_trial, minimum=0)
+    ray_storage(settings.storage, nodes=1)  # cheap checks before any cluster starts
     started = _cluster(ray, address, ray_init_kwargs)
     try:
         resources = ray.cluster_resources()
@@ -438,20 +284,12 @@ def run_ray_search(settings: SearchSettings, *, address: Optional[str] = None, w
                 raise ValueError(f"--gpus-per-trial {gpus_per_trial:g} but the Ray cluster has {cluster_gpus:g} GPU(s)")
         else:
             gpus_per_trial = 0.0
-        s = dataclasses.replace(settings, storage=ray_storage(settings.storage, nodes=nodes), device=device)
-        names = list(s.objectives)
-        sh = s.fidelity == "sh"  # nas.fidelity's multi-objective rungs run inside each trial instead of ASHA
-        if asha and sh:
-            raise ValueError("asha=True and --fidelity sh are two schedulers: --fidelity sh already stops trials "
-                             "at its multi-objective rungs")
-        use_asha = asha if asha is not None else (not sh and "accuracy" in names and s.proxy == "train"
-                                                  and s.train_epochs > 1)
-        if use_asha and "accuracy" not in names:
-            raise ValueError(f"asha=True needs 'accuracy' among the objectives, not {names}")
+        s = settings.replace(storage=ray_storage(settings.storage, nodes=nodes), device=device)
         # the GPUs are the cluster's (the head may have none): resolve the defaults for them
         drv = StudyDriver(s, console=console, cuda=device == "cuda")
         backend = RayBackend(ray, address=address, workers=workers, gpus_per_trial=gpus_per_trial,
-                             use_asha=use_asha, nodes=nodes, resources=resources)
+                             asha=use_asha(drv.estimator, drv.names, fidelity=s.fidelity, asked=asha), nodes=nodes,
+                             resources=resources)
         return drv.run(backend)
     finally:
         if started:

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional
 
-__all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SUMMARY", "PARAMS", "FLOPS", "PROFILE", "PREDICTED",
-           "PROXY", "TIMINGS", "TRAIN_HISTORY", "WEIGHTS_PATH", "ERROR", "TRACEBACK", "WALL_S", "PRESET", "WORKER",
+__all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SUMMARY", "PARAMS", "FLOPS", "PROFILE",
+           "PREDICTED", "PROXY", "TIMINGS", "TRAIN_HISTORY", "WEIGHTS_PATH", "ERROR", "TRACEBACK", "WALL_S", "PRESET",
+           "WORKER",
            "OBJECTIVE_PREFIX", "objective_key", "RUNGS", "RUNG", "RUNG_EPOCHS", "RUNG_ACCURACY", "CACHE_HIT",
            "MEASURED_WITH", "STUDY_CONFIRMATIONS", "HEARTBEAT_KEY", "OWNER_KEY", "STUDY_OBJECTIVES", "STUDY_PROXY",
-           "STUDY_SETTINGS", "error_of"]
+           "STUDY_ESTIMATOR", "STUDY_SETTINGS", "STUDY_REFERENCES", "error_of"]
 
 # ---- trial user attributes -------------------------------------------------------------------
 DEVICE = "device"                # str: the device name the trial was measured on (GPU name or "cpu")
@@ -28,9 +29,10 @@ PARAMS = "params"                # int
 FLOPS = "flops"                  # int (MACs, fvcore's convention)
 PROFILE = "profile"              # dict: evaluators.profiler record (to_dict)
 PREDICTED = "predicted"          # dict: predictor name, GPU, protocol and predicted values (evaluators.predictor)
-PROXY = "proxy"                  # dict: per-proxy results, or {"train": TrainResult.to_dict()}
+PROXY = "proxy"                  # dict: the accuracy estimate's details (Estimate.details): per-proxy results,
+                                 #   or {"train": TrainResult.to_dict()}
 TIMINGS = "timings"              # dict: seconds per measurement (cost_s, profile_s, proxy_s)
-TRAIN_HISTORY = "train_history"  # list[[step, accuracy]]: validation after each epoch (train proxy)
+TRAIN_HISTORY = "train_history"  # list[[step, accuracy]]: each report of the estimate (train: validations)
 WEIGHTS_PATH = "weights_path"    # str: absolute path of the trained weights (train proxy)
 ERROR = "error"                  # str: why the trial failed / was pruned (always set when it did)
 TRACEBACK = "traceback"          # str: tail of the traceback of an unexpected exception
@@ -44,7 +46,8 @@ RUNG = "rung"                    # int: index of the last rung reached (--fideli
 RUNG_EPOCHS = "rung_epochs"      # float: its budget in epochs
 RUNG_ACCURACY = "rung_accuracy"  # float: validation top-1 at that rung
 CACHE_HIT = "cache_hit"          # int: the trial whose measurements this one reused (same arch_id)
-MEASURED_WITH = "measured_with"  # dict: the settings a measurement depends on (a cache hit needs the same)
+MEASURED_WITH = "measured_with"  # dict: what a measurement depends on: device, data, seed, profiler protocol,
+                                 #   estimator (its identity); a cache hit needs the same
 
 # ---- trial system attributes (heartbeats; see nas.heartbeat) -------------------------------------
 HEARTBEAT_KEY = "nas:heartbeat"  # float: unix time of the last beat
@@ -53,7 +56,11 @@ OWNER_KEY = "nas:owner"          # dict: host, pidns, pid, start of the process 
 # ---- study user attributes ------------------------------------------------------------------------
 STUDY_OBJECTIVES = "objectives"  # list[str]
 STUDY_PROXY = "proxy"            # str | None: the accuracy proxy (results of two proxies do not compare)
-STUDY_SETTINGS = "settings"      # dict: SearchSettings.to_dict() of the run that created the study
+STUDY_ESTIMATOR = "estimator"    # dict | None: the accuracy estimator's identity (a resume compares it)
+STUDY_SETTINGS = "settings"      # dict: SearchSettings.to_dict() of the run that created the study (nas.settings.
+                                 #   settings_for_study: no absolute path of that machine)
+STUDY_REFERENCES = "reference_points"  # dict: preset -> {values, params, flops, note}: FasterViT measured apart
+                                       #   (nas.references), cached
 STUDY_CONFIRMATIONS = "confirmations"  # dict: str(trial number) -> list of {seed, accuracy, epochs, ...} re-trains
 
 

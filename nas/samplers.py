@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+from evaluators.checks import check_int
+
 __all__ = ["SAMPLERS", "POPULATION_SAMPLERS", "register_sampler", "make_sampler", "sampler_for", "check_population",
            "default_population"]
 
@@ -79,8 +81,7 @@ def check_population(name: str, population: Optional[int]) -> None:
     if name not in POPULATION_SAMPLERS:
         raise ValueError(f"--population {population} applies to {' and '.join(POPULATION_SAMPLERS)}, "
                          f"not to --sampler {name}")
-    if isinstance(population, bool) or not isinstance(population, int) or population < 2:
-        raise ValueError(f"--population {population!r} must be an integer >= 2")
+    check_int("--population", population, minimum=2)
 
 
 def sampler_for(settings: Any, *, seed: Optional[int] = None, n_trials: Optional[int] = None) -> Any:

@@ -22,26 +22,50 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
+import optuna
+from rich.console import Console
+from rich.markup import escape
+
+from evaluators.estimators import AccuracyEstimator, jsonable
 from search_spaces import PRESETS
 from search_spaces.space import SearchSpace, load_space
 
 from . import record as R
-from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, storage_of, trial_id
-from .objectives import Objective, metric_labels, parse_constraint, parse_objectives, portable_settings
+from .adapters import storage_of
+from .estimators import build_estimator, identity_change
+from .front import hypervolume, objective_labels, objective_names, pareto_rows
+from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, trial_id
+from .labels import metric_labels
+from .objectives import PREDICTED_KEYS, Objective, parse_constraint, parse_objectives
+from .progress import SearchProgress
 from .record import Status
+from .report import write_report
 from .samplers import sampler_for
-from .settings import SearchSettings
-from .trial import (Evaluator, FinishedElsewhere, Interrupted, OnEpoch, TrialFailure, TrialObjective, _jsonable,
-                    _signals_as_interrupts, interrupt_pending, suggest_config)
-from .storage import describe_storage, get_storage
+from .settings import SearchSettings, settings_for_study
+from .storage import StorageError, describe_storage, get_storage, os_message, storage_errors, writable_dir
+from .trial import (
+    Evaluator,
+    FinishedElsewhere,
+    Interrupted,
+    OnEpoch,
+    TrialFailure,
+    TrialObjective,
+    checked_predictor,
+    interrupt_pending,
+    needs_accuracy,
+    signals_as_interrupts,
+    suggest_config,
+)
 
-__all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "SearchRun", "Backend", "LocalBackend",
+__all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "Backend", "LocalBackend",
            "TrialFailure", "Interrupted", "run_search", "run_trials", "suggest_config", "Evaluator",
-           "create_or_load_study", "summarize", "consecutive_failures", "REFERENCE_PRESETS"]
+           "create_or_load_study", "estimator_change", "summarize", "trial_line", "consecutive_failures",
+           "state_counts", "REFERENCE_PRESETS"]
 
 log = logging.getLogger("nas.search")
 REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
@@ -49,41 +73,60 @@ REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224",
 
 # ------------------------------------------------------------------------------------------ study
 def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objective], *, sampler: Any = None,
-                         storage: Any = None) -> Any:
-    """Create the study (objective names set for the dashboard) or load it, refusing a mismatch."""
-    import optuna
-
+                         storage: Any = None, estimator: Optional[AccuracyEstimator] = None) -> Any:
+    """Create the study (objective names set for the dashboard, the estimator's identity stored) or load it,
+    refusing a mismatch of objectives, predictor or proxy. ``estimator``: the accuracy's (default: built
+    from ``settings`` when accuracy is an objective)."""
     storage = storage if storage is not None else get_storage(settings.storage, heartbeat=settings.heartbeat,
                                                               create=True)
     names = [o.name for o in objectives]
+    if estimator is None and "accuracy" in names:
+        estimator = build_estimator(settings.resolved())
     try:
         existing = optuna.load_study(study_name=settings.study, storage=storage)
     except KeyError:
         existing = None
     if existing is not None:
-        have = existing.user_attrs.get(R.STUDY_OBJECTIVES) or existing.metric_names
-        if have is not None and list(have) != names:
-            raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {names}; "
-                             f"use another --study name")
-        prev_pred = (existing.user_attrs.get(R.STUDY_SETTINGS) or {}).get("predictor")
-        if any(n.startswith("predicted_") for n in names) and prev_pred != settings.predictor:
-            raise ValueError(f"study {settings.study!r} was run with predictor {prev_pred!r}, not "
-                             f"{settings.predictor!r}: values would not be comparable; use another --study name")
-        prev_proxy = existing.user_attrs.get(R.STUDY_PROXY)
-        if "accuracy" in names and prev_proxy not in (None, settings.proxy):
-            raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "
-                             f"values would not be comparable; use another --study name")
+        _refuse_mismatch(existing, settings, names)
         return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler)
-    import warnings
-
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
                                 directions=[o.direction for o in objectives])
-    study.set_metric_names(metric_labels(names, settings.to_dict()))  # what optuna-dashboard shows
+    labels = metric_labels(names, settings.to_dict(), accuracy=estimator.label if estimator else None)
+    study.set_metric_names(labels)  # what optuna-dashboard shows
     study.set_user_attr(R.STUDY_OBJECTIVES, names)
-    study.set_user_attr(R.STUDY_PROXY, settings.proxy if "accuracy" in names else None)
-    study.set_user_attr(R.STUDY_SETTINGS, _jsonable(portable_settings(settings.to_dict())))
+    study.set_user_attr(R.STUDY_PROXY, settings.proxy if estimator else None)
+    study.set_user_attr(R.STUDY_ESTIMATOR, estimator.identity if estimator else None)
+    study.set_user_attr(R.STUDY_SETTINGS, jsonable(settings_for_study(settings.to_dict())))
     return study
+
+
+def _refuse_mismatch(existing: Any, settings: SearchSettings, names: Sequence[str]) -> None:
+    """A resumed study keeps its objectives, predictor and proxy (values would not compare otherwise)."""
+    have = existing.user_attrs.get(R.STUDY_OBJECTIVES) or existing.metric_names
+    if have is not None and list(have) != list(names):
+        raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {list(names)}; "
+                         f"use another --study name")
+    prev_pred = (existing.user_attrs.get(R.STUDY_SETTINGS) or {}).get("predictor")
+    if any(n.startswith("predicted_") for n in names) and prev_pred != settings.predictor:
+        raise ValueError(f"study {settings.study!r} was run with predictor {prev_pred!r}, not "
+                         f"{settings.predictor!r}: values would not be comparable; use another --study name")
+    prev_proxy = existing.user_attrs.get(R.STUDY_PROXY)
+    if "accuracy" in names and prev_proxy not in (None, settings.proxy):
+        raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "
+                         f"values would not be comparable; use another --study name")
+
+
+def estimator_change(study: Any, estimator: Optional[AccuracyEstimator]) -> Optional[str]:
+    """How this run's accuracy estimator differs from the one the study was created with (None: not at all,
+    or the study stored none): a resumed study's accuracies compare only when their estimators are the same."""
+    if estimator is None:
+        return None
+    change = identity_change(study.user_attrs.get(R.STUDY_ESTIMATOR), estimator.identity)
+    if change is None:
+        return None
+    return (f"study {study.study_name!r} was created with another accuracy estimator ({change}): "
+            f"its accuracies may not compare with this run's")
 
 
 @dataclass
@@ -127,10 +170,6 @@ def enqueue_presets(study: Any, space: SearchSpace) -> list[str]:
 
 
 def _setup_logging(results_dir: Path, study: str) -> Path:
-    import optuna
-
-    from .storage import writable_dir
-
     logs = writable_dir(results_dir / "logs", "--results-dir")
     path = logs / f"{study}.log"
     root = logging.getLogger("nas")
@@ -155,8 +194,6 @@ def _setup_logging(results_dir: Path, study: str) -> Path:
 
 def consecutive_failures(study: Any, n: int) -> Optional[str]:
     """The stop reason when the last ``n`` finished trials (by completion time) all failed, else None."""
-    import optuna
-
     done = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     recent = sorted(done, key=lambda t: (t.datetime_complete or t.datetime_start, t.number))[-n:]
     if len(recent) == n and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
@@ -169,15 +206,12 @@ class TrialRunner:
     """One process's means to run trials: resolved settings, space, evaluator (dataset loaded), study.
 
     The local backend, each parallel worker and each Ray actor build one, so every backend records
-    trials identically. ``cuda``: passed to ``SearchSettings.resolved``.
+    trials identically. ``cuda``: passed to ``SearchSettings.resolved``; ``evaluator``: one already
+    prepared (the driver's), else one is built (its accuracy estimator from the settings) and prepared.
     """
 
     def __init__(self, settings: SearchSettings, *, sampler: Any = None, study: Any = None,
                  cuda: Optional[bool] = None, log_file: Optional[Path] = None, evaluator: Optional["Evaluator"] = None):
-        import warnings
-
-        import optuna
-
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         s = settings.resolved(cuda=cuda)
         self.settings = s
@@ -192,7 +226,7 @@ class TrialRunner:
         if study is None:
             if sampler is None:
                 sampler = sampler_for(s)
-            study = create_or_load_study(s, self.objectives, sampler=sampler)
+            study = create_or_load_study(s, self.objectives, sampler=sampler, estimator=evaluator.estimator)
         self.study = study
         self.storage = storage_of(study)
         self.objective = TrialObjective(self.space, self.evaluator, self.objectives, self.constraints)
@@ -205,8 +239,6 @@ class TrialRunner:
         An interrupt (SIGINT/SIGTERM) records ``status="interrupted"`` and the phase, ends the trial
         FAIL and propagates.
         """
-        import optuna
-
         states = optuna.trial.TrialState
         tid = trial_id(self.storage, self.study.study_name, trial.number)
         phase = "while it ran"
@@ -236,9 +268,6 @@ class TrialRunner:
         return self.storage.get_trial(tid)
 
 
-SearchRun = TrialRunner  # the former name
-
-
 def run_trials(runner: TrialRunner, *, n_trials: Optional[int], timeout: Optional[float],
                on_trial: Callable[[Any], None] = lambda t: None, worker: Optional[dict[str, Any]] = None,
                max_consecutive_failures: Optional[int] = None) -> Optional[str]:
@@ -264,6 +293,17 @@ def run_trials(runner: TrialRunner, *, n_trials: Optional[int], timeout: Optiona
 
 
 # ------------------------------------------------------------------------------------------ driver
+def trial_line(label: str, done: int, total: Optional[int], names: Sequence[str], t: R.TrialRecord) -> str:
+    """``[3/20] w1 #7 COMPLETE accuracy=51.2 params=3.1e+06 (12.3s)``: one finished trial, for people (rich markup)."""
+    if t.state == "COMPLETE":
+        detail = " ".join(f"{n}={v:.4g}" for n, v in zip(names, t.values or ()))
+    else:
+        detail = str(t.error or "")[:100]
+    wall = t.wall_s
+    return (f"[{done}{f'/{total}' if total else ''}] {label} #{t.number} {t.state} {escape(detail)}"
+            + (f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""))
+
+
 class Backend(Protocol):
     """Runs trials of a driver's study; returns a stop reason (failure guard, dead worker) or None.
 
@@ -283,18 +323,19 @@ class StudyDriver:
 
     def __init__(self, settings: SearchSettings, *, console: Any = None, cuda: Optional[bool] = None,
                  sampler: Any = None, enqueue: bool = True):
-        import warnings
-
-        import optuna
-
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         s = settings.resolved(cuda=cuda)
         self.settings = s
         self.cuda = cuda
         self.objectives = parse_objectives(s.objectives)
         self.space = load_space(s.space)
-        for c in [*s.constraints, *self.space.constraints]:
-            parse_constraint(c)
+        self.constraints = [parse_constraint(c) for c in [*s.constraints, *self.space.constraints]]
+        # the accuracy estimator, built and checked once (workers in other processes build theirs from the settings)
+        self.estimator = build_estimator(s) if needs_accuracy(self.objectives, self.constraints) else None
+        needed = {o.name for o in self.objectives} | {c.name for c in self.constraints}
+        if any(n in PREDICTED_KEYS for n in needed):
+            checked_predictor(s, needed)  # a predictor that does not give an objective: refused before the study
+        self.estimator_note: Optional[str] = None
         self.console = console
         self.results_dir = Path(s.results_dir)
         self.log_file = _setup_logging(self.results_dir, s.study)
@@ -313,8 +354,7 @@ class StudyDriver:
 
     def load_data(self) -> "Evaluator":
         """An evaluator with its dataset loaded: a missing dataset is refused before the study exists."""
-        constraints = [parse_constraint(c) for c in [*self.settings.constraints, *self.space.constraints]]
-        ev = Evaluator(self.settings, self.objectives, constraints)
+        ev = Evaluator(self.settings, self.objectives, self.constraints, estimator=self.estimator)
         ev.prepare()
         return ev
 
@@ -323,19 +363,20 @@ class StudyDriver:
         if self.settings.quiet:
             return
         if self.console is None:
-            from rich.console import Console
-
             self.console = Console(stderr=True)
         self.console.print(msg, highlight=False)
 
     def open(self) -> Any:
         """Create/load the study once (directions, names, presets) and fail trials of dead processes."""
         s = self.settings
-        self.study = create_or_load_study(s, self.objectives, sampler=self.sampler)
+        self.study = create_or_load_study(s, self.objectives, sampler=self.sampler, estimator=self.estimator)
+        self.estimator_note = estimator_change(self.study, self.estimator)
+        if self.estimator_note:
+            log.warning(self.estimator_note)
         self.before = len(self.study.get_trials(deepcopy=False))
         self.stale = fail_stale_trials(self.study)
         self.queued = enqueue_presets(self.study, self.space) if (self.enqueue and s.enqueue_presets) else []
-        log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(_jsonable(s.to_dict())))
+        log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(jsonable(s.to_dict())))
         return self.study
 
     def announce(self, backend: str) -> None:
@@ -348,30 +389,21 @@ class StudyDriver:
             self.out(f"[yellow]marked trials {self.stale} FAIL: their workers died (no heartbeat)[/]")
         if self.queued:
             self.out(f"[bold]presets queued[/]: {', '.join(self.queued)}")
+        if self.estimator_note:
+            self.out(f"[yellow]{escape(self.estimator_note)}[/]")
 
     def trial_line(self, label: str, done: int, t: R.TrialRecord) -> None:
         """The one line per finished trial of the parallel and Ray backends."""
-        from rich.markup import escape
-
-        total = f"/{self.settings.trials}" if self.settings.trials else ""
-        if t.state == "COMPLETE":
-            detail = " ".join(f"{n}={v:.4g}" for n, v in zip(self.names, t.values or ()))
-        else:
-            detail = str(t.error or "")[:100]
-        wall = t.wall_s
-        self.out(f"[{done}{total}] {label} #{t.number} {t.state} {escape(detail)}"
-                 + (f" ({wall:.1f}s)" if isinstance(wall, (int, float)) else ""))
+        self.out(trial_line(label, done, self.settings.trials, self.names, t))
 
     def run(self, backend: Backend) -> SearchResult:
         """Open the study, run the backend, fail what an interrupt or a dead worker left, summarise."""
-        from .storage import storage_errors
-
         with storage_errors(self.settings.storage):  # database / disk faults: one line naming the storage
             backend.prepare(self)
             if self.study is None:
                 self.open()
             self.started = time.time()
-            with _signals_as_interrupts():
+            with signals_as_interrupts():
                 try:
                     reason = backend.run(self)
                 except KeyboardInterrupt as e:
@@ -399,8 +431,6 @@ class StudyDriver:
 
 def state_counts(study: Any) -> dict[str, int]:
     """Trials per state, every state named (complete, failed, pruned, running, waiting)."""
-    import optuna
-
     S = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     names = {S.COMPLETE: "complete", S.FAIL: "failed", S.PRUNED: "pruned", S.RUNNING: "running", S.WAITING: "waiting"}
@@ -419,16 +449,19 @@ class LocalBackend:
         self.evaluator = driver.load_data()
 
     def run(self, driver: StudyDriver) -> Optional[str]:
-        from .progress import SearchProgress
-
         s = driver.settings
         runner = TrialRunner(s, study=driver.study, cuda=driver.cuda, log_file=driver.log_file,
                              evaluator=self.evaluator)
+        est = driver.estimator
         header = dict(study=s.study, storage=driver.storage_desc, device=runner.evaluator.device_name,
-                      objectives=", ".join(driver.names), proxy=s.proxy if runner.evaluator.needs_proxy else "n/a",
+                      objectives=", ".join(driver.names), proxy=s.proxy if est is not None else "n/a",
                       sampler=s.sampler, presets=", ".join(driver.queued) or "none", log=str(driver.log_file))
+        if est is not None:
+            header["accuracy"] = f"{est.label}: {est.cost}"
         if driver.stale:
             header["stale"] = f"marked trials {driver.stale} FAIL: their process died (no heartbeat)"
+        if driver.estimator_note:
+            header["warning"] = f"[yellow]{escape(driver.estimator_note)}[/]"
         progress = SearchProgress(driver.study, driver.objectives, total=s.trials, timeout=s.timeout,
                                   console=driver.console, quiet=s.quiet, header=header)
         with progress:
@@ -438,21 +471,15 @@ class LocalBackend:
 
 def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_file: Optional[Path] = None,
               stopped_reason: Optional[str] = None) -> SearchResult:
-    import optuna
-
-    from .pareto import hypervolume, objective_labels, objective_names, pareto_rows, write_report
-
     counts = state_counts(study)
     fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
     path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
     try:
         report = write_report(study, path)
     except OSError as e:  # the trials are safe in the storage; only the report could not be written
-        from .storage import StorageError, _os_message
-
         again = f"nas pareto --study {settings.study}" + (f" --storage {settings.storage}"
                                                            if isinstance(settings.storage, str) else "")
-        raise StorageError(_os_message(e, f"report {path} (--results-dir)") + f"; the trials are in the storage: "
+        raise StorageError(os_message(e, f"report {path} (--results-dir)") + f"; the trials are in the storage: "
                            f"{again} rewrites the report") from None
     return SearchResult(
         study_name=settings.study, storage=storage_desc, objectives=objective_names(study),

@@ -1,10 +1,25 @@
-"""What a search takes (``SearchSettings``), checked once, before any study or process exists.
+"""What a search takes, grouped by concern, each group one frozen dataclass checked when it is made.
 
-``validated()`` refuses every bad value with a message naming the setting, the value and the
-rule: unknown names (objective, proxy, sampler, dataset, space, constraint), numbers out of range
-(``batch_size=0`` is refused, not replaced by a default), an empty or path-like study name.
-``resolved()`` then fills the device-dependent defaults. ``portable_settings`` /
-``settings_from_dict`` carry settings to another process (parallel workers, Ray actors).
+============================ =================================================================================
+``SearchOptions``            what to search: objectives, constraints, space, sampler, budget, seed
+``EstimatorOptions``         what the accuracy objective means: ``--proxy`` (an estimator by name), data,
+                             resolution, the train budget and successive halving (``nas.estimators``
+                             builds one ``evaluators.estimators.AccuracyEstimator`` from these)
+``ThroughputOptions``        how throughput/latency are measured (profiler protocol) or predicted
+``StorageOptions``           where the study and its files go (storage URL, study name, results folder)
+``WorkerOptions``            where trials run: device, worker processes, Ray
+============================ =================================================================================
+
+``SearchSettings`` is all five at once (it inherits them: a function that needs one concern takes
+that group's type, and a ``SearchSettings`` is one). Keywords are flat, as on the command line:
+``SearchSettings(objectives=("accuracy", "params"), proxy="train", trials=20)``. Every bad value is
+refused on creation with a message naming the setting, the value and the rule; ``None`` in a
+device-dependent field means "choose for the device" (``DEVICE_DEFAULTS``, filled by ``resolved``).
+The CLI (``nas search``) reads its defaults from these classes.
+
+``settings_for_process`` / ``settings_from_dict`` carry settings to another process (absolute
+paths, so another cwd resolves identically); ``settings_for_study`` is the opposite, what a study
+stores (no absolute path of this machine).
 """
 
 from __future__ import annotations
@@ -15,46 +30,90 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional
 
-from evaluators.checks import check_int, check_number  # shared with evaluators, which cannot import nas
+from evaluators.checks import check_int, check_number
 
-__all__ = ["SearchSettings", "check_int", "check_number", "cuda_available", "portable_settings",
-           "settings_from_dict", "absolute_url"]
+from .objectives import parse_constraint, parse_objectives
+from .samplers import SAMPLERS, check_population
+from .storage import journal_path, storage_kind
 
+__all__ = ["SearchOptions", "EstimatorOptions", "ThroughputOptions", "StorageOptions", "WorkerOptions",
+           "SearchSettings", "GROUPS", "FIDELITIES", "BACKENDS", "DTYPES", "DEVICES", "cuda_available",
+           "device_default", "settings_for_process", "settings_from_dict", "settings_for_study", "absolute_url"]
+
+FIDELITIES = ("full", "sh")
+BACKENDS = ("optuna", "ray")
+DTYPES = ("fp16", "bf16", "fp32")
+DEVICES = ("cuda", "cpu")
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
-# ------------------------------------------------------------------------------------------ checks
 def cuda_available() -> bool:
-    import torch
+    import torch  # here, not at the top: `nas --help` reads this module's defaults without torch
 
     return torch.cuda.is_available()
 
 
-# ------------------------------------------------------------------------------------------ settings
-@dataclass
-class SearchSettings:
-    """Everything ``nas search`` takes; ``None`` means "choose for the device" (see ``resolved``)."""
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} must be one of {', '.join(allowed)}")
 
-    objectives: Sequence[str] = ("accuracy", "throughput")
-    proxy: str = "az_progressivity"  # best single zero-cost proxy on the fmnist-odd ground truth (README)
-    trials: Optional[int] = None
-    timeout: Optional[float] = None
+
+def _names(value: Any) -> tuple[str, ...]:
+    """A list of names given as a tuple, a list or one comma-separated string."""
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return tuple(value)
+
+
+# ------------------------------------------------------------------------------------------ the groups
+@dataclass(frozen=True)
+class SearchOptions:
+    """What to search: objectives, constraints, space, sampler and budget."""
+
+    objectives: tuple[str, ...] = ("accuracy", "throughput")
+    constraints: tuple[str, ...] = ()
+    space: Any = "default"  # a built-in name, a YAML file, a dict or a SearchSpace
     sampler: str = "nsga2"
     population: Optional[int] = None  # nsga2/nsga3 population (None: ~trials / 5, see nas.samplers)
-    constraints: Sequence[str] = ()
-    space: Any = "default"
+    trials: Optional[int] = None
+    timeout: Optional[float] = None
+    seed: int = 0  # the sampler's, the data batch's and the estimator's
+    enqueue_presets: Optional[bool] = None  # FasterViT-0..3 first as reference points
+    max_consecutive_failures: int = 20
+    confirm: int = 0  # after the search, re-train this many front points with another seed (nas.confirm)
+
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {"trials": (40, 8), "enqueue_presets": (True, False)}
+
+    def __post_init__(self) -> None:
+        SearchOptions._check(self)
+
+    def _check(self) -> None:
+        object.__setattr__(self, "objectives", _names(self.objectives))
+        object.__setattr__(self, "constraints", _names(self.constraints))
+        parse_objectives(self.objectives)
+        for c in self.constraints:
+            parse_constraint(c)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
+        check_population(self.sampler, self.population)
+        check_int("--trials", self.trials, minimum=1, optional=True)
+        check_number("--timeout", self.timeout, minimum=0, low_open=True, optional=True)
+        check_int("--seed", self.seed, minimum=0)
+        check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1)
+        check_int("--confirm", self.confirm, minimum=0)
+
+
+@dataclass(frozen=True)
+class EstimatorOptions:
+    """What the accuracy objective means: the estimator (``--proxy``), its data, resolution and budget."""
+
+    proxy: str = "az_progressivity"  # best single zero-cost proxy on the fmnist-odd ground truth (README)
     data: str = "fmnist-odd"  # the ground-truth task the default proxy was validated on
     data_dir: Optional[str] = None
-    storage: Any = None
-    study: str = "default"
-    device: Optional[str] = None
-    seed: int = 0
-    enqueue_presets: Optional[bool] = None
-    # accuracy proxy
     proxy_resolution: Optional[int] = None
-    proxy_batch_size: Optional[int] = None
+    proxy_batch_size: Optional[int] = None  # images of the zero-cost proxies' batch
     train_epochs: float = 1.0
     train_subset: Optional[int] = 10000
     train_val_subset: Optional[int] = None  # validation images of the train proxy (None: all)
@@ -63,104 +122,168 @@ class SearchSettings:
     fidelity: str = "full"
     min_budget: Optional[float] = None  # epochs of the first rung (None: train_epochs / eta**2)
     eta: int = 3
-    # profiler
-    batch_size: Optional[int] = None
+
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {"proxy_resolution": (128, 96),
+                                                             "proxy_batch_size": (64, 16)}
+
+    def __post_init__(self) -> None:
+        EstimatorOptions._check(self)
+
+    def _check(self) -> None:
+        if not isinstance(self.proxy, str) or not self.proxy:
+            raise ValueError(f"--proxy {self.proxy!r} must name an accuracy estimator (see `nas proxies`, or 'train')")
+        if not isinstance(self.data, str) or not self.data:
+            raise ValueError(f"--data {self.data!r} must name a dataset")
+        check_int("--proxy-resolution", self.proxy_resolution, minimum=16, maximum=4096, optional=True)
+        check_int("--proxy-batch-size", self.proxy_batch_size, minimum=2, optional=True)
+        check_number("--train-epochs", self.train_epochs, minimum=0, low_open=True)
+        check_int("--train-subset", self.train_subset, minimum=1, optional=True)
+        check_int("--train-val-subset", self.train_val_subset, minimum=1, optional=True)
+        check_int("--train-batch-size", self.train_batch_size, minimum=1)
+        _one_of("--fidelity", self.fidelity, FIDELITIES)
+        check_int("--eta", self.eta, minimum=2)
+        check_number("--min-budget", self.min_budget, minimum=0, low_open=True, optional=True)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> "EstimatorOptions":
+        """The estimator's part of a flat settings mapping (a study's stored settings); other keys are ignored."""
+        return cls(**{f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings})
+
+
+@dataclass(frozen=True)
+class ThroughputOptions:
+    """How throughput/latency/memory are measured (profiler) or predicted (``predictor``)."""
+
+    batch_size: Optional[int] = None  # profiler batch size
     profile_mode: Optional[str] = None
     dtype: str = "fp16"
     repeats: Optional[int] = None
-    # throughput predictor (objectives predicted_throughput / predicted_latency): a name or JSON file
-    predictor: Optional[str] = None
-    # output
-    results_dir: str = "results"
+    predictor: Optional[str] = None  # a throughput predictor's name or JSON file (predicted_* objectives)
+
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {"batch_size": (128, 2),
+                                                             "profile_mode": ("cudagraph", "eager"),
+                                                             "repeats": (10, 2)}
+
+    def __post_init__(self) -> None:
+        ThroughputOptions._check(self)
+
+    def _check(self) -> None:
+        check_int("--batch-size", self.batch_size, minimum=1, optional=True)
+        check_int("repeats", self.repeats, minimum=1, optional=True)
+        _one_of("dtype", self.dtype, DTYPES)
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Where the study and its files go."""
+
+    storage: Any = None  # an Optuna storage URL or object (None: nas.storage's default)
+    study: str = "default"
+    results_dir: str = "results"  # logs, reports, weights
     quiet: bool = False
-    max_consecutive_failures: int = 20
     heartbeat: bool = False
 
-    def validated(self) -> "SearchSettings":
-        """Refuse bad numbers and unknown names (before any study is created); returns self."""
-        from .objectives import parse_constraint, parse_objectives
-        from .samplers import SAMPLERS, check_population
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {}
 
+    def __post_init__(self) -> None:
+        StorageOptions._check(self)
+
+    def _check(self) -> None:
         if not isinstance(self.study, str) or not _STUDY_NAME.match(self.study):
             raise ValueError(f"--study {self.study!r} must be a non-empty name of letters, digits, '.', '_', '+', '-' "
                              f"(it names the log and report files), starting with a letter or digit")
-        check_int("--trials", self.trials, minimum=1, optional=True)
-        check_number("--timeout", self.timeout, positive=True, optional=True)
-        check_int("--seed", self.seed, minimum=0)
-        check_int("--proxy-resolution", self.proxy_resolution, minimum=16, maximum=4096, optional=True)
-        check_int("--proxy-batch-size", self.proxy_batch_size, minimum=2, optional=True)
-        check_int("--batch-size", self.batch_size, minimum=1, optional=True)
-        check_int("repeats", self.repeats, minimum=1, optional=True)
-        check_int("train_subset", self.train_subset, minimum=1, optional=True)
-        check_number("train_epochs", self.train_epochs, positive=True)
-        check_int("max_consecutive_failures", self.max_consecutive_failures, minimum=1)
-        check_int("train_val_subset", self.train_val_subset, minimum=1, optional=True)
-        check_int("train_batch_size", self.train_batch_size, minimum=1)
-        from .fidelity import check_fidelity
 
-        check_fidelity(self.fidelity, proxy=self.proxy, objectives=list(self.objectives), min_budget=self.min_budget,
-                       eta=self.eta, budget=self.train_epochs)
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLERS)}")
-        check_population(self.sampler, self.population)
-        objectives = parse_objectives(self.objectives)
-        for c in self.constraints:
-            parse_constraint(c)
-        if any(o.needs == "proxy" for o in objectives) and self.proxy != "train":
-            from evaluators.proxies import get_proxy
 
-            get_proxy(self.proxy)  # "unknown proxy 'nope'; known: ..."
-        self._check_predictor(objectives)
-        if self.dtype not in ("fp16", "bf16", "fp32"):
-            raise ValueError(f"dtype={self.dtype!r} must be fp16, bf16 or fp32")
-        if self.device is not None and self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device={self.device!r} must be 'cuda' or 'cpu'")
+@dataclass(frozen=True)
+class WorkerOptions:
+    """Where trials run: the device, worker processes on this machine, or a Ray cluster."""
+
+    device: Optional[str] = None  # cuda | cpu (None: cuda when there is one)
+    workers: int = 1  # trials at once (processes sharing the study, or Ray trials)
+    backend: str = "optuna"
+    ray_address: Optional[str] = None
+    gpus_per_trial: float = 1.0
+
+    DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        WorkerOptions._check(self)
+
+    def _check(self) -> None:
+        if self.device is not None:
+            _one_of("device", self.device, DEVICES)
+        check_int("--workers", self.workers, minimum=1)
+        _one_of("--backend", self.backend, BACKENDS)
+        check_number("--gpus-per-trial", self.gpus_per_trial, minimum=0)
+
+
+GROUPS: tuple[type, ...] = (SearchOptions, EstimatorOptions, ThroughputOptions, StorageOptions, WorkerOptions)
+
+
+def device_default(group: type, name: str) -> str:
+    """The device-dependent default of a setting as help text reads it: ``128 GPU / 96 CPU``."""
+    gpu, cpu = group.DEVICE_DEFAULTS[name]  # type: ignore[attr-defined]
+    return f"{gpu} GPU / {cpu} CPU"
+
+
+# ------------------------------------------------------------------------------------------ all of them
+@dataclass(frozen=True)
+class SearchSettings(SearchOptions, EstimatorOptions, ThroughputOptions, StorageOptions, WorkerOptions):
+    """Everything ``nas search`` takes (the five groups); ``None`` means "choose for the device" (``resolved``)."""
+
+    def __post_init__(self) -> None:
+        for group in GROUPS:
+            group._check(self)  # type: ignore[attr-defined]
+        self._check_predicted()
+        if self.fidelity == "sh" and "accuracy" not in self.objectives:
+            raise ValueError(f"--fidelity sh ranks trials on accuracy at each rung: add 'accuracy' to the objectives "
+                             f"({', '.join(self.objectives)})")
+
+    def _check_predicted(self) -> None:
+        """A predicted objective or constraint needs a predictor (that it gives the value is checked when it loads)."""
+        needs = [o.name for o in parse_objectives(self.objectives) if o.needs == "predict"]
+        needs += [c.name for c in map(parse_constraint, self.constraints) if c.objective.needs == "predict"]
+        if needs and not self.predictor:
+            raise ValueError(f"{needs[0]} needs a predictor: --throughput predicted:NAME (or --latency)")
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether ``resolved`` filled the device and its defaults."""
+        return self.device is not None and all(
+            getattr(self, n) is not None for g in GROUPS for n in g.DEVICE_DEFAULTS  # type: ignore[attr-defined]
+            if n != "trials" or self.timeout is None)
+
+    def validated(self) -> "SearchSettings":
+        """Settings are checked when they are made; kept for callers that still ask (returns self)."""
         return self
 
-    def _check_predictor(self, objectives: Sequence[Any]) -> None:
-        """A predicted objective needs a predictor that loads and gives it (refused before any study)."""
-        from .objectives import PREDICTED_KEYS, parse_constraint
-
-        needs = [o.name for o in objectives if o.needs == "predict"]
-        needs += [c.name for c in map(parse_constraint, self.constraints) if c.objective.needs == "predict"]
-        if not needs:
-            return
-        if not self.predictor:
-            raise ValueError(f"{needs[0]} needs a predictor: --throughput predicted:NAME (or --latency)")
-        from evaluators.predictor import load_predictor
-
-        p = load_predictor(self.predictor, search_dirs=[Path(self.results_dir) / "predictors"])
-        missing = [n for n in needs if PREDICTED_KEYS[n] not in p.targets]
-        if missing:
-            raise ValueError(f"predictor {self.predictor!r} gives {p.targets}, not {PREDICTED_KEYS[missing[0]]} "
-                             f"({missing[0]}): its dataset had no batch-1 latency")
-
     def resolved(self, *, cuda: Optional[bool] = None) -> "SearchSettings":
-        """Fill device-dependent defaults (GPU: paper protocol; CPU: a small, fast budget).
+        """Fill the device and the device-dependent defaults (GPU: paper protocol; CPU: a small, fast budget).
 
-        ``cuda``: whether the trials' machines have CUDA (default: this process's torch says);
-        the Ray driver passes the cluster's answer, its head may have no GPU.
+        ``cuda``: whether the trials' machines have CUDA (default: this process's torch says); the
+        Ray driver passes the cluster's answer, its head may have no GPU. Settings already resolved
+        are returned as they are.
         """
-        self.validated()
-        s = dataclasses.replace(self)
+        if self.is_resolved:
+            return self
         have_cuda = cuda_available() if cuda is None else cuda
-        if s.device is None:
-            s.device = "cuda" if have_cuda else "cpu"
-        if s.device == "cuda" and not have_cuda:
+        device = self.device or ("cuda" if have_cuda else "cpu")
+        if device == "cuda" and not have_cuda:
             raise ValueError("device='cuda' but no CUDA GPU is available; use --device cpu")
-        gpu = s.device == "cuda"
-        if s.trials is None and s.timeout is None:
-            s.trials = 40 if gpu else 8
-        if s.enqueue_presets is None:
-            s.enqueue_presets = gpu
-        s.proxy_resolution = s.proxy_resolution if s.proxy_resolution is not None else (128 if gpu else 96)
-        s.proxy_batch_size = s.proxy_batch_size if s.proxy_batch_size is not None else (64 if gpu else 16)
-        s.batch_size = s.batch_size if s.batch_size is not None else (128 if gpu else 2)
-        s.profile_mode = s.profile_mode or ("cudagraph" if gpu else "eager")
-        s.repeats = s.repeats if s.repeats is not None else (10 if gpu else 2)
-        return s
+        pick = 0 if device == "cuda" else 1
+        filled: dict[str, Any] = {"device": device}
+        for group in GROUPS:
+            for name, values in group.DEVICE_DEFAULTS.items():  # type: ignore[attr-defined]
+                if getattr(self, name) is None and not (name == "trials" and self.timeout is not None):
+                    filled[name] = values[pick]
+        return dataclasses.replace(self, **filled)
+
+    def replace(self, **changes: Any) -> "SearchSettings":
+        """A copy with ``changes`` (flat names), checked again."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
+        """Flat and JSON-ready (a space or storage object becomes its name)."""
         d = dataclasses.asdict(self)
         d["space"] = self.space if isinstance(self.space, str) else getattr(self.space, "name", "custom")
         d["storage"] = self.storage if isinstance(self.storage, (str, type(None))) else type(self.storage).__name__
@@ -171,8 +294,6 @@ class SearchSettings:
 # ------------------------------------------------------------------------------------------ to another process
 def absolute_url(url: str) -> str:
     """A storage URL whose file (journal, SQLite) is absolute, so another cwd opens the same file."""
-    from .storage import journal_path, storage_kind
-
     kind = storage_kind(url)
     if kind == "journal":
         return "journal:" + os.path.abspath(journal_path(url))
@@ -183,13 +304,13 @@ def absolute_url(url: str) -> str:
     return url
 
 
-def portable_settings(settings: SearchSettings) -> dict[str, Any]:
+def settings_for_process(settings: SearchSettings) -> dict[str, Any]:
     """SearchSettings as a JSON-ready dict that another process (another cwd) resolves identically.
 
     Storage, results/data folders and a space file become absolute paths; a space object or dict
     is inlined (``SearchSpace.to_dict()``).
     """
-    from search_spaces.space import SearchSpace, list_builtin_spaces, load_space
+    from search_spaces.space import SearchSpace, list_builtin_spaces, load_space  # torch: not for `nas --help`
 
     d = dataclasses.asdict(settings)
     d["objectives"], d["constraints"] = list(settings.objectives), list(settings.constraints)
@@ -215,13 +336,32 @@ def portable_settings(settings: SearchSettings) -> dict[str, Any]:
     return d
 
 
-def settings_from_dict(d: dict[str, Any]) -> SearchSettings:
-    """Inverse of ``portable_settings`` (unknown keys are an error, naming them)."""
+def settings_from_dict(d: Mapping[str, Any]) -> SearchSettings:
+    """Inverse of ``settings_for_process`` (unknown keys are an error, naming them)."""
     names = {f.name for f in dataclasses.fields(SearchSettings)}
     unknown = sorted(set(d) - names)
     if unknown:
         raise ValueError(f"settings JSON has unknown keys {unknown}; known: {sorted(names)}")
-    d = dict(d)
-    d["objectives"] = tuple(d.get("objectives", ()))
-    d["constraints"] = tuple(d.get("constraints", ()))
     return SearchSettings(**d)
+
+
+def settings_for_study(settings: Mapping[str, Any], cwd: Optional[str] = None) -> dict[str, Any]:
+    """Settings as a study stores them: paths under ``cwd`` relative, other absolute paths reduced to
+    ``…/NAME`` (a study attribute must not carry the layout of the machine that ran it)."""
+    base = os.path.abspath(cwd or os.getcwd())
+
+    def path(p: str) -> str:
+        if not os.path.isabs(p):
+            return p
+        rel = os.path.relpath(p, base)
+        return rel if not rel.startswith("..") else f"…/{os.path.basename(p.rstrip('/'))}"
+
+    def value(v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        for prefix in ("sqlite:///", "journal:"):
+            if v.startswith(prefix):
+                return prefix + path(v[len(prefix):])
+        return path(v) if v.startswith("/") else v
+
+    return {k: value(v) for k, v in settings.items()}

@@ -32,13 +32,14 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_JOURNAL", "StorageError", "get_storage", "storage_kind", "describe_storage",
-           "journal_path", "check_journal", "writable_dir", "storage_errors", "SafeJournalFileBackend"]
+           "journal_path", "check_journal", "writable_dir", "storage_errors", "SafeJournalFileBackend", "os_message"]
 
 log = logging.getLogger("nas.storage")
 
 DEFAULT_STORAGE = "sqlite:///results/nas.db"
 DEFAULT_JOURNAL = "journal:results/nas.journal"
 GRACE_PERIOD_S = 30
+HEARTBEAT_INTERVAL_S = 5.0  # RDB heartbeats and nas.heartbeat's journal beats: one cadence for every storage
 
 
 class StorageError(ValueError):
@@ -179,7 +180,7 @@ def _journal_backend_class() -> type:
                         os.fsync(f.fileno())
                     except OSError as e:
                         os.ftruncate(f.fileno(), size)  # no torn record left behind
-                        raise StorageError(_os_message(e, f"journal {self._nas_path}")) from None
+                        raise StorageError(os_message(e, f"journal {self._nas_path}")) from None
             finally:
                 self._nas_lock.release()
 
@@ -191,7 +192,7 @@ def SafeJournalFileBackend(file_path: str) -> Any:  # noqa: N802 - a class built
 
 
 # ------------------------------------------------------------------------------------------ errors
-def _os_message(e: OSError, what: str) -> str:
+def os_message(e: OSError, what: str) -> str:
     if e.errno == errno.ENOSPC or e.errno == errno.EFBIG or e.errno == errno.EDQUOT:
         return f"{what}: the disk is full ({e.strerror}); free space or use another location, then run again " \
                f"(what was recorded before is kept)"
@@ -237,7 +238,7 @@ def storage_errors(url: Any) -> Iterator[None]:
         raise StorageError(_db_message(e, where)) from None
     except OSError as e:
         name = getattr(e, "filename", None)
-        raise StorageError(_os_message(e, f"{name}" if name else f"storage {where}")) from None
+        raise StorageError(os_message(e, f"{name}" if name else f"storage {where}")) from None
 
 
 # ------------------------------------------------------------------------------------------ opening
@@ -249,9 +250,7 @@ def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = Fals
     ``heartbeat=True`` turns on Optuna's heartbeat for RDB storages; journal storages get the
     equivalent from ``nas.heartbeat``.
     """
-    import optuna
-
-    from .heartbeat import HEARTBEAT_INTERVAL_S
+    import optuna  # here, not at the top: the CLI imports this module for its defaults (`nas --help` stays light)
 
     if storage is None:
         storage = DEFAULT_STORAGE

@@ -1,14 +1,16 @@
 """One trial of a study: sample a config, measure it, record everything (keys in ``nas.record``).
 
 ``TrialObjective`` is the objective every backend runs (this process, worker processes, Ray
-actors); ``Evaluator`` holds what one process needs to measure (the dataset, the proxy batch).
-A refused config, an OOM, a NaN proxy: each raises ``TrialFailure`` after recording the reason.
+actors); ``Evaluator`` holds what one process needs to measure: the profiler protocol or the
+predictor, and the accuracy estimator (``evaluators.estimators``, prepared once: dataset, batch).
+A refused config, an OOM, a NaN estimate: each raises ``TrialFailure`` after recording the reason;
+a ``--fidelity sh`` rung stops the estimate through its ``report`` and ends the trial PRUNED.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import gc
 import logging
 import math
 import signal
@@ -16,22 +18,34 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+import optuna
+import torch
+from optuna.exceptions import UpdateFinishedTrialError
+
+from evaluators.cost import static_cost
+from evaluators.data import load_dataset
+from evaluators.estimators import AccuracyEstimator, Estimate
+from evaluators.predictor import load_predictor
+from evaluators.profiler import measure_throughput
 from search_spaces import FasterViTConfig
 from search_spaces.space import SearchSpace
 
 from . import record as R
 from .cache import cached_source, measurement_key, reuse_measurements
-from .objectives import Constraint, Objective
+from .estimators import build_estimator
+from .fidelity import RungController
+from .objectives import PREDICTED_KEYS, Constraint, Objective
 from .record import Status
 from .settings import SearchSettings
 
-__all__ = ["TrialFailure", "FinishedElsewhere", "OnEpoch", "suggest_config", "Evaluator", "TrialObjective", "Interrupted",
-           "interrupt_pending"]
+__all__ = ["TrialFailure", "FinishedElsewhere", "EstimateStopped", "OnEpoch", "OnReport", "suggest_config",
+           "needs_accuracy", "Evaluator", "TrialObjective", "Interrupted", "interrupt_pending", "signals_as_interrupts"]
 
 log = logging.getLogger("nas.search")
-OnEpoch = Callable[[int, float, dict], None]  # (step, validation accuracy, measurements so far)
+OnEpoch = Callable[[int, float, dict], None]  # (step, validation accuracy, measurements so far): a listener
+OnReport = Callable[[int, float, dict], bool]  # the same, returning True to stop the estimate (a rung)
 
 
 class TrialFailure(Exception):
@@ -43,6 +57,10 @@ class FinishedElsewhere(BaseException):
 
     A BaseException so the objective's ``except Exception`` does not record it as the trial's error.
     """
+
+
+class EstimateStopped(Exception):
+    """The estimate was stopped by its report hook (a rung); the hook recorded why."""
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -66,71 +84,85 @@ def suggest_config(trial: Any, space: SearchSpace) -> tuple[dict[str, Any], Fast
 
 
 # ------------------------------------------------------------------------------------------ measuring
-class Evaluator:
-    """Measures one config: static cost, profiler record, accuracy proxy. One per process.
+def needs_accuracy(objectives: Sequence[Objective], constraints: Sequence[Constraint]) -> bool:
+    """Whether an objective or a constraint is the accuracy (so the search needs an accuracy estimator)."""
+    return any(o.needs == "proxy" for o in objectives) or any(c.objective.needs == "proxy" for c in constraints)
 
-    Cheap measurements run first; a cheap constraint that fails skips the expensive ones.
+
+def checked_predictor(settings: SearchSettings, needed: set[str]) -> Any:
+    """The throughput predictor of the predicted objectives/constraints in ``needed``, refused when it does not
+    give one of them (``evaluators.predictor``)."""
+    name = settings.predictor
+    if not name:
+        raise ValueError("predicted objectives need a predictor: --throughput predicted:NAME (or --latency)")
+    p = load_predictor(name, search_dirs=[Path(settings.results_dir) / "predictors"])
+    for n in sorted(needed):
+        if n in PREDICTED_KEYS and PREDICTED_KEYS[n] not in p.targets:
+            raise ValueError(f"predictor {name!r} gives {p.targets}, not {PREDICTED_KEYS[n]} ({n}): its "
+                             f"dataset had no batch-1 latency")
+    return p
+
+
+class Evaluator:
+    """Measures one config: static cost, profiler record or prediction, the accuracy estimate. One per process.
+
+    Cheap measurements run first; a cheap constraint that fails skips the expensive ones. The
+    accuracy is the ``estimator``'s (default: built from ``settings``, ``nas.estimators``).
     """
 
-    def __init__(self, settings: SearchSettings, objectives: Sequence[Objective], constraints: Sequence[Constraint]):
-        self.s = settings
+    def __init__(self, settings: SearchSettings, objectives: Sequence[Objective], constraints: Sequence[Constraint],
+                 estimator: Optional[AccuracyEstimator] = None):
+        if settings.device is None:
+            raise ValueError("the evaluator runs on a device: resolve the settings first (SearchSettings.resolved)")
+        self.settings = settings
         self.objectives = list(objectives)
         self.constraints = list(constraints)
         needs = {o.needs for o in self.objectives} | {c.objective.needs for c in self.constraints}
         self.needs_profile = "profile" in needs
-        self.needs_proxy = "proxy" in needs
         self.needs_predict = "predict" in needs
-        self._predictor: Any = None
-        self._batch = None
+        if estimator is None and needs_accuracy(self.objectives, self.constraints):
+            estimator = build_estimator(settings)
+        self.estimator = estimator
+        self._predictor: Any = checked_predictor(settings, self._needed()) if self.needs_predict else None
         self._num_classes: Optional[int] = None
-        self.steps_per_epoch = 0
-        self._splits: Any = None
-        self.rung_epochs: list[float] = []  # --fidelity sh: rung budgets (epochs) and their optimizer steps
-        self.rung_steps: list[int] = []
+        self.device: str = settings.device
         self.device_name = settings.device
+
+    @property
+    def needs_proxy(self) -> bool:
+        return self.estimator is not None
 
     # data ------------------------------------------------------------------------------------
     def prepare(self) -> None:
         """Load the dataset once (a missing dataset is one clear error before any trial runs)."""
-        from evaluators import data as data_mod
-
-        ds = data_mod.load_dataset(self.s.data, data_dir=self.s.data_dir)
-        self._num_classes = ds.num_classes
-        self._splits = ds if self.s.proxy == "train" else None  # loaded once, not once per trial
-        n_train = len(ds.train) if self.s.train_subset is None else min(self.s.train_subset, len(ds.train))
-        self.steps_per_epoch = n_train // self.s.train_batch_size
-        if self.needs_proxy and self.s.proxy == "train" and self.s.fidelity == "sh":
-            from .fidelity import rung_steps, rungs
-
-            self.rung_epochs = rungs(self.s.min_budget, self.s.eta, self.s.train_epochs)
-            self.rung_steps = rung_steps(self.rung_epochs, self.steps_per_epoch)  # refused here, before any trial
-        if self.needs_proxy and self.s.proxy != "train":
-            self._batch = data_mod.sample_batch(ds.train, batch_size=self.s.proxy_batch_size,
-                                                resolution=self.s.proxy_resolution, seed=self.s.seed,
-                                                device=self.s.device)
-        if self.s.device == "cuda":
-            import torch
-
+        if self.estimator is not None:
+            self.estimator.prepare(device=self.device, seed=self.settings.seed)
+            self._num_classes = self.estimator.num_classes
+        else:  # the head's size still depends on the task
+            self._num_classes = load_dataset(self.settings.data, data_dir=self.settings.data_dir).num_classes
+        if self.device == "cuda":
             self.device_name = torch.cuda.get_device_name(0)
 
     @property
     def num_classes(self) -> int:
         if self._num_classes is None:
             self.prepare()
-        return self._num_classes  # type: ignore[return-value]
+        assert self._num_classes is not None
+        return self._num_classes
 
     # one config ------------------------------------------------------------------------------
     def measure(self, cfg: FasterViTConfig, record: Callable[[str, Any], None],
-                weights_path: Optional[Path] = None, on_epoch: Optional[OnEpoch] = None) -> dict[str, Any]:
-        """Static cost, then profiler, then proxy; ``weights_path``: where a trained proxy saves weights;
-        ``on_epoch(step, accuracy, measured)``: called after each validation of the train proxy.
+                weights_path: Optional[Path] = None, on_report: Optional[OnReport] = None) -> dict[str, Any]:
+        """Static cost, then profiler (or predictor), then the estimate; ``weights_path``: where an estimator
+        that trains saves the weights; ``on_report(step, accuracy, measured) -> stop``: after each of
+        its validations (True stops it: ``EstimateStopped``).
 
         ``timings`` (seconds per measurement) is recorded however the trial ends: a cheap constraint,
-        a profiler error, a rung stop or a failed proxy keeps the seconds it took."""
+        a profiler error, a rung stop or a failed estimate keeps the seconds it took."""
         m: dict[str, Any] = {}
         timings: dict[str, float] = {}
         try:
-            self._measure_steps(cfg, record, m, timings, weights_path, on_epoch)
+            self._measure_steps(cfg, record, m, timings, weights_path, on_report)
         except Exception:  # re-raised: the caller records why the trial ended
             record(R.TIMINGS, timings)
             raise
@@ -138,9 +170,7 @@ class Evaluator:
         return m
 
     def _measure_steps(self, cfg: FasterViTConfig, record: Callable[[str, Any], None], m: dict[str, Any],
-                       timings: dict[str, float], weights_path: Optional[Path], on_epoch: Optional[OnEpoch]) -> None:
-        from evaluators.cost import static_cost
-
+                       timings: dict[str, float], weights_path: Optional[Path], on_report: Optional[OnReport]) -> None:
         with _timed(timings, "cost_s"):
             cost = static_cost(cfg)
         m["params"], m["flops"] = cost.params, cost.flops
@@ -148,7 +178,8 @@ class Evaluator:
         record(R.FLOPS, cost.flops)
         for c in self.constraints:
             if not c.objective.expensive and not c.satisfied(m[c.name]):
-                raise _Infeasible(f"constraint {c} fails: {c.name}={m[c.name]:.4g} (checked before expensive measurements)")
+                raise _Infeasible(f"constraint {c} fails: {c.name}={m[c.name]:.4g} (checked before expensive "
+                                  f"measurements)")
         if self.needs_predict:
             m["predicted"] = self._predict(cfg)
             record(R.PREDICTED, m["predicted"])
@@ -158,24 +189,22 @@ class Evaluator:
             record(R.PROFILE, m["profile"])
             if m["profile"].get("error"):
                 raise TrialFailure(f"profiler: {m['profile']['error']}")
-        if self.needs_proxy:
+        if self.estimator is not None:
             with _timed(timings, "proxy_s"):
-                m["accuracy"], details = self._proxy(cfg, record, weights_path, on_epoch, m)
-            record(R.PROXY, details)
+                est = self._estimate(self.estimator, cfg, record, weights_path, on_report, m)
+            m["accuracy"] = est.value
 
     def _profile(self, cfg: FasterViTConfig) -> dict[str, Any]:
-        from evaluators.profiler import measure_throughput
-
-        rec = measure_throughput(cfg, batch_size=self.s.batch_size, dtype=self.s.dtype, mode=self.s.profile_mode,
-                                 repeats=self.s.repeats, device=self.s.device, latency_b1="latency" in self._needed())
+        s = self.settings
+        if s.batch_size is None or s.profile_mode is None or s.repeats is None:
+            raise ValueError("the profiler's batch size, mode and repeats are chosen for the device: resolve the "
+                             "settings first (SearchSettings.resolved)")
+        rec = measure_throughput(cfg, batch_size=s.batch_size, dtype=s.dtype, mode=s.profile_mode,
+                                 repeats=s.repeats, device=s.device, latency_b1="latency" in self._needed())
         return rec.to_dict()
 
     def _predict(self, cfg: FasterViTConfig) -> dict[str, Any]:
         """Predicted images/s and latency on the predictor's GPU, with what says so (name, GPU, protocol)."""
-        if self._predictor is None:
-            from evaluators.predictor import load_predictor
-
-            self._predictor = load_predictor(self.s.predictor, search_dirs=[Path(self.s.results_dir) / "predictors"])
         p = self._predictor
         return dict(p.predict(cfg), predictor=p.name, gpu_name=p.gpu, mode=p.meta.get("mode"),
                     dtype=p.meta.get("dtype"), batch_size=p.meta.get("batch_size"),
@@ -184,50 +213,27 @@ class Evaluator:
     def _needed(self) -> set[str]:
         return {o.name for o in self.objectives} | {c.name for c in self.constraints}
 
-    def _proxy(self, cfg: FasterViTConfig, record: Callable[[str, Any], None], weights_path: Optional[Path] = None,
-               on_epoch: Optional[OnEpoch] = None, measured: Optional[dict] = None) -> tuple[float, dict[str, Any]]:
-        try:
-            small = cfg.at_resolution(self.s.proxy_resolution).replace(num_classes=self.num_classes)
-        except ValueError as e:
-            raise TrialFailure(f"proxy resolution {self.s.proxy_resolution}: {e}") from None
-        if self.s.proxy == "train":
-            from evaluators.train import train_proxy
+    def _estimate(self, estimator: AccuracyEstimator, cfg: FasterViTConfig, record: Callable[[str, Any], None],
+                  weights_path: Optional[Path], on_report: Optional[OnReport], measured: Mapping[str, Any]) -> Estimate:
+        """The estimate, its details and validation history recorded; its failure or stop raised."""
+        if self._num_classes is None:
+            self.prepare()
+        history: list[tuple[int, float]] = []
 
-            history: list[tuple[int, float]] = []
+        def report(step: int, accuracy: float) -> bool:
+            history.append((step, accuracy))
+            record(R.TRAIN_HISTORY, history)
+            return on_report is not None and on_report(step, accuracy, dict(measured))
 
-            def report(step: int, acc: float) -> bool:
-                history.append((step, acc))
-                record(R.TRAIN_HISTORY, history)
-                if on_epoch is not None:
-                    on_epoch(step, acc, dict(measured or {}))
-                return False
-
-            from .fidelity import eval_every
-
-            res = train_proxy(small, data=self._splits if self._splits is not None else self.s.data,
-                              data_dir=self.s.data_dir, epochs=self.s.train_epochs,
-                              subset=self.s.train_subset, seed=self.s.seed, device=self.s.device, report=report,
-                              progress=False, save_weights=weights_path, batch_size=self.s.train_batch_size,
-                              val_subset=self.s.train_val_subset,
-                              eval_every=eval_every(self.rung_steps) if self.rung_steps else None)
-            details = res.to_dict()
-            if res.status == "nan":
-                raise TrialFailure(f"train proxy: {res.reason}")
-            if weights_path is not None and Path(weights_path).is_file():
-                # trained at the proxy resolution; parameter shapes do not depend on it, so the
-                # weights load into the full-resolution config (nas export marks them "trained")
-                record(R.WEIGHTS_PATH, str(Path(weights_path).resolve()))
-            return float(res.top1), {"train": details}
-        from evaluators.proxies import compute_proxies
-
-        results = compute_proxies(small, [self.s.proxy], self._batch, device=self.s.device, seed=self.s.seed)
-        r = results[self.s.proxy]
-        details = {name: _jsonable(res) for name, res in results.items()}
-        if r.error:
-            raise TrialFailure(f"proxy {self.s.proxy}: {r.error}")
-        if r.value is None or not math.isfinite(r.value):
-            raise TrialFailure(f"proxy {self.s.proxy} gave a non-finite value ({r.value})")
-        return float(r.value), details
+        est = estimator.estimate(cfg, seed=self.settings.seed, report=report, save_weights=weights_path)
+        record(R.PROXY, est.details)
+        if est.weights is not None:
+            record(R.WEIGHTS_PATH, est.weights)
+        if est.failure:
+            raise TrialFailure(est.failure)
+        if est.stopped:
+            raise EstimateStopped(f"stopped at step {history[-1][0] if history else '?'}")
+        return est
 
 
 @contextlib.contextmanager
@@ -244,18 +250,6 @@ class _Infeasible(Exception):
     """A cheap constraint failed: the trial is pruned (no expensive measurement was paid for)."""
 
 
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    return obj
-
-
 class TrialObjective:
     """Sample, measure, record one trial; ``on_epoch`` receives each validation of the train proxy."""
 
@@ -265,9 +259,6 @@ class TrialObjective:
         self.objectives, self.constraints = list(objectives), list(constraints)
 
     def __call__(self, trial: Any, on_epoch: Optional[OnEpoch] = None) -> tuple[float, ...]:
-        import optuna
-        from optuna.exceptions import UpdateFinishedTrialError
-
         def record(key: str, value: Any) -> None:
             try:
                 trial.set_user_attr(key, value)
@@ -291,8 +282,9 @@ class TrialObjective:
         except optuna.TrialPruned:  # a --fidelity sh rung (or a cached rung stop) stopped it; the reason is recorded
             raise
         except Exception as e:  # unexpected: recorded with its traceback, the study goes on
-            if interrupt_pending():  # a signal a library wrapped as an ordinary error: still an interrupt
-                raise Interrupted(interrupt_pending()) from e
+            pending = interrupt_pending()
+            if pending:  # a signal a library wrapped as an ordinary error: still an interrupt
+                raise Interrupted(pending) from e
             record(R.STATUS, Status.ERROR)
             record(R.ERROR, f"{type(e).__name__}: {e}")
             record(R.TRACEBACK, traceback.format_exc()[-4000:])
@@ -320,8 +312,7 @@ class TrialObjective:
         if source is not None:
             m = reuse_measurements(source, record)  # raises TrialPruned when the source was stopped at a rung
         else:
-            weights = Path(ev.s.results_dir) / "weights" / trial.study.study_name / f"trial-{trial.number}.safetensors"
-            m = ev.measure(cfg, record, weights_path=weights, on_epoch=self._rung_hook(trial, record, on_epoch))
+            m = self._measure_anew(trial, cfg, record, on_epoch)
         out = []
         for o in self.objectives:
             v = o.extract(m)
@@ -330,28 +321,36 @@ class TrialObjective:
             out.append(float(v))
             record(R.objective_key(o.name), float(v))
         for c in self.constraints:
-            trial.set_constraint(str(c), c.violation(float(c.objective.extract(m))))
+            value = c.objective.extract(m)
+            if value is None:
+                raise TrialFailure(f"constraint {c}: {c.name} was not measured")
+            trial.set_constraint(str(c), c.violation(float(value)))
         record(R.STATUS, Status.COMPLETE)
         return tuple(out)
 
-
-    def _rung_hook(self, trial: Any, record: Callable[[str, Any], None], on_epoch: Optional[OnEpoch]) -> Optional[OnEpoch]:
-        """``on_epoch`` with, under ``--fidelity sh``, the rung controller (nas.fidelity) in front of it."""
+    def _measure_anew(self, trial: Any, cfg: FasterViTConfig, record: Callable[[str, Any], None],
+                      on_epoch: Optional[OnEpoch]) -> dict[str, Any]:
+        """Measure ``cfg`` (not served from the cache); a rung stop ends the trial PRUNED with the rung's reason."""
         ev = self.evaluator
-        if not ev.rung_steps:
-            return on_epoch
-        from .fidelity import RungController, chain
+        weights = Path(ev.settings.results_dir, "weights", trial.study.study_name, f"trial-{trial.number}.safetensors")
+        rungs = ev.estimator.rungs if ev.estimator is not None else []
+        ctl = RungController(study=trial.study, number=trial.number, objectives=self.objectives, rungs=rungs,
+                             eta=ev.settings.eta, record=record) if rungs else None
 
-        ctl = RungController(study=trial.study, number=trial.number, objectives=self.objectives,
-                             rung_epochs=ev.rung_epochs, steps=ev.rung_steps, eta=ev.s.eta, record=record)
-        return chain(ctl, on_epoch)
+        def on_report(step: int, accuracy: float, measured: dict) -> bool:
+            if ctl is not None and ctl(step, accuracy, measured):
+                return True
+            if on_epoch is not None:
+                on_epoch(step, accuracy, measured)
+            return False
+
+        try:
+            return ev.measure(cfg, record, weights_path=weights, on_report=on_report)
+        except EstimateStopped as e:
+            raise optuna.TrialPruned(ctl.reason if ctl is not None and ctl.reason else str(e)) from None
 
 
 def _free_memory() -> None:
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -366,7 +365,7 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
-_PENDING: list[str] = []  # signals received inside _signals_as_interrupts (main thread)
+_PENDING: list[str] = []  # signals received inside signals_as_interrupts (main thread)
 
 
 def interrupt_pending() -> Optional[str]:
@@ -375,7 +374,7 @@ def interrupt_pending() -> Optional[str]:
     return _PENDING[-1] if _PENDING else None
 
 
-class _signals_as_interrupts:
+class signals_as_interrupts:
     """SIGINT, SIGTERM and SIGHUP raise ``Interrupted``, so the running trial records why (main thread only)."""
 
     def __enter__(self) -> None:

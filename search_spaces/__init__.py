@@ -4,11 +4,11 @@
     >>> model = build_model("faster_vit_0_224", num_classes=10)
 """
 
+from . import timm_models  # noqa: F401  (registers nas_* names with timm)
 from .config import CONV_STAGES, NUM_STAGES, SCHEMA_VERSION, FasterViTConfig, StageGeometry, as_resolution
 from .fastervit import FasterViT, build_model, checkpoint_filter_fn, load_official_state_dict
-from .presets import PRESETS, list_presets, register_preset, resolve_config
 from .io import load_model
-from . import timm_models  # noqa: F401  (registers nas_* names with timm)
+from .presets import PRESETS, list_presets, register_preset, resolve_config
 
 __all__ = [
     "as_resolution",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-__all__ = ["as_resolution", "FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES", "ATTENTIONS",
-           "STEMS", "HASHED_WHEN_CHANGED"]
+__all__ = ["as_resolution", "FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES",
+           "ATTENTIONS", "STEMS", "HASHED_WHEN_CHANGED"]
 
 SCHEMA_VERSION = 1
 NUM_STAGES = 4
@@ -79,13 +79,13 @@ def as_resolution(value: Any, name: str = "resolution", minimum: int = 1, why: s
     pair = isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2
     if isinstance(value, bool) or not (isinstance(value, int) or pair):
         raise ValueError(f"{name}={value!r} must be an integer or (height, width)")
-    res = (value, value) if isinstance(value, int) else tuple(value)
+    res: tuple[int, int] = (value, value) if isinstance(value, int) else (value[0], value[1])
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in res):
         raise ValueError(f"{name}={value!r} must be an integer or (height, width) of integers")
     for axis, v in zip(("height", "width"), res):
         if v < minimum:
             raise ValueError(f"{name} {axis}={v} must be >= {minimum}" + (f" ({why})" if why else ""))
-    return res  # type: ignore[return-value]
+    return res
 
 
 def _tuple(value: Any, n: int, name: str, kind: type) -> tuple:
@@ -152,7 +152,7 @@ class FasterViTConfig:
         True
     """
 
-    resolution: Union[int, tuple[int, int]] = 224
+    resolution: tuple[int, int] = (224, 224)  # an int N is accepted and stored as (N, N)
     in_chans: int = 3
     num_classes: int = 1000
     in_dim: int = 64
@@ -205,8 +205,10 @@ class FasterViTConfig:
         _int(self.ct_size, "ct_size", 1)
         _int(self.ct_init_kernel, "ct_init_kernel", 1)
         if self.ct_init_kernel % 2 == 0:
-            raise ValueError(f"ct_init_kernel={self.ct_init_kernel} must be odd (padded by k//2 so the map keeps its size)")
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not math.isfinite(self.mlp_ratio):
+            raise ValueError(f"ct_init_kernel={self.ct_init_kernel} must be odd (padded by k//2 so the map keeps its "
+                             f"size)")
+        ratio = self.mlp_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
             raise ValueError(f"mlp_ratio={self.mlp_ratio!r} must be a finite number")
         set_("mlp_ratio", float(self.mlp_ratio))
         for name in ("do_propagation", "layer_norm_last", "qkv_bias"):
@@ -273,7 +275,8 @@ class FasterViTConfig:
             ws = self.window_size[i]
             if i in CONV_STAGES:
                 if self.hat[i]:
-                    raise ValueError(f"hat[{i}]=true is not allowed: stage {i + 1} is a conv stage (HAT exists only in stages 3-4)")
+                    raise ValueError(f"hat[{i}]=true is not allowed: stage {i + 1} is a conv stage (HAT exists only "
+                                     f"in stages 3-4)")
                 out.append(StageGeometry(i, width, (h, w), (h, w), ws, (1, 1), False, False, (0, 0), 0))
             else:
                 if width % self.num_heads[i]:
@@ -284,20 +287,23 @@ class FasterViTConfig:
                 if ws > h or ws > w:
                     raise ValueError(
                         f"window_size[{i}]={ws} exceeds the stage-{i + 1} feature map {h}x{w} at resolution "
-                        f"{self.resolution[0]}x{self.resolution[1]}: the window would be mostly padding; use <= {min(h, w)}")
+                        f"{self.resolution[0]}x{self.resolution[1]}: the window would be mostly padding; "
+                        f"use <= {min(h, w)}")
                 ph, pw = -(-h // ws) * ws, -(-w // ws) * ws
                 nh, nw = ph // ws, pw // ws
                 hat = self.hat[i] and (nh > 1 or nw > 1)
                 if hat and self.ct_size > ws:
                     raise ValueError(
-                        f"ct_size={self.ct_size} must be <= window_size[{i}]={ws}: carrier tokens are pooled from each window")
+                        f"ct_size={self.ct_size} must be <= window_size[{i}]={ws}: carrier tokens are pooled from "
+                        f"each window")
                 ct_grid = (self.ct_size * nh, self.ct_size * nw) if hat else (0, 0)
                 overlap = self.window_overlap if nh * nw > 1 else 0
                 out.append(StageGeometry(i, width, (h, w), (ph, pw), ws, (nh, nw), True, hat, ct_grid,
                                          self.ct_size**2 if hat else 0, overlap, self.attention))
                 hidden = int(width * self.mlp_ratio)
                 if hidden < 1:
-                    raise ValueError(f"mlp_ratio={self.mlp_ratio} gives an empty MLP (int({width}*{self.mlp_ratio})=0) in stage {i + 1}")
+                    raise ValueError(f"mlp_ratio={self.mlp_ratio} gives an empty MLP (int({width}*{self.mlp_ratio})=0) "
+                                     f"in stage {i + 1}")
             if i < NUM_STAGES - 1:
                 h, w = _conv_out(h), _conv_out(w)
         return tuple(out)
@@ -396,10 +402,10 @@ class FasterViTConfig:
         2x2 windows of 7 at 224 become 2x2 windows of 4 at 128. Raises ``ValueError`` when the
         result is invalid (e.g. ``ct_size`` larger than the new window).
         """
-        res = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        res = as_resolution(resolution)
         if res == self.resolution:
             return self
-        probe = dataclasses.replace(self, resolution=res, window_size=(1, 1, 2, 2), hat=(False,) * NUM_STAGES,
+        probe = self.replace(resolution=res, window_size=(1, 1, 2, 2), hat=(False,) * NUM_STAGES,
                                     ct_gate=False, ct_attention=True, ct_init=True, window_overlap=0)
         windows = list(self.window_size)
         for old, new in zip(self.stages, probe.stages):
@@ -408,7 +414,7 @@ class FasterViTConfig:
             per_side = max(old.windows)
             windows[old.index] = max(2, -(-max(new.feature) // per_side))
         try:
-            return dataclasses.replace(self, resolution=res, window_size=tuple(windows))
+            return self.replace(resolution=res, window_size=tuple(windows))
         except ValueError as e:
             raise ValueError(f"cannot move {self.summary()} to resolution {res}: {e}") from None
 

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, trunc_normal_, use_fused_attn
 
 from .config import FasterViTConfig, StageGeometry
+from .presets import resolve_config
 
 __all__ = ["FasterViT", "build_model", "checkpoint_filter_fn", "window_order", "DEPLOYABLE"]
 
@@ -121,6 +122,10 @@ class RelPosBias(nn.Module):
     An MLP maps log-spaced relative offsets to one bias per head, squashed by 16*sigmoid.
     ``num_prefix`` extra tokens (carrier tokens placed before the window) get zero bias.
     """
+
+    table: torch.Tensor  # buffers (register_buffer)
+    index: torch.Tensor
+    deployed: Optional[torch.Tensor]
 
     def __init__(self, grid: tuple[int, int], num_heads: int, num_prefix: int = 0,
                  order: Optional[torch.Tensor] = None):
@@ -322,6 +327,8 @@ class WindowAttention(Attention):
         self.window = geom.window
         self.overlap = geom.overlap
         self.gate = CTGate(dim, num_heads) if gate else None
+        self.halo_index: torch.Tensor
+        self.halo_mask: torch.Tensor
         if self.overlap:
             index, mask = _halo_geometry(geom)
             self.register_buffer("halo_index", index, persistent=False)
@@ -381,10 +388,10 @@ class ConvBlock(nn.Module):
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale: Optional[float] = None):
         super().__init__()
         self.conv1 = nn.Conv2d(dim, dim, 3, 1, 1)
-        self.norm1 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.norm1: nn.Module = nn.BatchNorm2d(dim, eps=1e-5)  # Identity once folded (deploy)
         self.act = nn.GELU()
         self.conv2 = nn.Conv2d(dim, dim, 3, 1, 1)
-        self.norm2 = nn.BatchNorm2d(dim, eps=1e-5)
+        self.norm2: nn.Module = nn.BatchNorm2d(dim, eps=1e-5)
         self.gamma = _layer_scale(dim, layer_scale)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
@@ -421,6 +428,7 @@ class HATBlock(nn.Module):
         if attn_bias:
             rel = (HaloRelPosBias(ws, geom.overlap, num_heads, num_prefix=self.num_ct) if geom.overlap
                    else RelPosBias((ws, ws), num_heads, num_prefix=self.num_ct))
+        self.attn: Attention
         if geom.overlap or (ct_gate and geom.hat):
             self.attn = WindowAttention(dim, num_heads, rel, qkv_bias, geom, gate=ct_gate and geom.hat)
         else:
@@ -449,6 +457,7 @@ class HATBlock(nn.Module):
         if self.pos_embed is not None:
             x = self.pos_embed(x)
         if self.has_ct:
+            assert ct is not None, "a HAT block with carrier tokens is called with them"
             if self.ct_pos_embed is not None:
                 ct = self.ct_pos_embed(ct)
             if self.ct_attn is not None:
@@ -518,7 +527,7 @@ class SubsampledAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C) -> (B, H, W, C)
         B, H, W, C = x.shape
         q = self.q(x).view(B, H * W, self.num_heads, self.head_dim).transpose(1, 2)
-        if self.sr is not None:
+        if self.sr is not None and self.sr_norm is not None:
             s = self.sr_norm(self.sr(x.permute(0, 3, 1, 2)).flatten(2).transpose(1, 2))
         else:
             s = x.reshape(B, H * W, C)
@@ -626,7 +635,7 @@ class EdgeViTBlock(nn.Module):
         q, k, v = self.qkv(d).view(B, gh * gw, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.rel_pos() if self.rel_pos is not None else None
         out = _attend(q, k, v, bias, self.fused_attn, self.scale).transpose(1, 2).reshape(B, gh, gw, C)
-        if self.prop is not None:
+        if self.prop is not None and self.prop_norm is not None:
             out = self.prop_norm(self.prop(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return self.proj(out)
 
@@ -648,7 +657,7 @@ class CarrierTokenInit(nn.Module):
             s = size // out
             kernel.append(size - (out - 1) * s)
             stride.append(s)
-        self.pool = nn.AvgPool2d(kernel_size=tuple(kernel), stride=tuple(stride))
+        self.pool = nn.AvgPool2d(kernel_size=(kernel[0], kernel[1]), stride=(stride[0], stride[1]))
         self.ct_size = ct_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -685,19 +694,19 @@ class Stem(nn.Module):
                  resolution: tuple[int, int] = (224, 224)):
         super().__init__()
         self.conv1 = nn.Conv2d(in_chans, in_dim, 3, 2, 1, bias=False)
-        self.norm1 = nn.BatchNorm2d(in_dim, eps=1e-4)
+        self.norm1: nn.Module = nn.BatchNorm2d(in_dim, eps=1e-4)
         self.act1 = nn.ReLU()
         if hybrid:
             self.conv_mid = nn.Conv2d(in_dim, in_dim, 3, 1, 1, bias=False)
-            self.norm_mid = nn.BatchNorm2d(in_dim, eps=1e-4)
+            self.norm_mid: nn.Module = nn.BatchNorm2d(in_dim, eps=1e-4)
             self.act_mid = nn.ReLU()
         self.conv2 = nn.Conv2d(in_dim, dim, 3, 2, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(dim, eps=1e-4)
+        self.norm2: nn.Module = nn.BatchNorm2d(dim, eps=1e-4)
         self.act2 = nn.ReLU()
         self.hybrid = hybrid
         if hybrid:
             self.patch = nn.Conv2d(in_chans, dim, 4, 4, bias=False)
-            self.patch_norm = nn.BatchNorm2d(dim, eps=1e-4)
+            self.patch_norm: nn.Module = nn.BatchNorm2d(dim, eps=1e-4)
             self.patch_pad = (0, (-resolution[1]) % 4, 0, (-resolution[0]) % 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -741,7 +750,7 @@ class TransformerStage(nn.Module):
         self.ct_init = (CarrierTokenInit(geom.width, geom, cfg.ct_size, cfg.ct_init_kernel, conv=cfg.ct_init)
                         if geom.hat else None)
         depth = cfg.depths[i]
-        knobs = dict(attn_bias=cfg.attn_bias, pos_bias_1d=cfg.pos_bias_1d)
+        knobs: dict[str, Any] = dict(attn_bias=cfg.attn_bias, pos_bias_1d=cfg.pos_bias_1d)
         args = (geom.width, cfg.num_heads[i], geom)
         if cfg.attention == "twins":
             blocks: list[nn.Module] = [
@@ -810,7 +819,7 @@ class FasterViT(nn.Module):
         self.stem = Stem(cfg.in_chans, cfg.in_dim, cfg.dim, hybrid=cfg.stem == "hybrid", resolution=cfg.resolution)
         n = sum(cfg.depths)
         dpr = [cfg.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]  # linspace(0, rate, n)
-        stages = []
+        stages: list[nn.Module] = []
         for geom in cfg.stages:
             i = geom.index
             rates = dpr[sum(cfg.depths[:i]):sum(cfg.depths[: i + 1])]
@@ -853,6 +862,7 @@ class FasterViT(nn.Module):
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
+            assert isinstance(s, (ConvStage, TransformerStage))
             s.grad_checkpointing = enable
 
     @torch.jit.ignore
@@ -937,19 +947,28 @@ class FasterViT(nn.Module):
 
     def train(self, mode: bool = True) -> "FasterViT":
         if mode and self.deployed:
-            raise RuntimeError("this FasterViT was switched to deploy (biases frozen, BN folded); build a new one to train")
+            raise RuntimeError("this FasterViT was switched to deploy (biases frozen, BN folded); build a new one to "
+                               "train")
         return super().train(mode)
+
+
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    return v[0], v[1]
 
 
 def _fuse_conv_bn(conv: nn.Conv2d, bn: nn.Module) -> nn.Conv2d:
     if not isinstance(bn, nn.BatchNorm2d):
         return conv
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                      conv.padding if isinstance(conv.padding, str) else _pair(conv.padding), _pair(conv.dilation),
+                      conv.groups, bias=True).to(conv.weight.device, conv.weight.dtype)
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None  # BatchNorm2d built here tracks running statistics
+    scale = bn.weight / torch.sqrt(var + bn.eps)
     fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+    assert fused.bias is not None  # built with bias=True
+    fused.bias.copy_((bias - mean) * scale + bn.bias)
     return fused
 
 
@@ -958,8 +977,6 @@ def build_model(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], **overrides
 
     ``overrides`` replace config fields (e.g. ``num_classes=10``) and are validated.
     """
-    from .presets import resolve_config
-
     cfg = resolve_config(cfg)
     if overrides:
         cfg = cfg.replace(**overrides)
@@ -1004,10 +1021,10 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: Optional
     the official any-resolution code builds a carrier-token initialiser that it never uses (a HAT
     stage with one window), its weights are dropped when ``model`` has no such module.
     """
-    if "state_dict" in state_dict:
-        state_dict = state_dict["state_dict"]
-    elif "model" in state_dict:
-        state_dict = state_dict["model"]
+    for holder in ("state_dict", "model"):  # a checkpoint holding the state dict
+        if holder in state_dict:
+            state_dict = state_dict[holder]  # type: ignore[assignment]
+            break
     ours = set(model.state_dict()) if model is not None else None
     out: dict[str, torch.Tensor] = {}
     for k, v in state_dict.items():

@@ -28,23 +28,26 @@ def register_preset(fn: Callable[[], FasterViTConfig]) -> Callable[[], FasterViT
     return fn
 
 
-_SMALL = dict(window_size=(7, 7, 7, 7), ct_size=2, mlp_ratio=4.0, hat=(False, False, True, False))
-_LARGE = dict(_SMALL, layer_scale=1e-5, do_propagation=True)
+_SMALL: dict[str, Any] = dict(window_size=(7, 7, 7, 7), ct_size=2, mlp_ratio=4.0, hat=(False, False, True, False))
+_LARGE: dict[str, Any] = dict(_SMALL, layer_scale=1e-5, do_propagation=True)
 
 
 @register_preset
 def faster_vit_0_224() -> FasterViTConfig:
-    return FasterViTConfig(dim=64, in_dim=64, depths=(2, 3, 6, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2, **_SMALL)
+    return FasterViTConfig(dim=64, in_dim=64, depths=(2, 3, 6, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2,
+                           **_SMALL)
 
 
 @register_preset
 def faster_vit_1_224() -> FasterViTConfig:
-    return FasterViTConfig(dim=80, in_dim=32, depths=(1, 3, 8, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2, **_SMALL)
+    return FasterViTConfig(dim=80, in_dim=32, depths=(1, 3, 8, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2,
+                           **_SMALL)
 
 
 @register_preset
 def faster_vit_2_224() -> FasterViTConfig:
-    return FasterViTConfig(dim=96, in_dim=64, depths=(3, 3, 8, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2, **_SMALL)
+    return FasterViTConfig(dim=96, in_dim=64, depths=(3, 3, 8, 5), num_heads=(2, 4, 8, 16), drop_path_rate=0.2,
+                           **_SMALL)
 
 
 @register_preset

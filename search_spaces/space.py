@@ -22,8 +22,10 @@ e.g. resolution-dependent window choices::
 
       window_size[2]@384: {choices: [6, 8, 12, 24], when: {resolution: 384}}
       window_size[2]@512: {choices: [8, 16, 32], when: {resolution: 512}}
-      hat[2]: {choices: [true, false], when: {"window_size[2]": {in: [6, 8, 12, 16]}}} This module does no sampling through Optuna (that lives in
-``nas``); ``sample_random`` exists for ground-truth sets and tests.
+      hat[2]: {choices: [true, false], when: {"window_size[2]": {in: [6, 8, 12, 16]}}}
+
+This module does no sampling through Optuna (that lives in ``nas``); ``sample_random`` exists for
+ground-truth sets and tests.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ from .presets import resolve_config
 __all__ = ["Knob", "OneOf", "SearchSpace", "load_space", "list_builtin_spaces", "SpaceError"]
 
 _NAME = re.compile(r"^([a-z_0-9]+)(?:\[(\d+)\])?(?:@([A-Za-z0-9_]+))?$")
+
+
+def _parts(name: str) -> re.Match[str]:
+    """``field``, ``[index]`` and ``@tag`` of a knob or config path (its syntax is checked when a space is read)."""
+    m = _NAME.match(name)
+    if m is None:
+        raise SpaceError(f"{name!r} is not a knob name: FIELD, FIELD[i] or FIELD@tag")
+    return m
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(FasterViTConfig) if f.init}
 _PER_STAGE = {"depths", "num_heads", "window_size", "hat"}
 
@@ -90,11 +100,12 @@ class Knob:
     def kind(self) -> str:
         if self.choices is not None:
             return "categorical"
-        return "int" if isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.low, bool) else "float"
+        ints = isinstance(self.low, int) and isinstance(self.high, int) and not isinstance(self.low, bool)
+        return "int" if ints else "float"
 
     @property
     def field(self) -> str:
-        return _NAME.match(self.name).group(1)
+        return _parts(self.name).group(1)
 
     @property
     def target(self) -> str:
@@ -103,26 +114,34 @@ class Knob:
 
     @property
     def index(self) -> Optional[int]:
-        i = _NAME.match(self.name).group(2)
+        i = _parts(self.name).group(2)
         return int(i) if i is not None else None
+
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a range knob (one without choices has both: checked when the space is read)."""
+        if self.low is None or self.high is None:
+            raise SpaceError(f"knob {self.name} has no range (low, high)")
+        return self.low, self.high
 
     def size(self) -> float:
         """Number of distinct values (inf for a continuous range)."""
         if self.choices is not None:
             return len(self.choices)
+        low, high = self.bounds()
         if self.kind == "int":
-            return (self.high - self.low) // int(self.step or 1) + 1
+            return (high - low) // int(self.step or 1) + 1
         if self.step:
-            return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+            return math.floor((high - low) / self.step + 1e-9) + 1
         return math.inf
 
     def values(self) -> list:
         if self.choices is not None:
             return list(self.choices)
+        low, high = self.bounds()
         if self.kind == "int":
-            return list(range(self.low, self.high + 1, int(self.step or 1)))
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         if self.step:
-            return [self.low + i * self.step for i in range(int(self.size()))]
+            return [low + i * self.step for i in range(int(self.size()))]
         raise ValueError(f"knob {self.name} is continuous")
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,7 +176,8 @@ def _check_value(field_name: str, index: Optional[int], value: Any, where: str) 
     else:
         ok = isinstance(value, int) and not isinstance(value, bool)
     if not ok:
-        raise SpaceError(f"{field_name}{'' if index is None else f'[{index}]'}: value {value!r} has the wrong type{where}")
+        at = "" if index is None else f"[{index}]"
+        raise SpaceError(f"{field_name}{at}: value {value!r} has the wrong type{where}")
 
 
 @dataclass(frozen=True)
@@ -180,7 +200,8 @@ class SearchSpace:
             where = _where(lines, f"knobs.{k.name}")
             m = _NAME.match(k.name)
             if not m or m.group(1) not in _CONFIG_FIELDS:
-                raise SpaceError(f"knobs.{k.name}: not a FasterViTConfig field{where}; fields: {sorted(_CONFIG_FIELDS)}")
+                raise SpaceError(f"knobs.{k.name}: not a FasterViTConfig field{where}; fields: "
+                                 f"{sorted(_CONFIG_FIELDS)}")
             fname, idx = m.group(1), m.group(2)
             if idx is not None and (fname not in _PER_STAGE or not 0 <= int(idx) < 4):
                 raise SpaceError(f"knobs.{k.name}: [i] selects a stage (0-3) of {sorted(_PER_STAGE)} only{where}")
@@ -212,7 +233,7 @@ class SearchSpace:
                 names = ", ".join(k.name for k in ks)
                 raise SpaceError(f"knobs {names} all set {target}: each needs a `when` that tells them apart"
                                  f"{_where(lines, f'knobs.{ks[-1].name}')}")
-        for name, value in self.fixed:
+        for name, _value in self.fixed:
             m = _NAME.match(name)
             if not m or m.group(1) not in _CONFIG_FIELDS:
                 raise SpaceError(f"fixed.{name}: not a FasterViTConfig field{_where(lines, f'fixed.{name}')}")
@@ -228,7 +249,7 @@ class SearchSpace:
         for knob_name, v in values.items():  # a field set through a tagged knob
             if knob_name.split("@", 1)[0] == name:
                 return v
-        m = _NAME.match(name)
+        m = _parts(name)
         v = getattr(self.base, m.group(1))
         for fname, fv in self.fixed:
             if fname == m.group(1):
@@ -276,9 +297,10 @@ class SearchSpace:
                 vals = k.values()
                 v = vals[int(rng.integers(len(vals)))]
             elif k.log:
-                v = float(math.exp(rng.uniform(math.log(k.low), math.log(k.high))))
+                low, high = k.bounds()
+                v = float(math.exp(rng.uniform(math.log(low), math.log(high))))
             else:
-                v = float(rng.uniform(k.low, k.high))
+                v = float(rng.uniform(*k.bounds()))
             values[k.name] = v
         return values, self.apply(values)
 
@@ -349,7 +371,8 @@ class SearchSpace:
             raise SpaceError(f"fixed: must be a mapping of config field -> value{_where(lines, 'fixed')}")
         knobs_raw = data.get("knobs") or {}
         if not isinstance(knobs_raw, Mapping):
-            raise SpaceError(f"knobs: must be a mapping of knob -> {{choices: [...]}} or {{low, high}}{_where(lines, 'knobs')}")
+            raise SpaceError(f"knobs: must be a mapping of knob -> {{choices: [...]}} or {{low, high}}"
+                             f"{_where(lines, 'knobs')}")
         knobs = []
         for name, spec in knobs_raw.items():
             where = _where(lines, f"knobs.{name}")
@@ -370,7 +393,8 @@ class SearchSpace:
                               log=bool(spec.get("log", False)), when=tuple(when.items())))
         constraints = data.get("constraints") or []
         if not isinstance(constraints, (list, tuple)) or not all(isinstance(c, str) for c in constraints):
-            raise SpaceError(f"constraints: must be a list of strings like 'params<=60e6'{_where(lines, 'constraints')}")
+            raise SpaceError(f"constraints: must be a list of strings like 'params<=60e6'"
+                             f"{_where(lines, 'constraints')}")
         return cls(name=str(data.get("name", "unnamed")), base=base,
                    fixed=tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in fixed.items()),
                    knobs=tuple(knobs), constraints=tuple(constraints), description=str(data.get("description", "")),

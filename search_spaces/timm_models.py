@@ -78,7 +78,9 @@ def _create(variant: str, base: FasterViTConfig, pretrained: bool, *, pretrained
         return FasterViT(cfg.replace(**kw) if kw else cfg)
 
     if pretrained_cfg is None:  # the registered default, with this config's input
-        pretrained_cfg = get_pretrained_cfg(variant).to_dict()
+        registered = get_pretrained_cfg(variant)
+        assert registered is not None, f"{variant} is registered with timm by this module"
+        pretrained_cfg = registered.to_dict()
         pretrained_cfg.update(num_classes=cfg.num_classes, input_size=(cfg.in_chans, *cfg.resolution))
     return build_model_with_cfg(
         ctor,

@@ -10,6 +10,8 @@ from typing import Any, Iterator, NoReturn, Optional
 import typer
 from rich.console import Console
 
+from nas.storage import os_message
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -30,9 +32,7 @@ def user_errors() -> Iterator[None]:
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
     except OSError as e:  # read-only folder, full disk...: the file and the reason, no traceback
-        from nas.storage import _os_message
-
-        fail(_os_message(e, str(e.filename) if e.filename else "a file"))
+        fail(os_message(e, str(e.filename) if e.filename else "a file"))
 
 
 def load_config(spec: str) -> Any:

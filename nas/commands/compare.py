@@ -20,7 +20,7 @@ def _print(d: dict) -> None:
     console.print(t)
     for line in reading(d):
         console.print(line, highlight=False)
-    for key, tab in (d.get("tables") or {}).items():
+    for tab in (d.get("tables") or {}).values():
         tt = Table("variant", "paper ratio", *(f"ratio here ({c})" for c in ("nas", "official")
                                               if any(f"{c}_ratio" in r for r in tab["rows"])), title=tab["title"])
         for r in tab["rows"]:
@@ -34,14 +34,17 @@ def compare(
     models: Optional[str] = typer.Option(
         None, help="Comma-separated: names (Swin-T), presets (faster_vit_0_224), timm ids, or the groups "
                    "fastervit / peers / all (default: FasterViT-0..6 and 19 Table 1 peers)."),
-    device: Optional[str] = typer.Option(None, help="cuda or cpu (default: cuda if present; cpu: tiny batch, for checks)."),
+    device: Optional[str] = typer.Option(None, help="cuda or cpu (default: cuda if present; cpu: tiny batch, for "
+                                                    "checks)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch (default 128 on a GPU as Table 1, 2 on the CPU)."),
-    dtype: Optional[str] = typer.Option(None, help="fp16 (default on a GPU: AMP as the paper), bf16 or fp32 (CPU default)."),
+    dtype: Optional[str] = typer.Option(None, help="fp16 (default on a GPU: AMP as the paper), bf16 or fp32 (CPU "
+                                                   "default)."),
     mode: Optional[str] = typer.Option(None, help="Profiler mode(s), comma-separated: cudagraph (GPU default, the "
                                                   "search's), eager (the paper's; CPU default), compile."),
     warmup: Optional[int] = typer.Option(None, help="Warm-up passes (default 3 on a GPU)."),
     repeats: Optional[int] = typer.Option(None, help="Timed samples (default 10 on a GPU)."),
-    official: bool = typer.Option(False, "--official", help="Also measure NVIDIA's FasterViT code (fastervit package)."),
+    official: bool = typer.Option(False, "--official",
+                                  help="Also measure NVIDIA's FasterViT code (fastervit package)."),
     tables: bool = typer.Option(False, "--tables", help="Also the throughput ratios of Tables S.2 and S.3 (both codes "
                                                         "with --official)."),
     out: str = typer.Option("results/compare/compare", help="Output prefix: writes OUT.json, OUT.html, OUT.png."),
@@ -86,7 +89,14 @@ def compare(
 
 
 def _run(settings, run_compare) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as bar:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from nas.storage import DEFAULT_STORAGE, describe_storage, get_storage
+
 from ._common import console, fail
 
 
@@ -15,8 +17,6 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (default: localhost only)."),
 ) -> None:
     """Serve optuna-dashboard for the studies in STORAGE until interrupted."""
-    from nas.storage import DEFAULT_STORAGE, describe_storage, get_storage
-
     try:
         from optuna_dashboard import run_server
     except ImportError:
@@ -34,9 +34,7 @@ def _label_studies(url: str) -> None:
     """Studies made before metric labels existed get them (so Best Trials and plots name each value)."""
     import optuna
 
-    from nas.pareto import label_study
-    from nas.storage import get_storage
-
+    from nas.migrate import label_study
     storage = get_storage(url)
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         labels = label_study(optuna.load_study(study_name=s.study_name, storage=storage))

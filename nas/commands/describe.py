@@ -31,9 +31,7 @@ def describe(
     """Params, FLOPs (fvcore's count), per-stage shapes, tokens per window and carrier tokens of one network."""
     from rich.table import Table
 
-    from evaluators.cost import stage_table, static_cost
-
-    from evaluators.cost import CostRecord, analytic_flops
+    from evaluators.cost import CostRecord, analytic_flops, stage_table, static_cost
 
     cfg = load_config(config)
     with user_errors():
@@ -81,6 +79,7 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -
         return
     t = Table("preset", "params (M)", "paper", "FLOPs (G)", "paper")
     for r in rows:
-        t.add_row(r["name"], f"{r['params_m']:.2f}", "" if r["paper_params_m"] is None else f"{r['paper_params_m']}",
-                  f"{r['gflops']:.2f}", "" if r["paper_gflops"] is None else f"{r['paper_gflops']}")
+        t.add_row(str(r["name"]), f"{r['params_m']:.2f}",
+                  "" if r["paper_params_m"] is None else f"{r['paper_params_m']}", f"{r['gflops']:.2f}",
+                  "" if r["paper_gflops"] is None else f"{r['paper_gflops']}")
     console.print(t)

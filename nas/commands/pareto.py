@@ -16,7 +16,7 @@ def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names
     hypervolume and the reference point it was computed for."""
     from rich.table import Table
 
-    from nas.objectives import display_scale, format_value
+    from nas.labels import display_scale, format_value
 
     if not rows:
         console.print("no complete feasible trial yet: empty Pareto set")
@@ -24,10 +24,10 @@ def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names
     labels = [display_scale(n, lab)[1] for n, lab in zip(names, labels or names)]
     t = Table("trial", *labels, "params (M)", "GFLOPs", "architecture", title="Pareto set")
     for r in rows:
-        label = f"{r['trial']}" + (f" ({r['preset'].replace('faster_vit_', 'FV-').replace('_224', '')})" if r.get("preset") else "")
-        t.add_row(label, *(format_value(n, r[n], suffix=False) for n in names),
-                  format_value("params", r.get("params"), suffix=False), format_value("flops", r.get("flops"), suffix=False),
-                  str(r.get("summary") or ""))
+        preset = f" ({r['preset'].replace('faster_vit_', 'FV-').replace('_224', '')})" if r.get("preset") else ""
+        t.add_row(f"{r['trial']}{preset}", *(format_value(n, r[n], suffix=False) for n in names),
+                  format_value("params", r.get("params"), suffix=False),
+                  format_value("flops", r.get("flops"), suffix=False), str(r.get("summary") or ""))
     console.print(t)
     if hv is not None and reference is not None:
         point = ", ".join(f"{n}={v!r}" for n, v in zip(names, reference))
@@ -54,15 +54,10 @@ def print_failures(failures: Sequence[Mapping[str, Any]]) -> None:
 
 
 def _print_references(presets: Mapping[str, Any]) -> None:
+    from nas.front import preset_place  # optuna: imported when the command runs
+
     for name, p in presets.items():
-        if p.get("not_measured"):
-            where = f"not measured: {p['not_measured']}"
-        elif p.get("on_front"):
-            where = "on the front"
-        elif p.get("dominated_by"):
-            where = f"dominated by trials {p['dominated_by']}"
-        else:
-            where = "not dominated by the front"
+        where = preset_place(p)
         src = (f"trial {p['trial']}" if p.get("trial") is not None else "not part of the study" if p.get("not_measured")
                else "not part of the study, measured the same way")
         console.print(f"  {name} ({src}): {where}", highlight=False)
@@ -76,7 +71,8 @@ def pareto(
     as_json: bool = typer.Option(False, "--json", help="Print the study summary as JSON."),
     reference: Optional[str] = typer.Option(
         None, help="Hypervolume reference point, one value per objective in study order, e.g. "
-                   "--reference=-141.5,1988.8 (default: worst feasible value per objective, 10% of its range further)."),
+                   "--reference=-141.5,1988.8 (default: worst feasible value per objective, 10% of its range "
+                   "further)."),
     measure_references: bool = typer.Option(
         True, "--measure-references/--no-measure-references",
         help="Measure FasterViT-0..3 the study's way when it lacks them (cached in the study), shown as "
@@ -112,8 +108,9 @@ def pareto(
     console.print(f"study [bold]{study}[/]: {summary['n_complete']} complete, {summary['n_failed']} failed, "
                   f"{summary['n_pruned']} pruned; objectives: "
                   f"{'; '.join(f'{n} = {lab}' for n, lab in summary['labels'].items())}", highlight=False)
-    print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"], list(summary["labels"].values()),
-                      summary["reference_point"], summary["reference_point_rule"], summary.get("hypervolume_note"))
+    print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"],
+                      list(summary["labels"].values()), summary["reference_point"], summary["reference_point_rule"],
+                      summary.get("hypervolume_note"))
     if not summary["pareto"]:
         print_failures(summary["failures"])
     _print_references(summary["presets"])

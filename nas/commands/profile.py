@@ -7,12 +7,14 @@ from typing import Any, Optional
 
 import typer
 
+from evaluators.checks import check_int
+
 from ._common import console, err_console, fail, load_config, print_json, user_errors
 
 NO_GPU_EXIT = 3
 # Defaults per device: the paper's protocol on a GPU; small, plain and quick on a CPU.
-_GPU_DEFAULTS = dict(batch_size=128, mode="cudagraph", dtype="fp16", warmup=3, repeats=20)
-_CPU_DEFAULTS = dict(batch_size=8, mode="eager", dtype="fp32", warmup=1, repeats=5)
+_GPU_DEFAULTS: dict[str, Any] = dict(batch_size=128, mode="cudagraph", dtype="fp16", warmup=3, repeats=20)
+_CPU_DEFAULTS: dict[str, Any] = dict(batch_size=8, mode="eager", dtype="fp32", warmup=1, repeats=5)
 
 
 def profile(
@@ -23,7 +25,8 @@ def profile(
     dtype: Optional[str] = typer.Option(None, help="fp16 | bf16 (autocast AMP) | fp32 [GPU: fp16, CPU: fp32]."),
     mode: Optional[str] = typer.Option(
         None, help="cudagraph (quick, host-independent) | eager | compile (torch.compile) | best (torch.compile "
-                   "with CUDA graphs, as deployed; Inductor cache in results/inductor-cache) [GPU: cudagraph, CPU: eager]."),
+                   "with CUDA graphs, as deployed; Inductor cache in results/inductor-cache) [GPU: cudagraph, "
+                   "CPU: eager]."),
     no_deploy: bool = typer.Option(False, "--no-deploy", help="Keep positional MLPs and BatchNorm (as trained)."),
     no_channels_last: bool = typer.Option(False, "--no-channels-last", help="Contiguous (NCHW) memory format."),
     device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),
@@ -58,7 +61,7 @@ def profile(
              "(CPU numbers are not the paper's GPU protocol)", code=NO_GPU_EXIT)
     defaults = _GPU_DEFAULTS if dev.type == "cuda" else _CPU_DEFAULTS
     chosen = dict(batch_size=batch_size, mode=mode, dtype=dtype, warmup=warmup, repeats=repeats)
-    options = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+    options: dict[str, Any] = {k: defaults[k] if v is None else v for k, v in chosen.items()}
     if sample is not None:
         if resolution is not None or as_json:
             fail("--resolution and --json are for one network; with --sample use --resolutions (records go to --out)")
@@ -69,6 +72,7 @@ def profile(
         err_console.print(f"note: measuring on the CPU ({options['mode']}, {options['dtype']}, batch "
                           f"{options['batch_size']}); CPU numbers are not the paper's protocol "
                           "(GPU, batch 128, fp16 AMP)", highlight=False)
+    assert cfg is not None and config is not None  # one network (checked above)
     with user_errors():
         record = measure_throughput(cfg, resolution=resolution, deploy=not no_deploy,
                                     channels_last=not no_channels_last, device=dev, **options)
@@ -82,8 +86,6 @@ def profile(
 
 def _sample(n: int, out: Optional[str], *, space: str, resolutions: str, seed: int, dev: Any, **options: Any) -> None:
     from evaluators.predictor_dataset import collect, parse_resolutions, sample_configs
-    from nas.settings import check_int
-
     with user_errors():
         check_int("--sample", n, minimum=1)
         if not out:

@@ -16,7 +16,8 @@ def proxies(
     download: bool = typer.Option(False, "--download", help="Download the dataset with torchvision if missing."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images in the scoring batch."),
     resolution: Optional[int] = typer.Option(
-        None, help="Score the architecture at this (square) resolution (windows per side kept); default: the config's."),
+        None, help="Score the architecture at this (square) resolution (windows per side kept); default: the "
+                   "config's."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)."),
     seed: int = typer.Option(0, help="Seed of the model's initialisation and of the batch."),
     proxy: Optional[list[str]] = typer.Option(None, "--proxy", help="Proxy to compute (repeatable); default: all."),
@@ -55,8 +56,8 @@ def proxies(
                         proxies={n: r.to_dict() for n, r in results.items()}))
     else:
         console.print(f"[bold]{config}[/]  arch_id {cfg.arch_id}  {cfg.summary()}", highlight=False)
-        console.print(f"{splits.summary()}; batch {batch_size} at {cfg.resolution[0]}x{cfg.resolution[1]}, seed {seed}, "
-                      f"device {device}; higher = better for every proxy", highlight=False)
+        console.print(f"{splits.summary()}; batch {batch_size} at {cfg.resolution[0]}x{cfg.resolution[1]}, "
+                      f"seed {seed}, device {device}; higher = better for every proxy", highlight=False)
         t = Table("proxy", "value", "seconds", "error")
         for n, r in results.items():
             t.add_row(n, "" if r.value is None else f"{r.value:.6g}", f"{r.seconds:.3f}", r.error or "")

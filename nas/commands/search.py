@@ -2,145 +2,174 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
-
 from rich.markup import escape
 
+from nas.objectives import MEASURED, use_predicted
+from nas.settings import (
+    DTYPES,
+    EstimatorOptions,
+    SearchOptions,
+    SearchSettings,
+    StorageOptions,
+    ThroughputOptions,
+    WorkerOptions,
+    device_default,
+)
+from nas.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
+
 from ._common import console, err_console, user_errors
+from .confirm import run_confirm
+from .pareto import print_pareto_rows
+
+# every default below is read from the settings groups (nas.settings), never repeated here
+SEARCH, ESTIMATOR, THROUGHPUT = SearchOptions, EstimatorOptions, ThroughputOptions
+STORAGE, WORKERS = StorageOptions, WorkerOptions
+_TRAIN = "--proxy train: "
 
 
 def search(
-    objective: str = typer.Option("accuracy,throughput", "--objective", "-o",
+    objective: str = typer.Option(",".join(SEARCH.objectives), "--objective", "-o",
                                   help="2-3 of: accuracy, throughput, latency, params, flops, memory."),
-    proxy: str = typer.Option("az_progressivity", help="Accuracy proxy (see `nas proxies`), or 'train'. Default: the best single zero-cost proxy on the fmnist-odd ground truth (tau 0.45; README)."),
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Trials to add (default: 40 on a GPU, 8 on CPU)."),
-    timeout: Optional[float] = typer.Option(None, help="Stop starting trials after this many seconds."),
-    sampler: str = typer.Option("nsga2", help="nsga2 | nsga3 | tpe | gp | random."),
-    population: Optional[int] = typer.Option(None, help="nsga2/nsga3 population size (default: trials / 5, "
-                                             "8..50; with --timeout alone set it to ~1/3 of the trials that "
-                                             "fit, or NSGA-II stays in its random first generation)."),
-    constraint: List[str] = typer.Option([], "--constraint", "-c", help="e.g. 'params<=60e6' (repeatable)."),
-    space: str = typer.Option("default", help="Built-in space name or a YAML file."),
-    data: str = typer.Option("fmnist-odd", help="fmnist-odd (default: the ground-truth task) | fmnist-pairs | fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder holding the dataset files."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///results/nas.db; "
-                                          "journal:results/nas.journal with --workers)."),
-    study: str = typer.Option("default", help="Study name; the same name resumes and adds trials."),
-    device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda if present)."),
-    seed: int = typer.Option(0, help="Seed of the sampler, data batch and proxies."),
-    enqueue_presets: Optional[bool] = typer.Option(None, "--enqueue-presets/--no-enqueue-presets",
+    proxy: str = typer.Option(
+        ESTIMATOR.proxy, help="The accuracy estimator: a zero-cost proxy (see `nas proxies`) or 'train' (a short "
+        "training run). Default: the best single zero-cost proxy on the fmnist-odd ground truth (tau 0.45; README)."),
+    trials: Optional[int] = typer.Option(SEARCH.trials, "--trials", "-n",
+                                         help=f"Trials to add (default: {device_default(SEARCH, 'trials')})."),
+    timeout: Optional[float] = typer.Option(SEARCH.timeout, help="Stop starting trials after this many seconds."),
+    sampler: str = typer.Option(SEARCH.sampler, help="nsga2 | nsga3 | tpe | gp | random."),
+    population: Optional[int] = typer.Option(
+        SEARCH.population, help="nsga2/nsga3 population size (default: trials / 5, 8..50; with --timeout alone set it "
+        "to ~1/3 of the trials that fit, or NSGA-II stays in its random first generation)."),
+    constraint: List[str] = typer.Option(list(SEARCH.constraints), "--constraint", "-c",
+                                         help="e.g. 'params<=60e6' (repeatable)."),
+    space: str = typer.Option(SEARCH.space, help="Built-in space name or a YAML file."),
+    data: str = typer.Option(ESTIMATOR.data, help="fmnist-odd (default: the ground-truth task) | fmnist-pairs | "
+                             "fashion-mnist | cifar10 | cifar100 | imagefolder:PATH."),
+    data_dir: Optional[str] = typer.Option(ESTIMATOR.data_dir, help="Folder holding the dataset files."),
+    storage: Optional[str] = typer.Option(STORAGE.storage, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; "
+                                          f"{DEFAULT_JOURNAL} with --workers)."),
+    study: str = typer.Option(STORAGE.study, help="Study name; the same name resumes and adds trials."),
+    device: Optional[str] = typer.Option(WORKERS.device, help="cuda | cpu (default: cuda if present)."),
+    seed: int = typer.Option(SEARCH.seed, help="Seed of the sampler, data batch and accuracy estimator."),
+    enqueue_presets: Optional[bool] = typer.Option(SEARCH.enqueue_presets, "--enqueue-presets/--no-enqueue-presets",
                                                    help="Evaluate FasterViT-0..3 first as reference points "
                                                         "(default: on with a GPU)."),
-    proxy_resolution: Optional[int] = typer.Option(None, help="Resolution the proxy scores at (default 128 GPU / 96 CPU)."),
-    batch_size: Optional[int] = typer.Option(None, help="Profiler batch size (default 128 GPU / 2 CPU)."),
-    train_epochs: float = typer.Option(1.0, help="--proxy train: the full training budget in epochs."),
-    train_subset: Optional[int] = typer.Option(10000, help="--proxy train: training images (a fixed subset)."),
-    train_val_subset: Optional[int] = typer.Option(None, help="--proxy train: validation images (default all)."),
-    train_batch_size: int = typer.Option(256, help="--proxy train: batch size (an epoch: subset // batch steps)."),
-    fidelity: str = typer.Option("full", help="full (every trial trains the whole budget) | sh (multi-objective "
-                                 "successive halving on the train proxy: rungs at B, eta*B, ... epochs)."),
-    min_budget: Optional[float] = typer.Option(None, help="--fidelity sh: epochs of the first rung "
+    proxy_resolution: Optional[int] = typer.Option(
+        ESTIMATOR.proxy_resolution,
+        help=f"Resolution the accuracy is estimated at (default {device_default(ESTIMATOR, 'proxy_resolution')})."),
+    proxy_batch_size: Optional[int] = typer.Option(
+        ESTIMATOR.proxy_batch_size,
+        help=f"Images of the zero-cost proxies' batch (default {device_default(ESTIMATOR, 'proxy_batch_size')})."),
+    batch_size: Optional[int] = typer.Option(
+        THROUGHPUT.batch_size, help=f"Profiler batch size (default {device_default(THROUGHPUT, 'batch_size')})."),
+    dtype: str = typer.Option(THROUGHPUT.dtype, help=f"Profiler dtype: {' | '.join(DTYPES)}."),
+    train_epochs: float = typer.Option(ESTIMATOR.train_epochs, help=_TRAIN + "the full training budget in epochs."),
+    train_subset: Optional[int] = typer.Option(ESTIMATOR.train_subset,
+                                               help=_TRAIN + "training images (a fixed subset)."),
+    train_val_subset: Optional[int] = typer.Option(ESTIMATOR.train_val_subset,
+                                                   help=_TRAIN + "validation images (default all)."),
+    train_batch_size: int = typer.Option(ESTIMATOR.train_batch_size,
+                                         help=_TRAIN + "batch size (an epoch: subset // batch steps)."),
+    fidelity: str = typer.Option(ESTIMATOR.fidelity, help="full (every trial trains the whole budget) | sh "
+                                 "(multi-objective successive halving on the train proxy: rungs at B, eta*B, ... "
+                                 "epochs)."),
+    min_budget: Optional[float] = typer.Option(ESTIMATOR.min_budget, help="--fidelity sh: epochs of the first rung "
                                                "(default train-epochs / eta^2)."),
-    eta: int = typer.Option(3, help="--fidelity sh: the top 1/eta of each rung go on (integer >= 2)."),
-    confirm: int = typer.Option(0, help="After the search, re-train the K most accurate front points with another "
-                                "seed (--proxy train; see `nas confirm`)."),
-    workers: int = typer.Option(1, help="Parallel worker processes sharing the study (one per GPU)."),
-    backend: str = typer.Option("optuna", help="optuna (this box) | ray (Ray Tune)."),
-    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (auto | HOST:PORT)."),
-    gpus_per_trial: float = typer.Option(1.0, help="GPUs per Ray trial (fractions allowed)."),
-    results_dir: str = typer.Option("results", help="Where logs and reports go."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
-    throughput: str = typer.Option("measured", help="measured (profiler) | predicted:NAME (a throughput "
+    eta: int = typer.Option(ESTIMATOR.eta, help="--fidelity sh: the top 1/eta of each rung go on (integer >= 2)."),
+    confirm: int = typer.Option(SEARCH.confirm, help="After the search, re-train the K most accurate front points "
+                                "with another seed (an estimator that trains, --proxy train; see `nas confirm`)."),
+    workers: int = typer.Option(WORKERS.workers, help="Parallel worker processes sharing the study (one per GPU)."),
+    backend: str = typer.Option(WORKERS.backend, help="optuna (this box) | ray (Ray Tune)."),
+    ray_address: Optional[str] = typer.Option(WORKERS.ray_address, help="Ray cluster address (auto | HOST:PORT)."),
+    gpus_per_trial: float = typer.Option(WORKERS.gpus_per_trial, help="GPUs per Ray trial (fractions allowed)."),
+    results_dir: str = typer.Option(STORAGE.results_dir, help="Where logs and reports go."),
+    quiet: bool = typer.Option(STORAGE.quiet, "--quiet", "-q", help="No progress display."),
+    throughput: str = typer.Option(MEASURED, help="measured (profiler) | predicted:NAME (a throughput "
                                    "predictor: `nas predictor list`; no GPU needed). Objective and constraints "
                                    "become predicted_throughput."),
-    latency: str = typer.Option("measured", help="measured | predicted:NAME (as --throughput)."),
+    latency: str = typer.Option(MEASURED, help="measured | predicted:NAME (as --throughput)."),
 ) -> None:
     """Search the space for the Pareto front of the chosen objectives; prints the front and a report path.
 
     Exit codes: 0 done; 1 stopped early (20 failed trials in a row, a worker died); 2 bad input or
     storage fault (one line saying what to do); 130 interrupted (what was kept and how to resume).
     """
-    from nas.search import Interrupted, SearchSettings
-    from nas.settings import check_int
-
-    from nas.objectives import use_predicted
+    from nas.estimators import estimator_type  # torch, optuna: imported when the command runs
+    from nas.search import Interrupted
 
     with user_errors():
         objectives, constraints, predictor = use_predicted(objective.split(","), constraint, throughput=throughput,
                                                            latency=latency)
-    settings = SearchSettings(
-        objectives=objectives, predictor=predictor, proxy=proxy, trials=trials, timeout=timeout, sampler=sampler,
-        population=population,
-        constraints=constraints, space=space, data=data, data_dir=data_dir, storage=storage, study=study,
-        device=device, seed=seed, enqueue_presets=enqueue_presets, proxy_resolution=proxy_resolution,
-        batch_size=batch_size, results_dir=results_dir, quiet=quiet, train_epochs=train_epochs,
-        train_subset=train_subset, train_val_subset=train_val_subset,
-        train_batch_size=train_batch_size, fidelity=fidelity, min_budget=min_budget, eta=eta)
-    with user_errors():
-        if backend not in BACKENDS:
-            raise ValueError(f"--backend {backend!r} must be one of {', '.join(repr(b) for b in BACKENDS)}")
-        check_int("--workers", workers, minimum=1)
-        check_int("--confirm", confirm, minimum=0)
-        if confirm and proxy != "train":
+        settings = SearchSettings(
+            objectives=objectives, constraints=constraints, space=space, sampler=sampler, population=population,
+            trials=trials, timeout=timeout, seed=seed, enqueue_presets=enqueue_presets, confirm=confirm,
+            proxy=proxy, data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
+            proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
+            train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
+            min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
+            storage=storage, study=study, results_dir=results_dir, quiet=quiet, device=device, workers=workers,
+            backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
+        if confirm and not estimator_type(proxy).retrains:
             raise ValueError(f"--confirm {confirm} re-trains front points: it needs --proxy train, not {proxy!r}")
         if confirm and backend == "ray":
             raise ValueError("--confirm runs on this machine after the search: with --backend ray run "
                              "`nas confirm --study S --storage URL --top K` there instead")
         # with Ray the trials run on the cluster's devices (the head may have no GPU): run_ray_search decides
-        resolved = settings.resolved() if backend != "ray" else settings.validated()
+        if backend != "ray":
+            settings = settings.resolved()
     if predictor and not quiet:
         from evaluators.predictor import load_predictor
 
         p = load_predictor(predictor, search_dirs=[f"{results_dir}/predictors"])
         console.print(f"throughput/latency are predicted, not measured: {escape(p.describe())}", highlight=False)
     measured = any(n in ("throughput", "latency", "memory") for n in objectives)
-    if backend != "ray" and resolved.device == "cpu" and not quiet and measured:
+    if backend != "ray" and settings.device == "cpu" and not quiet and measured:
         console.print("[yellow]no CUDA GPU in use: running on the CPU. Throughput/latency are CPU measurements "
-                      f"(batch {resolved.batch_size}, eager), not the paper's GPU protocol.[/]")
+                      f"(batch {settings.batch_size}, eager), not the paper's GPU protocol.[/]")
     try:
         with user_errors():
-            result = _run(settings, backend, workers, ray_address, gpus_per_trial)
+            result = _run(settings)
     except Interrupted as e:
         err_console.print(f"[bold yellow]{escape(str(e))}[/]", highlight=False)
         raise typer.Exit(130) from None
     _print_result(result, quiet, settings.storage)
     if confirm and result.n_complete:
-        from nas.commands.confirm import run_confirm
-        from nas.pareto import load_study
-
-        storage = resolved.storage
-        if workers > 1:
-            from nas.parallel import parallel_storage
-
-            storage = parallel_storage(storage, workers=workers)
-        with user_errors():
-            run_confirm(load_study(resolved.study, storage), top=confirm, device=resolved.device)
+        _confirm(settings, confirm)
     if not result.ok:
         raise typer.Exit(1)
 
 
-BACKENDS = ("optuna", "ray")
+def _confirm(settings: SearchSettings, top: int) -> None:
+    """``--confirm K`` after the search: re-train the K most accurate front points (nas.confirm)."""
+    from nas.parallel import parallel_storage
+    from nas.pareto import load_study
+
+    storage = parallel_storage(settings.storage, workers=settings.workers) if settings.workers > 1 else settings.storage
+    with user_errors():
+        run_confirm(load_study(settings.study, storage), top=top, device=settings.device)
 
 
-def _run(settings, backend: str, workers: int, ray_address: Optional[str], gpus_per_trial: float):
-    if backend == "ray":
+def _run(settings: SearchSettings) -> Any:
+    """The search on the backend the settings choose: Ray Tune, worker processes, or this process."""
+    if settings.backend == "ray":
         from nas.ray_backend import run_ray_search
 
-        return run_ray_search(settings, address=ray_address, workers=workers, gpus_per_trial=gpus_per_trial)
-    if workers > 1:
+        return run_ray_search(settings)
+    if settings.workers > 1:
         from nas.parallel import run_parallel
 
-        return run_parallel(settings, workers=workers)
+        return run_parallel(settings)
     from nas.search import run_search
 
     return run_search(settings)
 
 
-def _print_result(result, quiet: bool, storage: Optional[str] = None) -> None:
-    from nas.commands.pareto import print_pareto_rows
 
+
+def _print_result(result: Any, quiet: bool, storage: Optional[str] = None) -> None:
     if result.stopped_reason:
         console.print(f"[red]{escape(result.stopped_reason)}[/]")
     extra = "".join(f", {n} {label}" for n, label in ((result.n_running, "running"), (result.n_waiting, "waiting"))

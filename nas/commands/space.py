@@ -37,7 +37,7 @@ class Buildable:
                 return (f"size: 0 buildable architectures: the generator refuses all {self.checked:,} knob "
                         f"assignments{why}")
             return (f"size: {self.buildable:,} buildable architectures of {self.checked:,} knob assignments "
-                    f"({self.checked - self.buildable:,} refused by the generator{why})")
+                    f"({self.checked - (self.buildable or 0):,} refused by the generator{why})")
         total = "infinite (continuous knobs)" if not math.isfinite(size) else f"{size:,.0f} knob assignments"
         share = (self.buildable or 0) / max(1, self.checked)
         why = f"; e.g. {self.first_refusal}" if self.first_refusal else ""

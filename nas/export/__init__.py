@@ -38,9 +38,6 @@ loaded again and run on random inputs of two batch sizes, and must match the PyT
 
 from __future__ import annotations
 
-
-from __future__ import annotations
-
 import hashlib
 import json
 import shutil
@@ -49,15 +46,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import optuna
+import torch
+
+from evaluators.cost import static_cost
+from evaluators.proxies import init_model
+from nas import __version__
+from search_spaces import FasterViTConfig, checkpoint_filter_fn, resolve_config
+
 from .. import record as R
-from .base import (CARD_FILE, CHECK_BATCH_SIZES, DEFAULT_FORMATS, EXPORT_FILE, EXPORT_SCHEMA_VERSION, MIN_OPSET,
-                   TOLERANCE, ExportError, _Context)
+from ..front import feasible_trials, load_study, maximize_flags, objective_labels, objective_names, pareto_trials
+from ..storage import StorageError, describe_storage, writable_dir
+from .base import (
+    CARD_FILE,
+    CHECK_BATCH_SIZES,
+    DEFAULT_FORMATS,
+    EXPORT_FILE,
+    EXPORT_SCHEMA_VERSION,
+    MIN_OPSET,
+    TOLERANCE,
+    ExportError,
+    _Context,
+)
 from .card import model_card
 from .checks import _verify
-from .folder import OWNER_FILE, clean_stale_temps, make_temp
-from .folder import check_out as _check_out
-from .folder import commit as _commit
-from .folder import normal_permissions as _normal_permissions
+from .folder import (
+    OWNER_FILE,
+    check_out as _check_out,
+    clean_stale_temps,
+    commit as _commit,
+    make_temp,
+    normal_permissions as _normal_permissions,
+)
 from .formats import FORMATS, ExportFormat, parse_formats, register_format
 from .onnx_export import export_onnx
 from .pick import Pick, check_exportable as _check_exportable, knee_trial, parse_pick, select_trial
@@ -95,10 +115,6 @@ def _sha256(path: Path) -> str:
 
 def _load_weights(model: Any, path: Path) -> None:
     """Load a safetensors file or a torch checkpoint (official keys accepted), strictly."""
-    import torch
-
-    from search_spaces import checkpoint_filter_fn
-
     if not path.is_file():
         raise ExportError(f"weights file {path} does not exist")
     try:
@@ -122,8 +138,6 @@ def build_export_model(cfg: Any, *, weights: Union[None, str, Path] = None, seed
     ``evaluators.proxies.init_model``, the one seeded builder, so an export under seed S has the
     weights the zero-cost proxies scored under seed S.
     """
-    from evaluators.proxies import init_model
-
     model = init_model(cfg, seed)
     if weights is None:
         info = {"kind": "initialised", "seed": seed,
@@ -139,8 +153,6 @@ def build_export_model(cfg: Any, *, weights: Union[None, str, Path] = None, seed
 def _versions() -> dict[str, Optional[str]]:
     from importlib import metadata
 
-    from nas import __version__
-
     out: dict[str, Optional[str]] = {"nas": __version__}
     for pkg in ("torch", "timm", "onnx", "onnxruntime", "safetensors", "optuna"):
         try:
@@ -151,9 +163,6 @@ def _versions() -> dict[str, Optional[str]]:
 
 
 def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str]]) -> dict[str, Any]:
-    from ..pareto import feasible_trials, maximize_flags, objective_labels, objective_names, pareto_trials
-    from ..storage import describe_storage
-
     names = objective_names(study)
     attrs = {k: v for k, v in t.user_attrs.items() if k != R.CONFIG}
     return dict(
@@ -173,8 +182,6 @@ def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str
 
 
 def _writable_parent(out: Path) -> None:
-    from ..storage import StorageError, writable_dir
-
     try:
         writable_dir(out.parent, "--out folder")
     except StorageError as e:
@@ -222,12 +229,6 @@ def _remove_created(created: Sequence[Path]) -> None:
 
 def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: Any,
             trial: Any, pick: Any, force: bool, opset: int, weights: Any, seed: int) -> ExportResult:
-    import optuna
-
-    from search_spaces import FasterViTConfig, resolve_config
-
-    from ..pareto import load_study
-
     # --- what to export -----------------------------------------------------------------------
     t = None
     if study is not None:
@@ -261,8 +262,6 @@ def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: An
     model, weight_info = build_export_model(cfg, weights=weights, seed=seed)
     if weight_info["kind"] == "trained" and t is None:
         weight_info["kind"] = "loaded"
-    from evaluators.cost import static_cost
-
     cost = static_cost(cfg)
     params = (t.user_attrs.get(R.PARAMS) if t is not None else None) or cost.params
     flops = (t.user_attrs.get(R.FLOPS) if t is not None else None) or cost.flops

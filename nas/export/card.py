@@ -78,7 +78,8 @@ def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
         lines += ["## Measurements (from the trial)", "", "| objective | value | direction | unit |",
                   "|---|---|---|---|"]
         for n, v in src["objectives"].items():
-            lines.append(f"| {n} | {_fmt(v)} | {src['directions'][n]} | {src.get('labels', {}).get(n) or _OBJ_UNITS.get(n, '')} |")
+            unit = src.get("labels", {}).get(n) or _OBJ_UNITS.get(n, "")
+            lines.append(f"| {n} | {_fmt(v)} | {src['directions'][n]} | {unit} |")
         if src.get("constraints"):
             lines += ["", "Constraint violations (<= 0 is satisfied):", "",
                       _table(list(src["constraints"].items()), ("constraint", "violation"))]

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
+from ..heartbeat import process_gone, process_identity
 from .base import ExportError
 
 __all__ = ["check_out", "commit", "normal_permissions", "clean_stale_temps", "make_temp", "OWNER_FILE"]
@@ -31,22 +32,18 @@ def temp_prefix(out: Path) -> str:
 
 def make_temp(out: Path) -> Path:
     """A new hidden temporary folder next to ``out`` holding the owner file (see the module docstring)."""
-    from ..heartbeat import process_identity
-
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), dir=out.parent))
     (tmp / OWNER_FILE).write_text(json.dumps(process_identity()))
     return tmp
 
 
 def _owner_gone(folder: Path, now: float) -> bool:
-    from ..heartbeat import _process_gone
-
     try:
         owner = json.loads((folder / OWNER_FILE).read_text())
     except (OSError, ValueError):
         owner = None
     if isinstance(owner, dict):
-        gone: Optional[bool] = _process_gone(owner)
+        gone: Optional[bool] = process_gone(owner)
         if gone is not None:
             return gone
     return now - folder.stat().st_mtime > STALE_TEMP_S

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
+import timm
+import torch
+
+from search_spaces import FasterViT, FasterViTConfig, load_model
+from search_spaces.io import save_weights
+
 from .base import TRACE_BATCH, ExportError, _Context
 from .onnx_export import _quiet_tracing, export_onnx
 
@@ -54,8 +60,6 @@ def parse_formats(formats: Union[str, Sequence[str]]) -> list[str]:
 
 
 def _torch_runner(module: Any) -> Callable[[Any], Any]:
-    import torch
-
     def run(x: Any) -> Any:
         with torch.no_grad():
             return module(torch.from_numpy(x)).numpy()
@@ -64,10 +68,6 @@ def _torch_runner(module: Any) -> Callable[[Any], Any]:
 
 
 def _safetensors_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
-    import timm
-
-    from search_spaces import load_model
-
     via_timm = timm.create_model("nas_faster_vit", config=str(folder / "config.json"), pretrained=True,
                                  pretrained_cfg_overlay=dict(file=str(folder / "model.safetensors")))
     return {"search_spaces.load_model": _torch_runner(load_model(folder).eval()),
@@ -77,17 +77,11 @@ def _safetensors_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
 @register_format("safetensors", "model.safetensors", "state dict (safetensors): search_spaces.load_model / timm",
                  _safetensors_runner)
 def _write_safetensors(ctx: _Context, path: Path) -> dict[str, Any]:
-    from search_spaces.io import save_weights
-
     save_weights(ctx.model, path)
     return {}
 
 
 def _pt_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
-    import torch
-
-    from search_spaces import FasterViT, FasterViTConfig
-
     model = FasterViT(FasterViTConfig.load(folder / "config.json"))
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True), strict=True)
     return {"torch.load + load_state_dict": _torch_runner(model.eval())}
@@ -95,16 +89,12 @@ def _pt_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
 
 @register_format("pt", "model.pt", "state dict (torch.save; load with torch.load(weights_only=True))", _pt_runner)
 def _write_pt(ctx: _Context, path: Path) -> dict[str, Any]:
-    import torch
-
     torch.save({k: v.detach().cpu().contiguous() for k, v in ctx.model.state_dict().items()}, path)
     return {}
 
 
 
 def _torchscript_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
-    import torch
-
     with _quiet_tracing():
         module = torch.jit.load(str(folder / "model.torchscript.pt"), map_location="cpu")
     return {"torch.jit.load": _torch_runner(module)}
@@ -114,8 +104,6 @@ def _torchscript_runner(folder: Path) -> dict[str, Callable[[Any], Any]]:
                  "torch.jit.trace of the deployed model (dynamic batch; TorchScript is deprecated, prefer ONNX)",
                  _torchscript_runner)
 def _write_torchscript(ctx: _Context, path: Path) -> dict[str, Any]:
-    import torch
-
     with _quiet_tracing(), torch.no_grad():
         traced = torch.jit.trace(ctx.deployed, ctx.example(), check_trace=False)
     traced.save(str(path))

@@ -8,7 +8,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence, Union
 
+import optuna
+
 from .. import record as R
+from ..front import feasible_trials, maximize_flags, objective_names, pareto_trials
+from ..objectives import OBJECTIVES, parse_constraint
 from .base import ExportError
 
 __all__ = ["Pick", "parse_pick", "select_trial", "knee_trial", "check_exportable"]
@@ -21,7 +25,7 @@ class Pick:
 
     text: str
     kind: str
-    objective: Optional[str] = None
+    objective: str = ""  # the objective a max/min selector or a condition is about
     constraint: Any = None  # nas.objectives.Constraint for conditions
 
     def __str__(self) -> str:
@@ -33,8 +37,6 @@ _SELECT = re.compile(r"^\s*(max|min)-([a-z_]+)\s*$")
 
 def parse_pick(text: str) -> Pick:
     """'knee' | 'max-NAME' | 'min-NAME' | a condition 'NAME>=NUMBER' (nas.objectives.parse_constraint)."""
-    from ..objectives import parse_constraint
-
     t = text.strip()
     if t == "knee":
         return Pick(t, "knee")
@@ -70,9 +72,6 @@ def _unique_best(pool: Sequence[Any], score: Callable[[Any], float], what: str) 
 
 def _measured(study: Any, t: Any, name: str) -> Optional[float]:
     """A quantity of a trial: its objective value, else from its recorded measurements."""
-    from ..objectives import OBJECTIVES
-    from ..pareto import objective_names
-
     names = objective_names(study)
     if name in names and t.values is not None:
         return float(t.values[names.index(name)])
@@ -85,8 +84,6 @@ def _measured(study: Any, t: Any, name: str) -> Optional[float]:
 
 def knee_trial(study: Any, pool: Optional[Sequence[Any]] = None) -> Any:
     """The knee (see the module docstring) among ``pool`` (default: the Pareto set)."""
-    from ..pareto import maximize_flags, pareto_trials
-
     front = pareto_trials(study)
     if not front:
         raise ExportError(f"study {study.study_name!r} has no complete feasible trial: nothing to pick")
@@ -136,8 +133,6 @@ def _trial_by_number(study: Any, number: int) -> Any:
 
 
 def check_exportable(t: Any) -> None:
-    import optuna
-
     state = t.state
     if state == optuna.trial.TrialState.COMPLETE:
         if not t.user_attrs.get(R.CONFIG):
@@ -155,8 +150,6 @@ def check_exportable(t: Any) -> None:
 
 
 def _pick(study: Any, picks: Sequence[Pick]) -> Any:
-    from ..pareto import feasible_trials, maximize_flags, objective_names, pareto_trials
-
     names = objective_names(study)
     maximize = dict(zip(names, maximize_flags(study)))
     selectors = [p for p in picks if p.kind != "condition"]
@@ -181,6 +174,7 @@ def _pick(study: Any, picks: Sequence[Pick]) -> Any:
         if not pool:
             raise ExportError(_nothing_satisfies(study, front, conditions))
     if sel is None:
+        assert pool is not None  # without a selector the conditions chose the pool
         if len(pool) == 1:
             return pool[0]
         free = [n for n in names if n not in {c.objective for c in conditions}]

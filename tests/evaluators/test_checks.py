@@ -1,4 +1,4 @@
-"""evaluators.checks: the shared argument checks (nas.settings re-exports two of them)."""
+"""evaluators.checks: the shared argument checks (nas.settings uses the same ones)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_bools_are_not_numbers_and_errors_name_the_rule():
         in_range("lr", 0, low=0, high=1, low_open=True)
     with pytest.raises(ValueError, match="must be a finite number"):
         check_number("x", math.nan)
-    with pytest.raises(ValueError, match=r"n=5 must be <= 4"):
+    with pytest.raises(ValueError, match=r"n=5 must be an integer <= 4"):
         check_int("n", 5, maximum=4)
     assert check_int("n", None, optional=True) is None and at_least("k", 3) == 3 and in_range("r", 1, low=0) == 1.0
 

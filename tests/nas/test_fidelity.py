@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nas.fidelity import (check_fidelity, decide, dominates, eval_every, nondominated_fronts, rank_order, rung_steps,
-                          rungs)
+from nas.estimators import build_estimator
+from nas.fidelity import decide, dominates, eval_every, nondominated_fronts, rank_order, rung_steps, rungs
+from nas.settings import EstimatorOptions, SearchSettings
 
 MAX2 = (True, True)
 
@@ -22,8 +23,8 @@ def test_rungs_are_geometric_up_to_the_budget():
 
 
 @pytest.mark.parametrize("min_budget, eta, match", [
-    (1.0, 1, "--eta 1 must be an integer >= 2"), (1.0, 2.5, "--eta 2.5 must be an integer >= 2"),
-    (1.0, True, "--eta True"), (0.0, 2, "--min-budget 0.0 must be a number of epochs > 0"),
+    (1.0, 1, "--eta=1 must be an integer >= 2"), (1.0, 2.5, "--eta=2.5 must be an integer >= 2"),
+    (1.0, True, "--eta=True"), (0.0, 2, "--min-budget=0.0 must be > 0"),
     (5.0, 2, "--min-budget 5 must be smaller than the train budget"),
     (4.0, 2, "--min-budget 4 must be smaller than the train budget")])
 def test_bad_rungs_are_refused(min_budget, eta, match):
@@ -31,14 +32,17 @@ def test_bad_rungs_are_refused(min_budget, eta, match):
         rungs(min_budget, eta, 4.0)
 
 
-def test_check_fidelity_refuses_a_zero_cost_proxy_and_missing_accuracy():
+def test_fidelity_settings_refuse_a_zero_cost_proxy_and_missing_accuracy():
+    sh = dict(fidelity="sh", min_budget=1.0, eta=2, train_epochs=4.0, proxy_resolution=64, proxy_batch_size=8)
     with pytest.raises(ValueError, match="--fidelity sh needs --proxy train: the zero-cost proxy 'grad_norm'"):
-        check_fidelity("sh", proxy="grad_norm", objectives=["accuracy", "params"], min_budget=1, eta=2, budget=4)
+        build_estimator(EstimatorOptions(proxy="grad_norm", **sh))
     with pytest.raises(ValueError, match="add 'accuracy' to the objectives"):
-        check_fidelity("sh", proxy="train", objectives=["params", "throughput"], min_budget=1, eta=2, budget=4)
+        SearchSettings(objectives=("params", "throughput"), proxy="train", **sh)
     with pytest.raises(ValueError, match="--fidelity 'half' must be one of full, sh"):
-        check_fidelity("half", proxy="train", objectives=["accuracy"], min_budget=1, eta=2, budget=4)
-    check_fidelity("full", proxy="grad_norm", objectives=["accuracy"], min_budget=None, eta=0, budget=1)  # unused
+        EstimatorOptions(fidelity="half")
+    with pytest.raises(ValueError, match="--eta=0 must be an integer >= 2"):  # checked even where unused
+        EstimatorOptions(eta=0)
+    assert build_estimator(EstimatorOptions(proxy="train", **sh)).rung_epochs == [1.0, 2.0, 4.0]
 
 
 def test_rung_steps_and_validation_interval():

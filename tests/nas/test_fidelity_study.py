@@ -116,11 +116,11 @@ def test_a_measured_architecture_is_served_from_the_cache(study):
     assert r.exit_code == 0, r.output
     last = optuna.load_study(study_name="sh", storage="sqlite:///results/nas.db").trials[-1]
     assert last.params == source.params and last.user_attrs.get("cache_hit") is None
-    assert last.user_attrs["measured_with"]["train_epochs"] == 2.0
+    assert last.user_attrs["measured_with"]["estimator"]["recipe"]["epochs"] == 2.0
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--eta", "1"], "--eta 1 must be an integer >= 2"),
+    (["--eta", "1"], "--eta=1 must be an integer >= 2"),
     (["--min-budget", "8"], "--min-budget 8 must be smaller than the train budget (4 epochs"),
     (["--proxy", "grad_norm"], "--fidelity sh needs --proxy train"),
     (["--min-budget", "0.5"], "rungs at 0.5 and 1 epochs are the same optimizer step (1) with 1 step(s) per epoch"),

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from nas.cli import app
 from nas.parallel import (HEARTBEAT_KEY, OWNER_KEY, TrialHeartbeat, assign_gpus, fail_stale_trials, parallel_storage,
-                          portable_settings, process_identity, settings_from_dict, split_trials)
+                          process_identity, settings_for_process, settings_from_dict, split_trials)
 from nas.search import SearchSettings
 from tests.spaces import tiny_space, write_space
 from nas.storage import DEFAULT_JOURNAL, get_storage
@@ -72,12 +72,12 @@ def test_parallel_storage_policy():
         parallel_storage(optuna.storages.InMemoryStorage(), workers=2)
 
 
-def test_portable_settings_round_trip(tmp_path, monkeypatch):
+def test_settings_for_process_round_trip(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_space(tmp_path / "space.yaml", tiny_space())
     s = SearchSettings(objectives=("params", "flops"), space="space.yaml", storage="journal:r/s.journal",
                        results_dir="r", trials=3, constraints=("params<=1e9",))
-    d = portable_settings(s)
+    d = settings_for_process(s)
     assert json.loads(json.dumps(d)) == d
     assert d["space"] == str(tmp_path / "space.yaml")
     assert d["storage"] == f"journal:{tmp_path / 'r' / 's.journal'}" and d["results_dir"] == str(tmp_path / "r")

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
-from nas.objectives import format_value, objective_label, portable_settings
+from nas.labels import format_value, objective_label
+from nas.settings import settings_for_study
 from nas.pareto import hypervolume, parse_reference, study_summary, write_report
 from tests.spaces import tiny_space, write_space
 
@@ -51,7 +52,7 @@ def test_labels_say_what_each_axis_is():
 
 
 def test_study_attributes_carry_no_absolute_paths(tmp_path):
-    s = portable_settings(dict(storage="sqlite:////tmp/svr/studies.db", results_dir="/tmp/svr",
+    s = settings_for_study(dict(storage="sqlite:////tmp/svr/studies.db", results_dir="/tmp/svr",
                                data_dir=str(tmp_path / "data"), proxy="jacob_cov"), cwd=str(tmp_path))
     assert s == dict(storage="sqlite:///…/studies.db", results_dir="…/svr", data_dir="data", proxy="jacob_cov")
 

@@ -55,19 +55,16 @@ def test_searcher_tells_each_outcome(tmp_path):
     """The searcher's outcome table, one Tune result per case, without a cluster."""
     from search_spaces.space import load_space
 
-    from nas.ray_backend import _classes, _Control, _DefineByRun
+    from nas.ray_tune import Control, NasSearcher
 
     write_space(tmp_path / "space.yaml", tiny_space())
     storage = f"journal:{tmp_path / 's.journal'}"
     objectives = parse_objectives("params,accuracy")
     settings = SearchSettings(objectives=("params", "accuracy"), storage=storage, study="tell", device="cpu")
-    create_or_load_study(settings, objectives)
+    study = create_or_load_study(settings, objectives, sampler=optuna.samplers.RandomSampler(seed=0))
     lines: list[str] = []
-    control = _Control(lines.append, 6, ["params", "accuracy"], 20)
-    Searcher, _, _ = _classes()
-    searcher = Searcher(space=_DefineByRun(load_space(str(tmp_path / "space.yaml"))), metric=["params", "accuracy"],
-                        mode=["min", "max"], sampler=optuna.samplers.RandomSampler(seed=0), study_name="tell",
-                        storage=get_storage(storage), control=control)
+    control = Control(lines.append, 6, ["params", "accuracy"], 20)
+    searcher = NasSearcher(study=study, space=load_space(str(tmp_path / "space.yaml")), control=control)
     nan = math.nan
     cases = {
         "complete": dict(result={"params": 10.0, "accuracy": 50.0, "nas_status": "complete"}),
@@ -101,22 +98,21 @@ def test_a_failed_tell_still_ends_the_trial(tmp_path):
     """A storage fault while the driver tells an outcome: the trial ends FAIL with the reason, never RUNNING."""
     from search_spaces.space import load_space
 
-    from nas.ray_backend import _classes, _Control, _DefineByRun
+    from nas.ray_tune import Control, NasSearcher
 
     write_space(tmp_path / "space.yaml", tiny_space())
     storage = f"journal:{tmp_path / 's.journal'}"
     settings = SearchSettings(objectives=("params", "flops"), storage=storage, study="tf", device="cpu")
-    create_or_load_study(settings, parse_objectives("params,flops"))
-    Searcher, _, _ = _classes()
-    searcher = Searcher(space=_DefineByRun(load_space(str(tmp_path / "space.yaml"))), metric=["params", "flops"],
-                        mode=["min", "min"], sampler=optuna.samplers.RandomSampler(seed=0), study_name="tf",
-                        storage=get_storage(storage), control=_Control(None, 1, ["params", "flops"], 20))
+    study = create_or_load_study(settings, parse_objectives("params,flops"),
+                                 sampler=optuna.samplers.RandomSampler(seed=0))
+    searcher = NasSearcher(study=study, space=load_space(str(tmp_path / "space.yaml")),
+                           control=Control(None, 1, ["params", "flops"], 20))
     searcher.suggest("t0")
 
     def broken_tell(*a, **k):
         raise RuntimeError("simulated storage fault")
 
-    searcher._ot_study.tell = broken_tell
+    searcher.study.tell = broken_tell
     searcher.on_trial_complete("t0", result={"params": 1.0, "flops": 2.0, "nas_status": "complete"})
     t = optuna.load_study(study_name="tf", storage=get_storage(storage)).trials[0]
     assert t.state == optuna.trial.TrialState.FAIL
