@@ -435,8 +435,9 @@ def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bo
                                f"{lpath.name} has {labels.shape[0]} labels")
         if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
             raise DatasetError(f"malformed IDX file {lpath}: label {int(labels.max())} outside 0-9")
-        splits[split] = ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                                  FASHION_MNIST_CLASSES, "fashion-mnist", split, str(folder))
+        splits[split] = ImageData(torch.from_numpy(images.copy()).unsqueeze(1),
+                                  torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, "fashion-mnist",
+                                  split, str(folder))
     return DataSplits("fashion-mnist", splits["train"], splits["val"])
 
 
@@ -496,7 +497,7 @@ def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download:
 
 @functools.lru_cache(maxsize=4)
 def _composed_cached(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
-    from .composed import ComposeSpec, ComposedStream, class_names, compose_split
+    from .composed import ComposedStream, ComposeSpec, class_names, compose_split
 
     name = f"fmnist-{task}" + (f":{arg}" if arg else "")
     opts = parse_composed_arg(f"fmnist-{task}", arg)
@@ -621,7 +622,8 @@ def _cifar(kind: str, data_dir: Optional[Path], download: bool) -> DataSplits:
             path = folder / fname
             d = _load_pickle(path)
             data, lab = d.get("data"), d.get(spec["labels"])
-            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            shaped = isinstance(data, np.ndarray) and data.ndim == 2 and data.shape[1] == 3 * 32 * 32
+            if not shaped or data.dtype != np.uint8:
                 got = f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
                 raise DatasetError(f"malformed CIFAR file {path}: 'data' must be uint8 (N, 3072), got {got}")
             lab = np.asarray(lab, dtype=np.int64) if lab is not None else None

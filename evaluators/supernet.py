@@ -46,8 +46,16 @@ from .checks import at_least, in_range
 from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .supernet_folder import SupernetFolder
-from .supernet_step import (Distributed, ResumableBatches, SandwichStep, calibration_batches, distributed_setup,
-                            recalibrate_bn, set_sync_batchnorm, subnet_plan)
+from .supernet_step import (
+    Distributed,
+    ResumableBatches,
+    SandwichStep,
+    calibration_batches,
+    distributed_setup,
+    recalibrate_bn,
+    set_sync_batchnorm,
+    subnet_plan,
+)
 from .train import LR_SCALINGS, evaluate, lr_at, make_optimizer, scaled_lr, set_lr, train_proxy
 
 __all__ = ["SupernetRecipe", "SupernetResult", "Supernet", "InheritedAccuracy", "train_supernet", "load_supernet",

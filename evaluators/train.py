@@ -15,8 +15,8 @@ builds the recipe from keywords): the architecture at the training resolution
 initialised from ``seed`` (``evaluators.proxies.init_model``), trained with AdamW (no weight decay
 on biases and norm/scale vectors), linear warm-up then cosine decay to zero, label smoothing,
 bf16 autocast on CUDA, optionally reporting an EMA of the weights. The default recipe is the
-stable one of issue #29 (peak LR 3.5e-4 at batch 256, 20 % warm-up). The data is moved to the device once as uint8; each batch is resized and
-normalised there (``evaluators.data.BatchLoader``).
+stable one of issue #29 (peak LR 3.5e-4 at batch 256, 20 % warm-up). The data is moved to the
+device once as uint8; each batch is resized and normalised there (``evaluators.data.BatchLoader``).
 
 Stops early, with a recorded reason, when the loss becomes NaN/inf (``status="nan"``) or when
 ``report(step, val_top1)`` returns True (``status="pruned"``: the hook for an Optuna pruner or
@@ -49,9 +49,9 @@ from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
 
-__all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at", "scaled_lr", "choose_step_mode", "param_groups",
-           "make_optimizer", "set_lr",
-           "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
+__all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at",
+           "scaled_lr", "choose_step_mode", "param_groups", "make_optimizer", "set_lr", "estimated_compile_seconds",
+           "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
 STATUSES = ("ok", "pruned", "nan")
 
@@ -761,8 +761,9 @@ def train(
         >>> from search_spaces import FasterViTConfig
         >>> cfg = FasterViTConfig(resolution=64, dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
         ...                       window_size=(2, 2, 2, 2))
-        >>> r = train(cfg, TrainRecipe(steps=5, batch_size=16, val_subset=64), device="cpu", progress=False)  # doctest: +SKIP
-        >>> r.status, len(r.top1_history)                                                                     # doctest: +SKIP
+        >>> recipe = TrainRecipe(steps=5, batch_size=16, val_subset=64)
+        >>> r = train(cfg, recipe, device="cpu", progress=False)  # doctest: +SKIP
+        >>> r.status, len(r.top1_history)                         # doctest: +SKIP
         ('ok', 1)
 
     Args:

@@ -47,8 +47,16 @@ import torch.nn.functional as F
 from timm.layers import drop_path, trunc_normal_
 
 from .config import CONV_STAGES, NUM_STAGES, FasterViTConfig, StageGeometry, as_resolution
-from .fastervit import (_BIAS_ALIGN, CarrierTokenInit, FasterViT, _attend, _use_fused, rel_pos_geometry,
-                        token_coords, window_order)
+from .fastervit import (
+    _BIAS_ALIGN,
+    CarrierTokenInit,
+    FasterViT,
+    _attend,
+    _use_fused,
+    rel_pos_geometry,
+    token_coords,
+    window_order,
+)
 from .presets import resolve_config
 from .space import SearchSpace, load_space
 

@@ -94,9 +94,8 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Inherited-weight top-1 of architectures (BatchNorm recalibrated per architecture)."""
-    from search_spaces import resolve_config
-
     from evaluators.supernet import InheritedAccuracy, load_supernet
+    from search_spaces import resolve_config
 
     with user_errors():
         configs = [resolve_config(c) for c in config]
