@@ -35,13 +35,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces import FasterViTConfig, resolve_config
+from search_spaces import FasterViT, FasterViTConfig, resolve_config
 
 from .augment import Augment
 from .checks import at_least, in_range
@@ -105,7 +105,8 @@ def lr_at(step: int, *, total: int, warmup_steps: int) -> float:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: weight decay on matrices and kernels, none on biases and norm/scale vectors."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -286,7 +287,8 @@ class _GraphStep(_Step):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        empty = torch.empty(0, device=self.device)
+        self.static: tuple[torch.Tensor, torch.Tensor] = (empty, empty)
         self.static_loss: Optional[torch.Tensor] = None
         self.seen = 0
         self.side = torch.cuda.Stream(self.device)
@@ -299,25 +301,30 @@ class _GraphStep(_Step):
                 loss = super().__call__(x, y)
             torch.cuda.current_stream(self.device).wait_stream(self.side)
             return loss
-        if self.graph is None:
-            self._capture(x, y)
-        sx, sy = self.static
+        if self.graph is None or self.static_loss is None:
+            graph, (sx, sy), loss = self._capture(x, y)
+        else:
+            graph, (sx, sy), loss = self.graph, self.static, self.static_loss
         sx.copy_(x, non_blocking=True)
         sy.copy_(y, non_blocking=True)
-        self.graph.replay()
-        return self.static_loss
+        graph.replay()
+        return loss
 
-    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.static = (x.clone(), y.clone())
+    def _capture(self, x: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Capture the step on copies of this batch; returns (graph, static inputs, static loss)."""
+        static = (x.clone(), y.clone())
         torch.cuda.synchronize(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.static_loss = self._forward_backward(*self.static, cache=False)
-        self.graph = graph
+            loss = self._forward_backward(*static, cache=False)
+        self.graph, self.static, self.static_loss = graph, static, loss
+        return graph, static, loss
 
     def release(self) -> None:
-        self.graph, self.static, self.static_loss = None, None, None
+        empty = torch.empty(0, device=self.device)
+        self.graph, self.static, self.static_loss = None, (empty, empty), None
         self.optimizer.zero_grad(set_to_none=True)
 
 
@@ -334,7 +341,7 @@ class _CompiledStep(_Step):
 
     def __init__(self, model: nn.Module, *args: Any, **kwargs: Any):
         super().__init__(model, *args, **kwargs)
-        self.model = torch.compile(model, dynamic=False)
+        self.model = cast(nn.Module, torch.compile(model, dynamic=False))
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -516,7 +523,8 @@ class _Ema:
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.dst, self.src, self.weight)
+        torch._foreach_lerp_(self.dst, self.src, self.weight)  # type: ignore[call-overload]  # a 0-d tensor weight
+        # is supported by the op (and kept inside a CUDA graph) but missing from torch's stubs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -911,7 +919,7 @@ def _result(run: _Run, prog: _Progress, log: _ModeLog, train_seconds: float, t_s
             from search_spaces.io import save_weights as _save
 
             Path(save_weights).parent.mkdir(parents=True, exist_ok=True)
-            _save(run.eval_model, save_weights)
+            _save(cast(FasterViT, run.eval_model), save_weights)
         top1 = prog.history[-1][1]
         tail = prog.losses[-10:]
         final_loss = sum(tail) / len(tail) if tail else float("nan")
