@@ -549,6 +549,7 @@ class _Run:
     channels_last: bool
     record: dict[str, Any]
     ema: Optional[_Ema] = None
+    head_only: bool = False
 
     @property
     def eval_model(self) -> nn.Module:
@@ -565,7 +566,7 @@ def _check_context(seed: Any, report: Any) -> None:
 
 
 def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: TrainRecipe, splits: DataSplits,
-                 seed: int, dev: torch.device) -> _Run:
+                 seed: int, dev: torch.device, init: Optional[FasterViT] = None, head_only: bool = False) -> _Run:
     """Data on the device, the model at the training resolution, loaders, budget and the recorded recipe."""
     use_amp = recipe.amp and dev.type == "cuda"
     train = splits.train.subset(recipe.subset, seed=0).to(dev)
@@ -577,7 +578,7 @@ def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: Tr
     if recipe.drop_path_rate is not None:
         changes["drop_path_rate"] = float(recipe.drop_path_rate)
     cfg = cfg.replace(**changes)
-    model = init_model(cfg, seed, device=dev)
+    model = init_model(cfg, seed, device=dev) if init is None else _initial(init, cfg, dev, head_only)
     channels_last = recipe.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -598,9 +599,24 @@ def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: Tr
                   drop_path_rate=cfg.drop_path_rate, seed=seed, amp=use_amp, channels_last=channels_last,
                   eval_every=every,
                   optimizer="AdamW(betas=(0.9, 0.999), no decay on biases/norms), warm-up + cosine to 0")
+    if init is not None:
+        record.update(init="given", head_only=head_only)
     ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
     return _Run(cfg, recipe, model, loader, val_loader, total, per_epoch, every, warmup_steps, peak, dev, use_amp,
-                channels_last, record, ema)
+                channels_last, record, ema, head_only)
+
+
+def _initial(model: FasterViT, cfg: FasterViTConfig, dev: torch.device, head_only: bool) -> FasterViT:
+    """The given initial model, checked against ``cfg`` (the run's architecture and classes), on ``dev``;
+    with ``head_only`` every parameter but the classifier's is frozen."""
+    if not isinstance(model, FasterViT):
+        raise ValueError(f"init={type(model).__name__} must be a search_spaces.FasterViT")
+    if model.config.replace(drop_path_rate=cfg.drop_path_rate) != cfg:
+        raise ValueError(f"init is {model.config.summary()} with {model.config.num_classes} classes; the run trains "
+                         f"{cfg.summary()} with {cfg.num_classes} (reset its classifier or move it with at_resolution)")
+    for name, p in model.named_parameters():
+        p.requires_grad_(not head_only or name.startswith("head."))
+    return model.to(dev)
 
 
 class _Batches:
@@ -712,7 +728,7 @@ def _loop(run: _Run, prog: _Progress, report: Optional[Callable[[int, float], bo
     step = make(mode)
     watch = _LossWatch(run.device)
     batches = _Batches(run)
-    run.model.train()
+    run.model.train(not run.head_only)  # head-only: the frozen backbone keeps its BatchNorm statistics
     t_loop = time.perf_counter()
     t_probe = t_loop
     try:
@@ -759,8 +775,10 @@ def train(
     progress: bool = True,
     desc: Optional[str] = None,
     save_weights: Union[str, Path, None] = None,
+    init: Optional[FasterViT] = None,
+    head_only: bool = False,
 ) -> TrainResult:
-    """Train ``cfg`` from scratch with ``recipe`` and return its validation top-1.
+    """Train ``cfg`` from scratch (or from ``init``) with ``recipe`` and return its validation top-1.
 
     The architecture runs at the recipe's resolution (``cfg.at_resolution(r)``, windows per side
     kept) with the dataset's class count, freshly initialised from ``seed``.
@@ -787,14 +805,20 @@ def train(
         desc: progress-bar label.
         save_weights: write the trained weights there (safetensors; the EMA weights when the
             recipe has an EMA) when the run ends without NaN.
+        init: start from this model (fine-tuning) instead of a seeded initialisation; it must be
+            ``cfg`` at the recipe's resolution with the data's classes, and is trained in place.
+        head_only: train the classifier alone (``init`` required): every other parameter is frozen
+            and the backbone stays in eval mode (BatchNorm statistics and stochastic depth as given).
     """
+    if head_only and init is None:
+        raise ValueError("head_only=True fine-tunes the head of a given model: pass init")
     if not isinstance(recipe, TrainRecipe):
         raise ValueError(f"recipe={recipe!r} must be an evaluators.train.TrainRecipe")
     _check_context(seed, report)
     t_start = time.perf_counter()
     dev = resolve_device(device)  # the one default-device picker (evaluators.profiler)
     splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
-    run = _prepare_run(cfg, recipe, splits, seed, dev)
+    run = _prepare_run(cfg, recipe, splits, seed, dev, init, head_only)
     prog = _Progress(total=run.total, lr=run.peak_lr)
     if progress:
         from tqdm.auto import tqdm
