@@ -332,6 +332,8 @@ class StudyDriver:
         self.constraints = [parse_constraint(c) for c in [*s.constraints, *self.space.constraints]]
         # the accuracy estimator, built and checked once (workers in other processes build theirs from the settings)
         self.estimator = build_estimator(s) if needs_accuracy(self.objectives, self.constraints) else None
+        if self.estimator is not None:
+            self.estimator.check_space(self.space)  # e.g. a supernet of another space: refused before the study
         needed = {o.name for o in self.objectives} | {c.name for c in self.constraints}
         if any(n in PREDICTED_KEYS for n in needed):
             checked_predictor(s, needed)  # a predictor that does not give an objective: refused before the study

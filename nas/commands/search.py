@@ -79,8 +79,9 @@ def search(
     min_budget: Optional[float] = typer.Option(ESTIMATOR.min_budget, help="--fidelity sh: epochs of the first rung "
                                                "(default train-epochs / eta^2)."),
     eta: int = typer.Option(ESTIMATOR.eta, help="--fidelity sh: the top 1/eta of each rung go on (integer >= 2)."),
-    confirm: int = typer.Option(SEARCH.confirm, help="After the search, re-train the K most accurate front points "
-                                "with another seed (an estimator that trains, --proxy train; see `nas confirm`)."),
+    confirm: int = typer.Option(SEARCH.confirm, help="After the search, train the K most accurate front points: "
+                                "--proxy train re-trains with another seed, supernet:DIR trains stand-alone with "
+                                "two seeds (see `nas confirm`)."),
     workers: int = typer.Option(WORKERS.workers, help="Parallel worker processes sharing the study (one per GPU)."),
     backend: str = typer.Option(WORKERS.backend, help="optuna (this box) | ray (Ray Tune)."),
     ray_address: Optional[str] = typer.Option(WORKERS.ray_address, help="Ray cluster address (auto | HOST:PORT)."),
@@ -97,7 +98,7 @@ def search(
     Exit codes: 0 done; 1 stopped early (20 failed trials in a row, a worker died); 2 bad input or
     storage fault (one line saying what to do); 130 interrupted (what was kept and how to resume).
     """
-    from nas.estimators import estimator_type  # torch, optuna: imported when the command runs
+    from nas.estimators import canonical_proxy, estimator_type  # torch, optuna: imported when the command runs
     from nas.search import Interrupted
 
     with user_errors():
@@ -106,14 +107,15 @@ def search(
         settings = SearchSettings(
             objectives=objectives, constraints=constraints, space=space, sampler=sampler, population=population,
             trials=trials, timeout=timeout, seed=seed, enqueue_presets=enqueue_presets, confirm=confirm,
-            proxy=proxy, data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
+            proxy=canonical_proxy(proxy), data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
             proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
             train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
-        if confirm and not estimator_type(proxy).retrains:
-            raise ValueError(f"--confirm {confirm} re-trains front points: it needs --proxy train, not {proxy!r}")
+        if confirm and not estimator_type(proxy).confirmable:
+            raise ValueError(f"--confirm {confirm} trains front points: it needs --proxy train or supernet:DIR, "
+                             f"not {proxy!r}")
         if confirm and backend == "ray":
             raise ValueError("--confirm runs on this machine after the search: with --backend ray run "
                              "`nas confirm --study S --storage URL --top K` there instead")
