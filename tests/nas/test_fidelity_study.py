@@ -180,7 +180,8 @@ def test_confirm_refuses_a_zero_cost_study(tmp_path, monkeypatch):
     r = runner.invoke(app, ["confirm", "--study", "zc", "--top", "1"])
     assert r.exit_code == 2 and "searched with --proxy grad_norm" in " ".join(r.output.split())
     r = _search("--proxy", "grad_norm", "--confirm", "1", "--trials", "1")
-    assert r.exit_code == 2 and "--confirm 1 re-trains front points: it needs --proxy train" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "--confirm 1 trains front points: it needs --proxy train or supernet:DIR" in " ".join(
+        r.output.split())
 
 
 def test_search_confirm_retrains_after_the_search(tmp_path, monkeypatch):
