@@ -9,7 +9,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
 
-__all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_rows", "reading", "TABLE_HEADER"]
+__all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_header", "table_rows", "reading",
+           "TABLE_HEADER"]
 
 FAMILY_STYLE = {"conv": ("ConvNets", "square", "#0072B2"), "transformer": ("Transformers", "triangle-up", "#56B4E9"),
                 "hybrid": ("Hybrids", "star", "#CC79A7")}
@@ -48,6 +49,12 @@ def _img(v: Optional[float]) -> str:
     return "—" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
 
 
+def table_header(d: Mapping[str, Any]) -> list[str]:
+    """``TABLE_HEADER``, plus the accuracy estimate's column when ``nas compare --proxy`` scored our rows."""
+    label = d.get("estimate_label")
+    return [*TABLE_HEADER, label] if label else list(TABLE_HEADER)
+
+
 def table_rows(d: Mapping[str, Any]) -> list[list[str]]:
     """One formatted row per model and mode (the CLI table and the HTML table)."""
     front = set(d["front"])
@@ -63,6 +70,9 @@ def table_rows(d: Mapping[str, Any]) -> list[list[str]]:
                      f"{_fmt(r.get('gmacs'), '.2f')} / {_fmt(r.get('paper_gflops'), '.1f')}", here,
                      _fmt(r.get("paper_a100_img_s"), ",.0f"), _fmt(r.get("ratio"), ".3g") if _ok(r) else "—",
                      _fmt(r.get("top1"), ".1f"), on])
+        if d.get("estimate_label"):
+            rows[-1].append(_fmt(r.get("estimate"), ".2f") if r.get("estimate") is not None
+                            else ("—" if r["code"] != "nas" else f"not scored: {r.get('estimate_error')}"))
     return rows
 
 
@@ -157,7 +167,8 @@ def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str 
             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in reading(d)) + "</ul>",
             figure_html(_figure(d), first=True, plotlyjs=plotlyjs),
             "<h2>Models</h2>",
-            table_html(TABLE_HEADER, table_rows(d), [False, False, True, True, True, True, True, True, True, False]),
+            table_html(table_header(d), table_rows(d),
+                       [False, False, True, True, True, True, True, True, True, False, True][:len(table_header(d))]),
             "<h2>Throughput ratios of Tables S.2 and S.3</h2>", _tables_html(d.get("tables"))]
     return write_page(path, f"nas compare — {_where(d)}", body, plotlyjs=plotlyjs)
 

@@ -110,3 +110,31 @@ def test_garbage_weights_are_one_clear_error(tmp_path, monkeypatch):
     text = " ".join(r.output.split())
     assert r.exit_code == 2 and "are not a safetensors file or a torch state dict" in text
     assert "Traceback" not in r.output
+
+
+def test_proxies_and_compare_score_with_a_supernet(tmp_path, monkeypatch):
+    import nas.compare as cmp
+
+    monkeypatch.chdir(tmp_path)
+    cfg = FasterViTConfig(**{**TINY_BASE, "depths": (1, 1, 1, 1)})
+    cfg.save(tmp_path / "cfg.json")
+    proxy = f"supernet:{supernet_dir()}"
+    r = runner.invoke(app, ["proxies", "--config", "cfg.json", "--proxy", proxy, "--proxy", "params", "--device",
+                            "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)["proxies"]
+    assert out["params"]["value"] > 0 and out[proxy]["error"] is None and 0 <= out[proxy]["value"] <= 100
+    # compare: our FasterViT rows get the estimator's column; FasterViT-0 is no point of the tiny supernet's space
+    monkeypatch.setattr(cmp, "_measure_one", lambda p, code, s: [cmp.ModelRow(
+        name=p.name, family=p.family, code=code, model_id=str(p.preset if code == "nas" else p.timm_id),
+        resolution=p.resolution, mode="eager", img_s=100.0, top1=p.top1)])
+    s = cmp.CompareSettings(models=["FasterViT-0", "Swin-T"], device="cpu", proxy=proxy).resolved()
+    d = cmp.run_compare(s).to_dict()
+    assert d["estimate_label"] == "top-1 % (supernet, 0.25 epochs, fashion-mnist)"
+    fv0 = next(r for r in d["rows"] if r["code"] == "nas")
+    assert fv0["estimate"] is None and fv0["estimate_error"].startswith("the supernet cannot run this config")
+    from nas.compare_report import table_header, table_rows
+
+    assert table_header(d)[-1] == d["estimate_label"]
+    rows = {r[0]: r for r in table_rows(d)}
+    assert rows["FasterViT-0"][-1].startswith("not scored: the supernet cannot run") and rows["Swin-T"][-1] == "—"
