@@ -38,12 +38,13 @@ from search_spaces.space import SearchSpace, load_space
 from . import record as R
 from .adapters import storage_of
 from .estimators import build_estimator, identity_change
-from .front import hypervolume, objective_labels, objective_names, pareto_rows
+from .front import REFERENCE_PRESETS, ReferencePoint, hypervolume, objective_labels, objective_names, pareto_rows
 from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, trial_id
 from .labels import metric_labels
 from .objectives import PREDICTED_KEYS, Objective, parse_constraint, parse_objectives
 from .progress import SearchProgress
 from .record import Status
+from .references import report_references
 from .report import write_report
 from .samplers import sampler_for
 from .settings import SearchSettings, settings_for_study
@@ -68,7 +69,6 @@ __all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "Back
            "state_counts", "REFERENCE_PRESETS"]
 
 log = logging.getLogger("nas.search")
-REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 
 
 # ------------------------------------------------------------------------------------------ study
@@ -414,7 +414,19 @@ class StudyDriver:
             if stale:
                 self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
             return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
-                             stopped_reason=reason)
+                             stopped_reason=reason, references=self.references())
+
+    def references(self) -> Optional[list[ReferencePoint]]:
+        """FasterViT-0..3 for the report: where they are points of the searched space, the ones the study lacks
+        are measured apart exactly as its trials were (cached in the study); elsewhere they are listed with how
+        to measure them (`nas pareto`). None before any trial completed."""
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in self.study.get_trials(deepcopy=False)):
+            return None
+        if not all(self.space.params_for(PRESETS[p]) is not None for p in REFERENCE_PRESETS):
+            return report_references(self.study, measure=False)
+        self.out("FasterViT-0..3 on the report: measuring the ones the study lacks as its trials were measured "
+                 "(once; cached in the study)")
+        return report_references(self.study, on_progress=lambda p: self.out(f"  measuring {p} ..."))
 
     def _interrupted(self, e: BaseException) -> "Interrupted":
         sig = getattr(e, "signal_name", "SIGINT")
@@ -472,12 +484,13 @@ class LocalBackend:
 
 
 def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_file: Optional[Path] = None,
-              stopped_reason: Optional[str] = None) -> SearchResult:
+              stopped_reason: Optional[str] = None,
+              references: Optional[Sequence[ReferencePoint]] = None) -> SearchResult:
     counts = state_counts(study)
     fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
     path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
     try:
-        report = write_report(study, path)
+        report = write_report(study, path, references=references)
     except OSError as e:  # the trials are safe in the storage; only the report could not be written
         again = f"nas pareto --study {settings.study}" + (f" --storage {settings.storage}"
                                                            if isinstance(settings.storage, str) else "")
