@@ -13,7 +13,7 @@ import matplotlib
 import plotly.graph_objects as go
 
 from . import plots, record as R
-from .confirm import noise_marks
+from .confirm import confirmations, noise_marks
 from .front import (
     ReferencePoint,
     feasible_trials,
@@ -105,6 +105,14 @@ def _retrained_values(front: Sequence[Any], noise: Mapping[str, Any]) -> list[li
     return out
 
 
+def _confirmed_label(study: Any) -> str:
+    """Legend of the confirmed points: re-trained with another seed, or trained stand-alone (a supernet study)."""
+    kinds = {e.get("kind", "retrain") for entries in confirmations(study).values() for e in entries}
+    if kinds == {"standalone"}:
+        return "confirmed: trained stand-alone (mean of seeds)"
+    return "re-trained with another seed (mean)"
+
+
 def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint], names: Sequence[str],
                   labels: Sequence[str]) -> Any:
     sc = _scaled(names, labels)
@@ -137,7 +145,7 @@ def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint
                       **bars))
     again = _retrained_values(front, noise) if noise else []
     if again:
-        fig.add_trace(cls(**xyz(again), mode="markers", name="re-trained with another seed (mean)", hoverinfo="x+y",
+        fig.add_trace(cls(**xyz(again), mode="markers", name=_confirmed_label(study), hoverinfo="x+y",
                           marker=dict(symbol="x", size=9 if not three else 4, color=COLORS["front"])))
     for in_study in (True, False):
         pts = [r for r in refs if r.values is not None and r.in_study == in_study]
