@@ -63,3 +63,11 @@ def test_plans_share_runs_and_steps_are_nominal_epochs(gt2):
     both = gt2.build_plans(["data", "budget"], args, pool)
     keys = [gt2.run_key(r) for r in both]
     assert len(keys) == len(set(keys))  # a run in two plans (stream, seed 0, E) is trained once
+
+
+def test_readme_quotes_the_odd_task_ceiling_from_its_json():
+    data = json.loads((ROOT / "results" / "benchmarks" / "odd-ceiling.json").read_text())
+    text = " ".join((ROOT / "README.md").read_text().split())
+    ceil = {c["items"]: c["odd_top1_bayes"] for c in data["ceilings"]}
+    assert f"to {data['item_top1']:.1f} % top-1" in text
+    assert f"**{ceil[3]:.1f} %** on the 3-item task" in text and f"(**{ceil[5]:.1f} %** with 5 items" in text
