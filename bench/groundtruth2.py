@@ -520,12 +520,27 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def stand_alone_truth(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``gt`` plan as ``bench/supernet.py`` reads a ground truth: ``archs`` with config and the mean top-1
+    over seeds (the architecture at 224 px: the supernet moves it to its training resolution)."""
+    from search_spaces import FasterViTConfig
+
+    by_arch = _by_arch(_runs(data, plan="gt"))
+    archs = [dict(arch_id=FasterViTConfig.from_dict(data["archs"][a]["config"]).arch_id, name=a,
+                  config=data["archs"][a]["config"],
+                  top1=round(statistics.fmean(v), 3), seeds=len(v)) for a, v in by_arch.items()]
+    return dict(archs=archs, source="bench/groundtruth2.py (plan gt)", task=(data.get("chosen") or {}).get("dataset"))
+
+
 def analyze(args: argparse.Namespace) -> int:
     path = args.out or DEFAULT_OUT
     data = json.loads(path.read_text())
     summary = summarize(data)
     out = args.summary_out or SUMMARY
     _atomic_write(out, _clean(summary))
+    if args.export_truth is not None:
+        _atomic_write(args.export_truth, _clean(stand_alone_truth(data)))
+        print(f"-> {args.export_truth} (stand-alone top-1 of the gt plan, for bench/supernet.py --groundtruth)")
     print(markdown(summary))
     print(f"-> {out}")
     return 0
@@ -553,6 +568,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
     p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")
+    p.add_argument("--export-truth", type=Path, default=None,
+                   help="--analyze: also write the gt plan as bench/supernet.py's ground truth JSON")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny archs, 4 steps per run (checks the whole path)")
     return p.parse_args(argv)
 
