@@ -36,14 +36,16 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
         sys.path.insert(0, str(p))
 
-from groundtruth import _atomic_write, _clean, _error_text  # noqa: E402
+from groundtruth import _error_text  # noqa: E402
+
+from evaluators.jsonfile import write_json  # noqa: E402
 
 BENCH = "groundtruth2"
 SCHEMA_VERSION = 1
@@ -259,7 +261,7 @@ class Store:
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_write(self.path, _clean(self.data))
+        write_json(self.path, self.data)
 
     def done(self, key: str) -> bool:
         return self.data["runs"].get(key, {}).get("status") in ("ok", "nan")
@@ -410,7 +412,8 @@ def kendall(a: list[float], b: list[float]) -> Optional[float]:
 
 
 def _runs(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in data["runs"].values() if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
+    return [r for r in data["runs"].values()
+            if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
 
 
 def _by_arch(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -537,9 +540,9 @@ def analyze(args: argparse.Namespace) -> int:
     data = json.loads(path.read_text())
     summary = summarize(data)
     out = args.summary_out or SUMMARY
-    _atomic_write(out, _clean(summary))
+    write_json(out, summary)
     if args.export_truth is not None:
-        _atomic_write(args.export_truth, _clean(stand_alone_truth(data)))
+        write_json(args.export_truth, stand_alone_truth(data))
         print(f"-> {args.export_truth} (stand-alone top-1 of the gt plan, for bench/supernet.py --groundtruth)")
     print(markdown(summary))
     print(f"-> {out}")

@@ -50,8 +50,8 @@ from .profiler import resolve_device
 from .proxies import init_model
 
 __all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at",
-           "scaled_lr", "choose_step_mode", "param_groups", "make_optimizer", "set_lr", "estimated_compile_seconds",
-           "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
+           "scaled_lr", "choose_step_mode", "check_optimisation", "param_groups", "make_optimizer", "set_lr",
+           "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
 STATUSES = ("ok", "pruned", "nan")
 
@@ -451,15 +451,7 @@ class TrainRecipe:
         for name in ("steps", "eval_every", "eval_batch_size", "subset", "val_subset"):
             if getattr(self, name) is not None:
                 at_least(name, getattr(self, name))
-        at_least("batch_size", self.batch_size)
-        in_range("lr", self.lr, low=0.0, low_open=True)
-        in_range("weight_decay", self.weight_decay, low=0.0)
-        in_range("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
-        in_range("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        if self.grad_clip is not None:
-            in_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        if self.drop_path_rate is not None:
-            in_range("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
+        check_optimisation(self)
         if self.ema_decay is not None:
             in_range("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         if self.resolution is not None:
@@ -469,8 +461,6 @@ class TrainRecipe:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.compile not in STEP_MODES:
             raise ValueError(f"compile={self.compile!r} is unknown; choose one of {', '.join(STEP_MODES)}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling={self.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
         if self.augment is not None and not isinstance(self.augment, Augment):
             raise ValueError(f"augment={self.augment!r} must be an evaluators.augment.Augment or None")
 
@@ -495,6 +485,22 @@ class TrainRecipe:
         if d.get("augment") is not None:
             d["augment"] = Augment(**d["augment"])
         return cls(**d)
+
+
+def check_optimisation(r: Any) -> None:
+    """Validate what a ``TrainRecipe`` and a supernet's recipe share: batch, LR and its scaling, weight decay,
+    warm-up, label smoothing, clipping and drop-path (each error names the field, value and rule)."""
+    at_least("batch_size", r.batch_size)
+    in_range("lr", r.lr, low=0.0, low_open=True)
+    if r.lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling={r.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
+    in_range("weight_decay", r.weight_decay, low=0.0)
+    in_range("warmup", r.warmup, low=0.0, high=1.0, high_open=True)
+    in_range("label_smoothing", r.label_smoothing, low=0.0, high=1.0, high_open=True)
+    if r.grad_clip is not None:
+        in_range("grad_clip", r.grad_clip, low=0.0, low_open=True)
+    if r.drop_path_rate is not None:
+        in_range("drop_path_rate", r.drop_path_rate, low=0.0, high=1.0, high_open=True)
 
 
 class _Ema:

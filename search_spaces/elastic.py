@@ -53,9 +53,12 @@ from .fastervit import (
     FasterViT,
     _attend,
     _use_fused,
+    pad_to_windows,
     rel_pos_geometry,
     token_coords,
+    window_map,
     window_order,
+    window_tokens,
 )
 from .presets import resolve_config
 from .space import SearchSpace, load_space
@@ -795,20 +798,13 @@ class ElasticTransformerStage(nn.Module):
             self.downsample.configure(geom.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        ws = self.window
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        H, W = x.shape[-2:]
+        x = pad_to_windows(x, self.window)
         ct = self.ct_init(x) if self.hat and self.ct_init is not None else None
-        x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
+        tokens = window_tokens(x, self.window)
         for blk in self.blocks[: self.depth]:
-            x, ct = blk(x, ct)
-        x = x.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        x = x.permute(0, 3, 1, 2)
-        if pad_h or pad_w:
-            x = x[:, :, :H, :W]
+            tokens, ct = blk(tokens, ct)
+        x = window_map(tokens, x.shape, self.window, H, W)
         return x if self.downsample is None else self.downsample(x)
 
 
