@@ -43,6 +43,7 @@ for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
         sys.path.insert(0, str(p))
 
+import groundtruth  # noqa: E402
 from groundtruth import _error_text  # noqa: E402
 
 from evaluators.jsonfile import write_json  # noqa: E402
@@ -236,15 +237,12 @@ def _train_one(task: dict[str, Any], setup: dict[str, Any], gpu: str, wid: int, 
 # =============================================================================================
 # results file
 # =============================================================================================
-class Store:
-    """The results JSON: the arch pool, finished runs by key, failures and sessions."""
-
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path = path
-        self.data = data
+class Store(groundtruth.Store):
+    """The results JSON: the arch pool, finished runs by key, failures and sessions (saving and failures as the
+    first ground truth's)."""
 
     @classmethod
-    def open(cls, path: Path, archs: dict[str, Any]) -> "Store":
+    def open(cls, path: Path, archs: dict[str, Any]) -> "Store":  # type: ignore[override]
         if path.is_file():
             data = json.loads(path.read_text())
             if data.get("benchmark") != BENCH:
@@ -259,19 +257,11 @@ class Store:
         store.save()
         return store
 
-    def save(self) -> None:
-        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        write_json(self.path, self.data)
-
     def done(self, key: str) -> bool:
         return self.data["runs"].get(key, {}).get("status") in ("ok", "nan")
 
     def add(self, task: dict[str, Any], out: dict[str, Any]) -> None:
         self.data["runs"][run_key(task)] = dict(task, **out, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        self.save()
-
-    def fail(self, task: dict[str, Any], error: str, worker: Any) -> None:
-        self.data["failures"].append(dict(task, error=error, worker=worker, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
         self.save()
 
 
