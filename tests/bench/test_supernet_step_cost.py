@@ -31,3 +31,13 @@ def test_the_committed_measurement_names_its_gpu_and_its_ratio():
     assert "H100" in data["gpu"]
     assert math.isclose(data["projected_cost_ratio"],
                         data["standalone"]["largest"]["images_per_s"] / data["supernet"]["images_per_s"])
+
+
+def test_the_readme_table_is_the_json():
+    data = json.loads((ROOT / "results" / "benchmarks" / "supernet-step-cost.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    assert f"| {round(data['supernet']['images_per_s']):,} |" in text
+    for key in ("largest", "smallest"):
+        assert f"| {round(data['standalone'][key]['images_per_s']):,} |" in text
+    assert f"| {round(data['standalone_eager']['largest']['images_per_s']):,} |" in text
+    assert f"**{data['projected_cost_ratio']:.1f}×**" in text and data["gpu"] in text
