@@ -81,3 +81,14 @@ def test_the_gt_plan_exports_the_supernet_benchs_ground_truth(gt2):
     data = dict(archs={"fv0": dict(config=cfg)}, runs={"a": dict(run, seed=0), "b": dict(run, seed=1, top1=82.0)})
     (arch,) = gt2.stand_alone_truth(data)["archs"]
     assert arch["top1"] == 81.0 and arch["seeds"] == 2 and arch["arch_id"] == PRESETS["faster_vit_0_224"].arch_id
+
+
+def test_the_dry_run_estimate_counts_pixels_and_uses_measured_rates(gt2):
+    recipe = dict(steps=10, batch_size=100, resolution=128)
+    todo = [dict(recipe=recipe), dict(recipe=dict(recipe, resolution=64))]
+    assert gt2.pixel_images(todo[0]) == 4 * gt2.pixel_images(todo[1]) == 4000
+    assert "an assumed" in gt2.gpu_time_estimate(todo, [], 4)
+    finished = [dict(status="ok", seconds=10.0, recipe=dict(recipe, resolution=64)),  # 100 img/s per worker
+                dict(status="failed", seconds=1.0, recipe=recipe)]
+    line = gt2.gpu_time_estimate(todo, finished, 2)
+    assert "200 img/s with 2 workers, from 1 finished runs" in line and "~0 min" in line  # 5000 / 200 s
