@@ -469,7 +469,7 @@ class SupernetEstimator(AccuracyEstimator):
     def cost(self) -> str:
         calib = self.calib_images or (self.meta.get("evaluation") or {}).get("calib_images", "the recorded number of")
         val = f"{self.val_subset:,}" if self.val_subset else "all"
-        return (f"BatchNorm recalibration on {calib} {self.meta['data']} training images and validation on {val} "
+        return (f"BatchNorm recalibration on {calib} {self.data} training images and validation on {val} "
                 f"{self.data} images, with the weights of the supernet in {self.path} (no training)")
 
     def describe(self) -> str:

@@ -110,14 +110,17 @@ class SupernetRecipe:
             raise ValueError(f"seed={self.seed!r} must be an integer")
 
     def augment(self) -> Optional[Augment]:
+        """The on-device augmentation of the training batches (None when it does nothing)."""
         a = Augment(crop=self.augment_crop, flip=self.augment_flip)
         return a if a.active else None
 
     def to_dict(self) -> dict[str, Any]:
+        """The recipe as JSON (part of the run's identity)."""
         return asdict(self)
 
     @classmethod
     def from_kwargs(cls, epochs: float, **kwargs: Any) -> "SupernetRecipe":
+        """The recipe of budget ``epochs`` with ``kwargs`` set; unknown settings are refused by name."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(kwargs) - names)
         if unknown:
@@ -370,6 +373,9 @@ def _checkpoint(run: _Run, done: int) -> float:
 def _restore(run: _Run) -> int:
     """Load the folder's checkpoint into the run (every rank); returns the steps already done."""
     state = run.folder.load_checkpoint(map_location="cpu")
+    if state is None and int(run.meta.get("steps_done") or 0) > 0:
+        raise ValueError(f"{run.folder.path} records {run.meta['steps_done']} steps done but holds no checkpoint "
+                         f"(removed?); a resume would start again from step 0: train into a new folder")
     if state is None:
         torch.manual_seed(run.recipe.seed)
         if run.device.type == "cuda":
@@ -590,15 +596,22 @@ def load_supernet(path: Union[str, Path], *, device: Union[str, torch.device, No
                          f"finish it with the same `nas supernet train` command")
     space = SearchSpace.from_dict(meta["space"]["definition"], source=meta["space"].get("source"))
     model = ElasticFasterViT(space, resolution=tuple(meta["resolution"]), num_classes=int(meta["num_classes"]))
-    if folder.weights_path.is_file():
-        state = folder.load_weights()
-    else:
-        ckpt = folder.load_checkpoint()
-        if ckpt is None:
-            raise FileNotFoundError(f"{folder.path} holds no weights yet (no {folder.weights_path.name}, "
-                                    f"no checkpoint)")
-        state = ckpt["model"]
-    model.load_state_dict(state, strict=True)
+    source = folder.weights_path if folder.weights_path.is_file() else folder.checkpoint_path
+    try:
+        if folder.weights_path.is_file():
+            state = folder.load_weights()
+        else:
+            ckpt = folder.load_checkpoint()
+            if ckpt is None:
+                raise FileNotFoundError(f"{folder.path} holds no weights yet (no {folder.weights_path.name}, "
+                                        f"no checkpoint)")
+            state = ckpt["model"]
+        model.load_state_dict(state, strict=True)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # a damaged file (safetensors/unpickling) or weights of another supernet
+        raise ValueError(f"cannot load the supernet weights {source}: {type(e).__name__}: {str(e)[:300]} "
+                         f"(damaged, or not this supernet.json's); train it again into a new folder") from None
     dev = resolve_device(device)
     return Supernet(model.to(dev).eval(), meta, folder.path)
 

@@ -144,7 +144,7 @@ def finetune(
         if model.num_classes != splits.num_classes:
             model.reset_classifier(splits.num_classes)
     target = cfg.replace(num_classes=splits.num_classes, drop_path_rate=model.config.drop_path_rate)
-    if model.config != target:  # a supernet's subnet comes at its training resolution
+    if model.config != target:  # the start's config differs (resolution, classes, drop path): same weights
         moved = FasterViT(target)
         moved.load_state_dict(model.state_dict(), strict=True)
         model = moved

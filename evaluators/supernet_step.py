@@ -109,8 +109,9 @@ class ResumableBatches:
 
     ``state()`` holds the epoch, the position in it, the loader's generator state at the epoch's
     start (the epoch's order is drawn again from it) and the augmentation generator's state, so a
-    restored iterator gives the very batches the cut run would have. Under DDP (``world`` > 1)
-    each rank gets its slice of the same global batch (``loader.batch_size`` = global batch).
+    restored iterator gives the very batches the cut run would have; a streamed split's draw
+    generator is saved where it stands. Under DDP (``world`` > 1) each rank gets its slice of the
+    same global batch (``loader.batch_size`` = global batch).
     """
 
     def __init__(self, loader: BatchLoader, *, rank: int = 0, world: int = 1, channels_last: bool = False):
@@ -133,16 +134,22 @@ class ResumableBatches:
         b = self.loader.batch_size
         idx = self._order[self.position * b:(self.position + 1) * b]
         local = b // self.world
-        x, y = self.loader.batch(idx[self.rank * local:(self.rank + 1) * local])
+        part = slice(self.rank * local, (self.rank + 1) * local)
+        if self.loader.stream_generator is not None:  # drawn afresh: every rank draws the global batch
+            x, y = self.loader.batch(idx)             # from the same generator and keeps its slice
+            x, y = x[part], y[part]
+        else:
+            x, y = self.loader.batch(idx[part])
         self.position += 1
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
 
     def state(self) -> dict[str, Any]:
-        aug = self.loader.aug_generator
+        aug, stream = self.loader.aug_generator, self.loader.stream_generator
         return dict(epoch=self.epoch, position=self.position, start_state=self._start_state,
-                    aug_state=aug.get_state() if aug is not None else None)
+                    aug_state=aug.get_state() if aug is not None else None,
+                    stream_state=stream.get_state() if stream is not None else None)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.loader.generator.set_state(state["start_state"])
@@ -151,6 +158,8 @@ class ResumableBatches:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
         if state.get("aug_state") is not None and self.loader.aug_generator is not None:
             self.loader.aug_generator.set_state(state["aug_state"])
+        if state.get("stream_state") is not None and self.loader.stream_generator is not None:
+            self.loader.stream_generator.set_state(state["stream_state"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,16 +200,21 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], *, amp: bo
 
 
 def calibration_batches(loader: BatchLoader, n: int, *, channels_last: bool = False) -> Iterator[torch.Tensor]:
-    """The first ``n`` batches of a fresh epoch of ``loader`` (its generator restored afterwards, so
-    every subnet is calibrated on the same images)."""
-    state = loader.generator.get_state()
+    """``n`` batches of ``loader`` from where its generators stand (restored afterwards, so every
+    subnet is calibrated on the same images); epoch after epoch when one holds fewer batches."""
+    gens = [g for g in (loader.generator, loader.aug_generator, loader.stream_generator) if g is not None]
+    states = [g.get_state() for g in gens]
     try:
-        for i, (x, _) in enumerate(loader):
-            if i >= n:
-                break
-            yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        i = 0
+        while i < n:
+            for x, _ in loader:
+                if i >= n:
+                    break
+                i += 1
+                yield x.contiguous(memory_format=torch.channels_last) if channels_last else x
     finally:
-        loader.generator.set_state(state)
+        for g, st in zip(gens, states):
+            g.set_state(st)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union, cast
+from typing import Any, Callable, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -156,9 +156,11 @@ class Capacity:
     layer_norm_last: bool
 
     def hidden(self, stage: int) -> int:
+        """MLP hidden units of ``stage`` at the largest width and ratio."""
         return int(self.dim * 2**stage * self.mlp_ratio)
 
     def to_dict(self) -> dict[str, Any]:
+        """The capacity as JSON (recorded in ``supernet.json``)."""
         return asdict(self)
 
     @classmethod
@@ -865,7 +867,11 @@ class ElasticFasterViT(nn.Module):
         """``cfg`` at the supernet's resolution and class count, checked against its capacity."""
         cfg = resolve_config(cfg)
         if cfg.resolution != self.resolution:
-            cfg = cfg.at_resolution(self.resolution)
+            try:
+                cfg = cfg.at_resolution(self.resolution)
+            except ValueError as e:  # e.g. a carrier-token grid larger than its window at this size
+                raise SupernetError(f"{cfg.arch_id} does not fit the supernet's resolution "
+                                    f"{self.resolution[0]}x{self.resolution[1]}: {e}") from None
         if cfg.num_classes != self.num_classes:
             cfg = cfg.replace(num_classes=self.num_classes)
         self.capacity.check(cfg)
@@ -1032,8 +1038,3 @@ def sample_subnet(space: SpaceLike, rng: np.random.Generator, resolution: Option
         if moved is not None:
             return moved
     raise SupernetError(f"{tries} random draws of space {sp.name!r} gave no config valid at resolution {res}")
-
-
-def iter_elastic(model: nn.Module) -> Iterable[nn.Module]:
-    """The elastic ops of a model."""
-    return (m for m in model.modules() if isinstance(m, Elastic))

@@ -228,3 +228,52 @@ def test_calibration_batches_are_the_same_every_time(fmnist):
     b = [x for x in calibration_batches(loader, 2)]
     assert len(a) == 2 and all(torch.equal(u, v) for u, v in zip(a, b))
     assert np.isfinite(a[0].numpy()).all()
+
+
+def test_calibration_draws_as_many_batches_as_asked_epoch_after_epoch(fmnist):
+    loader = BatchLoader(fmnist.train.subset(16, seed=0), batch_size=8, resolution=64, device="cpu", seed=5)
+    assert len(loader) == 2 and len(list(calibration_batches(loader, 5))) == 5
+
+
+def _stream_loader(seed: int = 3) -> BatchLoader:
+    s = load_dataset("fmnist-odd:train=stream")
+    return BatchLoader(s.train.subset(64), batch_size=8, resolution=32, device="cpu", seed=seed)
+
+
+def test_a_streamed_split_resumes_calibrates_and_splits_over_ranks_like_one_run():
+    from evaluators.supernet_step import ResumableBatches
+
+    one = ResumableBatches(_stream_loader())
+    labels = [one.next()[1] for _ in range(3)]
+    cut = ResumableBatches(_stream_loader())
+    cut.next()
+    state = cut.state()
+    again = ResumableBatches(_stream_loader())
+    again.restore(state)
+    assert torch.equal(again.next()[1], labels[1]) and torch.equal(again.next()[1], labels[2])
+    ranks = [ResumableBatches(_stream_loader(), rank=r, world=2) for r in (0, 1)]
+    first = [b.next()[1] for b in ranks]
+    assert torch.equal(torch.cat(first), labels[0])  # two ranks: the halves of one process's batch
+    loader = _stream_loader()
+    a, b = (list(calibration_batches(loader, 2)) for _ in range(2))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))  # every subnet sees the same images
+
+
+def test_a_config_that_cannot_move_to_the_supernets_resolution_is_a_supernet_error(space):
+    net = ElasticFasterViT(space, resolution=(64, 64), num_classes=10)
+    cfg = space.apply({}).replace(resolution=(224, 224), window_size=(7, 7, 7, 7), ct_size=7)
+    with pytest.raises(SupernetError, match="does not fit the supernet's resolution 64x64"):
+        net.conform(cfg)
+
+
+def test_damaged_weights_and_a_lost_checkpoint_are_clear_errors(space, fmnist, tmp_path):
+    out = tmp_path / "sn"
+    assert train_supernet(space, data=fmnist, out=out, epochs=0.25, **FAST).status == "done"
+    (out / "supernet.safetensors").write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="cannot load the supernet weights .*supernet.safetensors"):
+        load_supernet(out)
+    cut = tmp_path / "cut"
+    assert train_supernet(space, data=fmnist, out=cut, epochs=0.5, max_steps=1, **FAST).status == "paused"
+    (cut / "checkpoint.pt").unlink()
+    with pytest.raises(ValueError, match="records 1 steps done but holds no checkpoint"):
+        train_supernet(space, data=fmnist, out=cut, epochs=0.5, **FAST)
