@@ -230,24 +230,30 @@ def _error_text(e: BaseException) -> str:
     return (f"{type(e).__name__}: {e}".strip().splitlines() or [type(e).__name__])[0][:500]
 
 
+def setup_torch(device: str, threads: int) -> str:
+    """A worker's torch: its CPU threads and, on a GPU, cuDNN autotuning and TF32; returns the GPU's name."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda but CUDA is not available in the worker")
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return torch.cuda.get_device_name()
+    return "cpu"
+
+
 def _worker(wid: int, setup: dict[str, Any], tasks: Any, results: Any) -> None:
     """Worker loop: load the data once onto the device, then run tasks from its own queue."""
     try:
         import torch
 
-        torch.set_num_threads(setup["threads"])
         from evaluators.data import load_dataset
 
         device = setup["device"]
-        if device.startswith("cuda"):
-            if not torch.cuda.is_available():
-                raise RuntimeError("--device cuda but CUDA is not available in the worker")
-            torch.backends.cudnn.benchmark = True
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            gpu = torch.cuda.get_device_name()
-        else:
-            gpu = "cpu"
+        gpu = setup_torch(device, setup["threads"])
         splits = {"main": load_dataset(setup["data"], data_dir=setup["data_dir"]).to(device)}
         if setup["settings"].get("easy_data"):
             splits["easy"] = load_dataset(setup["settings"]["easy_data"], data_dir=setup["data_dir"]).to(device)

@@ -169,24 +169,10 @@ def build_plans(names: list[str], args: argparse.Namespace, pool: dict[str, dict
 # =============================================================================================
 # worker
 # =============================================================================================
-def _setup_torch(device: str, threads: int) -> str:
-    import torch
-
-    torch.set_num_threads(threads)
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda but CUDA is not available in the worker")
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        return torch.cuda.get_device_name()
-    return "cpu"
-
-
 def _worker(wid: int, setup: dict[str, Any], tasks: Any, results: Any) -> None:
     """Worker loop: runs tasks from the shared queue; each dataset is loaded onto the device once."""
     try:
-        gpu = _setup_torch(setup["device"], setup["threads"])
+        gpu = groundtruth.setup_torch(setup["device"], setup["threads"])
     except Exception as e:  # reported to the main process, which stops with this message
         results.put(("fatal", wid, None, _error_text(e)))
         return
