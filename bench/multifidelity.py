@@ -273,7 +273,13 @@ def atomic_write(path: Path, data: Any) -> None:
 
 
 class Store:
-    """The results JSON: settings, studies, confirmations, presets, failures, sessions."""
+    """The results JSON: settings, studies, confirmations, presets, failures, sessions.
+
+    Another benchmark reuses it by overriding ``BENCH``, ``EXPERIMENT_KEYS``, ``merge_settings``
+    and ``new_data`` (``bench/oneshot.py``)."""
+
+    BENCH = BENCH
+    EXPERIMENT_KEYS = EXPERIMENT_KEYS
 
     def __init__(self, path: Path, data: dict[str, Any]):
         self.path, self.data = path, data
@@ -286,33 +292,41 @@ class Store:
                 data = json.loads(path.read_text())
             except json.JSONDecodeError as e:
                 raise _bad(f"{path} is not valid JSON ({e}); move it away or pass another --out") from None
-            if data.get("benchmark") != BENCH:
-                raise _bad(f"{path} is not a {BENCH} results file")
+            if data.get("benchmark") != cls.BENCH:
+                raise _bad(f"{path} is not a {cls.BENCH} results file")
             if settings is not None:
-                check_same(path, data["settings"], settings)
-                old = data["settings"]
-                old["methods"] = [m for m in ALL_METHODS if m in old["methods"] or m in settings["methods"]]
-                old["seeds"] = max(old["seeds"], settings["seeds"])
-                old["data_dir"] = settings["data_dir"]  # where the data is on this machine
+                check_same(path, data["settings"], settings, cls.EXPERIMENT_KEYS)
+                cls.merge_settings(data["settings"], settings)
             return cls(path, data)
         if settings is None:
             raise _bad(f"{path} does not exist (nothing to analyse)")
-        data = dict(benchmark=BENCH, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        store = cls(path, cls.new_data(settings))
+        store.save()
+        return store
+
+    @staticmethod
+    def merge_settings(old: dict[str, Any], new: dict[str, Any]) -> None:
+        """A resume may add methods and seeds; the data folder is this machine's."""
+        old["methods"] = [m for m in ALL_METHODS if m in old["methods"] or m in new["methods"]]
+        old["seeds"] = max(old["seeds"], new["seeds"])
+        old["data_dir"] = new["data_dir"]  # where the data is on this machine
+
+    @classmethod
+    def new_data(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """A new results file's contents."""
+        return dict(benchmark=cls.BENCH, schema_version=SCHEMA_VERSION, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                     settings=settings, studies={}, confirmations={}, presets={}, failures=[], sessions=[],
                     notes=["accuracy: validation top-1 in percent; throughput: images/s of the search's profiler",
                            "history hypervolumes are of search values; the verdict (hv) is of re-trained values"])
-        store = cls(path, data)
-        store.save()
-        return store
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         atomic_write(self.path, self.data)
 
 
-def check_same(path: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
-    """Refuse a resume whose experiment settings differ, naming every differing key."""
-    diff = [k for k in EXPERIMENT_KEYS if _clean(old.get(k)) != _clean(new.get(k))]
+def check_same(path: Path, old: dict[str, Any], new: dict[str, Any], keys: Sequence[str] = EXPERIMENT_KEYS) -> None:
+    """Refuse a resume whose experiment settings (``keys``) differ, naming every differing key."""
+    diff = [k for k in keys if _clean(old.get(k)) != _clean(new.get(k))]
     if diff:
         lines = ", ".join(f"{k}: file {old.get(k)!r} vs now {new.get(k)!r}" for k in diff)
         raise _bad(f"{path} holds another experiment ({lines}); pass the same options to resume, or another --out")
@@ -395,7 +409,15 @@ class Unit:
 
 
 class Bench:
-    """The experiment: its store, its storage, and the units left to do."""
+    """The experiment: its store, its storage, and the units left to do.
+
+    Hooks for a benchmark that reuses these units (``bench/oneshot.py``): ``study_name``,
+    ``gpu_seconds_of``, ``completed``, ``fidelity_of``, ``settings``, ``preset_method``,
+    ``write_summary`` and ``nothing_fits_hint``."""
+
+    name_prefix = "mf"  # studies are NAME_PREFIX-METHOD-seedK, preset runs NAME_PREFIX-preset-K
+    preset_method = "full"  # presets are measured with this method's settings
+    nothing_fits_hint = "start another experiment (--out) with a smaller --gpu-seconds"
 
     def __init__(self, store: Store, results_dir: Path, *, methods: Sequence[str], seeds: int,
                  keep_weights: bool = False, keep_reports: bool = False):
@@ -442,6 +464,24 @@ class Bench:
                     units.append(Unit("preset", preset_key(name, seed), self._preset_estimate(name),
                                       self._preset_runner(name, seed)))
         return units
+
+    def study_name(self, method: str, seed: int) -> str:
+        return f"{self.name_prefix}-{method}-seed{seed}"
+
+    def gpu_seconds_of(self, method: str, seed: int) -> float:
+        """The GPU-seconds a study of ``method`` and ``seed`` is given."""
+        return float(self.exp["gpu_seconds"])
+
+    def fidelity_of(self, method: str) -> str:
+        return METHOD_SEARCH[method][0]
+
+    def completed(self, study: Any, method: str, seed: int) -> tuple[list[tuple[float, Any]], float]:
+        """(elapsed s, trial) of the COMPLETE trials that count, and the study's start time (``completed_in_time``)."""
+        return completed_in_time(study, self.gpu_seconds_of(method, seed))
+
+    def write_summary(self, path: Path) -> dict[str, Any]:
+        """The summary file, rewritten after every unit."""
+        return write_summary(self.store.data, path)
 
     def _study_estimate(self) -> float:
         g = float(self.exp["gpu_seconds"])
@@ -523,7 +563,7 @@ class Bench:
         from nas.search import state_counts
 
         counts = state_counts(study)
-        done, t0 = completed_in_time(study, float(self.exp["gpu_seconds"]))
+        done, t0 = self.completed(study, method, seed)
         hist = hv_history(done, self.exp["reference"])
         front = reported_front(done)
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
@@ -540,7 +580,7 @@ class Bench:
                     hv_search=hist[-1][1] if hist else 0.0, history=hist, front=front,
                     devices=devices, profile_protocol={k: profile.get(k) for k in
                                                        ("batch_size", "resolution", "dtype", "mode", "gpu_name")},
-                    rungs_reached=_rungs_reached(trials.values()) if METHOD_SEARCH[method][0] == "sh" else None,
+                    rungs_reached=_rungs_reached(trials.values()) if self.fidelity_of(method) == "sh" else None,
                     trial_seconds=trial_seconds(trials.values()), **trained_counts(trials.values()))
 
     # ---- front re-trains -----------------------------------------------------------------------
@@ -555,7 +595,7 @@ class Bench:
 
         from nas import record as R
 
-        study = optuna.load_study(study_name=study_name(method, seed), storage=self.storage)
+        study = optuna.load_study(study_name=self.study_name(method, seed), storage=self.storage)
         source = study.trials[point[SOURCE]]
         if source.user_attrs.get(R.ARCH_ID) != point[ARCH]:
             raise _bad(f"{study.study_name} trial #{source.number} in {self.storage} is architecture "
@@ -589,7 +629,7 @@ class Bench:
         from nas.objectives import parse_objectives
         from nas.trial import Evaluator
 
-        s = self.settings("full", seed).replace(study=f"mf-preset-{seed}").resolved()
+        s = self.settings(self.preset_method, seed).replace(study=f"{self.name_prefix}-preset-{seed}").resolved()
         objectives = parse_objectives(s.objectives)
         ev = Evaluator(s, objectives, [])
         ev.prepare()
@@ -695,8 +735,8 @@ def run_session(bench: Bench, *, t0: float, time_budget: Optional[float], max_un
                 store.save()
                 small = min(units, key=lambda u: u.estimate_s)
                 raise _bad(f"nothing fits: {small.kind} {small.key} needs ~{small.estimate_s:.0f} s, {left:.0f} s of "
-                           f"--time-budget {time_budget:g} are left: raise --time-budget, or start another "
-                           f"experiment (--out) with a smaller --gpu-seconds")
+                           f"--time-budget {time_budget:g} are left: raise --time-budget, or "
+                           f"{bench.nothing_fits_hint}")
             break
         name = f"{unit.kind}:{unit.key}"
         print(f"[{len(session['units']) + 1}] {unit.kind} {unit.key} (estimate {unit.estimate_s:.0f} s) ...", flush=True)
@@ -711,7 +751,7 @@ def run_session(bench: Bench, *, t0: float, time_budget: Optional[float], max_un
             continue
         session["units"].append(name)
         store.save()
-        write_summary(store.data, summary_path)
+        bench.write_summary(summary_path)
         print(f"  {line} | {time.time() - t0:.0f} s elapsed", flush=True)
     else:
         session["stopped"] = f"--max-units {max_units}"
@@ -739,13 +779,27 @@ def seed_noise(data: dict[str, Any]) -> tuple[Optional[float], int]:
 
     Only the issue's three methods' studies count (an extra method leaves the verdict as it was); a
     pair shared between studies counts once, in its first base-method study."""
-    groups: list[tuple[float, int]] = []  # (per-seed variance, degrees of freedom)
+    return pooled_noise(noise_groups(data))
+
+
+def pooled_noise(groups: Sequence[tuple[float, int]]) -> tuple[Optional[float], int]:
+    """Pooled sd of (per-seed variance, degrees of freedom) groups and the total degrees of freedom."""
+    dof = sum(n for _, n in groups)
+    if dof == 0:
+        return None, 0
+    return math.sqrt(sum(v * n for v, n in groups) / dof), dof
+
+
+def noise_groups(data: dict[str, Any], methods: Sequence[str] = METHODS) -> list[tuple[float, int]]:
+    """(per-seed variance, degrees of freedom) of each study's re-train pairs (``methods`` only) and each
+    preset's seeds."""
+    groups: list[tuple[float, int]] = []
     for key, entries in data["confirmations"].items():
-        if key_method(key) not in METHODS:
+        if key_method(key) not in methods:
             continue
         diffs = [e["accuracy"] - e["search_accuracy"] for e in entries.values()
                  if e.get("accuracy") is not None
-                 and (not e.get(SHARED_FROM) or key_method(e[SHARED_FROM]) not in METHODS)]
+                 and (not e.get(SHARED_FROM) or key_method(e[SHARED_FROM]) not in methods)]
         if len(diffs) >= 2:
             groups.append((statistics.variance(diffs) / 2, len(diffs) - 1))
     by_preset: dict[str, list[float]] = {}
@@ -754,10 +808,7 @@ def seed_noise(data: dict[str, Any]) -> tuple[Optional[float], int]:
     for accs in by_preset.values():
         if len(accs) >= 2:
             groups.append((statistics.variance(accs), len(accs) - 1))
-    dof = sum(n for _, n in groups)
-    if dof == 0:
-        return None, 0
-    return math.sqrt(sum(v * n for v, n in groups) / dof), dof
+    return groups
 
 
 def preset_points(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
