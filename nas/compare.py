@@ -34,6 +34,8 @@ import torch
 from evaluators import profiler  # its functions are looked up when called (tests replace them)
 from search_spaces import PRESETS, FasterViT
 
+from .storage import write_text_atomic
+
 __all__ = ["Published", "load_published", "paper_tables", "CompareSettings", "ModelRow", "CompareResult",
            "resolve_models", "run_compare", "pareto_front", "count_macs", "DATA_FILE"]
 
@@ -453,8 +455,7 @@ def run_compare(settings: CompareSettings, *,
 def save_json(result: dict[str, Any], path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
-    return path
+    return write_text_atomic(path, json.dumps(result, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

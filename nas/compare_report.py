@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
+from .storage import atomic_file
 
 __all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_rows", "reading", "TABLE_HEADER"]
 
@@ -241,7 +242,10 @@ def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
     ax.set_title(f"Top-1 vs throughput on {_where(d)} (the paper's Figure 1, re-measured)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_file(path) as tmp:  # whole or not at all
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 

@@ -28,6 +28,7 @@ from .front import (
 from .labels import display_scale, format_value
 from .objectives import OBJECTIVES
 from .plots import COLORS, base_layout, esc, table_html
+from .storage import atomic_file
 
 __all__ = ["write_report", "front_noise"]
 
@@ -223,7 +224,8 @@ def _references_html(summary: Mapping[str, Any], refs: Sequence[ReferencePoint],
     rows = []
     for r in refs:
         where = preset_place(summary["presets"].get(r.preset, {}) if r.values is not None else {"not_measured": r.note})
-        rows.append([r.short, f"trial #{r.trial}" if r.in_study else "not part of the study (measured the same way)",
+        source = f"trial #{r.trial}" if r.in_study else f"not part of the study ({r.note or 'measured the same way'})"
+        rows.append([r.short, source,
                      *(format_value(n, v) for n, v in zip(names, _or_none(r.values, len(names)))), where])
     if not rows:
         return "<p>none</p>"
@@ -285,8 +287,7 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
         axes[1].text(0.5, 0.5, "no hypervolume:\nno range to place a reference point\n(nas pareto --reference)",
                      ha="center", va="center", fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         return
     hist = hypervolume_history(study, ref)
     axes[1].plot([n for n, _ in hist], [h for _, h in hist], "-", c=COLORS["front"], label="hypervolume")
@@ -296,5 +297,15 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
     axes[1].legend(fontsize=8)
     axes[1].set_title("hypervolume history (reference point: " + ", ".join(f"{v:.4g}" for v in ref) + ")", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save and close a matplotlib figure, whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
