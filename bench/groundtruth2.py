@@ -36,14 +36,17 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "bench"):
     if str(p) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
         sys.path.insert(0, str(p))
 
-from groundtruth import _atomic_write, _clean, _error_text  # noqa: E402
+import groundtruth  # noqa: E402
+from groundtruth import _error_text  # noqa: E402
+
+from evaluators.jsonfile import write_json  # noqa: E402
 
 BENCH = "groundtruth2"
 SCHEMA_VERSION = 1
@@ -234,15 +237,12 @@ def _train_one(task: dict[str, Any], setup: dict[str, Any], gpu: str, wid: int, 
 # =============================================================================================
 # results file
 # =============================================================================================
-class Store:
-    """The results JSON: the arch pool, finished runs by key, failures and sessions."""
-
-    def __init__(self, path: Path, data: dict[str, Any]):
-        self.path = path
-        self.data = data
+class Store(groundtruth.Store):
+    """The results JSON: the arch pool, finished runs by key, failures and sessions (saving and failures as the
+    first ground truth's)."""
 
     @classmethod
-    def open(cls, path: Path, archs: dict[str, Any]) -> "Store":
+    def open(cls, path: Path, archs: dict[str, Any]) -> "Store":  # type: ignore[override]
         if path.is_file():
             data = json.loads(path.read_text())
             if data.get("benchmark") != BENCH:
@@ -257,19 +257,11 @@ class Store:
         store.save()
         return store
 
-    def save(self) -> None:
-        self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_write(self.path, _clean(self.data))
-
     def done(self, key: str) -> bool:
         return self.data["runs"].get(key, {}).get("status") in ("ok", "nan")
 
     def add(self, task: dict[str, Any], out: dict[str, Any]) -> None:
         self.data["runs"][run_key(task)] = dict(task, **out, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        self.save()
-
-    def fail(self, task: dict[str, Any], error: str, worker: Any) -> None:
-        self.data["failures"].append(dict(task, error=error, worker=worker, at=time.strftime("%Y-%m-%dT%H:%M:%S")))
         self.save()
 
 
@@ -410,7 +402,8 @@ def kendall(a: list[float], b: list[float]) -> Optional[float]:
 
 
 def _runs(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in data["runs"].values() if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
+    return [r for r in data["runs"].values()
+            if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
 
 
 def _by_arch(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -520,12 +513,27 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
+def stand_alone_truth(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``gt`` plan as ``bench/supernet.py`` reads a ground truth: ``archs`` with config and the mean top-1
+    over seeds (the architecture at 224 px: the supernet moves it to its training resolution)."""
+    from search_spaces import FasterViTConfig
+
+    by_arch = _by_arch(_runs(data, plan="gt"))
+    archs = [dict(arch_id=FasterViTConfig.from_dict(data["archs"][a]["config"]).arch_id, name=a,
+                  config=data["archs"][a]["config"],
+                  top1=round(statistics.fmean(v), 3), seeds=len(v)) for a, v in by_arch.items()]
+    return dict(archs=archs, source="bench/groundtruth2.py (plan gt)", task=(data.get("chosen") or {}).get("dataset"))
+
+
 def analyze(args: argparse.Namespace) -> int:
     path = args.out or DEFAULT_OUT
     data = json.loads(path.read_text())
     summary = summarize(data)
     out = args.summary_out or SUMMARY
-    _atomic_write(out, _clean(summary))
+    write_json(out, summary)
+    if args.export_truth is not None:
+        write_json(args.export_truth, stand_alone_truth(data))
+        print(f"-> {args.export_truth} (stand-alone top-1 of the gt plan, for bench/supernet.py --groundtruth)")
     print(markdown(summary))
     print(f"-> {out}")
     return 0
@@ -553,6 +561,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
     p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")
+    p.add_argument("--export-truth", type=Path, default=None,
+                   help="--analyze: also write the gt plan as bench/supernet.py's ground truth JSON")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny archs, 4 steps per run (checks the whole path)")
     return p.parse_args(argv)
 

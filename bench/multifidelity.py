@@ -994,15 +994,20 @@ def _md_table(head: Sequence[str], body: Sequence[Sequence[Any]]) -> list[str]:
     return [_md_row(head), "|---" * len(head) + "|", *map(_md_row, body)]
 
 
+def _quotient(num: float, den: float) -> str:
+    """``num / den`` to three places; "-" where the denominator's front is empty (HV 0)."""
+    return "-" if den <= 0 else f"{num / den:.3f}"
+
+
 def ratio_rows(summary: dict[str, Any]) -> list[str]:
     """Truth-HV ratios per seed with all three studies re-trained, then the ratio of their means."""
     hv = summary["hv"]
     pairs = (("sh", "full"), ("sh", "random"), ("full", "random"))
     done = [k for k in range(int(summary["seeds"])) if all(hv[m][k] is not None for m in METHODS)]
-    body = [[k, *(f"{hv[a][k] / hv[b][k]:.3f}" for a, b in pairs)] for k in done]
+    body = [[k, *(_quotient(hv[a][k], hv[b][k]) for a, b in pairs)] for k in done]
     if len(done) > 1:
         mean = {m: statistics.fmean(hv[m][k] for k in done) for m in METHODS}
-        body.append([f"mean of seeds {', '.join(map(str, done))}", *(f"{mean[a] / mean[b]:.3f}" for a, b in pairs)])
+        body.append([f"mean of seeds {', '.join(map(str, done))}", *(_quotient(mean[a], mean[b]) for a, b in pairs)])
     return _md_table(["seed", *(f"{a} / {b} (truth HV)" for a, b in pairs)], body)
 
 

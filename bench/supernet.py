@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -42,6 +40,8 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from evaluators.jsonfile import finite, write_json  # noqa: E402
 
 DEFAULT_OUT_DIR = ROOT / "results" / "benchmarks"
 RESULTS = "supernet-bench.json"
@@ -51,25 +51,6 @@ PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_v
 #: settings a resume must repeat
 SETTING_KEYS = ("space", "data", "epochs", "resolution", "batch_size", "lr", "warmup", "sandwich_n", "subset",
                 "val_subset", "calib_images", "seed", "groundtruth", "presets")
-
-
-def _atomic_write(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
 
 
 def _gpu() -> str:
@@ -133,7 +114,7 @@ def smoke_groundtruth(space: Any, out: Path, *, data: Any, n: int, steps: int, r
                         progress=False)
         archs.append(dict(arch_id=cfg.arch_id, name=f"s{len(archs)}", config=cfg.to_dict(), top1=r.top1))
     path = out / "smoke-groundtruth.json"
-    _atomic_write(path, dict(archs=archs, note="--smoke: a few CPU steps per architecture"))
+    write_json(path, dict(archs=archs, note="--smoke: a few CPU steps per architecture"))
     return path
 
 
@@ -161,7 +142,7 @@ class Store:
         if unit:
             self.data["sessions"][-1]["units"].append(unit)
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_write(self.path, _clean(self.data))
+        write_json(self.path, finite(self.data))
 
 
 def _left(t0: float, budget: Optional[float]) -> Optional[float]:
@@ -251,8 +232,8 @@ def run(args: argparse.Namespace) -> int:
     summary = analyse(store.data, gt, sn)
     store.data["analysis"] = summary["details"]
     store.save("analysis")
-    _atomic_write(out / SUMMARY, _clean(summary["summary"]))
-    print(json.dumps(_clean(summary["summary"]), indent=1))
+    write_json(out / SUMMARY, finite(summary["summary"]))
+    print(json.dumps(finite(summary["summary"]), indent=1))
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return 0

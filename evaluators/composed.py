@@ -69,7 +69,8 @@ class ComposeSpec:
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or self.grid < 2:
             raise ValueError(f"grid={self.grid!r} must be an integer >= 2")
         if self.canvas // self.grid < ITEM_SIZE:
-            raise ValueError(f"canvas={self.canvas} with grid={self.grid} gives cells of {self.canvas // self.grid} px; "
+            cell = self.canvas // self.grid
+            raise ValueError(f"canvas={self.canvas} with grid={self.grid} gives cells of {cell} px; "
                              f"items need {ITEM_SIZE} px (canvas >= {ITEM_SIZE * self.grid})")
         k = self.n_items
         low = ITEM_RANGE[self.task][0]

@@ -38,6 +38,7 @@ from search_spaces.config import as_resolution
 
 if TYPE_CHECKING:
     from .augment import Augment
+    from .composed import ComposedStream
 
 __all__ = [
     "DatasetError", "ImageData", "ImageFolderData", "StreamData", "DataSplits", "BatchLoader", "DATASETS",
@@ -185,7 +186,7 @@ class ImageFolderData:
                 w, h = img.size
                 scale = s / min(w, h)
                 nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-                img = img.resize((nw, nh), Image.BILINEAR)
+                img = img.resize((nw, nh), Image.Resampling.BILINEAR)
                 left, top = (nw - s) // 2, (nh - s) // 2
                 img = img.crop((left, top, left + s, top + s))
                 return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
@@ -217,7 +218,7 @@ class StreamData:
     instead of indexing. ``subset(n)`` sets the nominal epoch to ``n`` images.
     """
 
-    stream: Any
+    stream: ComposedStream
     nominal: int
     classes: tuple[str, ...]
     name: str
@@ -382,6 +383,15 @@ def _find_idx(folder: Path, filename: str) -> Optional[Path]:
     return None
 
 
+def _require_idx(folder: Path, filename: str) -> Path:
+    """The IDX file ``filename`` (gzipped or not) in ``folder``; DatasetError when it has gone."""
+    path = _find_idx(folder, filename)
+    if path is None:
+        raise DatasetError(f"Fashion-MNIST in {folder}: {filename} (or {filename[:-3]}) is missing; "
+                           f"reinstall or re-download it")
+    return path
+
+
 def _fashion_mnist_help(where: str) -> str:
     files = ", ".join(FASHION_MNIST_FILES["train"] + FASHION_MNIST_FILES["val"])
     return (f"Fashion-MNIST not found: looked for {files} in {where}. Install it with "
@@ -418,6 +428,12 @@ def _default_download_root() -> Path:
 @register_dataset("fashion-mnist")
 def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bool, image_size: int) -> DataSplits:
     """Fashion-MNIST: 60k train / 10k test 28x28 grayscale, 10 classes (IDX files)."""
+    splits = _fashion_mnist_splits(data_dir, download)
+    return DataSplits("fashion-mnist", splits["train"], splits["val"])
+
+
+def _fashion_mnist_splits(data_dir: Optional[Path], download: bool) -> dict[str, ImageData]:
+    """Fashion-MNIST's ``train`` and ``val`` splits, in memory (typed as such for the composed tasks)."""
     folder, where = _fashion_mnist_folder(data_dir)
     if folder is None and download:
         root = data_dir if data_dir is not None else _default_download_root()
@@ -425,9 +441,9 @@ def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bo
         folder, where = _fashion_mnist_folder(root)
     if folder is None:
         raise DatasetError(_fashion_mnist_help(where))
-    splits = {}
+    splits: dict[str, ImageData] = {}
     for split, (img_file, lbl_file) in FASHION_MNIST_FILES.items():
-        ipath, lpath = _find_idx(folder, img_file), _find_idx(folder, lbl_file)
+        ipath, lpath = _require_idx(folder, img_file), _require_idx(folder, lbl_file)
         images = read_idx(ipath, ndim=3)
         labels = read_idx(lpath, ndim=1)
         if images.shape[0] != labels.shape[0]:
@@ -435,9 +451,10 @@ def _fashion_mnist(arg: Optional[str], *, data_dir: Optional[Path], download: bo
                                f"{lpath.name} has {labels.shape[0]} labels")
         if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
             raise DatasetError(f"malformed IDX file {lpath}: label {int(labels.max())} outside 0-9")
-        splits[split] = ImageData(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
-                                  FASHION_MNIST_CLASSES, "fashion-mnist", split, str(folder))
-    return DataSplits("fashion-mnist", splits["train"], splits["val"])
+        splits[split] = ImageData(torch.from_numpy(images.copy()).unsqueeze(1),
+                                  torch.from_numpy(labels.astype(np.int64)), FASHION_MNIST_CLASSES, "fashion-mnist",
+                                  split, str(folder))
+    return splits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -496,27 +513,32 @@ def _composed(task: str, arg: Optional[str], data_dir: Optional[Path], download:
 
 @functools.lru_cache(maxsize=4)
 def _composed_cached(task: str, arg: Optional[str], data_dir: Optional[Path], download: bool) -> DataSplits:
-    from .composed import ComposeSpec, ComposedStream, class_names, compose_split
+    from .composed import ComposedStream, ComposeSpec, class_names, compose_split
 
     name = f"fmnist-{task}" + (f":{arg}" if arg else "")
     opts = parse_composed_arg(f"fmnist-{task}", arg)
-    shape = dict(canvas=int(opts["canvas"]), grid=int(opts["grid"]),
-                 items=int(opts["items"]) if "items" in opts else None)
+    canvas, grid = int(opts["canvas"]), int(opts["grid"])
+    items = int(opts["items"]) if "items" in opts else None
     train_n = opts.get("train", COMPOSED_SIZES["train"])
-    source = _fashion_mnist(None, data_dir=data_dir, download=download, image_size=28)
-    classes = class_names(task, source.classes)
-    val_spec = ComposeSpec(task, COMPOSED_SIZES["val"], seed=COMPOSED_SEEDS["val"], **shape)
-    images, labels = compose_split(source.val.images, source.val.labels, val_spec)
-    val = ImageData(images, labels, classes, name, "val", f"composed from {source.val.source} ({val_spec})")
+
+    def compose_spec(n: int, split: str) -> ComposeSpec:
+        return ComposeSpec(task, n, seed=COMPOSED_SEEDS[split], canvas=canvas, grid=grid, items=items)
+
+    source = _fashion_mnist_splits(data_dir, download)
+    src_train, src_val = source["train"], source["val"]
+    classes = class_names(task, src_train.classes)
+    val_spec = compose_spec(COMPOSED_SIZES["val"], "val")
+    images, labels = compose_split(src_val.images, src_val.labels, val_spec)
+    val = ImageData(images, labels, classes, name, "val", f"composed from {src_val.source} ({val_spec})")
     if train_n == STREAM:
-        spec = ComposeSpec(task, COMPOSED_SIZES["train"], seed=COMPOSED_SEEDS["train"], **shape)
-        stream = ComposedStream(source.train.images, source.train.labels, spec)
+        spec = compose_spec(COMPOSED_SIZES["train"], "train")
+        stream = ComposedStream(src_train.images, src_train.labels, spec)
         train: Split = StreamData(stream, COMPOSED_SIZES["train"], classes, name, "train",
-                                  f"drawn afresh per batch from {source.train.source} ({spec})")
+                                  f"drawn afresh per batch from {src_train.source} ({spec})")
     else:
-        spec = ComposeSpec(task, int(train_n), seed=COMPOSED_SEEDS["train"], **shape)
-        images, labels = compose_split(source.train.images, source.train.labels, spec)
-        train = ImageData(images, labels, classes, name, "train", f"composed from {source.train.source} ({spec})")
+        spec = compose_spec(int(train_n), "train")
+        images, labels = compose_split(src_train.images, src_train.labels, spec)
+        train = ImageData(images, labels, classes, name, "train", f"composed from {src_train.source} ({spec})")
     return DataSplits(name, train, val)
 
 
@@ -556,7 +578,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing global {module}.{name} (a CIFAR batch holds only arrays and lists)")
 
 
-def _load_pickle(path: Path) -> dict:
+def _load_pickle(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             obj = _ArrayUnpickler(f, encoding="latin1").load()
@@ -567,20 +589,38 @@ def _load_pickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+@dataclass(frozen=True)
+class _CifarLayout:
+    """Where torchvision keeps one CIFAR variant: folder, batch files per split, meta file and keys."""
+
+    folder: str
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    meta: str
+    names: str  # key of the class names in the meta file
+    labels: str  # key of the labels in a batch file
+    classes: int
+
+    def files(self, split: str) -> tuple[str, ...]:
+        """The batch files of ``split`` (``train`` or ``val``)."""
+        return self.train if split == "train" else self.val
+
+
 _CIFAR = {
-    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], val=["test_batch"],
-                    meta="batches.meta", names="label_names", labels="labels", classes=10),
-    "cifar100": dict(folder="cifar-100-python", train=["train"], val=["test"], meta="meta",
-                     names="fine_label_names", labels="fine_labels", classes=100),
+    "cifar10": _CifarLayout(folder="cifar-10-batches-py", train=tuple(f"data_batch_{i}" for i in range(1, 6)),
+                            val=("test_batch",), meta="batches.meta", names="label_names", labels="labels",
+                            classes=10),
+    "cifar100": _CifarLayout(folder="cifar-100-python", train=("train",), val=("test",), meta="meta",
+                             names="fine_label_names", labels="fine_labels", classes=100),
 }
 
 
 def _cifar_help(kind: str, where: str) -> str:
     spec = _CIFAR[kind]
-    files = ", ".join(spec["train"] + spec["val"] + [spec["meta"]])
+    files = ", ".join((*spec.train, *spec.val, spec.meta))
     tv = "CIFAR10" if kind == "cifar10" else "CIFAR100"
     return (f"{kind} not found: expected the torchvision layout {where} with {files}. Pass --data-dir DIR "
-            f"(data_dir=DIR) where DIR/{spec['folder']}/ holds them (python -c \"import torchvision; "
+            f"(data_dir=DIR) where DIR/{spec.folder}/ holds them (python -c \"import torchvision; "
             f"torchvision.datasets.{tv}('DIR', download=True)\" makes it), or download=True (--download) where the "
             f"internet is reachable")
 
@@ -589,8 +629,8 @@ def _cifar_folder(kind: str, data_dir: Optional[Path]) -> Optional[Path]:
     spec = _CIFAR[kind]
     if data_dir is None:
         return None
-    for folder in (data_dir / spec["folder"], data_dir):
-        if folder.is_dir() and all((folder / f).is_file() for f in spec["train"] + spec["val"]):
+    for folder in (data_dir / spec.folder, data_dir):
+        if folder.is_dir() and all((folder / f).is_file() for f in (*spec.train, *spec.val)):
             return folder
     return None
 
@@ -603,32 +643,34 @@ def _cifar(kind: str, data_dir: Optional[Path], download: bool) -> DataSplits:
         _torchvision_download(kind, root)
         folder = _cifar_folder(kind, root)
     if folder is None:
-        where = (f"{data_dir / spec['folder']}/" if data_dir is not None
-                 else f"<data_dir>/{spec['folder']}/ (no --data-dir given)")
+        where = (f"{data_dir / spec.folder}/" if data_dir is not None
+                 else f"<data_dir>/{spec.folder}/ (no --data-dir given)")
         raise DatasetError(_cifar_help(kind, where))
-    classes: tuple[str, ...] = tuple(str(i) for i in range(spec["classes"]))
-    meta_path = folder / spec["meta"]
+    classes: tuple[str, ...] = tuple(str(i) for i in range(spec.classes))
+    meta_path = folder / spec.meta
     if meta_path.is_file():
         meta = _load_pickle(meta_path)
-        names = meta.get(spec["names"])
-        if not isinstance(names, (list, tuple)) or len(names) != spec["classes"]:
-            raise DatasetError(f"malformed CIFAR file {meta_path}: {spec['names']!r} must list {spec['classes']} names")
+        names = meta.get(spec.names)
+        if not isinstance(names, (list, tuple)) or len(names) != spec.classes:
+            raise DatasetError(f"malformed CIFAR file {meta_path}: {spec.names!r} must list {spec.classes} names")
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    splits = {}
+    splits: dict[str, ImageData] = {}
     for split in SPLITS:
-        images, labels = [], []
-        for fname in spec[split]:
+        images: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        for fname in spec.files(split):
             path = folder / fname
             d = _load_pickle(path)
-            data, lab = d.get("data"), d.get(spec["labels"])
-            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            data, raw_labels = d.get("data"), d.get(spec.labels)
+            if (not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3 * 32 * 32
+                    or data.dtype != np.uint8):
                 got = f"{getattr(data, 'dtype', type(data).__name__)} {getattr(data, 'shape', '')}"
                 raise DatasetError(f"malformed CIFAR file {path}: 'data' must be uint8 (N, 3072), got {got}")
-            lab = np.asarray(lab, dtype=np.int64) if lab is not None else None
+            lab = np.asarray(raw_labels, dtype=np.int64) if raw_labels is not None else None
             if lab is None or lab.shape != (data.shape[0],):
-                raise DatasetError(f"malformed CIFAR file {path}: {spec['labels']!r} must hold one label per image")
-            if lab.size and (lab.min() < 0 or lab.max() >= spec["classes"]):
-                raise DatasetError(f"malformed CIFAR file {path}: labels outside 0-{spec['classes'] - 1}")
+                raise DatasetError(f"malformed CIFAR file {path}: {spec.labels!r} must hold one label per image")
+            if lab.size and (lab.min() < 0 or lab.max() >= spec.classes):
+                raise DatasetError(f"malformed CIFAR file {path}: labels outside 0-{spec.classes - 1}")
             images.append(data.reshape(-1, 3, 32, 32))
             labels.append(lab)
         splits[split] = ImageData(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)),
@@ -658,10 +700,13 @@ def _list_images(folder: Path) -> list[Path]:
 @register_dataset("imagefolder")
 def _imagefolder(arg: Optional[str], *, data_dir: Optional[Path], download: bool, image_size: int) -> DataSplits:
     """PATH/train/<class>/*.jpg and PATH/val/<class>/*.jpg (classes from train/, sorted)."""
-    if not arg and data_dir is None:
+    if arg:
+        root = Path(arg)
+    elif data_dir is not None:
+        root = data_dir
+    else:
         raise DatasetError("imagefolder needs a path: use --data imagefolder:PATH (PATH/train/<class>/*.jpg, "
                            "PATH/val/<class>/*.jpg)")
-    root = Path(arg) if arg else data_dir
     layout = f"{root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg"
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder; expected {layout}")
@@ -768,10 +813,10 @@ class BatchLoader:
         self.affine = _affine(self.mean, self.std, self.device)  # on the device once, not per batch
         self.generator = torch.Generator().manual_seed(int(seed))
         self.augment = augment if augment is not None and augment.active else None
-        self.aug_generator = None
+        self.aug_generator: Optional[torch.Generator] = None
         if self.augment is not None:  # on the batch's device, so augmentation never syncs with the host
             self.aug_generator = torch.Generator(device=self.device).manual_seed(int(seed) + 7919)
-        self.stream_generator = None
+        self.stream_generator: Optional[torch.Generator] = None
         if isinstance(data, StreamData):  # where the stream's items live, so drawing never syncs either
             self.stream_generator = torch.Generator(device=data.device).manual_seed(int(seed) + 104729)
 
@@ -786,11 +831,11 @@ class BatchLoader:
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch at ``indices`` (for a ``StreamData`` split: ``len(indices)`` images drawn afresh)."""
-        if self.stream_generator is not None:
+        if isinstance(self.data, StreamData) and self.stream_generator is not None:  # set together in __init__
             images, labels = self.data.draw(len(indices), self.stream_generator)
         else:
             images, labels = self.data.take(indices)
-        if self.augment is not None:
+        if self.augment is not None and self.aug_generator is not None:  # set together in __init__
             images = self.augment(images.to(self.device, non_blocking=True), self.aug_generator)
         x = prepare_images(images, resolution=self.resolution, device=self.device, channels=self.channels,
                            affine=self.affine)

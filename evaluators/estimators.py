@@ -16,13 +16,16 @@ instead of testing a name.
                     (``nas confirm`` measures the seed noise this way)
 ``prepare``         load what every estimate needs (data, a batch) once; a missing dataset fails here
 ``estimate``        one architecture -> ``Estimate`` (value, JSON details, failure, stopped, weights)
+``confirmation``    how a study's front is confirmed by training (``nas confirm``): the estimator to measure
+                    with, new seeds per point, whether the search value is one more sample of it
 =================== =====================================================================================
 
-Two kinds live here: ``ZeroCostEstimator`` (a registered zero-cost proxy scored on one batch of an
-untrained network, ``evaluators.proxies``) and ``TrainingEstimator`` (the validation top-1 of a short
-training run, ``evaluators.train``, optionally validated at successive-halving rungs). A third,
-the weight-sharing supernet (``--proxy supernet:DIR``), is one more subclass with its own identity
-(the supernet it inherits from), label, cost, and no rungs. ``nas.estimators`` builds one from a
+Three kinds live here: ``ZeroCostEstimator`` (a registered zero-cost proxy scored on one batch of an
+untrained network, ``evaluators.proxies``), ``TrainingEstimator`` (the validation top-1 of a short
+training run, ``evaluators.train``, optionally validated at successive-halving rungs) and
+``SupernetEstimator`` (``--proxy supernet:DIR``: the top-1 of the subnet with the weights of a
+trained weight-sharing supernet, ``evaluators.supernet``, after BatchNorm recalibration; its
+identity is the supernet it inherits from, and it has no rungs). ``nas.estimators`` builds one from a
 search's settings by name; the rung decisions themselves need the study and live in ``nas.fidelity``.
 """
 
@@ -37,14 +40,19 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional, Sequence, Union
 
 from search_spaces import FasterViTConfig
+from search_spaces.elastic import SupernetError
+from search_spaces.space import SearchSpace
 
+from .augment import Augment
 from .checks import check_int, check_number
 from .data import DataSplits, load_dataset, sample_batch
 from .proxies import compute_proxies, get_proxy
+from .supernet import InheritedAccuracy, load_supernet, space_identity
+from .supernet_folder import SupernetFolder
 from .train import TrainRecipe, train
 
-__all__ = ["AccuracyEstimator", "Estimate", "Report", "Rung", "ZeroCostEstimator", "TrainingEstimator", "Halving",
-           "rungs", "rung_steps", "eval_every", "jsonable"]
+__all__ = ["AccuracyEstimator", "Confirmation", "Estimate", "Report", "Rung", "ZeroCostEstimator", "TrainingEstimator",
+           "SupernetEstimator", "Halving", "rungs", "rung_steps", "eval_every", "jsonable"]
 
 Report = Callable[[int, float], bool]  # (step, value so far) -> True to stop the estimate there
 
@@ -55,6 +63,22 @@ class Rung:
 
     epochs: float
     step: int
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """How ``nas confirm`` checks a front: measure each point again with ``estimator`` under ``seeds`` new seeds.
+
+    ``paired_with_search``: the search value is one more sample of the same number (a training
+    estimator re-trained with another seed), so (re-trained - search) measures the seed noise; else
+    (a supernet's inherited accuracy) only the new samples compare with each other. ``kind`` labels
+    the entries (``retrain``, ``standalone``).
+    """
+
+    estimator: "AccuracyEstimator"
+    seeds: int
+    paired_with_search: bool
+    kind: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +105,7 @@ class AccuracyEstimator(abc.ABC):
     kind: ClassVar[str]
     supports_rungs: ClassVar[bool] = False
     retrains: ClassVar[bool] = False
+    confirmable: ClassVar[bool] = False  # ``confirmation()`` gives a way to confirm a front by training
 
     def __init__(self) -> None:
         self._num_classes: Optional[int] = None
@@ -131,6 +156,13 @@ class AccuracyEstimator(abc.ABC):
     def describe(self) -> str:
         """``label``, for messages."""
         return self.label
+
+    def check_space(self, space: SearchSpace) -> None:  # noqa: B027 (a hook: most estimators score any space)
+        """Refuse (ValueError) a search space this estimator cannot score, before any trial runs."""
+
+    def confirmation(self) -> Optional[Confirmation]:
+        """How a front found with this estimator is confirmed by training (None: it cannot be)."""
+        return None
 
 
 def _task_config(cfg: FasterViTConfig, resolution: Optional[int], num_classes: int) -> Union[FasterViTConfig, str]:
@@ -285,6 +317,7 @@ class TrainingEstimator(AccuracyEstimator):
     kind = "train"
     supports_rungs = True
     retrains = True
+    confirmable = True
 
     def __init__(self, recipe: TrainRecipe, *, data: str, data_dir: Union[str, Path, None] = None,
                  halving: Optional[Halving] = None):
@@ -337,6 +370,11 @@ class TrainingEstimator(AccuracyEstimator):
             raise RuntimeError("TrainingEstimator.prepare() was not called")
         return self._run
 
+    def confirmation(self) -> Confirmation:
+        """Re-train at the full budget (no rungs) with another seed: the search value is the pair's other sample."""
+        full = self if self.halving is None else TrainingEstimator(self.recipe, data=self.data, data_dir=self.data_dir)
+        return Confirmation(full, seeds=1, paired_with_search=True, kind="retrain")
+
     def prepare(self, *, device: str, seed: int) -> None:
         if self._run is not None:
             return
@@ -374,6 +412,109 @@ class TrainingEstimator(AccuracyEstimator):
                 # weights load into the full-resolution config (nas export marks them "trained")
                 weights = str(Path(save_weights).resolve())
         return Estimate(float(res.top1), details, seconds, stopped=stopped, epochs=res.epochs, weights=weights)
+
+
+# ------------------------------------------------------------------------------------------ supernet
+class SupernetEstimator(AccuracyEstimator):
+    """Inherited-weight top-1 (%) of the subnet of a trained supernet (``nas supernet train --out DIR``).
+
+    Each estimate makes the config the supernet's active subnet, re-estimates its BatchNorm
+    statistics on a fixed set of training images and evaluates it on the validation split: no
+    training, a second or two per architecture on a GPU. The number is about the supernet's data at
+    its training resolution; the config is scored there (``at_resolution``, windows per side
+    kept). Weights are not written per trial (a search scores thousands): ``nas export`` extracts
+    the chosen point's weights from the supernet (``evaluators.supernet.extract_weights``).
+    """
+
+    kind = "supernet"
+    confirmable = True
+
+    def __init__(self, directory: Union[str, Path], *, data: Optional[str] = None,
+                 data_dir: Union[str, Path, None] = None, calib_images: Optional[int] = None,
+                 val_subset: Optional[int] = None):
+        super().__init__()
+        folder = SupernetFolder(directory)
+        if not folder.exists():
+            raise ValueError(f"--proxy supernet:{directory}: {folder.path} holds no trained supernet "
+                             f"(no {folder.meta_path.name}; train one with `nas supernet train --out {directory}`)")
+        meta = folder.read()
+        if meta.get("status") != "done":
+            raise ValueError(f"--proxy supernet:{directory}: the supernet is not trained to the end (status "
+                             f"{meta.get('status')!r}, step {meta.get('steps_done')} of {meta.get('total_steps')}); "
+                             f"finish it with the same `nas supernet train` command")
+        self.path = folder.path.resolve()
+        self.meta = meta
+        self.data = data or str(meta["data"])
+        self.data_dir = data_dir
+        self.calib_images = check_int("calib_images", calib_images, minimum=1, optional=True)
+        self.val_subset = check_int("val_subset", val_subset, minimum=1, optional=True)
+        self._acc: Optional[InheritedAccuracy] = None
+
+    @property
+    def epochs(self) -> float:
+        return float(self.meta["recipe"]["epochs"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        m = self.meta
+        return dict(kind=self.kind, supernet=str(self.path), space=m["space"]["name"], trained_on=m["data"],
+                    data=self.data, resolution=m["resolution"], recipe=m["recipe"], completed=m.get("completed"),
+                    steps=m.get("steps_done"), calib_images=self.calib_images, val_subset=self.val_subset)
+
+    @property
+    def label(self) -> str:
+        return f"top-1 % (supernet, {self.epochs:g} epochs, {self.data})"
+
+    @property
+    def cost(self) -> str:
+        calib = self.calib_images or (self.meta.get("evaluation") or {}).get("calib_images", "the recorded number of")
+        val = f"{self.val_subset:,}" if self.val_subset else "all"
+        return (f"BatchNorm recalibration on {calib} {self.meta['data']} training images and validation on {val} "
+                f"{self.data} images, with the weights of the supernet in {self.path} (no training)")
+
+    def describe(self) -> str:
+        return f"the supernet in {self.path} ({self.meta['space']['name']} space, {self.epochs:g} epochs)"
+
+    def confirmation(self) -> Confirmation:
+        """Train each point stand-alone, with the supernet's own recipe, data, budget and resolution, twice."""
+        r = self.meta["recipe"]
+        res = self.meta["resolution"]
+        augment = Augment(crop=r.get("augment_crop", 0.0), flip=bool(r.get("augment_flip", False)))
+        recipe = TrainRecipe(epochs=float(r["epochs"]), batch_size=int(r["batch_size"]), lr=float(r["lr"]),
+                             lr_scaling=r["lr_scaling"], weight_decay=float(r["weight_decay"]),
+                             warmup=float(r["warmup"]), label_smoothing=float(r["label_smoothing"]),
+                             grad_clip=r.get("grad_clip"), drop_path_rate=r.get("drop_path_rate"),
+                             augment=augment if augment.active else None, resolution=int(res[0]),
+                             subset=r.get("subset"), val_subset=self.val_subset)
+        return Confirmation(TrainingEstimator(recipe, data=str(self.meta["data"]), data_dir=self.data_dir), seeds=2,
+                            paired_with_search=False, kind="standalone")
+
+    def check_space(self, space: SearchSpace) -> None:
+        if space_identity(space)["definition"] != self.meta["space"]["definition"]:
+            raise ValueError(f"--space {space.name!r} is not the space the supernet in {self.path} was trained on "
+                             f"({self.meta['space']['name']!r}, {self.meta['space'].get('source')}): search that "
+                             f"space (narrow it with --constraint) or train a supernet of this one")
+
+    def prepare(self, *, device: str, seed: int) -> None:
+        if self._acc is not None:
+            return
+        sn = load_supernet(self.path, device=device)
+        self._acc = InheritedAccuracy.for_supernet(sn, self.data, calib_images=self.calib_images,
+                                                   val_subset=self.val_subset, device=device, data_dir=self.data_dir)
+        self._num_classes = sn.model.num_classes
+
+    def estimate(self, cfg: FasterViTConfig, *, seed: int, report: Optional[Report] = None,
+                 save_weights: Union[str, Path, None] = None) -> Estimate:
+        started = time.perf_counter()
+        if self._acc is None:
+            raise RuntimeError("SupernetEstimator.prepare() was not called")
+        try:
+            top1, seconds = self._acc(cfg.replace(num_classes=self.num_classes))
+        except SupernetError as e:
+            return _failed(f"the supernet cannot run this config: {e}", started)
+        details = {"supernet": dict(top1=top1, seconds=seconds, path=str(self.path), epochs=self.epochs,
+                                    data=self.data, resolution=self.meta["resolution"])}
+        return Estimate(top1, details, time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------ helpers

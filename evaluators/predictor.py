@@ -392,7 +392,8 @@ def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] 
                 feature_range=feature_range(X),
                 created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seed=seed,
                 model=dict(kind="NNLS of time on kernel-model roofline sums + ridge on log scaling quantities + "
-                                "sklearn GradientBoostingRegressor on log residuals", base={k: dict(zip(m.base_features, m.base_coef)) for k, m in models.items()},
+                                "sklearn GradientBoostingRegressor on log residuals",
+                           base={k: dict(zip(m.base_features, m.base_coef)) for k, m in models.items()},
                            n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate))
     predictor = Predictor(name, meta, models)
     meta["held_out"] = evaluate(predictor, test) if test else {}
@@ -510,7 +511,8 @@ def _shipped(name: str) -> Predictor:
         raise PredictorError(
             f"predictor {name!r} is registered but its file {path} is not shipped yet: collect the data with "
             f"`python bench/profile_dataset.py --out {SHIPPED_DIR / (name + '-profile.jsonl')}` on that GPU, then "
-            f"`nas predictor fit {SHIPPED_DIR / (name + '-profile.jsonl')} --mode cudagraph --name {name} --out {path}`")
+            f"`nas predictor fit {SHIPPED_DIR / (name + '-profile.jsonl')} --mode cudagraph --name {name} "
+            f"--out {path}`")
     return Predictor.load(path)
 
 

@@ -25,8 +25,8 @@ from search_spaces import FasterViTConfig
 
 from .predictor_kernels import HBM_BYTES_PER_S, KINDS, PEAK_FLOPS, kernel_tally
 
-__all__ = ["STAGE_FEATURES", "GLOBAL_FEATURES", "V1_FEATURE_NAMES", "KERNEL_BATCHES", "BATCH_FEATURES", "KERNEL_FEATURES",
-           "FEATURE_NAMES", "LINEAR_FEATURES", "stage_costs", "config_features", "kernel_features"]
+__all__ = ["STAGE_FEATURES", "GLOBAL_FEATURES", "V1_FEATURE_NAMES", "KERNEL_BATCHES", "BATCH_FEATURES",
+           "KERNEL_FEATURES", "FEATURE_NAMES", "LINEAR_FEATURES", "stage_costs", "config_features", "kernel_features"]
 
 NUM_STAGES = 4
 STAGE_FEATURES = ("macs", "attn_macs", "act_elems", "tokens", "windows", "carrier_tokens", "width", "heads",
@@ -106,8 +106,8 @@ def _stage(cfg: FasterViTConfig, g: Any) -> dict[str, float]:
         act += 3 * c * h * w + 2 * c * ho * wo
         weights += 9 * c * (2 * c)
     heads = cfg.num_heads[g.index] if g.transformer else 0
-    return dict(macs=macs, attn_macs=attn, act_elems=act, weights=weights, tokens=tokens, windows=windows, carrier_tokens=carriers,
-                width=c, heads=heads, head_dim=c // heads if heads else 0, depth=depth,
+    return dict(macs=macs, attn_macs=attn, act_elems=act, weights=weights, tokens=tokens, windows=windows,
+                carrier_tokens=carriers, width=c, heads=heads, head_dim=c // heads if heads else 0, depth=depth,
                 window=g.window if g.transformer else 0, tokens_per_window=g.tokens_per_window,
                 transformer=int(g.transformer))
 
@@ -127,7 +127,8 @@ def kernel_features(cfg: FasterViTConfig, macs: float, act_elems: float) -> dict
         k = kernel_tally(cfg, b)
         out.update({f"b{b}_{kind}_us": us for kind, us in k.us.items()})
         out.update({f"b{b}_roofline_us": k.roofline_us, f"b{b}_log_roofline_us": math.log(k.roofline_us),
-                    f"b{b}_macs_us": 2e6 * b * macs / PEAK_FLOPS, f"b{b}_act_us": 2e6 * b * act_elems / HBM_BYTES_PER_S})
+                    f"b{b}_macs_us": 2e6 * b * macs / PEAK_FLOPS,
+                    f"b{b}_act_us": 2e6 * b * act_elems / HBM_BYTES_PER_S})
         if b == KERNEL_BATCHES[0]:
             out.update(kernels=k.kernels, weight_casts=k.weight_casts, unfused_attention=k.unfused_attention,
                        score_bytes=k.score_bytes / b)

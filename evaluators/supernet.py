@@ -46,9 +46,17 @@ from .checks import at_least, in_range
 from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .supernet_folder import SupernetFolder
-from .supernet_step import (Distributed, ResumableBatches, SandwichStep, calibration_batches, distributed_setup,
-                            recalibrate_bn, set_sync_batchnorm, subnet_plan)
-from .train import LR_SCALINGS, evaluate, lr_at, make_optimizer, scaled_lr, set_lr, train_proxy
+from .supernet_step import (
+    Distributed,
+    ResumableBatches,
+    SandwichStep,
+    calibration_batches,
+    distributed_setup,
+    recalibrate_bn,
+    set_sync_batchnorm,
+    subnet_plan,
+)
+from .train import check_optimisation, evaluate, lr_at, make_optimizer, scaled_lr, set_lr, train_proxy
 
 __all__ = ["SupernetRecipe", "SupernetResult", "Supernet", "InheritedAccuracy", "train_supernet", "load_supernet",
            "supernet_top1", "extract_weights", "SupernetError", "DEFAULT_CALIB_IMAGES", "PAUSED_EXIT_CODE"]
@@ -91,17 +99,7 @@ class SupernetRecipe:
 
     def __post_init__(self) -> None:
         in_range("epochs", self.epochs, low=0.0, low_open=True)
-        at_least("batch_size", self.batch_size)
-        in_range("lr", self.lr, low=0.0, low_open=True)
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling={self.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
-        in_range("weight_decay", self.weight_decay, low=0.0)
-        in_range("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
-        in_range("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        if self.grad_clip is not None:
-            in_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        if self.drop_path_rate is not None:
-            in_range("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
+        check_optimisation(self)
         at_least("sandwich_n", self.sandwich_n, 0)
         if not isinstance(self.distill, bool):
             raise ValueError(f"distill={self.distill!r} must be true or false")

@@ -12,9 +12,9 @@ on ``data`` starting from:
 
 A head whose class count differs from the data's is replaced (``reset_classifier``);
 ``head_only`` trains the classifier alone (everything else frozen, BatchNorm statistics kept). The
-loop uses the trainer's pieces (data on the device, bf16 autocast and channels-last on CUDA,
-fused AdamW, warm-up + cosine, progress bar, NaN stop with the reason) in eager mode; the model
-and a record (recipe, init, top-1 history) come back for ``nas export`` to write.
+run is the trainer's (``evaluators.train.train`` with ``init``/``head_only``: data on the device,
+bf16, channels-last, fused AdamW, CUDA-graph steps on the GPU, progress bar, NaN stop with the
+reason); the model and a record (recipe, init, top-1 history) come back for ``nas export`` to write.
 """
 
 from __future__ import annotations
@@ -26,17 +26,15 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
-import torch.nn.functional as F
 
 from search_spaces import FasterViT, FasterViTConfig, resolve_config
 from search_spaces.config import as_resolution
 from search_spaces.fastervit import checkpoint_filter_fn
 
-from .checks import at_least, in_range
 from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
-from .train import evaluate, lr_at, make_optimizer, scaled_lr, set_lr
+from .train import TrainRecipe, evaluate, train
 
 __all__ = ["finetune", "FinetuneResult", "initial_model", "INIT_KINDS"]
 
@@ -131,10 +129,9 @@ def finetune(
     """Fine-tune ``cfg`` on ``data`` from ``init``; returns the trained model (eval mode, on the CPU)
     and its record. ``lr`` is the peak AdamW LR at batch 256 (sqrt-scaled to ``batch_size``); the
     validation top-1 is measured before training (``init_top1``) and after every epoch."""
-    in_range("epochs", epochs, low=0.0, low_open=True)
-    at_least("batch_size", batch_size)
-    in_range("lr", lr, low=0.0, low_open=True)
-    in_range("warmup", warmup, low=0.0, high=1.0, high_open=True)
+    recipe = TrainRecipe(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+                         label_smoothing=label_smoothing, subset=subset, val_subset=val_subset, amp=amp,
+                         channels_last=channels_last, resolution=resolution)
     t_start = time.perf_counter()
     dev = resolve_device(device)
     splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
@@ -146,89 +143,29 @@ def finetune(
         model = initial_model(cfg, init, seed=seed, data=None, device=dev)
         if model.num_classes != splits.num_classes:
             model.reset_classifier(splits.num_classes)
-    if model.config.resolution != cfg.resolution:  # a supernet's subnet comes at its training resolution
-        moved = FasterViT(cfg.replace(num_classes=splits.num_classes))
+    target = cfg.replace(num_classes=splits.num_classes, drop_path_rate=model.config.drop_path_rate)
+    if model.config != target:  # a supernet's subnet comes at its training resolution
+        moved = FasterViT(target)
         moved.load_state_dict(model.state_dict(), strict=True)
         model = moved
-    model = model.to(dev)
-    use_amp = amp and dev.type == "cuda"
-    cl = channels_last and dev.type == "cuda"
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
-    if head_only:
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("head."))
-    train = splits.train.subset(subset, seed=0).to(dev)
-    val = splits.val.subset(val_subset, seed=0).to(dev)
-    mean, std = normalization(model)
-    res = as_resolution(model.config.resolution)
-    loader = BatchLoader(train, batch_size=batch_size, resolution=res, device=dev, shuffle=True, seed=seed,
-                         mean=mean, std=std, channels=cfg.in_chans)
-    val_loader = BatchLoader(val, batch_size=2 * batch_size, resolution=res, device=dev, shuffle=False,
-                             drop_last=False, mean=mean, std=std, channels=cfg.in_chans)
-    per_epoch = len(loader)
-    total = max(1, round(epochs * per_epoch))
-    warmup_steps = int(round(warmup * total))
-    peak = scaled_lr(lr, batch_size)
-    optimizer, lr_t = make_optimizer(model, lr=peak, weight_decay=weight_decay, device=dev)
-    recipe = dict(data=splits.name, resolution=list(res), epochs=total / per_epoch, steps=total,
-                  batch_size=batch_size, lr=lr, peak_lr=peak, weight_decay=weight_decay, warmup=warmup,
-                  label_smoothing=label_smoothing, subset=len(train), val_subset=len(val), seed=seed, amp=use_amp,
-                  head_only=head_only, optimizer="AdamW, warm-up + cosine to 0 (eager steps)")
-    init_top1 = evaluate(model, val_loader, amp=use_amp)
-    history: list[tuple[int, float]] = []
-    status, reason, done = "ok", "", 0
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc=f"finetune {cfg.summary()[:40]}", unit="step", dynamic_ncols=True)
-    t_train = time.perf_counter()
-    try:
-        with torch.random.fork_rng(devices=[dev.index] if dev.type == "cuda" else []):
-            torch.manual_seed(seed)
-            model.train()
-            if head_only:
-                model.eval()  # frozen backbone: BatchNorm statistics and stochastic depth as they are
-            epoch_iter = iter(loader)
-            while done < total:
-                try:
-                    x, y = next(epoch_iter)
-                except StopIteration:
-                    epoch_iter = iter(loader)
-                    x, y = next(epoch_iter)
-                if cl:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                set_lr(optimizer, lr_t, peak * lr_at(done, total=total, warmup_steps=warmup_steps))
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-                loss.backward()
-                optimizer.step()
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    status, reason = "nan", f"loss became {value} at step {done + 1} of {total} (lr {peak:g})"
-                    break
-                done += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-                if done % per_epoch == 0 or done == total:
-                    history.append((done, evaluate(model, val_loader, amp=use_amp)))
-                    if head_only:
-                        model.eval()
-    finally:
-        if bar is not None:
-            bar.close()
-    train_s = time.perf_counter() - t_train
+    init_top1 = _init_top1(model, recipe, splits, dev)
+    r = train(model.config, recipe, data=splits, seed=seed, device=dev, progress=progress, init=model,
+              head_only=head_only, desc=f"finetune {cfg.summary()[:40]}")
     for p in model.parameters():  # the returned model is an ordinary one
         p.requires_grad_(True)
-    top1 = history[-1][1] if status == "ok" and history else float("nan")
-    result = FinetuneResult(top1=top1, top1_history=history, init_top1=init_top1, steps=done,
-                            seconds=time.perf_counter() - t_start,
-                            images_per_s=done * batch_size / train_s if train_s > 0 else float("nan"),
-                            status=status, reason=reason, init=init, head_only=head_only, recipe=recipe,
+    record = dict(r.recipe, head_only=head_only, init=init)
+    result = FinetuneResult(top1=r.top1, top1_history=r.top1_history, init_top1=init_top1, steps=r.steps,
+                            seconds=time.perf_counter() - t_start, images_per_s=r.images_per_s, status=r.status,
+                            reason=r.reason, init=init, head_only=head_only, recipe=record,
                             config=model.config.to_dict())
     return model.to(memory_format=torch.contiguous_format).cpu().eval(), result
 
+
+def _init_top1(model: FasterViT, recipe: TrainRecipe, splits: DataSplits, dev: torch.device) -> float:
+    """Validation top-1 of ``model`` before fine-tuning (on the recipe's validation subset)."""
+    res = as_resolution(model.config.resolution)
+    mean, std = normalization(model)
+    val = splits.val.subset(recipe.val_subset, seed=0).to(dev)
+    loader = BatchLoader(val, batch_size=recipe.eval_batch_size or 2 * recipe.batch_size, resolution=res, device=dev,
+                         shuffle=False, drop_last=False, mean=mean, std=std, channels=model.config.in_chans)
+    return evaluate(model.to(dev), loader, amp=recipe.amp and dev.type == "cuda")

@@ -13,15 +13,13 @@ Files (all written atomically: a temporary file in the folder, flushed, then ren
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 import torch
+
+from .jsonfile import atomic_write_bytes, finite
 
 __all__ = ["SupernetFolder", "META_FILE", "CHECKPOINT_FILE", "WEIGHTS_FILE", "FOLDER_KIND", "STATUSES",
            "IDENTITY_KEYS"]
@@ -34,31 +32,6 @@ SCHEMA_VERSION = 1
 STATUSES = ("running", "paused", "done", "nan")
 #: What makes two runs the same run (a resume must match all of them).
 IDENTITY_KEYS = ("space", "data", "resolution", "num_classes", "recipe")
-
-
-def _clean(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
-def _atomic_write_bytes(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; the result is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 class SupernetFolder:
@@ -98,9 +71,9 @@ class SupernetFolder:
 
     def write(self, meta: Mapping[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(_clean(dict(meta, kind=FOLDER_KIND, schema_version=SCHEMA_VERSION)), indent=1,
+        text = json.dumps(finite(dict(meta, kind=FOLDER_KIND, schema_version=SCHEMA_VERSION)), indent=1,
                           allow_nan=False) + "\n"
-        _atomic_write_bytes(self.meta_path, lambda f: f.write(text.encode()))
+        atomic_write_bytes(self.meta_path, lambda f: f.write(text.encode()))
 
     def check_new_or_same(self, identity: Mapping[str, Any]) -> Optional[dict[str, Any]]:
         """Refuse a folder that holds something else; return its record when it holds this run.
@@ -122,7 +95,7 @@ class SupernetFolder:
             return None
         meta = self.read()
         theirs = {k: meta.get(k) for k in IDENTITY_KEYS}
-        ours = json.loads(json.dumps(_clean(dict(identity))))
+        ours = json.loads(json.dumps(finite(dict(identity))))
         if "space" in ours and theirs["space"] != ours["space"]:
             name = (theirs["space"] or {}).get("name")
             raise ValueError(f"--out {self.path} holds a supernet of another space ({name!r}, "
@@ -145,7 +118,7 @@ class SupernetFolder:
     # ------------------------------------------------------------------ checkpoint
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(dict(state), f))
+        atomic_write_bytes(self.checkpoint_path, lambda f: torch.save(dict(state), f))
 
     def load_checkpoint(self, map_location: Union[str, torch.device] = "cpu") -> Optional[dict[str, Any]]:
         if not self.checkpoint_path.is_file():
@@ -157,7 +130,7 @@ class SupernetFolder:
 
         blob = save({k: v.detach().cpu().contiguous() for k, v in state.items()},
                     metadata={"format": "pt", "arch": "nas.ElasticFasterViT"})
-        _atomic_write_bytes(self.weights_path, lambda f: f.write(blob))
+        atomic_write_bytes(self.weights_path, lambda f: f.write(blob))
 
     def remove_checkpoint(self) -> None:
         self.checkpoint_path.unlink(missing_ok=True)

@@ -75,10 +75,11 @@ class SandwichStep:
         subnets = self.plan(step)
         soft: Optional[torch.Tensor] = None
         out = []
+        no_sync = getattr(self.wrapped, "no_sync", None)  # DDP's: backward without the all-reduce
         for k, cfg in enumerate(subnets):
             self.model.set_active(cfg)
-            sync = k == len(subnets) - 1 or not hasattr(self.wrapped, "no_sync")
-            with contextlib.nullcontext() if sync else self.wrapped.no_sync():
+            last = k == len(subnets) - 1
+            with no_sync() if no_sync is not None and not last else contextlib.nullcontext():
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     logits = self.wrapped(x)
                 if k == 0 or not self.distill:

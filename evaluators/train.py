@@ -15,8 +15,8 @@ builds the recipe from keywords): the architecture at the training resolution
 initialised from ``seed`` (``evaluators.proxies.init_model``), trained with AdamW (no weight decay
 on biases and norm/scale vectors), linear warm-up then cosine decay to zero, label smoothing,
 bf16 autocast on CUDA, optionally reporting an EMA of the weights. The default recipe is the
-stable one of issue #29 (peak LR 3.5e-4 at batch 256, 20 % warm-up). The data is moved to the device once as uint8; each batch is resized and
-normalised there (``evaluators.data.BatchLoader``).
+stable one of issue #29 (peak LR 3.5e-4 at batch 256, 20 % warm-up). The data is moved to the
+device once as uint8; each batch is resized and normalised there (``evaluators.data.BatchLoader``).
 
 Stops early, with a recorded reason, when the loss becomes NaN/inf (``status="nan"``) or when
 ``report(step, val_top1)`` returns True (``status="pruned"``: the hook for an Optuna pruner or
@@ -35,13 +35,13 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from search_spaces import FasterViTConfig, resolve_config
+from search_spaces import FasterViT, FasterViTConfig, resolve_config
 
 from .augment import Augment
 from .checks import at_least, in_range
@@ -49,8 +49,8 @@ from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .proxies import init_model
 
-__all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at", "scaled_lr", "choose_step_mode", "param_groups",
-           "make_optimizer", "set_lr",
+__all__ = ["TrainRecipe", "TrainResult", "train", "train_proxy", "DEFAULT_LR", "DEFAULT_WARMUP", "evaluate", "lr_at",
+           "scaled_lr", "choose_step_mode", "check_optimisation", "param_groups", "make_optimizer", "set_lr",
            "estimated_compile_seconds", "STATUSES", "STEP_MODES", "LR_REFERENCE_BATCH"]
 
 STATUSES = ("ok", "pruned", "nan")
@@ -105,7 +105,8 @@ def lr_at(step: int, *, total: int, warmup_steps: int) -> float:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW parameter groups: weight decay on matrices and kernels, none on biases and norm/scale vectors."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
@@ -286,7 +287,8 @@ class _GraphStep(_Step):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
-        self.static: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        empty = torch.empty(0, device=self.device)
+        self.static: tuple[torch.Tensor, torch.Tensor] = (empty, empty)
         self.static_loss: Optional[torch.Tensor] = None
         self.seen = 0
         self.side = torch.cuda.Stream(self.device)
@@ -299,25 +301,30 @@ class _GraphStep(_Step):
                 loss = super().__call__(x, y)
             torch.cuda.current_stream(self.device).wait_stream(self.side)
             return loss
-        if self.graph is None:
-            self._capture(x, y)
-        sx, sy = self.static
+        if self.graph is None or self.static_loss is None:
+            graph, (sx, sy), loss = self._capture(x, y)
+        else:
+            graph, (sx, sy), loss = self.graph, self.static, self.static_loss
         sx.copy_(x, non_blocking=True)
         sy.copy_(y, non_blocking=True)
-        self.graph.replay()
-        return self.static_loss
+        graph.replay()
+        return loss
 
-    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.static = (x.clone(), y.clone())
+    def _capture(self, x: torch.Tensor, y: torch.Tensor
+                 ) -> tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """Capture the step on copies of this batch; returns (graph, static inputs, static loss)."""
+        static = (x.clone(), y.clone())
         torch.cuda.synchronize(self.device)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.static_loss = self._forward_backward(*self.static, cache=False)
-        self.graph = graph
+            loss = self._forward_backward(*static, cache=False)
+        self.graph, self.static, self.static_loss = graph, static, loss
+        return graph, static, loss
 
     def release(self) -> None:
-        self.graph, self.static, self.static_loss = None, None, None
+        empty = torch.empty(0, device=self.device)
+        self.graph, self.static, self.static_loss = None, (empty, empty), None
         self.optimizer.zero_grad(set_to_none=True)
 
 
@@ -334,7 +341,7 @@ class _CompiledStep(_Step):
 
     def __init__(self, model: nn.Module, *args: Any, **kwargs: Any):
         super().__init__(model, *args, **kwargs)
-        self.model = torch.compile(model, dynamic=False)
+        self.model = cast(nn.Module, torch.compile(model, dynamic=False))
         self.calls = 0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -444,15 +451,7 @@ class TrainRecipe:
         for name in ("steps", "eval_every", "eval_batch_size", "subset", "val_subset"):
             if getattr(self, name) is not None:
                 at_least(name, getattr(self, name))
-        at_least("batch_size", self.batch_size)
-        in_range("lr", self.lr, low=0.0, low_open=True)
-        in_range("weight_decay", self.weight_decay, low=0.0)
-        in_range("warmup", self.warmup, low=0.0, high=1.0, high_open=True)
-        in_range("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        if self.grad_clip is not None:
-            in_range("grad_clip", self.grad_clip, low=0.0, low_open=True)
-        if self.drop_path_rate is not None:
-            in_range("drop_path_rate", self.drop_path_rate, low=0.0, high=1.0, high_open=True)
+        check_optimisation(self)
         if self.ema_decay is not None:
             in_range("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True, high_open=True)
         if self.resolution is not None:
@@ -462,8 +461,6 @@ class TrainRecipe:
                 raise ValueError(f"{name}={getattr(self, name)!r} must be true or false")
         if self.compile not in STEP_MODES:
             raise ValueError(f"compile={self.compile!r} is unknown; choose one of {', '.join(STEP_MODES)}")
-        if self.lr_scaling not in LR_SCALINGS:
-            raise ValueError(f"lr_scaling={self.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
         if self.augment is not None and not isinstance(self.augment, Augment):
             raise ValueError(f"augment={self.augment!r} must be an evaluators.augment.Augment or None")
 
@@ -488,6 +485,22 @@ class TrainRecipe:
         if d.get("augment") is not None:
             d["augment"] = Augment(**d["augment"])
         return cls(**d)
+
+
+def check_optimisation(r: Any) -> None:
+    """Validate what a ``TrainRecipe`` and a supernet's recipe share: batch, LR and its scaling, weight decay,
+    warm-up, label smoothing, clipping and drop-path (each error names the field, value and rule)."""
+    at_least("batch_size", r.batch_size)
+    in_range("lr", r.lr, low=0.0, low_open=True)
+    if r.lr_scaling not in LR_SCALINGS:
+        raise ValueError(f"lr_scaling={r.lr_scaling!r} is unknown; choose one of {', '.join(LR_SCALINGS)}")
+    in_range("weight_decay", r.weight_decay, low=0.0)
+    in_range("warmup", r.warmup, low=0.0, high=1.0, high_open=True)
+    in_range("label_smoothing", r.label_smoothing, low=0.0, high=1.0, high_open=True)
+    if r.grad_clip is not None:
+        in_range("grad_clip", r.grad_clip, low=0.0, low_open=True)
+    if r.drop_path_rate is not None:
+        in_range("drop_path_rate", r.drop_path_rate, low=0.0, high=1.0, high_open=True)
 
 
 class _Ema:
@@ -516,7 +529,8 @@ class _Ema:
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.dst, self.src, self.weight)
+        torch._foreach_lerp_(self.dst, self.src, self.weight)  # type: ignore[call-overload]  # a 0-d tensor weight
+        # is supported by the op (and kept inside a CUDA graph) but missing from torch's stubs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -541,6 +555,7 @@ class _Run:
     channels_last: bool
     record: dict[str, Any]
     ema: Optional[_Ema] = None
+    head_only: bool = False
 
     @property
     def eval_model(self) -> nn.Module:
@@ -557,7 +572,7 @@ def _check_context(seed: Any, report: Any) -> None:
 
 
 def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: TrainRecipe, splits: DataSplits,
-                 seed: int, dev: torch.device) -> _Run:
+                 seed: int, dev: torch.device, init: Optional[FasterViT] = None, head_only: bool = False) -> _Run:
     """Data on the device, the model at the training resolution, loaders, budget and the recorded recipe."""
     use_amp = recipe.amp and dev.type == "cuda"
     train = splits.train.subset(recipe.subset, seed=0).to(dev)
@@ -569,7 +584,7 @@ def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: Tr
     if recipe.drop_path_rate is not None:
         changes["drop_path_rate"] = float(recipe.drop_path_rate)
     cfg = cfg.replace(**changes)
-    model = init_model(cfg, seed, device=dev)
+    model = init_model(cfg, seed, device=dev) if init is None else _initial(init, cfg, dev, head_only)
     channels_last = recipe.channels_last and dev.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -590,9 +605,24 @@ def _prepare_run(cfg: Union[FasterViTConfig, str, Mapping[str, Any]], recipe: Tr
                   drop_path_rate=cfg.drop_path_rate, seed=seed, amp=use_amp, channels_last=channels_last,
                   eval_every=every,
                   optimizer="AdamW(betas=(0.9, 0.999), no decay on biases/norms), warm-up + cosine to 0")
+    if init is not None:
+        record.update(init="given", head_only=head_only)
     ema = _Ema(model, recipe.ema_decay) if recipe.ema_decay is not None else None
     return _Run(cfg, recipe, model, loader, val_loader, total, per_epoch, every, warmup_steps, peak, dev, use_amp,
-                channels_last, record, ema)
+                channels_last, record, ema, head_only)
+
+
+def _initial(model: FasterViT, cfg: FasterViTConfig, dev: torch.device, head_only: bool) -> FasterViT:
+    """The given initial model, checked against ``cfg`` (the run's architecture and classes), on ``dev``;
+    with ``head_only`` every parameter but the classifier's is frozen."""
+    if not isinstance(model, FasterViT):
+        raise ValueError(f"init={type(model).__name__} must be a search_spaces.FasterViT")
+    if model.config.replace(drop_path_rate=cfg.drop_path_rate) != cfg:
+        raise ValueError(f"init is {model.config.summary()} with {model.config.num_classes} classes; the run trains "
+                         f"{cfg.summary()} with {cfg.num_classes} (reset its classifier or move it with at_resolution)")
+    for name, p in model.named_parameters():
+        p.requires_grad_(not head_only or name.startswith("head."))
+    return model.to(dev)
 
 
 class _Batches:
@@ -704,7 +734,7 @@ def _loop(run: _Run, prog: _Progress, report: Optional[Callable[[int, float], bo
     step = make(mode)
     watch = _LossWatch(run.device)
     batches = _Batches(run)
-    run.model.train()
+    run.model.train(not run.head_only)  # head-only: the frozen backbone keeps its BatchNorm statistics
     t_loop = time.perf_counter()
     t_probe = t_loop
     try:
@@ -751,8 +781,10 @@ def train(
     progress: bool = True,
     desc: Optional[str] = None,
     save_weights: Union[str, Path, None] = None,
+    init: Optional[FasterViT] = None,
+    head_only: bool = False,
 ) -> TrainResult:
-    """Train ``cfg`` from scratch with ``recipe`` and return its validation top-1.
+    """Train ``cfg`` from scratch (or from ``init``) with ``recipe`` and return its validation top-1.
 
     The architecture runs at the recipe's resolution (``cfg.at_resolution(r)``, windows per side
     kept) with the dataset's class count, freshly initialised from ``seed``.
@@ -761,8 +793,9 @@ def train(
         >>> from search_spaces import FasterViTConfig
         >>> cfg = FasterViTConfig(resolution=64, dim=16, in_dim=8, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2),
         ...                       window_size=(2, 2, 2, 2))
-        >>> r = train(cfg, TrainRecipe(steps=5, batch_size=16, val_subset=64), device="cpu", progress=False)  # doctest: +SKIP
-        >>> r.status, len(r.top1_history)                                                                     # doctest: +SKIP
+        >>> recipe = TrainRecipe(steps=5, batch_size=16, val_subset=64)
+        >>> r = train(cfg, recipe, device="cpu", progress=False)  # doctest: +SKIP
+        >>> r.status, len(r.top1_history)                         # doctest: +SKIP
         ('ok', 1)
 
     Args:
@@ -778,14 +811,20 @@ def train(
         desc: progress-bar label.
         save_weights: write the trained weights there (safetensors; the EMA weights when the
             recipe has an EMA) when the run ends without NaN.
+        init: start from this model (fine-tuning) instead of a seeded initialisation; it must be
+            ``cfg`` at the recipe's resolution with the data's classes, and is trained in place.
+        head_only: train the classifier alone (``init`` required): every other parameter is frozen
+            and the backbone stays in eval mode (BatchNorm statistics and stochastic depth as given).
     """
+    if head_only and init is None:
+        raise ValueError("head_only=True fine-tunes the head of a given model: pass init")
     if not isinstance(recipe, TrainRecipe):
         raise ValueError(f"recipe={recipe!r} must be an evaluators.train.TrainRecipe")
     _check_context(seed, report)
     t_start = time.perf_counter()
     dev = resolve_device(device)  # the one default-device picker (evaluators.profiler)
     splits = data if isinstance(data, DataSplits) else load_dataset(data, data_dir=data_dir, download=download)
-    run = _prepare_run(cfg, recipe, splits, seed, dev)
+    run = _prepare_run(cfg, recipe, splits, seed, dev, init, head_only)
     prog = _Progress(total=run.total, lr=run.peak_lr)
     if progress:
         from tqdm.auto import tqdm
@@ -910,7 +949,7 @@ def _result(run: _Run, prog: _Progress, log: _ModeLog, train_seconds: float, t_s
             from search_spaces.io import save_weights as _save
 
             Path(save_weights).parent.mkdir(parents=True, exist_ok=True)
-            _save(run.eval_model, save_weights)
+            _save(cast(FasterViT, run.eval_model), save_weights)
         top1 = prog.history[-1][1]
         tail = prog.losses[-10:]
         final_loss = sum(tail) / len(tail) if tail else float("nan")

@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("confirm", "confirm", "confirm"),
     ("dashboard", "dashboard", "dashboard"),
     ("export", "export", "export"),
+    ("finetune", "finetune", "finetune"),
     ("compare", "compare", "compare"),
     ("worker", "search", "worker"),
 ]

@@ -32,9 +32,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from evaluators import profiler  # its functions are looked up when called (tests replace them)
+from evaluators.jsonfile import atomic_write_text
 from search_spaces import PRESETS, FasterViT
 
-from .storage import write_text_atomic
+from .estimators import build_estimator
+from .settings import EstimatorOptions
 
 __all__ = ["Published", "load_published", "paper_tables", "CompareSettings", "ModelRow", "CompareResult",
            "resolve_models", "run_compare", "pareto_front", "count_macs", "DATA_FILE"]
@@ -121,6 +123,7 @@ class CompareSettings:
     official: bool = False
     tables: bool = False
     seed: int = 0
+    proxy: Optional[str] = None  # an accuracy estimator (e.g. supernet:DIR) scoring our FasterViT rows
 
     def resolved(self) -> "CompareSettings":
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
@@ -191,6 +194,8 @@ class ModelRow:
     error: Optional[str] = None
     note: Optional[str] = None
     profile: Optional[dict[str, Any]] = None
+    estimate: Optional[float] = None  # the --proxy estimator's accuracy of this architecture (our rows)
+    estimate_error: Optional[str] = None
 
     @property
     def measured(self) -> bool:
@@ -205,6 +210,7 @@ class CompareResult:
     front: list[str]
     dominated: dict[str, list[str]]
     tables: Optional[dict[str, Any]] = None
+    estimate_label: Optional[str] = None  # what ``ModelRow.estimate`` is (--proxy), e.g. "top-1 % (supernet, ...)"
     wall_s: float = 0.0
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -442,6 +448,7 @@ def run_compare(settings: CompareSettings, *,
             step(f"{p.name} ({'timm ' + str(p.timm_id) if code == 'timm' else code})")
             rows += _measure_one(p, code, s)
         tables = measure_tables(s, step) if s.tables else None
+    label = estimate_rows(rows, s) if s.proxy else None
     primary = [r for r in rows if r.mode == s.protocol.modes[0]]
     front, dominated = pareto_front(primary)
     if on_step:
@@ -449,13 +456,29 @@ def run_compare(settings: CompareSettings, *,
     settings_d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(s).items()}
     settings_d["channels_last"] = True
     return CompareResult(settings=settings_d, environment=_environment(s), rows=rows, front=front, dominated=dominated,
-                         tables=tables, wall_s=round(time.perf_counter() - t0, 1))
+                         tables=tables, estimate_label=label, wall_s=round(time.perf_counter() - t0, 1))
+
+
+def estimate_rows(rows: Sequence[ModelRow], s: CompareSettings) -> str:
+    """Score our FasterViT rows with the ``s.proxy`` estimator (e.g. a supernet of the default space); returns
+    its label. An architecture it cannot score (FasterViT-4..6 outside that space) records why."""
+    est = build_estimator(EstimatorOptions(proxy=str(s.proxy), proxy_resolution=224, proxy_batch_size=16))
+    est.prepare(device=str(s.device), seed=s.seed)
+    scores: dict[str, tuple[Optional[float], Optional[str]]] = {}
+    for r in rows:
+        if r.code != "nas":
+            continue
+        if r.model_id not in scores:
+            e = est.estimate(PRESETS[r.model_id], seed=s.seed)
+            scores[r.model_id] = (None, e.failure) if e.failure else (round(e.value, 3), None)
+        r.estimate, r.estimate_error = scores[r.model_id]
+    return est.label
 
 
 def save_json(result: dict[str, Any], path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(path, json.dumps(result, indent=1, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(result, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

@@ -7,10 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
-from .storage import atomic_file
+from evaluators.jsonfile import atomic_write_bytes
 
-__all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_rows", "reading", "TABLE_HEADER"]
+from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
+
+__all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_header", "table_rows", "reading",
+           "TABLE_HEADER"]
 
 FAMILY_STYLE = {"conv": ("ConvNets", "square", "#0072B2"), "transformer": ("Transformers", "triangle-up", "#56B4E9"),
                 "hybrid": ("Hybrids", "star", "#CC79A7")}
@@ -49,6 +51,12 @@ def _img(v: Optional[float]) -> str:
     return "—" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
 
 
+def table_header(d: Mapping[str, Any]) -> list[str]:
+    """``TABLE_HEADER``, plus the accuracy estimate's column when ``nas compare --proxy`` scored our rows."""
+    label = d.get("estimate_label")
+    return [*TABLE_HEADER, label] if label else list(TABLE_HEADER)
+
+
 def table_rows(d: Mapping[str, Any]) -> list[list[str]]:
     """One formatted row per model and mode (the CLI table and the HTML table)."""
     front = set(d["front"])
@@ -64,6 +72,9 @@ def table_rows(d: Mapping[str, Any]) -> list[list[str]]:
                      f"{_fmt(r.get('gmacs'), '.2f')} / {_fmt(r.get('paper_gflops'), '.1f')}", here,
                      _fmt(r.get("paper_a100_img_s"), ",.0f"), _fmt(r.get("ratio"), ".3g") if _ok(r) else "—",
                      _fmt(r.get("top1"), ".1f"), on])
+        if d.get("estimate_label"):
+            rows[-1].append(_fmt(r.get("estimate"), ".2f") if r.get("estimate") is not None
+                            else ("—" if r["code"] != "nas" else f"not scored: {r.get('estimate_error')}"))
     return rows
 
 
@@ -158,7 +169,8 @@ def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str 
             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in reading(d)) + "</ul>",
             figure_html(_figure(d), first=True, plotlyjs=plotlyjs),
             "<h2>Models</h2>",
-            table_html(TABLE_HEADER, table_rows(d), [False, False, True, True, True, True, True, True, True, False]),
+            table_html(table_header(d), table_rows(d),
+                       [False, False, True, True, True, True, True, True, True, False, True][:len(table_header(d))]),
             "<h2>Throughput ratios of Tables S.2 and S.3</h2>", _tables_html(d.get("tables"))]
     return write_page(path, f"nas compare — {_where(d)}", body, plotlyjs=plotlyjs)
 
@@ -241,10 +253,8 @@ def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
     ax.legend(fontsize=9, loc="best")
     ax.set_title(f"Top-1 vs throughput on {_where(d)} (the paper's Figure 1, re-measured)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_file(path) as tmp:  # whole or not at all
-            fig.savefig(tmp, dpi=120)
+    try:  # whole or not at all
+        atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120))
     finally:
         plt.close(fig)
     return path

@@ -1,20 +1,22 @@
-"""Re-train confirmation of a study's front (``nas confirm --study S --top K``, ``nas search --confirm K``).
+"""Confirmation of a study's front by training (``nas confirm --study S --top K``, ``nas search --confirm K``).
 
-A front found on one training seed may owe some of its order to that seed. ``confirm_front``
-re-trains the K most accurate front points (one per architecture; cache hits fold into their
-source) at the study's full train budget with another seed, and stores, per trial, the search
-value and every re-trained value in the study attribute ``confirmations`` (``nas.record``):
-``{"<trial>": [{"seed", "accuracy", "search_accuracy", "epochs", "seconds", "status"}, ...]}``. The
-study's own settings (dataset, subset, batch, resolution, budget) are used, so both values are of
-the same recipe and differ only by the seed. ``seed_noise`` then turns the pairs into the measured
-seed-to-seed spread that ``within_noise`` compares front neighbours against.
+A front found on one training seed may owe some of its order to that seed, and a front found on
+a supernet's inherited weights to the weight sharing. ``confirm_front`` measures the K most
+accurate front points (one per architecture; cache hits fold into their source) again the way the
+study's estimator says (``AccuracyEstimator.confirmation``): a training estimator re-trains each at
+its full budget with another seed (``kind: retrain``); a supernet study trains each stand-alone
+with the supernet's recipe, data and budget under two seeds (``kind: standalone``). Per trial the
+search value and every new value go into the study attribute ``confirmations`` (``nas.record``):
+``{"<trial>": [{"kind", "seed", "accuracy", "search_accuracy", "epochs", "seconds", "status"}, ...]}``.
+``seed_noise`` turns the samples of one recipe into the measured seed-to-seed spread that
+``within_noise`` compares front neighbours against.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from evaluators.checks import check_int
 from search_spaces import FasterViTConfig
@@ -24,7 +26,8 @@ from .estimators import build_estimator, estimator_type
 from .front import objective_names, pareto_trials
 from .settings import EstimatorOptions, cuda_available
 
-__all__ = ["confirm_front", "front_to_confirm", "seed_noise", "within_noise", "confirmations", "noise_marks",
+__all__ = ["confirm_front", "front_to_confirm", "seed_noise", "seed_differences", "within_noise", "confirmations",
+           "noise_marks",
            "DIFFERENCE_BOUND_SDS"]
 
 
@@ -54,12 +57,13 @@ def front_to_confirm(study: Any, top: int) -> list[Any]:
 
 
 def _study_settings(study: Any) -> dict[str, Any]:
-    """The study's stored settings; refused unless its accuracy estimator trains (another seed, another sample)."""
+    """The study's stored settings; refused unless its accuracy estimator can be confirmed by training."""
     s = dict(study.user_attrs.get(R.STUDY_SETTINGS) or {})
     proxy = study.user_attrs.get(R.STUDY_PROXY)
-    if not proxy or not estimator_type(proxy).retrains:
-        raise ValueError(f"study {study.study_name!r} was searched with --proxy {proxy}: re-training confirms the "
-                         f"accuracies of an estimator that trains (--proxy train) only")
+    if not proxy or not estimator_type(proxy).confirmable:
+        raise ValueError(f"study {study.study_name!r} was searched with --proxy {proxy}: training confirms the "
+                         f"accuracies of an estimator that trains (--proxy train) or of a supernet "
+                         f"(--proxy supernet:DIR) only")
     return s
 
 
@@ -82,39 +86,52 @@ def confirm_front(study: Any, *, top: int, seed: Optional[int] = None, device: O
             raise ValueError(f"trials {bad} of study {study.study_name!r} are not complete: nothing to re-train")
     i = objective_names(study).index("accuracy")
     dev = device or s.get("device") or ("cuda" if cuda_available() else "cpu")
-    # the study's estimator at its full budget: same data, subset, batch and resolution; no rungs
+    # the study's estimator (no rungs), and how it says its values are confirmed
     options = EstimatorOptions.from_mapping({**s, "proxy": study.user_attrs.get(R.STUDY_PROXY), "fidelity": "full"})
-    estimator = build_estimator(options)
-    estimator.prepare(device=dev, seed=int(s.get("seed", 0)))
+    conf = build_estimator(options).confirmation()
+    if conf is None:
+        raise ValueError(f"study {study.study_name!r}: its accuracy estimator cannot be confirmed by training")
+    conf.estimator.prepare(device=dev, seed=int(s.get("seed", 0)))
     done = confirmations(study)
     rows = []
-    for n, t in enumerate(trials):
+    jobs = [(t, k) for t in trials for k in range(conf.seeds)]
+    for n, (t, k) in enumerate(jobs):
         key = str(t.number)
         entries = list(done.get(key, []))
-        use = seed if seed is not None else int(s.get("seed", 0)) + 1 + len(entries)
-        res = estimator.estimate(FasterViTConfig.from_dict(t.user_attrs[R.CONFIG]), seed=use)
-        entry = dict(seed=use, accuracy=None if res.failure else float(res.value),
+        same = [e for e in entries if e.get("kind", "retrain") == conf.kind]
+        use = seed + k if seed is not None else int(s.get("seed", 0)) + 1 + len(same)
+        res = conf.estimator.estimate(FasterViTConfig.from_dict(t.user_attrs[R.CONFIG]), seed=use)
+        entry = dict(kind=conf.kind, seed=use, accuracy=None if res.failure else float(res.value),
                      search_accuracy=float(t.values[i]), search_seed=int(s.get("seed", 0)), epochs=res.epochs,
                      seconds=round(res.seconds, 3), status=res.status)
         entries.append(entry)
         done[key] = entries
-        study.set_user_attr(R.STUDY_CONFIRMATIONS, done)  # after each re-train: an interruption keeps the others
+        study.set_user_attr(R.STUDY_CONFIRMATIONS, done)  # after each one: an interruption keeps the others
         rows.append(dict(trial=t.number, **entry))
         acc = "NaN" if entry["accuracy"] is None else f"{entry['accuracy']:.2f}"
-        out(f"[{n + 1}/{len(trials)}] trial #{t.number}: search accuracy {entry['search_accuracy']:.2f} "
-            f"(seed {entry['search_seed']}), re-trained {acc} (seed {use}, {res.epochs or 0:g} epochs, "
+        what = "re-trained" if conf.paired_with_search else "trained stand-alone"
+        out(f"[{n + 1}/{len(jobs)}] trial #{t.number}: search accuracy {entry['search_accuracy']:.2f} "
+            f"(seed {entry['search_seed']}), {what} {acc} (seed {use}, {res.epochs or 0:g} epochs, "
             f"{res.seconds:.1f}s)")
     return rows
 
 
-def seed_noise(study: Any) -> Optional[float]:
-    """The measured seed noise: the standard deviation of (re-trained - search) accuracy / sqrt(2).
+def seed_differences(entries: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Differences of two independent seed draws of one recipe among one trial's confirmation entries:
+    (re-trained - search) of each re-train, and consecutive pairs of stand-alone trainings."""
+    ok = [e for e in entries if e.get("accuracy") is not None]
+    diffs = [e["accuracy"] - e["search_accuracy"] for e in ok if e.get("kind", "retrain") == "retrain"]
+    alone = [e["accuracy"] for e in ok if e.get("kind") == "standalone"]
+    return diffs + [b - a for a, b in zip(alone[::2], alone[1::2])]
 
-    Each pair differs by two independent seed draws, hence the sqrt(2); with one pair its absolute
-    difference / sqrt(2) is used. None when nothing was confirmed.
+
+def seed_noise(study: Any) -> Optional[float]:
+    """The measured seed noise: the standard deviation of the differences of two seed draws / sqrt(2).
+
+    Each difference is of two independent seed draws (``seed_differences``), hence the sqrt(2);
+    with one difference its absolute value / sqrt(2) is used. None when nothing was confirmed.
     """
-    diffs = [e["accuracy"] - e["search_accuracy"] for entries in confirmations(study).values() for e in entries
-             if e.get("accuracy") is not None]
+    diffs = [d for entries in confirmations(study).values() for d in seed_differences(entries)]
     if not diffs:
         return None
     spread = abs(diffs[0]) if len(diffs) == 1 else statistics.stdev(diffs)

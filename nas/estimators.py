@@ -1,7 +1,7 @@
 """The accuracy estimator of a search, by name: ``--proxy NAME`` -> one ``evaluators.estimators.AccuracyEstimator``.
 
-``--proxy`` takes a registered estimator (``train``; later ``supernet:DIR``: the name, a colon and
-its argument) or the name of a zero-cost proxy (``nas proxies`` lists them). ``build_estimator``
+``--proxy`` takes a registered estimator (``train``, ``supernet:DIR``: the name, a colon and its
+argument) or the name of a zero-cost proxy (``nas proxies`` lists them). ``build_estimator``
 turns a search's ``EstimatorOptions`` into the estimator, checked once; everything that depends on
 what the accuracy number is (the evaluator, the architecture cache, labels, ``nas confirm``, the
 Ray ASHA choice) asks that object. Add a kind with ``@register_estimator(NAME, EstimatorClass)``
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-from evaluators.estimators import AccuracyEstimator, Halving, TrainingEstimator, ZeroCostEstimator
+from evaluators.estimators import AccuracyEstimator, Halving, SupernetEstimator, TrainingEstimator, ZeroCostEstimator
 from evaluators.train import TrainRecipe
 
 from .settings import EstimatorOptions
 
 __all__ = ["ESTIMATORS", "register_estimator", "estimator_type", "build_estimator", "estimator_label",
-           "identity_change"]
+           "identity_change", "canonical_proxy"]
 
 EstimatorFactory = Callable[[str, EstimatorOptions], AccuracyEstimator]
 
@@ -64,6 +65,24 @@ def _training(argument: str, o: EstimatorOptions) -> TrainingEstimator:
                          subset=o.train_subset, val_subset=o.train_val_subset)
     return TrainingEstimator(recipe, data=o.data, data_dir=o.data_dir,
                              halving=Halving(o.eta, o.min_budget) if o.fidelity == "sh" else None)
+
+
+@register_estimator("supernet", SupernetEstimator)
+def _supernet(argument: str, o: EstimatorOptions) -> SupernetEstimator:
+    if not argument:
+        raise ValueError("--proxy supernet:DIR needs the folder of a trained supernet (`nas supernet train --out DIR`)")
+    # the supernet's own data unless --data names another dataset (with the same classes)
+    data = o.data if o.data != EstimatorOptions.data else None
+    return SupernetEstimator(argument, data=data, data_dir=o.data_dir, val_subset=o.train_val_subset)
+
+
+def canonical_proxy(proxy: str) -> str:
+    """``proxy`` as every process reads it alike: a ``supernet:DIR`` folder made absolute (workers and Ray
+    trials may run in another folder); other names unchanged."""
+    kind, argument = _split(proxy)
+    if kind == "supernet" and argument:
+        return f"supernet:{Path(argument).expanduser().resolve()}"
+    return proxy
 
 
 def _zero_cost(o: EstimatorOptions) -> ZeroCostEstimator:

@@ -33,7 +33,11 @@ from .storage import get_storage
 __all__ = ["load_study", "objective_names", "objective_labels", "maximize_flags", "feasible_trials", "pareto_trials",
            "reference_problem", "reference_point", "hypervolume", "hypervolume_history", "pareto_rows",
            "ReferencePoint", "study_references", "parse_reference", "dominates_presets", "dominated_by",
-           "preset_place", "failure_rows", "mixed_measurements", "study_summary", "REFERENCE_RULE", "short_preset"]
+           "preset_place", "failure_rows", "study_summary", "mixed_measurements", "REFERENCE_RULE", "short_preset",
+           "REFERENCE_PRESETS"]
+
+#: the FasterViT presets every report places on its front (the study's trials, or measured apart)
+REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 
 
 def load_study(study: str, storage: Any = None) -> Any:

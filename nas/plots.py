@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .storage import write_text_atomic
+from evaluators.jsonfile import atomic_write_text
 
 __all__ = ["PLOTLYJS_MODES", "figure_html", "page", "write_page", "base_layout", "COLORS", "esc"]
 
@@ -67,8 +67,8 @@ def write_page(path: Path | str, title: str, body: Sequence[str], *, plotlyjs: s
         js = path.parent / "plotly.min.js"
         text = get_plotlyjs()
         if not js.is_file() or js.read_text() != text:
-            write_text_atomic(js, text)
-    return write_text_atomic(path, page(title, body))
+            atomic_write_text(js, text)
+    return atomic_write_text(path, page(title, body))
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Optional[Sequence[bool]] = None) -> str:

@@ -17,9 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 from search_spaces import PRESETS
 
 from . import record as R
-from .front import ReferencePoint, objective_names, study_references
+from .front import REFERENCE_PRESETS, ReferencePoint, objective_names, study_references
 from .objectives import Objective, parse_objectives
-from .search import REFERENCE_PRESETS
 from .settings import SearchSettings
 from .storage import StorageError, storage_errors
 from .trial import Evaluator, TrialFailure

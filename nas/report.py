@@ -12,8 +12,10 @@ from typing import Any, Mapping, Optional, Sequence
 import matplotlib
 import plotly.graph_objects as go
 
+from evaluators.jsonfile import atomic_write_bytes
+
 from . import plots, record as R
-from .confirm import noise_marks
+from .confirm import confirmations, noise_marks
 from .front import (
     ReferencePoint,
     feasible_trials,
@@ -28,7 +30,6 @@ from .front import (
 from .labels import display_scale, format_value
 from .objectives import OBJECTIVES
 from .plots import COLORS, base_layout, esc, table_html
-from .storage import atomic_file
 
 __all__ = ["write_report", "front_noise"]
 
@@ -106,6 +107,14 @@ def _retrained_values(front: Sequence[Any], noise: Mapping[str, Any]) -> list[li
     return out
 
 
+def _confirmed_label(study: Any) -> str:
+    """Legend of the confirmed points: re-trained with another seed, or trained stand-alone (a supernet study)."""
+    kinds = {e.get("kind", "retrain") for entries in confirmations(study).values() for e in entries}
+    if kinds == {"standalone"}:
+        return "confirmed: trained stand-alone (mean of seeds)"
+    return "re-trained with another seed (mean)"
+
+
 def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint], names: Sequence[str],
                   labels: Sequence[str]) -> Any:
     sc = _scaled(names, labels)
@@ -138,7 +147,7 @@ def _front_figure(study: Any, feas: Sequence[Any], refs: Sequence[ReferencePoint
                       **bars))
     again = _retrained_values(front, noise) if noise else []
     if again:
-        fig.add_trace(cls(**xyz(again), mode="markers", name="re-trained with another seed (mean)", hoverinfo="x+y",
+        fig.add_trace(cls(**xyz(again), mode="markers", name=_confirmed_label(study), hoverinfo="x+y",
                           marker=dict(symbol="x", size=9 if not three else 4, color=COLORS["front"])))
     for in_study in (True, False):
         pts = [r for r in refs if r.values is not None and r.in_study == in_study]
@@ -224,7 +233,9 @@ def _references_html(summary: Mapping[str, Any], refs: Sequence[ReferencePoint],
     rows = []
     for r in refs:
         where = preset_place(summary["presets"].get(r.preset, {}) if r.values is not None else {"not_measured": r.note})
-        source = f"trial #{r.trial}" if r.in_study else f"not part of the study ({r.note or 'measured the same way'})"
+        unsaved = r.note.partition("; ")[2]  # a note is "how it was measured[; why it is not cached]"
+        source = (f"trial #{r.trial}" if r.in_study else
+                  f"not part of the study (measured the same way{'; ' + unsaved if unsaved else ''})")
         rows.append([r.short, source,
                      *(format_value(n, v) for n, v in zip(names, _or_none(r.values, len(names)))), where])
     if not rows:
@@ -305,7 +316,6 @@ def _save(fig: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110)
+        atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110))
     finally:
         plt.close(fig)

@@ -162,9 +162,10 @@ def _options(stored_settings: Mapping[str, Any]) -> Optional[EstimatorOptions]:
 
 
 def _identity(options: EstimatorOptions) -> Optional[dict[str, Any]]:
+    """The identity the options build now (None: they build none any more, e.g. a supernet folder gone)."""
     try:
         return _plain(build_estimator(options).identity)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OSError):
         return None
 
 

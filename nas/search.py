@@ -38,12 +38,13 @@ from search_spaces.space import SearchSpace, load_space
 from . import record as R
 from .adapters import storage_of
 from .estimators import build_estimator
-from .front import hypervolume, objective_labels, objective_names, pareto_rows
+from .front import REFERENCE_PRESETS, ReferencePoint, hypervolume, objective_labels, objective_names, pareto_rows
 from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, trial_id
 from .labels import metric_labels
 from .objectives import PREDICTED_KEYS, Constraint, Objective, parse_constraint, parse_objectives
 from .progress import SearchProgress
 from .record import Status
+from .references import report_references
 from .report import write_report
 from .resume import objective_conflict, refuse_conflicts, resume_conflicts, space_meaning
 from .samplers import sampler_for
@@ -77,7 +78,6 @@ __all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "Back
            "state_counts", "REFERENCE_PRESETS"]
 
 log = logging.getLogger("nas.search")
-REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 
 
 # ------------------------------------------------------------------------------------------ study
@@ -145,7 +145,7 @@ class SearchResult:
     n_waiting: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)  # last failed (or pruned) trials: number, error
     labels: list[str] = field(default_factory=list)  # what each objective measures (the study's metric names)
-    added_complete: Optional[int] = None  # trials this run added that completed (None: not counted)
+    added_measured: Optional[int] = None  # trials of this run that completed or were pruned (None: not counted)
 
     @property
     def n_trials(self) -> int:
@@ -153,8 +153,8 @@ class SearchResult:
 
     @property
     def nothing_completed(self) -> bool:
-        """No trial this run added completed (every one failed or was pruned, or none ran)."""
-        return self.added_complete == 0
+        """No trial of this run completed or was pruned at a rung or constraint: every one failed, or none ran."""
+        return self.added_measured == 0
 
     @property
     def ok(self) -> bool:
@@ -339,6 +339,8 @@ class StudyDriver:
         self.constraints = [parse_constraint(c) for c in [*s.constraints, *self.space.constraints]]
         # the accuracy estimator, built and checked once (workers in other processes build theirs from the settings)
         self.estimator = build_estimator(s) if needs_accuracy(self.objectives, self.constraints) else None
+        if self.estimator is not None:
+            self.estimator.check_space(self.space)  # e.g. a supernet of another space: refused before the study
         needed = {o.name for o in self.objectives} | {c.name for c in self.constraints}
         if any(n in PREDICTED_KEYS for n in needed):
             checked_predictor(s, needed)  # a predictor that does not give an objective: refused before the study
@@ -353,6 +355,7 @@ class StudyDriver:
         self.enqueue = enqueue
         self.started = 0.0
         self.before = 0
+        self.finished_before: Optional[set[int]] = None  # trials already finished when this run opened the study
 
     @property
     def names(self) -> list[str]:
@@ -390,6 +393,7 @@ class StudyDriver:
                                           space=self.space)
         self.before = len(self.study.get_trials(deepcopy=False))
         self.stale = fail_stale_trials(self.study)
+        self.finished_before = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
         self.queued = enqueue_presets(self.study, self.space) if (self.enqueue and s.enqueue_presets) else []
         log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(jsonable(s.to_dict())))
         return self.study
@@ -426,7 +430,20 @@ class StudyDriver:
             if stale:
                 self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
             return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
-                             stopped_reason=reason, since=self.before)
+                             stopped_reason=reason, references=self.references(),
+                             finished_before=self.finished_before)
+
+    def references(self) -> Optional[list[ReferencePoint]]:
+        """FasterViT-0..3 for the report: where they are points of the searched space, the ones the study lacks
+        are measured apart exactly as its trials were (cached in the study); elsewhere they are listed with how
+        to measure them (`nas pareto`). None before any trial completed."""
+        if not any(t.state == optuna.trial.TrialState.COMPLETE for t in self.study.get_trials(deepcopy=False)):
+            return None
+        if not all(self.space.params_for(PRESETS[p]) is not None for p in REFERENCE_PRESETS):
+            return report_references(self.study, measure=False)
+        self.out("FasterViT-0..3 on the report: measuring the ones the study lacks as its trials were measured "
+                 "(once; cached in the study)")
+        return report_references(self.study, on_progress=lambda p: self.out(f"  measuring {p} ..."))
 
     def _interrupted(self, e: BaseException) -> "Interrupted":
         sig = getattr(e, "signal_name", "SIGINT")
@@ -482,16 +499,20 @@ class LocalBackend:
 
 
 def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_file: Optional[Path] = None,
-              stopped_reason: Optional[str] = None, since: Optional[int] = None) -> SearchResult:
-    """The study's summary (and its report written). ``since``: the first trial number this run added; its
-    completed trials are counted and its last failures (FAIL or PRUNED) listed (None: the study's FAIL trials)."""
+              stopped_reason: Optional[str] = None,
+              references: Optional[Sequence[ReferencePoint]] = None,
+              finished_before: Optional[set[int]] = None) -> SearchResult:
+    """The study's summary (and its report written). ``finished_before``: the trials already finished when this
+    run began; the others (this run's, queued ones included) are the ones whose last failures are listed and whose
+    completed or pruned trials are counted (None: the study's failures, nothing counted)."""
     S = optuna.trial.TrialState
     counts = state_counts(study)
-    added = [t for t in study.get_trials(deepcopy=False) if since is None or t.number >= since]
-    ended = [t for t in added if t.state == S.FAIL or (since is not None and t.state == S.PRUNED)]
+    this_run, before = finished_before is not None, finished_before or set()
+    added = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+    ended = [t for t in added if t.state == S.FAIL]
     path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
     try:
-        report = write_report(study, path)
+        report = write_report(study, path, references=references)
     except OSError as e:  # the trials are safe in the storage; only the report could not be written
         again = f"nas pareto --study {settings.study}" + (f" --storage {settings.storage}"
                                                            if isinstance(settings.storage, str) else "")
@@ -505,7 +526,7 @@ def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_fi
         log_file=str(log_file) if log_file else None, stopped_reason=stopped_reason,
         failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in ended[-5:]],
         labels=objective_labels(study),
-        added_complete=None if since is None else sum(t.state == S.COMPLETE for t in added))
+        added_measured=None if not this_run else sum(t.state in (S.COMPLETE, S.PRUNED) for t in added))
 
 
 def run_search(settings: SearchSettings, *, console: Any = None, backend: Optional[Backend] = None) -> SearchResult:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any, Iterator, Union
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_JOURNAL", "StorageError", "get_storage", "storage_kind", "describe_storage",
-           "journal_path", "check_journal", "storage_exists", "writable_dir", "writable_file", "atomic_file",
-           "write_text_atomic", "storage_errors", "SafeJournalFileBackend", "os_message"]
+           "journal_path", "check_journal", "storage_exists", "writable_dir", "writable_file", "storage_errors",
+           "SafeJournalFileBackend", "os_message"]
 
 log = logging.getLogger("nas.storage")
 
@@ -129,27 +129,6 @@ def writable_file(path: Union[str, Path], what: str) -> Path:
         raise StorageError(f"{what} {path}: the folder {folder} is not writable (read-only or permissions); choose "
                            f"a writable location")
     return path
-
-
-@contextmanager
-def atomic_file(path: Union[str, Path]) -> Iterator[Path]:
-    """A temporary path beside ``path`` (same suffix) to write; it replaces ``path`` only once written whole and
-    is removed if writing fails, so a full disk or a kill never leaves a truncated report behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: Union[str, Path], text: str) -> Path:
-    """``Path.write_text`` that never leaves a truncated file (``atomic_file``)."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
 
 
 # ------------------------------------------------------------------------------------------ journal files

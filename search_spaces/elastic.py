@@ -38,7 +38,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
 import torch
@@ -47,8 +47,19 @@ import torch.nn.functional as F
 from timm.layers import drop_path, trunc_normal_
 
 from .config import CONV_STAGES, NUM_STAGES, FasterViTConfig, StageGeometry, as_resolution
-from .fastervit import (_BIAS_ALIGN, CarrierTokenInit, FasterViT, _attend, _use_fused, rel_pos_geometry,
-                        token_coords, window_order)
+from .fastervit import (
+    _BIAS_ALIGN,
+    CarrierTokenInit,
+    FasterViT,
+    _attend,
+    _use_fused,
+    pad_to_windows,
+    rel_pos_geometry,
+    token_coords,
+    window_map,
+    window_order,
+    window_tokens,
+)
 from .presets import resolve_config
 from .space import SearchSpace, load_space
 
@@ -240,6 +251,13 @@ class Elastic:
     def active_tensor(self, name: str) -> Optional[torch.Tensor]:
         raise NotImplementedError
 
+    def active_weight(self) -> torch.Tensor:
+        """``active_tensor("weight")`` of an op that always has a weight (linear, convolution)."""
+        w = self.active_tensor("weight")
+        if w is None:
+            raise RuntimeError(f"{type(self).__name__} has no weight to slice")
+        return w
+
 
 class ElasticLinear(nn.Linear, Elastic):
     """``nn.Linear`` on ``weight[:out, :in]``; with ``chunks`` (3 for q/k/v) the output is that many
@@ -265,7 +283,7 @@ class ElasticLinear(nn.Linear, Elastic):
         return t.view(n, -1)[:, :out].reshape(n * out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.active_tensor("weight"), self.active_tensor("bias"))
+        return F.linear(x, self.active_weight(), self.active_tensor("bias"))
 
 
 class ElasticConv2d(nn.Conv2d, Elastic):
@@ -295,8 +313,9 @@ class ElasticConv2d(nn.Conv2d, Elastic):
         return t[: self.active_out, : self.active_in]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad = self.active_kernel // 2 if self.depthwise else self.padding
-        return F.conv2d(x, self.active_tensor("weight"), self.active_tensor("bias"), self.stride, pad, self.dilation,
+        # __init__ takes an int padding, so nn.Conv2d holds it as a tuple (never "same"/"valid")
+        pad = self.active_kernel // 2 if self.depthwise else cast(tuple[int, ...], self.padding)
+        return F.conv2d(x, self.active_weight(), self.active_tensor("bias"), self.stride, pad, self.dilation,
                         self.active_out if self.depthwise else 1)
 
 
@@ -341,10 +360,15 @@ class ElasticBatchNorm2d(nn.BatchNorm2d, Elastic):
         return t if t is None or name == "num_batches_tracked" else t[: self.active]
 
     def _momentum(self) -> float:
+        """The running-statistics factor of this forward (nn.BatchNorm's rule); counts the batch."""
         if not (self.training and self.track_running_stats):
             return 0.0
-        self.num_batches_tracked.add_(1)
-        return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        tracked = self.num_batches_tracked
+        if tracked is not None:
+            tracked.add_(1)
+        if self.momentum is not None:
+            return self.momentum
+        return 1.0 / float(tracked) if tracked is not None else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         momentum = self._momentum()
@@ -354,8 +378,10 @@ class ElasticBatchNorm2d(nn.BatchNorm2d, Elastic):
             return self._sync_forward(x, w, b, rm, rv, momentum)
         return F.batch_norm(x, rm, rv, w, b, self.training, momentum, self.eps)
 
-    def _sync_forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, rm: torch.Tensor, rv: torch.Tensor,
-                      momentum: float) -> torch.Tensor:
+    def _sync_forward(self, x: torch.Tensor, w: Optional[torch.Tensor], b: Optional[torch.Tensor],
+                      rm: Optional[torch.Tensor], rv: Optional[torch.Tensor], momentum: float) -> torch.Tensor:
+        """Batch norm over the group's joint batch; like ``F.batch_norm``, the running statistics
+        are updated when held and the affine transform applied when the layer has one."""
         xf = x.float()
         count = torch.full((1,), xf.numel() // xf.shape[1], dtype=torch.float32, device=x.device)
         stats = _AllReduceSum.apply(torch.cat((xf.sum((0, 2, 3)), (xf * xf).sum((0, 2, 3)), count)), self.sync_group)
@@ -363,11 +389,16 @@ class ElasticBatchNorm2d(nn.BatchNorm2d, Elastic):
         n = stats[-1]
         mean = stats[:c] / n
         var = (stats[c:2 * c] / n - mean * mean).clamp_min(0.0)
-        with torch.no_grad():
-            rm.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
-            rv.mul_(1 - momentum).add_(var.detach() * (n / (n - 1).clamp_min(1.0)), alpha=momentum)
+        if rm is not None and rv is not None:
+            with torch.no_grad():
+                rm.mul_(1 - momentum).add_(mean.detach(), alpha=momentum)
+                rv.mul_(1 - momentum).add_(var.detach() * (n / (n - 1).clamp_min(1.0)), alpha=momentum)
         shape = (1, -1, 1, 1)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * w.view(shape) + b.view(shape)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if w is not None:
+            y = y * w.view(shape)
+        if b is not None:
+            y = y + b.view(shape)
         return y.to(x.dtype)
 
 
@@ -730,7 +761,8 @@ class ElasticConvStage(nn.Module):
     def configure(self, geom: StageGeometry, cfg: FasterViTConfig, rates: Sequence[float]) -> None:
         self.depth = cfg.depths[geom.index]
         for j in range(self.depth):
-            self.blocks[j].configure(geom.width, cfg.layer_scale_conv is not None, rates[j])
+            blk = cast(ElasticConvBlock, self.blocks[j])  # built as such in __init__
+            blk.configure(geom.width, cfg.layer_scale_conv is not None, rates[j])
         if self.downsample is not None:
             self.downsample.configure(geom.width)
 
@@ -756,7 +788,8 @@ class ElasticTransformerStage(nn.Module):
         if geom.hat and self.ct_init is not None:
             self.ct_init.configure(geom.width, cfg.ct_init_kernel, geom, cfg.ct_size, cfg.ct_init)
         for j in range(self.depth):
-            self.blocks[j].configure(_BlockSpec(
+            blk = cast(ElasticHATBlock, self.blocks[j])  # built as such in __init__
+            blk.configure(_BlockSpec(
                 width=geom.width, heads=cfg.num_heads[i], hidden=int(geom.width * cfg.mlp_ratio), geom=geom,
                 ct_size=cfg.ct_size, drop_path=rates[j], layer_scale=cfg.layer_scale is not None,
                 propagate=cfg.do_propagation and geom.hat and j == self.depth - 1, attn_bias=cfg.attn_bias,
@@ -765,21 +798,17 @@ class ElasticTransformerStage(nn.Module):
             self.downsample.configure(geom.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        ws = self.window
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        H, W = x.shape[-2:]
+        x = pad_to_windows(x, self.window)
         ct = self.ct_init(x) if self.hat and self.ct_init is not None else None
-        x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
+        tokens = window_tokens(x, self.window)
         for blk in self.blocks[: self.depth]:
-            x, ct = blk(x, ct)
-        x = x.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        x = x.permute(0, 3, 1, 2)
-        if pad_h or pad_w:
-            x = x[:, :, :H, :W]
+            tokens, ct = blk(tokens, ct)
+        x = window_map(tokens, x.shape, self.window, H, W)
         return x if self.downsample is None else self.downsample(x)
+
+
+ElasticStage = Union[ElasticConvStage, ElasticTransformerStage]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,8 +881,9 @@ class ElasticFasterViT(nn.Module):
         self.stem.configure(cfg.in_chans, cfg.in_dim, cfg.dim)
         n = sum(cfg.depths)
         dpr = [cfg.drop_path_rate * j / (n - 1) if n > 1 else 0.0 for j in range(n)]
-        for geom, stage in zip(cfg.stages, self.stages):
+        for geom, module in zip(cfg.stages, self.stages):
             i = geom.index
+            stage = cast(ElasticStage, module)  # built as one in __init__
             stage.configure(geom, cfg, dpr[sum(cfg.depths[:i]):sum(cfg.depths[: i + 1])])
         self.norm.configure(cfg.num_features)
         self.head.configure(cfg.num_features, self.num_classes)

@@ -490,6 +490,27 @@ def _embed_windows(pe: TokenPosEmbed, x: torch.Tensor) -> torch.Tensor:
     return (x.view(B, H // ws, ws, W // ws, ws, C) + e).view(B, H, W, C)
 
 
+def pad_to_windows(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """NCHW ``x`` zero-padded at the bottom and right to whole ``ws`` x ``ws`` windows (the official any-res rule)."""
+    pad_h, pad_w = (-x.shape[-2]) % ws, (-x.shape[-1]) % ws
+    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+
+
+def window_tokens(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """Padded NCHW ``(B, C, Hp, Wp)`` -> window tokens ``(B * windows, ws*ws, C)``, windows in raster order."""
+    B, C, Hp, Wp = x.shape
+    return x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
+
+
+def window_map(tokens: torch.Tensor, padded: torch.Size, ws: int, H: int, W: int) -> torch.Tensor:
+    """Inverse of ``window_tokens`` for a padded map of shape ``padded``, cropped back to ``H`` x ``W``: an
+    NCHW-shaped view with channels-last strides (cheap for the LayerNorm2d after)."""
+    B, C, Hp, Wp = padded
+    x = tokens.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
+    x = x.permute(0, 3, 1, 2)
+    return x[:, :, :H, :W] if (Hp, Wp) != (H, W) else x
+
+
 def _partition(x: torch.Tensor, ws: int) -> torch.Tensor:
     """(B, H, W, C) -> (B * windows, ws², C), windows row by row."""
     B, H, W, C = x.shape
@@ -768,27 +789,18 @@ class TransformerStage(nn.Module):
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, H, W = x.shape
-        ws = self.window
-        pad_h, pad_w = (-H) % ws, (-W) % ws
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        Hp, Wp = H + pad_h, W + pad_w
+        H, W = x.shape[-2:]
+        x = pad_to_windows(x, self.window)
         if self.attention != "hat":
             return self._forward_map(x, H, W)
         ct = self.ct_init(x) if self.ct_init is not None else None
-        # (B, C, Hp, Wp) -> (B * windows, ws*ws, C)
-        x = x.view(B, C, Hp // ws, ws, Wp // ws, ws).permute(0, 2, 4, 3, 5, 1).reshape(-1, ws * ws, C)
+        tokens = window_tokens(x, self.window)
         for blk in self.blocks:
-            if self.grad_checkpointing and x.requires_grad:
-                x, ct = torch.utils.checkpoint.checkpoint(blk, x, ct, use_reentrant=False)
+            if self.grad_checkpointing and tokens.requires_grad:
+                tokens, ct = torch.utils.checkpoint.checkpoint(blk, tokens, ct, use_reentrant=False)
             else:
-                x, ct = blk(x, ct)
-        # back to an NCHW-shaped view with channels-last strides (cheap for the LayerNorm2d after)
-        x = x.view(B, Hp // ws, Wp // ws, ws, ws, C).permute(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, C)
-        x = x.permute(0, 3, 1, 2)
-        if pad_h or pad_w:
-            x = x[:, :, :H, :W]
+                tokens, ct = blk(tokens, ct)
+        x = window_map(tokens, x.shape, self.window, H, W)
         return x if self.downsample is None else self.downsample(x)
 
     def _forward_map(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:

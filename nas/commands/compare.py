@@ -12,9 +12,9 @@ from ._common import console, fail, user_errors
 def _print(d: dict) -> None:
     from rich.table import Table
 
-    from nas.compare_report import TABLE_HEADER, reading, table_rows
+    from nas.compare_report import reading, table_header, table_rows
 
-    t = Table(*TABLE_HEADER, title=f"FasterViT and Table 1 peers on {d.get('gpu') or 'CPU'}")
+    t = Table(*table_header(d), title=f"FasterViT and Table 1 peers on {d.get('gpu') or 'CPU'}")
     for r in table_rows(d):
         t.add_row(*r)
     console.print(t)
@@ -51,6 +51,8 @@ def compare(
     render: Optional[str] = typer.Option(None, help="Only render OUT.html/.png and the table from a JSON written "
                                                     "earlier (e.g. measured on another machine)."),
     plotlyjs: str = typer.Option("embed", help="embed (one offline file) or directory (plotly.min.js beside it)."),
+    proxy: Optional[str] = typer.Option(None, help="Also score our FasterViT rows with this accuracy estimator, e.g. "
+                                        "supernet:DIR (a supernet of the default space: FasterViT-0..3)."),
 ) -> None:
     """Measure FasterViT-0..6 and the paper's Table 1 peers with our profiler; table, figure, JSON, front."""
     import json
@@ -69,7 +71,8 @@ def compare(
 
         split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)  # noqa: E731
         settings = CompareSettings(models=split(models), device=device, batch_size=batch_size, dtype=dtype,
-                                   modes=split(mode), warmup=warmup, repeats=repeats, official=official, tables=tables)
+                                   modes=split(mode), warmup=warmup, repeats=repeats, official=official, tables=tables,
+                                   proxy=proxy)
         with user_errors():
             settings = settings.resolved()
             resolve_models(settings.models)

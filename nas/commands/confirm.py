@@ -12,12 +12,13 @@ from ._common import console, print_json, user_errors
 def confirm(
     study: str = typer.Option("default", help="Study name."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///results/nas.db)."),
-    top: int = typer.Option(3, help="Re-train the K most accurate front points (one per architecture)."),
+    top: int = typer.Option(3, help="Confirm the K most accurate front points (one per architecture)."),
     seed: Optional[int] = typer.Option(None, help="Re-training seed (default: a seed the trial was not trained with)."),
     device: Optional[str] = typer.Option(None, help="cuda | cpu (default: the study's device)."),
     as_json: bool = typer.Option(False, "--json", help="Print the re-trains as JSON."),
 ) -> None:
-    """Re-train front points of a train-proxy study at its full budget with another seed; record both values."""
+    """Confirm front points by training: a train-proxy study re-trains them with another seed, a supernet study
+    trains them stand-alone (its recipe, data and budget) with two seeds; every value is recorded."""
     from nas.pareto import load_study
 
     with user_errors():

@@ -25,18 +25,20 @@ def dashboard(
     with user_errors():  # a mistyped or unreadable storage: one line, as in `nas search` and `nas pareto`
         opened = get_storage(url)
         with storage_errors(url):
-            _label_studies(opened, url)
+            _label_studies(url, opened)
     console.print(f"optuna-dashboard for {describe_storage(url)} at http://{host}:{port}/ (Ctrl-C to stop)",
                   highlight=False)
     run_server(opened, host=host, port=port)
 
 
-def _label_studies(storage: Any, url: str) -> None:
+def _label_studies(url: str, storage: Any = None) -> None:
     """Studies made before metric labels existed get them (so Best Trials and plots name each value); a
     read-only storage is shown as it is."""
     import optuna
 
     from nas.migrate import label_study
+
+    storage = storage if storage is not None else get_storage(url)
     for s in optuna.get_all_study_summaries(storage, include_best_trial=False):
         try:
             with storage_errors(url):

@@ -20,8 +20,16 @@ def export(
              "conditions keep Pareto trials, then one knee/max-/min- picks among them."),
     config: Optional[str] = typer.Option(None, "--config", metavar="CONFIG.json|PRESET",
                                          help="Export a config instead of a study trial."),
-    weights: Optional[str] = typer.Option(None, help="Weights to load (safetensors or checkpoint); default: the "
-                                          "trial's trained weights if it trained, else a seeded initialisation."),
+    weights: Optional[str] = typer.Option(None, help="Weights to load: a safetensors file or checkpoint, or "
+                                          "supernet:DIR (extracted from a trained supernet); default: the trial's "
+                                          "trained weights, or its supernet's, else a seeded initialisation."),
+    finetune: Optional[float] = typer.Option(None, "--finetune", metavar="EPOCHS",
+                                             help="Fine-tune the weights (or a fresh network) on --data first."),
+    data: Optional[str] = typer.Option(None, help="--finetune: the dataset to fine-tune on."),
+    head_only: bool = typer.Option(False, "--head-only", help="--finetune: train the classifier alone."),
+    finetune_lr: float = typer.Option(1e-4, help="--finetune: peak AdamW LR at batch 256 (sqrt-scaled)."),
+    finetune_batch_size: int = typer.Option(128, help="--finetune: batch size."),
+    device: Optional[str] = typer.Option(None, help="--finetune: cuda | cpu (default: CUDA when available)."),
     formats: str = typer.Option("safetensors,onnx", "--format", "-f",
                                 help="Comma list of safetensors, onnx, pt, torchscript (safetensors always)."),
     force: bool = typer.Option(False, "--force",
@@ -40,13 +48,17 @@ def export(
              "'throughput>=8000')" + (", not both" if trial is not None else ""))
     if config is not None and (trial is not None or pick):
         fail("--trial/--pick choose a trial of a --study; with --config there is nothing to pick")
+    if finetune is None and (data is not None or head_only):
+        fail("--data and --head-only say what --finetune EPOCHS trains on: give --finetune too")
 
-    from nas.export import export_model, parse_formats
+    from nas.export import Finetune, export_model, parse_formats
 
     with user_errors():
         parse_formats(formats)  # unknown formats fail before any study is opened
+        spec = None if finetune is None else Finetune(finetune, data or "", head_only=head_only, lr=finetune_lr,
+                                                       batch_size=finetune_batch_size, device=device)
         result = export_model(out, config=config, study=study, storage=storage, trial=trial, pick=pick or None,
-                              formats=formats, force=force, opset=opset, weights=weights, seed=seed)
+                              formats=formats, force=force, opset=opset, weights=weights, seed=seed, finetune=spec)
     if as_json:
         print_json(result.to_dict())
         return

@@ -68,8 +68,7 @@ def _print_references(presets: Mapping[str, Any]) -> None:
 def _to_measure(study: Any) -> list[str]:
     """The FasterViT presets a report measures apart: neither trials of the study nor cached in it."""
     from nas import record as R
-    from nas.front import study_references
-    from nas.search import REFERENCE_PRESETS
+    from nas.front import REFERENCE_PRESETS, study_references
 
     have = {r.preset for r in study_references(study)} | set(study.user_attrs.get(R.STUDY_REFERENCES) or {})
     return [p for p in REFERENCE_PRESETS if p not in have]

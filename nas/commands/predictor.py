@@ -42,7 +42,8 @@ def fit_cmd(
     for target, err in (predictor.meta.get("held_out") or {}).items():
         console.print(f"  {target}: held-out n={err['n']}, {err['within_10pct']:.0%} within ±10% "
                       f"({err['within_5pct']:.0%} within ±5%), Spearman "
-                      f"{'n/a' if err['spearman'] is None else err['spearman']}, median error {err['median_rel_err']:.1%}", highlight=False)
+                      f"{'n/a' if err['spearman'] is None else err['spearman']}, "
+                      f"median error {err['median_rel_err']:.1%}", highlight=False)
     console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB); search with "
                   f"`nas search --throughput predicted:{name}`", highlight=False)
 

@@ -80,8 +80,9 @@ def search(
     min_budget: Optional[float] = typer.Option(ESTIMATOR.min_budget, help="--fidelity sh: epochs of the first rung "
                                                "(default train-epochs / eta^2)."),
     eta: int = typer.Option(ESTIMATOR.eta, help="--fidelity sh: the top 1/eta of each rung go on (integer >= 2)."),
-    confirm: int = typer.Option(SEARCH.confirm, help="After the search, re-train the K most accurate front points "
-                                "with another seed (an estimator that trains, --proxy train; see `nas confirm`)."),
+    confirm: int = typer.Option(SEARCH.confirm, help="After the search, train the K most accurate front points: "
+                                "--proxy train re-trains with another seed, supernet:DIR trains stand-alone with "
+                                "two seeds (see `nas confirm`)."),
     workers: int = typer.Option(WORKERS.workers, help="Parallel worker processes sharing the study (one per GPU)."),
     backend: str = typer.Option(WORKERS.backend, help="optuna (this box) | ray (Ray Tune)."),
     ray_address: Optional[str] = typer.Option(WORKERS.ray_address, help="Ray cluster address (auto | HOST:PORT)."),
@@ -98,7 +99,7 @@ def search(
     Exit codes: 0 done; 1 stopped early (20 failed trials in a row, a worker died); 2 bad input or
     storage fault (one line saying what to do); 130 interrupted (what was kept and how to resume).
     """
-    from nas.estimators import estimator_type  # torch, optuna: imported when the command runs
+    from nas.estimators import canonical_proxy, estimator_type  # torch, optuna: imported when the command runs
     from nas.search import Interrupted
 
     with user_errors():
@@ -107,15 +108,16 @@ def search(
         settings = SearchSettings(
             objectives=objectives, constraints=constraints, space=space, sampler=sampler, population=population,
             trials=trials, timeout=timeout, seed=seed, enqueue_presets=enqueue_presets, confirm=confirm,
-            proxy=proxy, data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
+            proxy=canonical_proxy(proxy), data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
             proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
             train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
         refuse_inapplicable(ctx, settings, throughput=throughput, latency=latency)
-        if confirm and not estimator_type(proxy).retrains:
-            raise ValueError(f"--confirm {confirm} re-trains front points: it needs --proxy train, not {proxy!r}")
+        if confirm and not estimator_type(proxy).confirmable:
+            raise ValueError(f"--confirm {confirm} trains front points: it needs --proxy train or supernet:DIR, "
+                             f"not {proxy!r}")
         if confirm and backend == "ray":
             raise ValueError("--confirm runs on this machine after the search: with --backend ray run "
                              "`nas confirm --study S --storage URL --top K` there instead")
@@ -145,12 +147,12 @@ def search(
         raise typer.Exit(1)
 
 
-def _estimator_is(proxy: str, kind: str) -> bool:
-    """Whether ``--proxy`` names an estimator of the class ``kind`` of ``evaluators.estimators``."""
+def _estimator_is(proxy: str, *kinds: str) -> bool:
+    """Whether ``--proxy`` names an estimator of one of the classes ``kinds`` of ``evaluators.estimators``."""
     import evaluators.estimators  # torch: imported when the command runs, not for `nas --help`
     from nas.estimators import estimator_type
 
-    return issubclass(estimator_type(proxy), getattr(evaluators.estimators, kind))
+    return issubclass(estimator_type(proxy), tuple(getattr(evaluators.estimators, k) for k in kinds))
 
 
 def _needs(settings: SearchSettings) -> set[str]:
@@ -168,9 +170,14 @@ _ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[SearchSettings, set[str]], bo
      lambda s: f"--backend {s.backend}"),
     (("proxy", "proxy_resolution"), lambda s, n: "proxy" in n, "when accuracy is an objective or constraint",
      lambda s: f"--objective {','.join(s.objectives)}"),
-    (("train_epochs", "train_subset", "train_val_subset", "train_batch_size"),
-     lambda s, n: "proxy" in n and _estimator_is(s.proxy, "TrainingEstimator"),
+    (("train_epochs", "train_subset", "train_batch_size"),  # with --fidelity sh the estimator refuses the proxy
+     lambda s, n: "proxy" in n and (s.fidelity == "sh" or _estimator_is(s.proxy, "TrainingEstimator")),
      "to an accuracy estimator that trains (--proxy train)", lambda s: f"--proxy {s.proxy}"),
+    (("train_val_subset",),
+     lambda s, n: "proxy" in n and (s.fidelity == "sh"
+                                    or _estimator_is(s.proxy, "TrainingEstimator", "SupernetEstimator")),
+     "to an accuracy estimator that scores on held-out images (--proxy train or supernet:DIR)",
+     lambda s: f"--proxy {s.proxy}"),
     (("proxy_batch_size",), lambda s, n: "proxy" in n and _estimator_is(s.proxy, "ZeroCostEstimator"),
      "to a zero-cost proxy (`nas proxies`)", lambda s: f"--proxy {s.proxy}"),
     (("batch_size", "dtype"), lambda s, n: "profile" in n,

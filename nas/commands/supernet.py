@@ -52,12 +52,15 @@ def train_cmd(
     """
     from evaluators.supernet import PAUSED_EXIT_CODE, train_supernet
 
-    recipe = {k: v for k, v in dict(batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                                    sandwich_n=sandwich_n, drop_path_rate=drop_path_rate, subset=subset,
-                                    seed=seed).items() if v is not None}
-    options = {k: v for k, v in dict(resolution=resolution, device=device, time_budget=time_budget,
-                                     max_steps=max_steps, checkpoint_every=checkpoint_every,
-                                     val_subset=val_subset).items() if v is not None}
+    # the options the user set, passed on as train_supernet's keywords (which it checks)
+    recipe: dict[str, Any] = {k: v for k, v in dict(batch_size=batch_size, lr=lr, warmup=warmup,
+                                                    weight_decay=weight_decay, sandwich_n=sandwich_n,
+                                                    drop_path_rate=drop_path_rate, subset=subset,
+                                                    seed=seed).items() if v is not None}
+    options: dict[str, Any] = {k: v for k, v in dict(resolution=resolution, device=device,
+                                                     time_budget=time_budget, max_steps=max_steps,
+                                                     checkpoint_every=checkpoint_every,
+                                                     val_subset=val_subset).items() if v is not None}
     with user_errors():
         r = train_supernet(space, data=data, out=out, epochs=epochs, progress=progress, **options, **recipe)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one report, from rank 0
@@ -94,9 +97,8 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Inherited-weight top-1 of architectures (BatchNorm recalibrated per architecture)."""
-    from search_spaces import resolve_config
-
     from evaluators.supernet import InheritedAccuracy, load_supernet
+    from search_spaces import resolve_config
 
     with user_errors():
         configs = [resolve_config(c) for c in config]

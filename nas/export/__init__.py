@@ -38,7 +38,6 @@ loaded again and run on random inputs of two batch sizes, and must match the PyT
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -47,12 +46,10 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import optuna
-import torch
 
 from evaluators.cost import static_cost
-from evaluators.proxies import init_model
 from nas import __version__
-from search_spaces import FasterViTConfig, checkpoint_filter_fn, resolve_config
+from search_spaces import FasterViTConfig, resolve_config
 
 from .. import record as R
 from ..front import feasible_trials, load_study, maximize_flags, objective_labels, objective_names, pareto_trials
@@ -81,9 +78,10 @@ from .folder import (
 from .formats import FORMATS, ExportFormat, parse_formats, register_format
 from .onnx_export import export_onnx
 from .pick import Pick, check_exportable as _check_exportable, knee_trial, parse_pick, select_trial
+from .weights import SUPERNET_PREFIX, Finetune, build_export_model
 
 __all__ = ["ExportError", "ExportFormat", "ExportResult", "FORMATS", "register_format", "parse_formats", "Pick",
-           "parse_pick", "select_trial", "knee_trial", "export_model", "export_onnx", "build_export_model",
+           "parse_pick", "select_trial", "knee_trial", "export_model", "export_onnx", "build_export_model", "Finetune",
            "model_card", "EXPORT_SCHEMA_VERSION", "DEFAULT_FORMATS", "TOLERANCE", "CHECK_BATCH_SIZES"]
 
 
@@ -96,58 +94,13 @@ class ExportResult:
     files: dict[str, str]
     config: Any
     trial: Optional[int]
-    weights: str  # "trained" | "initialised" | "loaded"
+    weights: str  # "trained" | "loaded" | "supernet" | "fine-tuned" | "initialised"
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(out=str(self.out), files=self.files, trial=self.trial, weights=self.weights,
                     arch_id=self.config.arch_id, summary=self.config.summary(),
                     verification=self.metadata.get("verification"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _load_weights(model: Any, path: Path) -> None:
-    """Load a safetensors file or a torch checkpoint (official keys accepted), strictly."""
-    if not path.is_file():
-        raise ExportError(f"weights file {path} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(checkpoint_filter_fn(state, model), strict=True)
-    except (RuntimeError, OSError, KeyError) as e:
-        msg = str(e).strip().splitlines()
-        raise ExportError(f"weights {path} do not fit {model.config.summary()}: {msg[0] if msg else e}") from None
-
-
-def build_export_model(cfg: Any, *, weights: Union[None, str, Path] = None, seed: int = 0) -> tuple[Any, dict]:
-    """The model to export (eval mode) and a description of its weights.
-
-    With ``weights`` they are loaded (strictly); otherwise the model is freshly initialised under
-    ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng`` (the caller's RNG is untouched):
-    ``evaluators.proxies.init_model``, the one seeded builder, so an export under seed S has the
-    weights the zero-cost proxies scored under seed S.
-    """
-    model = init_model(cfg, seed)
-    if weights is None:
-        info = {"kind": "initialised", "seed": seed,
-                "note": "random initialisation (the FasterViT init under torch.manual_seed(seed)); NOT trained"}
-    else:
-        path = Path(weights)
-        _load_weights(model, path)
-        info = {"kind": "trained", "source": str(path), "sha256": _sha256(path)}
-    return model.eval(), info
-
 
 
 def _versions() -> dict[str, Optional[str]]:
@@ -191,13 +144,16 @@ def _writable_parent(out: Path) -> None:
 def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None, storage: Any = None,
                  trial: Any = None, pick: Union[None, str, Sequence[str]] = None,
                  formats: Union[str, Sequence[str]] = DEFAULT_FORMATS, force: bool = False, opset: int = MIN_OPSET,
-                 weights: Union[None, str, Path] = None, seed: int = 0) -> ExportResult:
+                 weights: Union[None, str, Path] = None, seed: int = 0,
+                 finetune: Optional[Finetune] = None) -> ExportResult:
     """Write a model folder for a study trial (``study`` + ``trial``/``pick``) or a ``config``.
 
     ``study``: a name (loaded from ``storage``) or an Optuna study; ``trial``: a trial number or a
     FrozenTrial; ``pick``: see ``select_trial``. ``config``: a FasterViTConfig, preset name, dict or
-    JSON path. Weights: ``weights`` (a safetensors file or checkpoint), else the trial's trained
-    weights (``user_attrs['weights_path']``), else a fresh initialisation under ``seed``.
+    JSON path. Weights: ``weights`` (a safetensors file or checkpoint, or ``supernet:DIR``), else
+    the trial's trained weights (``user_attrs['weights_path']``), else for a trial scored by a
+    supernet that supernet's weights, else a fresh initialisation under ``seed``. ``finetune``:
+    fine-tune those weights (or a fresh network) on its data first (``nas.export.weights``).
     ``formats``: among ``FORMATS`` (safetensors is always written). Nothing is left behind on error.
     """
     out = Path(out)
@@ -213,7 +169,7 @@ def export_model(out: Union[str, Path], *, config: Any = None, study: Any = None
         _writable_parent(out)
         clean_stale_temps(out)  # what a killed export to the same folder left behind
         return _export(out, names, config=config, study=study, storage=storage, trial=trial, pick=pick,
-                       force=force, opset=opset, weights=weights, seed=seed)
+                       force=force, opset=opset, weights=weights, seed=seed, finetune=finetune)
     except BaseException:
         _remove_created(created)
         raise
@@ -227,8 +183,15 @@ def _remove_created(created: Sequence[Path]) -> None:
             break
 
 
-def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: Any,
-            trial: Any, pick: Any, force: bool, opset: int, weights: Any, seed: int) -> ExportResult:
+def _trial_supernet(t: Any) -> Optional[str]:
+    """``supernet:DIR`` when the trial's accuracy was inherited from a supernet (its recorded details say where)."""
+    details = t.user_attrs.get(R.PROXY) or {}
+    path = (details.get("supernet") or {}).get("path") if isinstance(details, dict) else None
+    return f"{SUPERNET_PREFIX}{path}" if path else None
+
+
+def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: Any, trial: Any, pick: Any,
+            force: bool, opset: int, weights: Any, seed: int, finetune: Optional[Finetune]) -> ExportResult:
     # --- what to export -----------------------------------------------------------------------
     t = None
     if study is not None:
@@ -250,6 +213,8 @@ def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: An
             if not Path(weights).is_file():
                 raise ExportError(f"trial #{t.number} trained, but its weights {weights} (user_attrs['weights_path'], "
                                   f"relative to the current folder) are missing; pass --weights PATH")
+        if weights is None:
+            weights = _trial_supernet(t)
     else:
         if trial is not None or pick is not None:
             raise ExportError("--trial/--pick choose a trial of a --study; with --config there is nothing to pick")
@@ -259,7 +224,8 @@ def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: An
             raise ExportError(str(e)) from None
         source = dict(kind="config", config=str(config) if isinstance(config, (str, Path)) else cfg.summary())
 
-    model, weight_info = build_export_model(cfg, weights=weights, seed=seed)
+    model, weight_info = build_export_model(cfg, weights=weights, seed=seed, finetune_spec=finetune)
+    cfg = model.config  # a fine-tuned head follows its data's classes
     if weight_info["kind"] == "trained" and t is None:
         weight_info["kind"] = "loaded"
     cost = static_cost(cfg)

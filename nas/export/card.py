@@ -43,6 +43,25 @@ _OBJ_UNITS = {"accuracy": "proxy score", "throughput": "img/s", "latency": "ms",
               "flops": "MACs"}
 
 
+def _weights_lines(w: Mapping[str, Any]) -> list[str]:
+    """Where the weights come from, in the card's words (and, for a fine-tuning run, how it went)."""
+    if w["kind"] == "initialised":
+        return [f"- **Weights: initialised, not trained** — a fresh random initialisation (seed {w['seed']}). "
+                f"Use it for deployment and speed tests, or fine-tune it; its predictions are meaningless."]
+    if w["kind"] == "supernet":
+        return [f"- **Weights: inherited from a supernet** in `{w['source']}` — {w['note']}. Not re-trained: "
+                f"fine-tune it (`nas export --finetune EPOCHS --data D`) for the best accuracy."]
+    if w["kind"] == "fine-tuned":
+        r = w["recipe"]
+        how = "head only (backbone frozen)" if w["head_only"] else "all weights"
+        return [f"- **Weights: fine-tuned** from `{w['init']}` on `{w['data']}` ({how}): validation top-1 "
+                f"**{w['val_top1']:.2f} %** (before fine-tuning {w['init_top1']:.2f} %), {r['epochs']:g} epochs = "
+                f"{r['steps']} steps of batch {r['batch_size']} at {r['resolution'][0]} px, AdamW peak LR "
+                f"{r['peak_lr']:.3g}, warm-up {r['warmup']:g}, label smoothing {r['label_smoothing']:g}, "
+                f"{w['seconds']:g} s ({w['images_per_s']:.0f} img/s)."]
+    return [f"- **Weights: {w['kind']}** from `{w['source']}` (sha256 {w['sha256'][:16]}…)."]
+
+
 def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
     """README.md of an export folder: what the model is, where it came from, every measurement, how to load it."""
     src, w = meta["source"], meta["weights"]
@@ -59,11 +78,7 @@ def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
         lines.append(f"- **Source:** config `{src['config']}` (not from a study: no measurements)")
     lines.append(f"- **Exported:** {meta['created']} (export schema {meta['export_schema_version']}, "
                  f"nas {meta['versions'].get('nas')}, torch {meta['versions'].get('torch')})")
-    if w["kind"] == "initialised":
-        lines.append(f"- **Weights: initialised, not trained** — a fresh random initialisation (seed {w['seed']}). "
-                     f"Use it for deployment and speed tests, or fine-tune it; its predictions are meaningless.")
-    else:
-        lines.append(f"- **Weights: {w['kind']}** from `{w['source']}` (sha256 {w['sha256'][:16]}…).")
+    lines += _weights_lines(w)
     lines.append(f"- **Params:** {meta['params']:,} ({meta['params'] / 1e6:.3f} M); "
                  f"**FLOPs:** {meta['flops']:,} MACs ({meta['flops'] / 1e9:.3f} GMACs) at {res[0]}x{res[1]}")
     lines.append(f"- **Input:** float32 `(batch, {cfg.in_chans}, {res[0]}, {res[1]})`, ImageNet mean/std "

@@ -63,3 +63,21 @@ def test_plans_share_runs_and_steps_are_nominal_epochs(gt2):
     both = gt2.build_plans(["data", "budget"], args, pool)
     keys = [gt2.run_key(r) for r in both]
     assert len(keys) == len(set(keys))  # a run in two plans (stream, seed 0, E) is trained once
+
+
+def test_readme_quotes_the_odd_task_ceiling_from_its_json():
+    data = json.loads((ROOT / "results" / "benchmarks" / "odd-ceiling.json").read_text())
+    text = " ".join((ROOT / "README.md").read_text().split())
+    ceil = {c["items"]: c["odd_top1_bayes"] for c in data["ceilings"]}
+    assert f"to {data['item_top1']:.1f} % top-1" in text
+    assert f"**{ceil[3]:.1f} %** on the 3-item task" in text and f"(**{ceil[5]:.1f} %** with 5 items" in text
+
+
+def test_the_gt_plan_exports_the_supernet_benchs_ground_truth(gt2):
+    from search_spaces import PRESETS
+
+    cfg = PRESETS["faster_vit_0_224"].to_dict()
+    run = dict(plan="gt", arch="fv0", data="d", tag="E", recipe={}, top1=80.0, params=1)
+    data = dict(archs={"fv0": dict(config=cfg)}, runs={"a": dict(run, seed=0), "b": dict(run, seed=1, top1=82.0)})
+    (arch,) = gt2.stand_alone_truth(data)["archs"]
+    assert arch["top1"] == 81.0 and arch["seeds"] == 2 and arch["arch_id"] == PRESETS["faster_vit_0_224"].arch_id

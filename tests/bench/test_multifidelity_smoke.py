@@ -277,6 +277,12 @@ def test_ratio_rows_cover_the_seeds_with_all_three_studies(mf):
                         "| mean of seeds 0, 1 | 2.000 | 1.500 | 0.750 |"]  # seed 2 lacks full: left out
 
 
+def test_ratio_rows_show_a_dash_where_a_front_is_empty(mf):
+    hv = {"sh": [0.0, 4.0], "full": [0.0, 2.0], "random": [0.0, 0.0]}
+    rows = mf.ratio_rows({"seeds": 2, "hv": hv})
+    assert rows[2:] == ["| 0 | - | - | - |", "| 1 | 2.000 | - | - |", "| mean of seeds 0, 1 | 2.000 | - | - |"]
+
+
 def test_preset_rows_name_the_seeds_each_method_beat(mf):
     preset = dict(accuracies=[70.0, 71.0], throughput=1234.4, bar=72.5,
                   dominated_on_seeds={"sh": [0, 2], "full": [], "random": [1]})

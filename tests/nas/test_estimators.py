@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import optuna
 import pytest
@@ -25,17 +27,48 @@ CASES: dict[str, dict] = {
     "zero-cost": dict(proxy="grad_norm", data="fashion-mnist", proxy_resolution=64, proxy_batch_size=8),
     "train": dict(proxy="train", data="fashion-mnist", proxy_resolution=64, train_epochs=2.0, train_subset=32,
                   train_batch_size=16, train_val_subset=32),
+    "supernet": dict(data="fashion-mnist", train_val_subset=32),  # + proxy=supernet:DIR of a tiny trained supernet
 }
+# option changes that change what each estimator's number means (its identity must follow them)
+MEANINGFUL: dict[str, list[dict]] = {
+    "zero-cost": [dict(data="cifar10"), dict(proxy_resolution=32)],
+    "train": [dict(data="cifar10"), dict(proxy_resolution=32)],
+    "supernet": [dict(data="cifar10"), dict(train_val_subset=16)],  # it scores at the supernet's resolution
+}
+# (option changes, a config they cannot score, how the failure reads)
+REFUSED: dict[str, tuple[dict, dict, str]] = {
+    "zero-cost": (dict(proxy_resolution=32), dict(ct_size=2), "proxy resolution 32"),  # 2x2 CTs: no room at 32 px
+    "train": (dict(proxy_resolution=32), dict(ct_size=2), "proxy resolution 32"),
+    "supernet": ({}, dict(dim=32), "the supernet cannot run this config"),  # wider than the supernet's 24
+}
+_SUPERNET: list[str] = []
+
+
+def supernet_dir() -> str:
+    """A tiny supernet of ``tiny_space`` trained to the end (2 CPU steps), made once per test session."""
+    if not _SUPERNET:
+        from evaluators.supernet import train_supernet
+
+        out = Path(tempfile.mkdtemp(prefix="nas-test-supernet-")) / "sn"
+        r = train_supernet(tiny_space(), data="fashion-mnist", out=out, epochs=0.25, batch_size=8, subset=64,
+                           val_subset=32, calib_images=16, device="cpu", progress=False)
+        assert r.status == "done", r.reason
+        _SUPERNET.append(str(out))
+    return _SUPERNET[0]
 
 
 def _kinds() -> list[str]:
     return ["zero-cost", *ESTIMATORS]
 
 
-def _built(kind: str, **changes) -> AccuracyEstimator:
+def _options(kind: str) -> dict:
     if kind not in CASES:
         pytest.fail(f"estimator {kind!r} is registered but has no case in CASES: add the options it is built from")
-    return build_estimator(EstimatorOptions(**{**CASES[kind], **changes}))
+    return dict(CASES[kind], proxy=f"supernet:{supernet_dir()}") if kind == "supernet" else CASES[kind]
+
+
+def _built(kind: str, **changes) -> AccuracyEstimator:
+    return build_estimator(EstimatorOptions(**{**_options(kind), **changes}))
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +84,12 @@ def prepared() -> dict[str, AccuracyEstimator]:
 @pytest.mark.parametrize("kind", _kinds())
 def test_identity_label_and_cost_say_what_the_number_is(kind):
     est = _built(kind)
-    assert est.kind == estimator_type(CASES[kind]["proxy"]).kind
+    assert est.kind == estimator_type(_options(kind)["proxy"]).kind
     ident = est.identity
     assert json.loads(json.dumps(ident)) == ident and ident["kind"] == est.kind
     assert _built(kind).identity == ident  # built twice from the same options: the same meaning
-    assert _built(kind, data="cifar10").identity != ident  # another task is another number
-    assert _built(kind, proxy_resolution=32).identity != ident
+    for change in MEANINGFUL[kind]:  # another task, resolution, subset... is another number
+        assert _built(kind, **change).identity != ident, change
     assert isinstance(est.label, str) and est.label and isinstance(est.cost, str) and est.cost
     assert est.intermediate_reports >= 0 and (est.supports_rungs or est.intermediate_reports == 0)
 
@@ -72,11 +105,12 @@ def test_estimate_gives_a_finite_value_with_json_details(kind, prepared):
 
 
 @pytest.mark.parametrize("kind", _kinds())
-def test_a_config_the_resolution_refuses_is_a_failed_estimate(kind):
-    est = _built(kind, proxy_resolution=32)
+def test_a_config_it_cannot_score_is_a_failed_estimate(kind):
+    changes, config, reason = REFUSED[kind]
+    est = _built(kind, **changes)
     est.prepare(device="cpu", seed=0)
-    r = est.estimate(FasterViTConfig(**{**TINY, "ct_size": 2}), seed=0)  # a 2x2 CT grid: no room at 32 px
-    assert r.status == "failed" and r.failure.startswith("proxy resolution 32") and math.isnan(r.value)
+    r = est.estimate(FasterViTConfig(**{**TINY, **config}), seed=0)
+    assert r.status == "failed" and r.failure.startswith(reason) and math.isnan(r.value)
 
 
 @pytest.mark.parametrize("kind", _kinds())

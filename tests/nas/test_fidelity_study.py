@@ -169,7 +169,7 @@ def test_confirm_retrains_front_points_with_another_seed(study):
     # nas pareto reads the front against the measured noise
     r = runner.invoke(app, ["pareto", "--study", "sh", "--json", "--no-report"])
     assert r.exit_code == 0, r.output
-    noise = json.loads(r.output)["noise"]
+    noise = json.loads(r.stdout)["noise"]
     assert noise["seed_noise"] == pytest.approx(seed_noise(again))
     by_trial = {p["trial"]: p for p in noise["points"]}
     for row in rows:
@@ -192,7 +192,8 @@ def test_confirm_refuses_a_zero_cost_study(tmp_path, monkeypatch):
     r = runner.invoke(app, ["confirm", "--study", "zc", "--top", "1"])
     assert r.exit_code == 2 and "searched with --proxy grad_norm" in " ".join(r.output.split())
     r = _search("--proxy", "grad_norm", "--confirm", "1", "--trials", "1")
-    assert r.exit_code == 2 and "--confirm 1 re-trains front points: it needs --proxy train" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "--confirm 1 trains front points: it needs --proxy train or supernet:DIR" in " ".join(
+        r.output.split())
 
 
 def test_search_confirm_retrains_after_the_search(tmp_path, monkeypatch):

@@ -89,7 +89,7 @@ def test_another_space_is_refused_up_front(workdir):
     r = runner.invoke(app, [*args, "--space", "tiny.yaml"])
     assert r.exit_code == 0, r.output
     trials = optuna.load_study(study_name="s", storage=DB).trials
-    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
 def test_another_profiler_protocol_or_task_is_refused(workdir):
@@ -124,3 +124,25 @@ def test_pareto_warns_about_a_study_mixed_before_resumes_were_compared(workdir):
     assert r.exit_code == 0, r.output
     assert ("warning: the complete trials were measured with different settings (estimator differ): trials [0, 2] vs "
             "[1]; their values do not compare") in " ".join(r.output.split())
+
+
+def test_another_supernet_or_a_retrained_one_is_refused(workdir):
+    import json
+    import shutil
+
+    from tests.nas.test_estimators import supernet_dir
+
+    shutil.copytree(supernet_dir(), workdir / "sn")
+    shutil.copytree(supernet_dir(), workdir / "sn2")
+    args = [*BASE, "--objective", "accuracy,params", "--proxy", "supernet:sn", "--train-val-subset", "32",
+            "--study", "n"]
+    assert runner.invoke(app, args).exit_code == 0
+    _refused([a if a != "supernet:sn" else "supernet:sn2" for a in args], "n",
+             f"--proxy supernet:{workdir}/sn, not supernet:{workdir}/sn2", f"(--proxy supernet:{workdir}/sn)")
+    _refused([*args[:-2], "--train-val-subset", "16", "--study", "n"], "n", "--train-val-subset 32, not 16")
+    # the same folder, trained again (more steps): another estimator behind the same option
+    meta = workdir / "sn" / "supernet.json"
+    record = json.loads(meta.read_text())
+    meta.write_text(json.dumps(dict(record, steps_done=record["steps_done"] + 1)))
+    text = _refused(args, "n", "accuracy estimator 'supernet' as it was then (it changed since:", "steps: ")
+    assert "Resume with the stored settings or use another --study name" in text
