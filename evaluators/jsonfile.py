@@ -1,4 +1,5 @@
-"""JSON results files written so that a kill never leaves half a file, and JSON without NaN.
+"""Results files (JSON, reports, figures) written so that a kill or a full disk never leaves half a file, and JSON
+without NaN.
 
 Every resumable run (benchmarks, the supernet's folder) rewrites its record after each unit of work:
 ``write_json`` goes through a temporary file in the same folder, flushed and fsynced, then renamed
@@ -15,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-__all__ = ["finite", "atomic_write_bytes", "write_json"]
+__all__ = ["finite", "atomic_write_bytes", "atomic_write_text", "write_json"]
 
 
 def finite(v: Any) -> Any:
@@ -44,6 +45,12 @@ def atomic_write_bytes(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """``text`` (UTF-8) at ``path``, atomically: a full disk or a kill leaves the old file or none, never a torn one."""
+    atomic_write_bytes(Path(path), lambda f: f.write(text.encode()))
+    return Path(path)
 
 
 def write_json(path: Path, data: Any, *, indent: int = 1) -> None:

@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from search_spaces import FasterViTConfig
+from search_spaces.files import read_text
 
 from .predictor_features import FEATURE_NAMES, LINEAR_FEATURES, config_features
 from .predictor_kernels import KINDS
@@ -75,9 +76,12 @@ class PredictorError(ValueError):
 def read_records(path: Union[str, Path]) -> list[dict[str, Any]]:
     """Records of a dataset file: JSON lines (one profiler record with its ``config`` per line) or a JSON list."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise PredictorError(f"dataset {p} does not exist (collect one with `nas profile --sample N --out {p}`)")
-    text = p.read_text()
+    try:
+        text = read_text(p, "a dataset of profiler records (JSON lines, `nas profile --sample N --out FILE`)")
+    except ValueError as e:
+        raise PredictorError(str(e)) from None
     if text.lstrip().startswith("["):
         return list(json.loads(text))
     out = []
@@ -345,9 +349,10 @@ class Predictor:
     def load(cls, path: Union[str, Path]) -> "Predictor":
         p = Path(path)
         try:
-            return cls.from_dict(json.loads(p.read_text()), source=str(p))
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(read_text(p, "a predictor JSON file (`nas predictor fit`)"))
+        except (OSError, ValueError) as e:  # missing, a folder, binary data, not JSON
             raise PredictorError(f"cannot read predictor file {p}: {e}") from None
+        return cls.from_dict(data, source=str(p))
 
 
 def fit(records: Sequence[Mapping[str, Any]], *, name: str, mode: Optional[str] = None, held_out: float = 0.2,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from evaluators import profiler  # its functions are looked up when called (tests replace them)
+from evaluators.jsonfile import atomic_write_text
 from search_spaces import PRESETS, FasterViT
 
 from .estimators import build_estimator
@@ -477,8 +478,7 @@ def estimate_rows(rows: Sequence[ModelRow], s: CompareSettings) -> str:
 def save_json(result: dict[str, Any], path: Path | str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
-    return path
+    return atomic_write_text(path, json.dumps(result, indent=1, default=_json_default) + "\n")
 
 
 def _json_default(o: Any) -> Any:

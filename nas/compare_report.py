@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from evaluators.jsonfile import atomic_write_bytes
+
 from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
 
 __all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_header", "table_rows", "reading",
@@ -251,8 +253,9 @@ def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
     ax.legend(fontsize=9, loc="best")
     ax.set_title(f"Top-1 vs throughput on {_where(d)} (the paper's Figure 1, re-measured)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:  # whole or not at all
+        atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=120))
+    finally:
+        plt.close(fig)
     return path
 

@@ -17,6 +17,8 @@ resolution, dtype, mode, and what the accuracy axis is (the accuracy estimator's
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
@@ -31,7 +33,8 @@ from .storage import get_storage
 __all__ = ["load_study", "objective_names", "objective_labels", "maximize_flags", "feasible_trials", "pareto_trials",
            "reference_problem", "reference_point", "hypervolume", "hypervolume_history", "pareto_rows",
            "ReferencePoint", "study_references", "parse_reference", "dominates_presets", "dominated_by",
-           "preset_place", "failure_rows", "study_summary", "REFERENCE_RULE", "short_preset", "REFERENCE_PRESETS"]
+           "preset_place", "failure_rows", "study_summary", "mixed_measurements", "REFERENCE_RULE", "short_preset",
+           "REFERENCE_PRESETS"]
 
 #: the FasterViT presets every report places on its front (the study's trials, or measured apart)
 REFERENCE_PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
@@ -212,9 +215,14 @@ def parse_reference(text: str, names: Sequence[str]) -> list[float]:
         raise ValueError(f"--reference {text!r} has {len(parts)} value(s); this study has {len(names)} objectives "
                          f"({', '.join(names)}): give one value each, e.g. --reference={','.join('0' * len(names))}")
     try:
-        return [float(p) for p in parts]
+        values = [float(p) for p in parts]
     except ValueError:
         raise ValueError(f"--reference {text!r}: every value must be a number") from None
+    bad = [f"{n}={v}" for n, v in zip(names, values) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"--reference {text!r}: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} not finite; a "
+                         f"hypervolume needs a finite reference value for every objective")
+    return values
 
 
 def dominates_presets(study: Any) -> dict[str, Any]:
@@ -253,6 +261,30 @@ def failure_rows(study: Any) -> list[dict[str, Any]]:
             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))]
 
 
+_SAME_MEANING_ANYWAY = ("seed", "device")  # another seed is another sample; workers' device names may differ
+
+
+def mixed_measurements(study: Any) -> Optional[dict[str, Any]]:
+    """The groups of complete trials measured with different settings (``nas.record.MEASURED_WITH``: task,
+    profiler protocol, accuracy estimator), which do not compare: a study resumed with other settings before
+    a resume compared them. ``{"groups": [[trial numbers], ...], "differ": [keys]}``, or None when they agree."""
+    groups: dict[str, list[int]] = {}
+    keys: dict[str, dict[str, Any]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        measured = t.user_attrs.get(R.MEASURED_WITH)
+        if not isinstance(measured, Mapping):
+            continue
+        key = {k: v for k, v in measured.items() if k not in _SAME_MEANING_ANYWAY}
+        text = json.dumps(key, sort_keys=True, default=str)
+        groups.setdefault(text, []).append(t.number)
+        keys[text] = key
+    if len(groups) < 2:
+        return None
+    every = list(keys.values())
+    differ = sorted({k for key in every for k in key if any(other.get(k) != key.get(k) for other in every)})
+    return dict(groups=list(groups.values()), differ=differ)
+
+
 def study_summary(study: Any, reference: Optional[Sequence[float]] = None,
                   references: Optional[Sequence[ReferencePoint]] = None) -> dict[str, Any]:
     """A JSON-ready summary: settings, counts, labels, Pareto rows, hypervolume and the reference
@@ -267,7 +299,7 @@ def study_summary(study: Any, reference: Optional[Sequence[float]] = None,
     for r in refs:
         if not r.in_study and r.values is not None:
             presets[r.preset] = dict(trial=None, on_front=False, dominated_by=dominated_by(study, r.values),
-                                     not_part_of_study=True, values=dict(zip(names, r.values)))
+                                     not_part_of_study=True, values=dict(zip(names, r.values)), note=r.note)
         elif r.values is None:
             presets[r.preset] = dict(trial=None, on_front=None, dominated_by=[], not_measured=r.note)
     return dict(
@@ -285,6 +317,7 @@ def study_summary(study: Any, reference: Optional[Sequence[float]] = None,
         reference_points=[r.to_dict() for r in refs],
         devices=sorted({str(t.user_attrs.get(R.DEVICE)) for t in trials if t.user_attrs.get(R.DEVICE)}),
         failures=failure_rows(study),
+        mixed_measurements=mixed_measurements(study),
     )
 
 

@@ -11,6 +11,8 @@ import html
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from evaluators.jsonfile import atomic_write_text
+
 __all__ = ["PLOTLYJS_MODES", "figure_html", "page", "write_page", "base_layout", "COLORS", "esc"]
 
 PLOTLYJS_MODES = ("embed", "directory")
@@ -55,7 +57,8 @@ def page(title: str, body: Sequence[str]) -> str:
 
 
 def write_page(path: Path | str, title: str, body: Sequence[str], *, plotlyjs: str = "embed") -> Path:
-    """Write the page; in ``directory`` mode also plotly.min.js beside it (the version plotly ships)."""
+    """Write the page (whole or not at all); in ``directory`` mode also plotly.min.js beside it (the version plotly
+    ships)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if plotlyjs == "directory":
@@ -64,9 +67,8 @@ def write_page(path: Path | str, title: str, body: Sequence[str], *, plotlyjs: s
         js = path.parent / "plotly.min.js"
         text = get_plotlyjs()
         if not js.is_file() or js.read_text() != text:
-            js.write_text(text)
-    path.write_text(page(title, body))
-    return path
+            atomic_write_text(js, text)
+    return atomic_write_text(path, page(title, body))
 
 
 def table_html(header: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Optional[Sequence[bool]] = None) -> str:

@@ -17,7 +17,7 @@ __all__ = ["TrialRecord", "Status", "DEVICE", "STATUS", "CONFIG", "ARCH_ID", "SU
            "WORKER",
            "OBJECTIVE_PREFIX", "objective_key", "RUNGS", "RUNG", "RUNG_EPOCHS", "RUNG_ACCURACY", "CACHE_HIT",
            "MEASURED_WITH", "STUDY_CONFIRMATIONS", "HEARTBEAT_KEY", "OWNER_KEY", "STUDY_OBJECTIVES", "STUDY_PROXY",
-           "STUDY_ESTIMATOR", "STUDY_SETTINGS", "STUDY_REFERENCES", "error_of"]
+           "STUDY_ESTIMATOR", "STUDY_SPACE", "STUDY_SETTINGS", "STUDY_REFERENCES", "error_of"]
 
 # ---- trial user attributes -------------------------------------------------------------------
 DEVICE = "device"                # str: the device name the trial was measured on (GPU name or "cpu")
@@ -57,6 +57,8 @@ OWNER_KEY = "nas:owner"          # dict: host, pidns, pid, start of the process 
 STUDY_OBJECTIVES = "objectives"  # list[str]
 STUDY_PROXY = "proxy"            # str | None: the accuracy proxy (results of two proxies do not compare)
 STUDY_ESTIMATOR = "estimator"    # dict | None: the accuracy estimator's identity (a resume compares it)
+STUDY_SPACE = "space"            # dict: what of the space decides the networks (base, fixed, knobs: nas.resume.
+                                 #   space_meaning); a resume compares it
 STUDY_SETTINGS = "settings"      # dict: SearchSettings.to_dict() of the run that created the study (nas.settings.
                                  #   settings_for_study: no absolute path of that machine)
 STUDY_REFERENCES = "reference_points"  # dict: preset -> {values, params, flops, note}: FasterViT measured apart

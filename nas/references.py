@@ -20,7 +20,7 @@ from . import record as R
 from .front import REFERENCE_PRESETS, ReferencePoint, objective_names, study_references
 from .objectives import Objective, parse_objectives
 from .settings import SearchSettings
-from .storage import StorageError
+from .storage import StorageError, storage_errors
 from .trial import Evaluator, TrialFailure
 
 __all__ = ["measure_references", "report_references"]
@@ -83,7 +83,8 @@ def _cached(preset: str, c: dict[str, Any]) -> ReferencePoint:
 def _save_cache(study: Any, cache: dict[str, Any]) -> str:
     """Keep the measured presets in the study; on a read-only storage say so (the report still shows them)."""
     try:
-        study.set_user_attr(R.STUDY_REFERENCES, cache)
+        with storage_errors("of this study"):  # a read-only SQLite file raises SQLAlchemy's errors
+            study.set_user_attr(R.STUDY_REFERENCES, cache)
     except (StorageError, OSError) as e:
         return f"not cached in the study ({e})"
     return ""

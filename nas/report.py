@@ -12,6 +12,8 @@ from typing import Any, Mapping, Optional, Sequence
 import matplotlib
 import plotly.graph_objects as go
 
+from evaluators.jsonfile import atomic_write_bytes
+
 from . import plots, record as R
 from .confirm import confirmations, noise_marks
 from .front import (
@@ -231,7 +233,10 @@ def _references_html(summary: Mapping[str, Any], refs: Sequence[ReferencePoint],
     rows = []
     for r in refs:
         where = preset_place(summary["presets"].get(r.preset, {}) if r.values is not None else {"not_measured": r.note})
-        rows.append([r.short, f"trial #{r.trial}" if r.in_study else "not part of the study (measured the same way)",
+        unsaved = r.note.partition("; ")[2]  # a note is "how it was measured[; why it is not cached]"
+        source = (f"trial #{r.trial}" if r.in_study else
+                  f"not part of the study (measured the same way{'; ' + unsaved if unsaved else ''})")
+        rows.append([r.short, source,
                      *(format_value(n, v) for n, v in zip(names, _or_none(r.values, len(names)))), where])
     if not rows:
         return "<p>none</p>"
@@ -293,8 +298,7 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
         axes[1].text(0.5, 0.5, "no hypervolume:\nno range to place a reference point\n(nas pareto --reference)",
                      ha="center", va="center", fontsize=10)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        _save(fig, path)
         return
     hist = hypervolume_history(study, ref)
     axes[1].plot([n for n, _ in hist], [h for _, h in hist], "-", c=COLORS["front"], label="hypervolume")
@@ -304,5 +308,14 @@ def _write_png(study: Any, path: Path, names: Sequence[str], labels: Sequence[st
     axes[1].legend(fontsize=8)
     axes[1].set_title("hypervolume history (reference point: " + ", ".join(f"{v:.4g}" for v in ref) + ")", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    """Save and close a matplotlib figure, whole or not at all."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write_bytes(path, lambda f: fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110))
+    finally:
+        plt.close(fig)

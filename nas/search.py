@@ -37,18 +37,27 @@ from search_spaces.space import SearchSpace, load_space
 
 from . import record as R
 from .adapters import storage_of
-from .estimators import build_estimator, identity_change
+from .estimators import build_estimator
 from .front import REFERENCE_PRESETS, ReferencePoint, hypervolume, objective_labels, objective_names, pareto_rows
 from .heartbeat import TrialHeartbeat, fail_own_trials, fail_stale_trials, fail_trial, trial_id
 from .labels import metric_labels
-from .objectives import PREDICTED_KEYS, Objective, parse_constraint, parse_objectives
+from .objectives import PREDICTED_KEYS, Constraint, Objective, parse_constraint, parse_objectives
 from .progress import SearchProgress
 from .record import Status
 from .references import report_references
 from .report import write_report
+from .resume import objective_conflict, refuse_conflicts, resume_conflicts, space_meaning
 from .samplers import sampler_for
 from .settings import SearchSettings, settings_for_study
-from .storage import StorageError, describe_storage, get_storage, os_message, storage_errors, writable_dir
+from .storage import (
+    StorageError,
+    describe_storage,
+    get_storage,
+    os_message,
+    storage_errors,
+    storage_exists,
+    writable_dir,
+)
 from .trial import (
     Evaluator,
     FinishedElsewhere,
@@ -65,7 +74,7 @@ from .trial import (
 
 __all__ = ["SearchSettings", "SearchResult", "StudyDriver", "TrialRunner", "Backend", "LocalBackend",
            "TrialFailure", "Interrupted", "run_search", "run_trials", "suggest_config", "Evaluator",
-           "create_or_load_study", "estimator_change", "summarize", "trial_line", "consecutive_failures",
+           "create_or_load_study", "refuse_resume", "summarize", "trial_line", "consecutive_failures",
            "state_counts", "REFERENCE_PRESETS"]
 
 log = logging.getLogger("nas.search")
@@ -73,10 +82,13 @@ log = logging.getLogger("nas.search")
 
 # ------------------------------------------------------------------------------------------ study
 def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objective], *, sampler: Any = None,
-                         storage: Any = None, estimator: Optional[AccuracyEstimator] = None) -> Any:
-    """Create the study (objective names set for the dashboard, the estimator's identity stored) or load it,
-    refusing a mismatch of objectives, predictor or proxy. ``estimator``: the accuracy's (default: built
-    from ``settings`` when accuracy is an objective)."""
+                         storage: Any = None, estimator: Optional[AccuracyEstimator] = None,
+                         space: Optional[SearchSpace] = None, compare: bool = True) -> Any:
+    """Create the study (objective names set for the dashboard; what its values mean stored: the estimator's
+    identity, the space, the settings) or load it, refusing a resume whose values would not compare with the
+    study's (``nas.resume``). ``estimator``: the accuracy's (default: built from ``settings`` when accuracy is
+    an objective); ``space``: the loaded space (default: ``settings.space``). ``compare=False``: a worker's
+    (the driver compared this run's settings before any worker started; a worker's paths are absolute)."""
     storage = storage if storage is not None else get_storage(settings.storage, heartbeat=settings.heartbeat,
                                                               create=True)
     names = [o.name for o in objectives]
@@ -86,8 +98,10 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
         existing = optuna.load_study(study_name=settings.study, storage=storage)
     except KeyError:
         existing = None
+    space = space or load_space(settings.space)
     if existing is not None:
-        _refuse_mismatch(existing, settings, names)
+        if compare:
+            refuse_resume(existing, settings, objectives, estimator=estimator, space=space)
         return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
@@ -97,36 +111,21 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     study.set_user_attr(R.STUDY_OBJECTIVES, names)
     study.set_user_attr(R.STUDY_PROXY, settings.proxy if estimator else None)
     study.set_user_attr(R.STUDY_ESTIMATOR, estimator.identity if estimator else None)
+    study.set_user_attr(R.STUDY_SPACE, space_meaning(space))
     study.set_user_attr(R.STUDY_SETTINGS, jsonable(settings_for_study(settings.to_dict())))
     return study
 
 
-def _refuse_mismatch(existing: Any, settings: SearchSettings, names: Sequence[str]) -> None:
-    """A resumed study keeps its objectives, predictor and proxy (values would not compare otherwise)."""
-    have = existing.user_attrs.get(R.STUDY_OBJECTIVES) or existing.metric_names
-    if have is not None and list(have) != list(names):
-        raise ValueError(f"study {settings.study!r} exists with objectives {list(have)}, not {list(names)}; "
-                         f"use another --study name")
-    prev_pred = (existing.user_attrs.get(R.STUDY_SETTINGS) or {}).get("predictor")
-    if any(n.startswith("predicted_") for n in names) and prev_pred != settings.predictor:
-        raise ValueError(f"study {settings.study!r} was run with predictor {prev_pred!r}, not "
-                         f"{settings.predictor!r}: values would not be comparable; use another --study name")
-    prev_proxy = existing.user_attrs.get(R.STUDY_PROXY)
-    if "accuracy" in names and prev_proxy not in (None, settings.proxy):
-        raise ValueError(f"study {settings.study!r} was run with --proxy {prev_proxy}, not {settings.proxy}: "
-                         f"values would not be comparable; use another --study name")
-
-
-def estimator_change(study: Any, estimator: Optional[AccuracyEstimator]) -> Optional[str]:
-    """How this run's accuracy estimator differs from the one the study was created with (None: not at all,
-    or the study stored none): a resumed study's accuracies compare only when their estimators are the same."""
-    if estimator is None:
-        return None
-    change = identity_change(study.user_attrs.get(R.STUDY_ESTIMATOR), estimator.identity)
-    if change is None:
-        return None
-    return (f"study {study.study_name!r} was created with another accuracy estimator ({change}): "
-            f"its accuracies may not compare with this run's")
+def refuse_resume(study: Any, settings: SearchSettings, objectives: Sequence[Objective],
+                  constraints: Sequence[Constraint] = (), *, estimator: Optional[AccuracyEstimator] = None,
+                  space: Optional[SearchSpace] = None) -> None:
+    """A resumed study keeps its objectives and what its values mean (``nas.resume``): ValueError naming
+    each setting that would change it, with the stored and the new value."""
+    other = objective_conflict(study, [o.name for o in objectives])
+    if other:
+        raise ValueError(other)
+    refuse_conflicts(study, resume_conflicts(study, settings, objectives, constraints, estimator=estimator,
+                                             space=space))
 
 
 @dataclass
@@ -144,17 +143,24 @@ class SearchResult:
     stopped_reason: Optional[str] = None
     n_running: int = 0
     n_waiting: int = 0
-    failures: list[dict[str, Any]] = field(default_factory=list)  # last failed trials: number, error
+    failures: list[dict[str, Any]] = field(default_factory=list)  # last failed (or pruned) trials: number, error
     labels: list[str] = field(default_factory=list)  # what each objective measures (the study's metric names)
+    added_measured: Optional[int] = None  # trials of this run that completed or were pruned (None: not counted)
 
     @property
     def n_trials(self) -> int:
         return self.n_complete + self.n_failed + self.n_pruned + self.n_running + self.n_waiting
 
     @property
+    def nothing_completed(self) -> bool:
+        """No trial of this run completed or was pruned at a rung or constraint: every one failed, or none ran."""
+        return self.added_measured == 0
+
+    @property
     def ok(self) -> bool:
-        """False when the study was stopped by the failure guard or a worker died: the CLI exits 1."""
-        return self.stopped_reason is None
+        """False when the study was stopped by the failure guard, a worker died or no trial of this run
+        completed: the CLI exits 1."""
+        return self.stopped_reason is None and not self.nothing_completed
 
 
 def enqueue_presets(study: Any, space: SearchSpace) -> list[str]:
@@ -226,7 +232,8 @@ class TrialRunner:
         if study is None:
             if sampler is None:
                 sampler = sampler_for(s)
-            study = create_or_load_study(s, self.objectives, sampler=sampler, estimator=evaluator.estimator)
+            study = create_or_load_study(s, self.objectives, sampler=sampler, estimator=evaluator.estimator,
+                                         space=self.space, compare=False)  # a worker: the driver compared
         self.study = study
         self.storage = storage_of(study)
         self.objective = TrialObjective(self.space, self.evaluator, self.objectives, self.constraints)
@@ -337,7 +344,6 @@ class StudyDriver:
         needed = {o.name for o in self.objectives} | {c.name for c in self.constraints}
         if any(n in PREDICTED_KEYS for n in needed):
             checked_predictor(s, needed)  # a predictor that does not give an objective: refused before the study
-        self.estimator_note: Optional[str] = None
         self.console = console
         self.results_dir = Path(s.results_dir)
         self.log_file = _setup_logging(self.results_dir, s.study)
@@ -349,6 +355,7 @@ class StudyDriver:
         self.enqueue = enqueue
         self.started = 0.0
         self.before = 0
+        self.finished_before: Optional[set[int]] = None  # trials already finished when this run opened the study
 
     @property
     def names(self) -> list[str]:
@@ -368,15 +375,25 @@ class StudyDriver:
             self.console = Console(stderr=True)
         self.console.print(msg, highlight=False)
 
+    def check_resume(self) -> None:
+        """Refuse, before the data loads, to resume the study with settings that change what its values mean."""
+        s = self.settings
+        if not storage_exists(s.storage):
+            return
+        try:
+            study = optuna.load_study(study_name=s.study, storage=get_storage(s.storage))
+        except KeyError:
+            return
+        refuse_resume(study, s, self.objectives, self.constraints, estimator=self.estimator, space=self.space)
+
     def open(self) -> Any:
         """Create/load the study once (directions, names, presets) and fail trials of dead processes."""
         s = self.settings
-        self.study = create_or_load_study(s, self.objectives, sampler=self.sampler, estimator=self.estimator)
-        self.estimator_note = estimator_change(self.study, self.estimator)
-        if self.estimator_note:
-            log.warning(self.estimator_note)
+        self.study = create_or_load_study(s, self.objectives, sampler=self.sampler, estimator=self.estimator,
+                                          space=self.space)
         self.before = len(self.study.get_trials(deepcopy=False))
         self.stale = fail_stale_trials(self.study)
+        self.finished_before = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()}
         self.queued = enqueue_presets(self.study, self.space) if (self.enqueue and s.enqueue_presets) else []
         log.info("study %s on %s; settings %s", s.study, self.storage_desc, json.dumps(jsonable(s.to_dict())))
         return self.study
@@ -391,8 +408,6 @@ class StudyDriver:
             self.out(f"[yellow]marked trials {self.stale} FAIL: their workers died (no heartbeat)[/]")
         if self.queued:
             self.out(f"[bold]presets queued[/]: {', '.join(self.queued)}")
-        if self.estimator_note:
-            self.out(f"[yellow]{escape(self.estimator_note)}[/]")
 
     def trial_line(self, label: str, done: int, t: R.TrialRecord) -> None:
         """The one line per finished trial of the parallel and Ray backends."""
@@ -401,6 +416,7 @@ class StudyDriver:
     def run(self, backend: Backend) -> SearchResult:
         """Open the study, run the backend, fail what an interrupt or a dead worker left, summarise."""
         with storage_errors(self.settings.storage):  # database / disk faults: one line naming the storage
+            self.check_resume()
             backend.prepare(self)
             if self.study is None:
                 self.open()
@@ -414,7 +430,8 @@ class StudyDriver:
             if stale:
                 self.out(f"[yellow]marked trials {stale} FAIL: their workers died (no heartbeat)[/]")
             return summarize(self.study, self.settings, storage_desc=self.storage_desc, log_file=self.log_file,
-                             stopped_reason=reason, references=self.references())
+                             stopped_reason=reason, references=self.references(),
+                             finished_before=self.finished_before)
 
     def references(self) -> Optional[list[ReferencePoint]]:
         """FasterViT-0..3 for the report: where they are points of the searched space, the ones the study lacks
@@ -474,8 +491,6 @@ class LocalBackend:
             header["accuracy"] = f"{est.label}: {est.cost}"
         if driver.stale:
             header["stale"] = f"marked trials {driver.stale} FAIL: their process died (no heartbeat)"
-        if driver.estimator_note:
-            header["warning"] = f"[yellow]{escape(driver.estimator_note)}[/]"
         progress = SearchProgress(driver.study, driver.objectives, total=s.trials, timeout=s.timeout,
                                   console=driver.console, quiet=s.quiet, header=header)
         with progress:
@@ -485,9 +500,16 @@ class LocalBackend:
 
 def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_file: Optional[Path] = None,
               stopped_reason: Optional[str] = None,
-              references: Optional[Sequence[ReferencePoint]] = None) -> SearchResult:
+              references: Optional[Sequence[ReferencePoint]] = None,
+              finished_before: Optional[set[int]] = None) -> SearchResult:
+    """The study's summary (and its report written). ``finished_before``: the trials already finished when this
+    run began; the others (this run's, queued ones included) are the ones whose last failures are listed and whose
+    completed or pruned trials are counted (None: the study's failures, nothing counted)."""
+    S = optuna.trial.TrialState
     counts = state_counts(study)
-    fails = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    this_run, before = finished_before is not None, finished_before or set()
+    added = [t for t in study.get_trials(deepcopy=False) if t.number not in before]
+    ended = [t for t in added if t.state == S.FAIL]
     path = Path(settings.results_dir) / "reports" / f"{settings.study}.html"
     try:
         report = write_report(study, path, references=references)
@@ -502,8 +524,9 @@ def summarize(study: Any, settings: SearchSettings, *, storage_desc: str, log_fi
         n_running=counts["running"], n_waiting=counts["waiting"],
         pareto=pareto_rows(study), hypervolume=hypervolume(study), report=str(report) if report else None,
         log_file=str(log_file) if log_file else None, stopped_reason=stopped_reason,
-        failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in fails[-5:]],
-        labels=objective_labels(study))
+        failures=[dict(trial=t.number, error=t.user_attrs.get(R.ERROR)) for t in ended[-5:]],
+        labels=objective_labels(study),
+        added_measured=None if not this_run else sum(t.state in (S.COMPLETE, S.PRUNED) for t in added))
 
 
 def run_search(settings: SearchSettings, *, console: Any = None, backend: Optional[Backend] = None) -> SearchResult:

@@ -26,13 +26,15 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
 __all__ = ["DEFAULT_STORAGE", "DEFAULT_JOURNAL", "StorageError", "get_storage", "storage_kind", "describe_storage",
-           "journal_path", "check_journal", "writable_dir", "storage_errors", "SafeJournalFileBackend", "os_message"]
+           "journal_path", "check_journal", "storage_exists", "writable_dir", "writable_file", "storage_errors",
+           "SafeJournalFileBackend", "os_message"]
 
 log = logging.getLogger("nas.storage")
 
@@ -50,7 +52,8 @@ def storage_kind(url: str) -> str:
     """'sqlite', 'journal' or 'rdb'."""
     if not isinstance(url, str) or not url.strip():
         raise StorageError(f"storage {url!r} is empty: use sqlite:///PATH.db, journal:PATH, or an RDB URL")
-    if url.startswith("journal:") or url.endswith((".journal", ".log")):
+    if url.startswith("journal:") or ("://" not in url and not url.startswith("sqlite:")
+                                      and url.endswith((".journal", ".log"))):
         return "journal"
     if url.startswith("sqlite:"):
         return "sqlite"
@@ -61,7 +64,30 @@ def storage_kind(url: str) -> str:
 
 
 def journal_path(url: str) -> Path:
-    return Path(url[len("journal:"):] if url.startswith("journal:") else url)
+    raw = url[len("journal:"):] if url.startswith("journal:") else url
+    if not raw.strip():
+        raise StorageError(f"storage {url!r} names no file: write journal:PATH, e.g. journal:results/nas.journal")
+    return Path(raw)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+def _file_kind(path: Path) -> str:
+    """What a storage file holds by its first bytes: 'empty', 'sqlite', 'journal' (a JSON record) or 'other'."""
+    with open(path, "rb") as f:
+        head = f.read(len(SQLITE_HEADER))
+    if not head:
+        return "empty"
+    if head.startswith(SQLITE_HEADER):
+        return "sqlite"
+    return "journal" if head.lstrip()[:1] in (b"{", b"") else "other"
+
+
+def _not_a_folder(path: Path, storage: str, example: str) -> None:
+    if path.is_dir():
+        raise StorageError(f"storage {storage}: {path} is a folder, not a file; name a file inside it, e.g. "
+                           f"{example}")
 
 
 def _sqlite_path(url: str) -> str:
@@ -85,6 +111,26 @@ def writable_dir(path: Union[str, Path], what: str) -> Path:
     return path
 
 
+def writable_file(path: Union[str, Path], what: str) -> Path:
+    """``path`` as a file that can be (over)written, checked before slow work and creating nothing: no folder,
+    writable if it exists, its nearest existing folder writable; StorageError naming ``what`` otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise StorageError(f"{what} {path} is a folder: give the path of the file to write inside it")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise StorageError(f"{what} {path}: the file is not writable (read-only or permissions); choose another "
+                               f"path")
+        return path
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists() or p == Path(p.anchor or "."))
+    if not folder.is_dir():
+        raise StorageError(f"{what} {path}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(f"{what} {path}: the folder {folder} is not writable (read-only or permissions); choose "
+                           f"a writable location")
+    return path
+
+
 # ------------------------------------------------------------------------------------------ journal files
 def _torn_tail(data: bytes, path: Path) -> int:
     """Length of the good prefix of a journal: every complete JSON line. A bad complete line that is
@@ -103,9 +149,9 @@ def _torn_tail(data: bytes, path: Path) -> int:
                 return good  # the last line is garbage: torn
             raise StorageError(
                 f"journal {path}: line {line_no} (byte {pos}) is not a valid record ({e}); the file was damaged "
-                f"in the middle, so Optuna cannot read the records after it. Keep a copy, then keep the "
-                f"{line_no - 1} good records before it: head -n {line_no - 1} {path} > {path}.fixed && "
-                f"mv {path}.fixed {path}") from None
+                f"in the middle, so Optuna cannot read the records after it. To go on with the {line_no - 1} good "
+                f"records before it, copy them into a new journal (this file stays as it is): head -n {line_no - 1} "
+                f"{path} > {path}.fixed, then pass --storage journal:{path}.fixed") from None
         good = pos = end + 1
     return good
 
@@ -130,6 +176,13 @@ def check_journal(path: Union[str, Path], *, repair: bool = True) -> None:
     path = Path(path)
     if not path.is_file():
         return
+    kind = _file_kind(path)
+    if kind == "sqlite":
+        raise StorageError(f"journal {path}: the file is an SQLite database, not a journal; pass --storage "
+                           f"sqlite:///{path}")
+    if kind == "other":
+        raise StorageError(f"journal {path}: the file is not an Optuna journal (its first line is no JSON record); "
+                           f"pass the study's journal, or a path that does not exist yet to start one")
     data = path.read_bytes()
     if _torn_tail(data, path) == len(data):
         return
@@ -210,6 +263,9 @@ def _db_message(e: BaseException, url: str) -> str:
     if "not a database" in low or "malformed" in low or "file is encrypted" in low:
         return f"storage {url}: the file is not an SQLite database or is damaged ({text}); pass the right --storage " \
                f"or move the file aside"
+    if "database is locked" in low:
+        return f"storage {url}: another process held the database's lock for {SQLITE_TIMEOUT_S} s ({text}); run " \
+               f"again when it is done, or use journal:PATH or PostgreSQL for several processes at once"
     if "disk" in low and "full" in low:
         return f"storage {url}: the disk is full ({text}); free space, then run again"
     if "can't load plugin" in low:
@@ -241,6 +297,70 @@ def storage_errors(url: Any) -> Iterator[None]:
         raise StorageError(os_message(e, f"{name}" if name else f"storage {where}")) from None
 
 
+# ------------------------------------------------------------------------------------------ a locked SQLite file
+SQLITE_TIMEOUT_S = 60  # how long a statement waits for another process's lock before "database is locked"
+LOCK_NOTICE_S = 3.0  # a statement waiting this long on a locked file says so (once per wait)
+_waiting: dict[int, tuple[float, str]] = {}  # thread -> (start of its statement, SQLite file)
+_watcher: list[threading.Thread] = []
+
+
+def _locked(db: str) -> bool:
+    """Whether another connection holds a lock on the SQLite file ``db`` that keeps a writer out (probed at once)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(db, timeout=0, isolation_level=None)
+    except sqlite3.Error:
+        return False
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as e:
+        return "locked" in str(e).lower()
+    finally:
+        con.close()
+
+
+def _watch() -> None:
+    told: set[tuple[int, float]] = set()
+    while True:
+        time.sleep(0.5)
+        now = time.monotonic()
+        for thread, (start, db) in list(_waiting.items()):
+            if now - start >= LOCK_NOTICE_S and (thread, start) not in told and _locked(db):
+                told.add((thread, start))
+                print(f"nas: waiting for the SQLite database {db}: another process holds its lock (up to "
+                      f"{SQLITE_TIMEOUT_S} s, then this stops with 'database is locked')", file=sys.stderr, flush=True)
+
+
+def _started(conn: Any, *_: Any) -> None:
+    if conn.dialect.name == "sqlite" and conn.engine.url.database not in (None, "", ":memory:"):
+        _waiting[threading.get_ident()] = (time.monotonic(), conn.engine.url.database)
+
+
+def _ended(*_: Any) -> None:
+    _waiting.pop(threading.get_ident(), None)
+
+
+def _say_when_waiting() -> None:
+    """From now on, a statement or commit on an SQLite file that waits on another process's lock says so on
+    stderr (SQLite itself waits silently for up to ``SQLITE_TIMEOUT_S``). Installed once, for every engine."""
+    if _watcher:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import Pool
+
+    for name in ("before_cursor_execute", "commit"):
+        event.listen(Engine, name, _started)
+    for name in ("after_cursor_execute", "handle_error"):
+        event.listen(Engine, name, _ended)
+    event.listen(Pool, "checkin", _ended)  # after a commit, the connection goes back to the pool
+    _watcher.append(threading.Thread(target=_watch, name="nas-sqlite-lock", daemon=True))
+    _watcher[0].start()
+
+
 # ------------------------------------------------------------------------------------------ opening
 def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = False, create: bool = False) -> Any:
     """An Optuna storage from None (the default SQLite file), a URL, or a storage object (returned as is).
@@ -259,6 +379,7 @@ def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = Fals
     kind = storage_kind(storage)
     if kind == "journal":
         path = journal_path(storage)
+        _not_a_folder(path, storage, f"journal:{path / 'nas.journal'}")
         if not path.is_file():
             if not create:
                 raise StorageError(f"no journal at {path} (storage {storage}): check the path; `nas search "
@@ -269,6 +390,10 @@ def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = Fals
             return optuna.storages.JournalStorage(SafeJournalFileBackend(str(path)))
     if kind == "sqlite":
         db = _sqlite_path(storage)
+        _not_a_folder(Path(db or "."), storage, f"sqlite:///{Path(db) / 'nas.db'}")
+        if db and db != ":memory:" and Path(db).is_file() and _file_kind(Path(db)) == "journal":
+            raise StorageError(f"storage {storage}: {db} is an Optuna journal, not an SQLite database; pass --storage "
+                               f"journal:{db}")
         if db and db != ":memory:" and not Path(db).is_file():
             if not create:
                 raise StorageError(f"no study database at {db} (storage {storage}): check the path; `nas search "
@@ -279,13 +404,31 @@ def get_storage(storage: Union[None, str, Any] = None, *, heartbeat: bool = Fals
         kwargs.update(heartbeat_interval=int(HEARTBEAT_INTERVAL_S), grace_period=GRACE_PERIOD_S)
     with storage_errors(storage):
         try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs={"connect_args": {"timeout": 60}} if kind == "sqlite" else {}, **kwargs)
+            if kind != "sqlite":
+                return optuna.storages.RDBStorage(storage, **kwargs)
+            _say_when_waiting()
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}},
+                                              **kwargs)
         except ImportError as e:
             cause = e.__cause__ or e
             raise StorageError(f"storage {storage}: its database driver is not installed ({cause}); for PostgreSQL "
                                f"pip install psycopg2-binary and write postgresql+psycopg2://..., or pip install "
                                f"'psycopg[binary]' for postgresql://...") from None
+
+
+def storage_exists(storage: Union[None, str, Any]) -> bool:
+    """Whether ``storage`` already holds a database or journal file (a server's URL or a storage object: yes)."""
+    if storage is None:
+        storage = DEFAULT_STORAGE
+    if not isinstance(storage, str):
+        return True
+    kind = storage_kind(storage)
+    if kind == "journal":
+        return journal_path(storage).is_file()
+    if kind == "sqlite":
+        db = _sqlite_path(storage)
+        return bool(db) and db != ":memory:" and Path(db).is_file()
+    return True
 
 
 def describe_storage(storage: Union[None, str, Any]) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from .files import loads_json, read_text
+
 __all__ = ["as_resolution", "FasterViTConfig", "StageGeometry", "SCHEMA_VERSION", "CONV_STAGES", "NUM_STAGES",
            "ATTENTIONS", "STEMS", "HASHED_WHEN_CHANGED"]
 
@@ -371,7 +373,7 @@ class FasterViTConfig:
     @classmethod
     def from_json(cls, text: str) -> "FasterViTConfig":
         try:
-            data = json.loads(text)
+            data = loads_json(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"config is not valid JSON: {e}") from None
         return cls.from_dict(data)
@@ -383,11 +385,9 @@ class FasterViTConfig:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "FasterViTConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+        text = read_text(path, "a config JSON file (or a model folder with config.json)")
         try:
-            return cls.from_json(path.read_text())
+            return cls.from_json(text)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
 

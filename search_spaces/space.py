@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .config import FasterViTConfig
+from .files import read_text, repeated_key
 from .presets import resolve_config
 
 __all__ = ["Knob", "OneOf", "SearchSpace", "load_space", "list_builtin_spaces", "SpaceError"]
@@ -458,16 +459,24 @@ def load_space(spec: Union[str, Path, Mapping[str, Any], SearchSpace, None] = No
         source = f"built-in:{name}"
     else:
         path = Path(name)
-        if not path.is_file():
+        if not path.exists():
             raise SpaceError(f"search space {name!r} is neither a built-in space ({', '.join(list_builtin_spaces())}) "
                              f"nor an existing file")
-        text, source = path.read_text(), str(path)
+        try:
+            text, source = read_text(path, "a search-space YAML file"), str(path)
+        except ValueError as e:
+            raise SpaceError(str(e)) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise SpaceError(f"{source}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    repeated = repeated_key(text)
+    if repeated is not None:
+        key, first, again = repeated
+        raise SpaceError(f"{source}: {key} is given twice (lines {first} and {again}); YAML keeps only the last one: "
+                         f"remove one")
     try:
         return SearchSpace.from_dict(data, source=source, lines=_line_map(text))
     except SpaceError as e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional, Sequence
 
 import typer
 from rich.console import Console
@@ -33,6 +33,19 @@ def user_errors() -> Iterator[None]:
         fail(str(e))
     except OSError as e:  # read-only folder, full disk...: the file and the reason, no traceback
         fail(os_message(e, str(e.filename) if e.filename else "a file"))
+
+
+def typed(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave option ``name`` (on the command line or from the environment), not its default."""
+    source = ctx.get_parameter_source(name)  # typer's own click: its enum, compared by name
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def refuse_typed(ctx: typer.Context, names: Sequence[str], because: str) -> None:
+    """Refuse (ValueError) options the user typed that ``because`` makes meaningless."""
+    for name in names:
+        if typed(ctx, name):
+            raise ValueError(f"--{name.replace('_', '-')} {ctx.params[name]} does nothing with {because}; drop one")
 
 
 def load_config(spec: str) -> Any:

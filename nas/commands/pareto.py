@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 import typer
 
-from ._common import console, print_json, user_errors
+from ._common import console, err_console, print_json, refuse_typed, user_errors
 
 
 def print_pareto_rows(rows: Sequence[dict[str, Any]], hv: Optional[float], names: Sequence[str],
@@ -59,11 +60,47 @@ def _print_references(presets: Mapping[str, Any]) -> None:
     for name, p in presets.items():
         where = preset_place(p)
         src = (f"trial {p['trial']}" if p.get("trial") is not None else "not part of the study" if p.get("not_measured")
+               else f"not part of the study: {p['note']}" if p.get("note")
                else "not part of the study, measured the same way")
         console.print(f"  {name} ({src}): {where}", highlight=False)
 
 
+def _to_measure(study: Any) -> list[str]:
+    """The FasterViT presets a report measures apart: neither trials of the study nor cached in it."""
+    from nas import record as R
+    from nas.front import REFERENCE_PRESETS, study_references
+
+    have = {r.preset for r in study_references(study)} | set(study.user_attrs.get(R.STUDY_REFERENCES) or {})
+    return [p for p in REFERENCE_PRESETS if p not in have]
+
+
+class MeasureProgress:
+    """One stderr line per preset measured for a report, with an ETA from the ones measured so far."""
+
+    def __init__(self, todo: Sequence[str]):
+        self.todo = list(todo)
+        self.done = 0
+        self.started = 0.0
+
+    def __call__(self, preset: str) -> None:
+        now = time.monotonic()
+        if not self.done:
+            self.started = now
+            err_console.print(f"measuring {len(self.todo)} FasterViT preset(s) the study's way for the report (not "
+                              f"part of the study; cached in it once measured); --no-measure-references skips this",
+                              highlight=False)
+        eta = f", ETA {_duration((now - self.started) / self.done * (len(self.todo) - self.done))}" if self.done else ""
+        self.done += 1
+        err_console.print(f"  {preset} ({self.done}/{len(self.todo)}{eta})…", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 def pareto(
+    ctx: typer.Context,
     study: str = typer.Option("default", help="Study name."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default sqlite:///results/nas.db)."),
     report: Optional[str] = typer.Option(None, help="HTML report path (default results/reports/STUDY.html)."),
@@ -80,23 +117,32 @@ def pareto(
     plotlyjs: str = typer.Option("embed", help="embed: plotly.js inside the HTML (one file, offline); directory: "
                                                "plotly.min.js written beside it (shared by reports of one folder)."),
 ) -> None:
-    """Print the Pareto set (config summary, objectives, trial number) and hypervolume; write the report."""
+    """Print the Pareto set (config summary, objectives, trial number) and hypervolume; write the report.
+
+    Every argument is checked before FasterViT-0..3 are measured (minutes on a CPU; progress and an ETA
+    on stderr; --no-measure-references skips it)."""
     from pathlib import Path
 
     from nas.pareto import load_study, objective_names, parse_reference, study_summary, write_report
+    from nas.plots import PLOTLYJS_MODES
     from nas.references import report_references
+    from nas.storage import writable_file
 
     with user_errors():
+        if no_report:
+            refuse_typed(ctx, ("report", "plotlyjs"), "--no-report")
+        if plotlyjs not in PLOTLYJS_MODES:
+            raise ValueError(f"--plotlyjs {plotlyjs!r} must be one of {', '.join(PLOTLYJS_MODES)}")
+        target = None if no_report else writable_file(Path(report) if report else Path("results") / "reports" /
+                                                      f"{study}.html", "--report")
         st = load_study(study, storage)
         ref = parse_reference(reference, objective_names(st)) if reference is not None else None
-        progress = None if as_json else (lambda p: console.print(f"measuring {p} the study's way (not part of it)…",
-                                                                 highlight=False))
+        progress = MeasureProgress(_to_measure(st)) if measure_references else None
         refs = report_references(st, measure=measure_references, on_progress=progress)
         summary = study_summary(st, ref, refs)
         path = None
-        if not no_report:
-            path = write_report(st, Path(report) if report else Path("results") / "reports" / f"{study}.html",
-                                reference=ref, references=refs, plotlyjs=plotlyjs)
+        if target is not None:
+            path = write_report(st, target, reference=ref, references=refs, plotlyjs=plotlyjs)
     from nas.confirm import DIFFERENCE_BOUND_SDS, noise_marks
 
     noise = noise_marks(st)  # None until `nas confirm` re-trained front points
@@ -108,6 +154,11 @@ def pareto(
     console.print(f"study [bold]{study}[/]: {summary['n_complete']} complete, {summary['n_failed']} failed, "
                   f"{summary['n_pruned']} pruned; objectives: "
                   f"{'; '.join(f'{n} = {lab}' for n, lab in summary['labels'].items())}", highlight=False)
+    mixed = summary["mixed_measurements"]
+    if mixed:
+        err_console.print(f"[bold yellow]warning: the complete trials were measured with different settings "
+                          f"({', '.join(mixed['differ'])} differ): trials {' vs '.join(map(str, mixed['groups']))}; "
+                          f"their values do not compare, and neither does this front[/]", highlight=False)
     print_pareto_rows(summary["pareto"], summary["hypervolume"], summary["objectives"],
                       list(summary["labels"].values()), summary["reference_point"], summary["reference_point_rule"],
                       summary.get("hypervolume_note"))

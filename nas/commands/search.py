@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.markup import escape
 
-from nas.objectives import MEASURED, use_predicted
+from nas.objectives import MEASURED, PREDICTED, parse_constraint, parse_objectives, use_predicted
 from nas.settings import (
     DTYPES,
     EstimatorOptions,
@@ -20,7 +20,7 @@ from nas.settings import (
 )
 from nas.storage import DEFAULT_JOURNAL, DEFAULT_STORAGE
 
-from ._common import console, err_console, user_errors
+from ._common import console, err_console, typed, user_errors
 from .confirm import run_confirm
 from .pareto import print_pareto_rows
 
@@ -31,6 +31,7 @@ _TRAIN = "--proxy train: "
 
 
 def search(
+    ctx: typer.Context,
     objective: str = typer.Option(",".join(SEARCH.objectives), "--objective", "-o",
                                   help="2-3 of: accuracy, throughput, latency, params, flops, memory."),
     proxy: str = typer.Option(
@@ -113,6 +114,7 @@ def search(
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
+        refuse_inapplicable(ctx, settings, throughput=throughput, latency=latency)
         if confirm and not estimator_type(proxy).confirmable:
             raise ValueError(f"--confirm {confirm} trains front points: it needs --proxy train or supernet:DIR, "
                              f"not {proxy!r}")
@@ -125,7 +127,8 @@ def search(
     if predictor and not quiet:
         from evaluators.predictor import load_predictor
 
-        p = load_predictor(predictor, search_dirs=[f"{results_dir}/predictors"])
+        with user_errors():
+            p = load_predictor(predictor, search_dirs=[f"{results_dir}/predictors"])
         console.print(f"throughput/latency are predicted, not measured: {escape(p.describe())}", highlight=False)
     measured = any(n in ("throughput", "latency", "memory") for n in objectives)
     if backend != "ray" and settings.device == "cpu" and not quiet and measured:
@@ -142,6 +145,60 @@ def search(
         _confirm(settings, confirm)
     if not result.ok:
         raise typer.Exit(1)
+
+
+def _estimator_is(proxy: str, *kinds: str) -> bool:
+    """Whether ``--proxy`` names an estimator of one of the classes ``kinds`` of ``evaluators.estimators``."""
+    import evaluators.estimators  # torch: imported when the command runs, not for `nas --help`
+    from nas.estimators import estimator_type
+
+    return issubclass(estimator_type(proxy), tuple(getattr(evaluators.estimators, k) for k in kinds))
+
+
+def _needs(settings: SearchSettings) -> set[str]:
+    """What the objectives and constraints measure (``nas.objectives.Objective.needs``)."""
+    return {o.needs for o in parse_objectives(settings.objectives)} | \
+        {parse_constraint(c).objective.needs for c in settings.constraints}
+
+
+# options that only mean something with another choice: (options, applies(settings, needs), the choice, this run's)
+_ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[SearchSettings, set[str]], bool], str,
+                        Callable[[SearchSettings], str]], ...] = (
+    (("min_budget", "eta"), lambda s, n: s.fidelity == "sh", "with --fidelity sh",
+     lambda s: f"--fidelity {s.fidelity}"),
+    (("gpus_per_trial", "ray_address"), lambda s, n: s.backend == "ray", "with --backend ray",
+     lambda s: f"--backend {s.backend}"),
+    (("proxy", "proxy_resolution"), lambda s, n: "proxy" in n, "when accuracy is an objective or constraint",
+     lambda s: f"--objective {','.join(s.objectives)}"),
+    (("train_epochs", "train_subset", "train_batch_size"),  # with --fidelity sh the estimator refuses the proxy
+     lambda s, n: "proxy" in n and (s.fidelity == "sh" or _estimator_is(s.proxy, "TrainingEstimator")),
+     "to an accuracy estimator that trains (--proxy train)", lambda s: f"--proxy {s.proxy}"),
+    (("train_val_subset",),
+     lambda s, n: "proxy" in n and (s.fidelity == "sh"
+                                    or _estimator_is(s.proxy, "TrainingEstimator", "SupernetEstimator")),
+     "to an accuracy estimator that scores on held-out images (--proxy train or supernet:DIR)",
+     lambda s: f"--proxy {s.proxy}"),
+    (("proxy_batch_size",), lambda s, n: "proxy" in n and _estimator_is(s.proxy, "ZeroCostEstimator"),
+     "to a zero-cost proxy (`nas proxies`)", lambda s: f"--proxy {s.proxy}"),
+    (("batch_size", "dtype"), lambda s, n: "profile" in n,
+     "when a measured throughput, latency or memory is an objective or constraint",
+     lambda s: f"--objective {','.join(s.objectives)}"),
+)
+
+
+def refuse_inapplicable(ctx: typer.Context, settings: SearchSettings, *, throughput: str, latency: str) -> None:
+    """An option typed where it cannot apply is refused (ValueError), not silently ignored."""
+    needs = _needs(settings)
+    for names, applies, when, this_run in _ONLY_WITH:
+        for name in names:
+            if typed(ctx, name) and not applies(settings, needs):
+                raise ValueError(f"--{name.replace('_', '-')} {ctx.params[name]} only applies {when} "
+                                 f"(this run: {this_run(settings)}); drop it")
+    measured = set(settings.objectives) | {parse_constraint(c).name for c in settings.constraints}
+    for quantity, spec in (("throughput", throughput), ("latency", latency)):
+        if spec != MEASURED and PREDICTED[quantity] not in measured:
+            raise ValueError(f"--{quantity} {spec} only applies when {quantity} is an objective or constraint "
+                             f"(this run: --objective {','.join(settings.objectives)}); drop it")
 
 
 def _confirm(settings: SearchSettings, top: int) -> None:
@@ -179,8 +236,10 @@ def _print_result(result: Any, quiet: bool, storage: Optional[str] = None) -> No
     console.print(f"study [bold]{result.study_name}[/] on {result.storage}: {result.n_trials} trial(s): "
                   f"{result.n_complete} complete, {result.n_failed} failed, {result.n_pruned} pruned{extra}",
                   highlight=False)
-    if result.n_complete == 0 and result.failures:
-        console.print("no trial completed; the last failures:", highlight=False)
+    if result.nothing_completed or (result.n_complete == 0 and result.failures):
+        what = "no trial completed" + (" in this run" if result.n_complete else "")
+        console.print(f"[red]{what}; the last failures:[/]" if result.failures else
+                      f"[red]{what}: none ran (raise --timeout or --trials)[/]", highlight=False)
         for f in result.failures:
             console.print(f"  #{f['trial']}: {escape(str(f['error']))}", highlight=False)
     print_pareto_rows(result.pareto, result.hypervolume, result.objectives,

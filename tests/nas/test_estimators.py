@@ -1,5 +1,5 @@
 """Accuracy estimators: one contract run against every registered estimator (as Optuna tests every sampler),
-the registry by name, and a resumed study comparing the estimator's identity."""
+the registry by name, and a resumed study comparing the estimator's identity (another one is refused)."""
 
 from __future__ import annotations
 
@@ -170,9 +170,12 @@ def test_a_resumed_study_compares_the_estimator_identity(tmp_path, monkeypatch):
     stored = st.user_attrs[R.STUDY_ESTIMATOR]
     assert stored == build_estimator(EstimatorOptions(**CASES["zero-cost"])).identity
     assert st.metric_names[0] == "grad_norm score"
-    r = runner.invoke(app, [*args, "--proxy-resolution", "64"])  # the same estimator: nothing to say
-    assert r.exit_code == 0 and "another accuracy estimator" not in r.output
-    r = runner.invoke(app, [*args, "--proxy-resolution", "32"])
+    r = runner.invoke(app, [*args, "--proxy-resolution", "64"])  # the same estimator: resumed
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*args, "--proxy-resolution", "32"])  # another estimator: refused before any trial
     text = " ".join(r.output.split())
-    assert "study 'e' was created with another accuracy estimator (resolution: 64 stored, 32 now)" in text
-    assert optuna.load_study(study_name="e", storage="sqlite:///results/nas.db").user_attrs[R.STUDY_ESTIMATOR] == stored
+    assert r.exit_code == 2, r.output
+    assert "study 'e' was run with --proxy-resolution 64, not 32: this run's values would not compare" in text
+    assert "Resume with the stored settings (--proxy-resolution 64)" in text
+    again = optuna.load_study(study_name="e", storage="sqlite:///results/nas.db")
+    assert again.user_attrs[R.STUDY_ESTIMATOR] == stored and len(again.trials) == 2

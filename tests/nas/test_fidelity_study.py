@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nas.cli import app
+from nas.cache import cached_source
 from nas.fidelity import decide
 from tests.spaces import tiny_space, write_space
 
@@ -109,14 +110,25 @@ def test_a_measured_architecture_is_served_from_the_cache(study):
     assert hit_pruned.state == S.PRUNED and hit_pruned.user_attrs["cache_hit"] == pruned.number
     assert hit_pruned.user_attrs["rung"] == pruned.user_attrs["rung"]
     assert hit_pruned.user_attrs["error"].startswith(f"cache hit: trial {pruned.number} measured this architecture")
-    # measured with another budget: not a cache hit
-    study.enqueue_trial(source.params)
-    other = [a if a != "4" else "2" for a in SH]  # --train-epochs 2: rungs at 1 epoch, then 2
+    # another budget is another estimator: resuming with it is refused before any trial runs
+    other = [a if a != "4" else "2" for a in SH]  # --train-epochs 2
     r = _search(*other, "--trials", "1", "--seed", "1")
+    assert r.exit_code == 2 and "was run with --train-epochs 4.0, not 2.0" in " ".join(r.output.split()), r.output
+    assert len(optuna.load_study(study_name="sh", storage="sqlite:///results/nas.db").trials) == len(again.trials)
+    # a cache hit needs the same measurement key: another seed (a resume may change it: another sample of the
+    # same estimator) measures the architecture again
+    study.enqueue_trial(source.params)
+    r = _search(*SH, "--trials", "1", "--seed", "2")
     assert r.exit_code == 0, r.output
     last = optuna.load_study(study_name="sh", storage="sqlite:///results/nas.db").trials[-1]
     assert last.params == source.params and last.user_attrs.get("cache_hit") is None
-    assert last.user_attrs["measured_with"]["estimator"]["recipe"]["epochs"] == 2.0
+    assert last.user_attrs["measured_with"]["seed"] == 2
+    # and a trial measured by another estimator (a study mixed before resumes were compared) is no source
+    key = source.user_attrs["measured_with"]
+    budget = dict(key["estimator"], recipe=dict(key["estimator"]["recipe"], epochs=2.0))
+    arch = source.user_attrs["arch_id"]
+    assert cached_source(study, arch, -1, key).number == source.number
+    assert cached_source(study, arch, -1, dict(key, estimator=budget)) is None
 
 
 @pytest.mark.parametrize("args, message", [
@@ -157,7 +169,7 @@ def test_confirm_retrains_front_points_with_another_seed(study):
     # nas pareto reads the front against the measured noise
     r = runner.invoke(app, ["pareto", "--study", "sh", "--json", "--no-report"])
     assert r.exit_code == 0, r.output
-    noise = json.loads(r.output)["noise"]
+    noise = json.loads(r.stdout)["noise"]
     assert noise["seed_noise"] == pytest.approx(seed_noise(again))
     by_trial = {p["trial"]: p for p in noise["points"]}
     for row in rows:

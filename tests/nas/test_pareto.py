@@ -68,7 +68,7 @@ def test_new_study_names_its_metrics_and_stores_no_absolute_path(cheap_study):
 def test_pareto_report_is_labelled_self_contained_and_shows_fastervit(cheap_study):
     r = _pareto(cheap_study, "--report", "rep.html", "--json")
     assert r.exit_code == 0, r.output
-    summary = json.loads(r.output)
+    summary = json.loads(r.stdout)
     assert summary["labels"] == {"params": "params (count)", "flops": "FLOPs (fvcore MACs, 1 image, 64 px)"}
     refs = {p["preset"]: p for p in summary["reference_points"]}
     assert sorted(refs) == ["faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224"]
@@ -136,7 +136,7 @@ def test_readme_hypervolumes_are_what_the_cited_commands_print(monkeypatch):
         r = runner.invoke(app, ["pareto", "--study", study, "--storage", storage, f"--reference={ref}", "--json",
                                 "--no-report", "--no-measure-references"])
         assert r.exit_code == 0, r.output
-        hv = json.loads(r.output)["hypervolume"]
+        hv = json.loads(r.stdout)["hypervolume"]
         digits = len(f"{quoted:e}".split("e")[0].replace(".", "").rstrip("0"))
         assert f"{hv:.{max(digits, 2) - 1}e}".replace("e+0", "e") == f"{quoted:.{max(digits, 2) - 1}e}".replace("e+0", "e")
 

@@ -471,7 +471,7 @@ def test_a_killed_exports_temp_folder_is_cleaned_by_the_rerun(tmp_path, tiny_con
 # ------------------------------------------------------------------------------------------ PostgreSQL
 def _pg_bin() -> Path:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
-    assert found, "PostgreSQL is not installed: apt-get install postgresql (.ci/run does)"
+    assert found, "PostgreSQL is not installed: apt-get install postgresql (./setup.sh test does)"
     return found[-1].parent
 
 

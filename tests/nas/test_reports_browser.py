@@ -1,7 +1,7 @@
 """Every report kind opened in Debian's headless Chromium, offline, as a new user would see it: the
 plot is drawn (SVG points, a non-blank screenshot) and every axis title carries its unit.
 
-Needs the Debian packages ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) and the
+Needs the Debian packages ``chromium`` and ``chromium-driver`` (``./setup.sh test`` installs them) and the
 ``selenium`` test extra. The pages are opened from ``file://`` with the network cut off, so a page
 that needs a CDN shows no plot and fails here.
 """
@@ -25,7 +25,7 @@ DRIVER = shutil.which("chromedriver")
 def browser():
     if not (CHROMIUM and DRIVER):
         pytest.fail("Debian's chromium and chromium-driver are needed: apt-get install -y chromium chromium-driver "
-                    "(.ci/run installs them)")
+                    "(./setup.sh test installs them)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
