@@ -54,6 +54,7 @@ def measure_references(study: Any, presets: Sequence[str] = REFERENCE_PRESETS,
             objectives = parse_objectives(settings.objectives)
             evaluator = Evaluator(settings, objectives, [])
             evaluator.prepare()
+            _check_same_device(study, evaluator.device_name)
         except (ValueError, FileNotFoundError, RuntimeError) as e:
             reason = f"cannot measure here the way the study did: {e}"
             return [_cached(p, cache[p]) if p in cache else ReferencePoint(p, None, False, None, reason)
@@ -73,6 +74,15 @@ def measure_references(study: Any, presets: Sequence[str] = REFERENCE_PRESETS,
                 cache[p]["note"] = f"{point.note}; {unsaved}".lstrip("; ")
         out.append(_cached(p, cache[p]))
     return out
+
+
+def _check_same_device(study: Any, here: str) -> None:
+    """Refuse to measure presets on another device than the study's trials (their numbers share the axes)."""
+    theirs = sorted({str(t.user_attrs[R.DEVICE]) for t in study.get_trials(deepcopy=False)
+                     if t.user_attrs.get(R.DEVICE)})
+    if theirs and here not in theirs:
+        raise ValueError(f"the study's trials were measured on {', '.join(theirs)}, this machine is {here}; "
+                         f"run the report there (or pass --no-measure-references)")
 
 
 def _cached(preset: str, c: dict[str, Any]) -> ReferencePoint:

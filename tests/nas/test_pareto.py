@@ -255,3 +255,20 @@ def test_confirmed_front_shows_seed_noise_error_bars_and_retrained_values(tmp_pa
     marks = [re.findall(r"<td[^>]*>([^<]*)</td>", r)[-1] for r in rows]
     assert marks.count("yes") == 2 and marks.count("no") == 1  # 70.0 vs 70.5 < 2.77 (1.96 sqrt2 sd); 75.0 is 4.5 away
     assert (tmp_path / "conf.png").stat().st_size > 0
+
+
+def test_presets_are_not_measured_on_another_device_than_the_trials(cheap_study):
+    from nas import record as R
+    from nas.references import measure_references
+
+    src = optuna.load_study(study_name="cheap", storage=f"sqlite:///{cheap_study}/results/nas.db")
+    other = optuna.create_study(directions=src.directions)
+    for k, v in src.user_attrs.items():
+        if k != R.STUDY_REFERENCES:
+            other.set_user_attr(k, v)
+    for t in src.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+        other.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
+                                                  user_attrs=dict(t.user_attrs, **{R.DEVICE: "NVIDIA H100 80GB HBM3"})))
+    points = measure_references(other)
+    assert len(points) == 4 and all(p.values is None for p in points)
+    assert all("measured on NVIDIA H100 80GB HBM3, this machine is cpu" in p.note for p in points)
