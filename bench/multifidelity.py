@@ -243,7 +243,8 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
                               train_subset=exp["train_subset"], train_val_subset=exp["train_val_subset"],
                               train_batch_size=exp["train_batch_size"], fidelity=fidelity,
                               min_budget=exp["min_budget"] if fidelity == "sh" else None,
-                              eta=exp["eta"], results_dir=results_dir, quiet=True)
+                              eta=exp["eta"], results_dir=results_dir, quiet=True,
+                              measure_references=False)  # the bench trains the presets itself, with seeds
     except ValueError as e:
         raise _bad(str(e)) from None
 

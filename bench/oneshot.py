@@ -157,6 +157,7 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
                   enqueue_presets=False, proxy_resolution=exp["resolution"], train_epochs=exp["epochs"],
                   train_subset=exp["subset"], train_val_subset=exp["val_subset"],
                   train_batch_size=exp["batch_size"], results_dir=results_dir, quiet=True,
+                  measure_references=False,  # the bench trains FasterViT-0..3 itself, with two seeds
                   timeout=float(exp["a_search_seconds"]))
     method_part = {"A": dict(proxy=f"supernet:{supernet_dir}", sampler="nsga2", population=exp["a_population"]),
                    "B": dict(proxy="train", sampler="nsga2", population=exp["b_population"]),
@@ -236,21 +237,6 @@ def spread(points: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
 # =============================================================================================
 # units
 # =============================================================================================
-def _driver_class() -> type:
-    """``nas search``'s driver without the FasterViT-0..3 report measurements (the bench trains the presets
-    itself, with two seeds; measuring them in every call of a study at E would cost minutes of GPU each)."""
-    from nas.references import report_references
-    from nas.search import StudyDriver
-
-    class Driver(StudyDriver):
-        def references(self) -> Any:
-            if self.study is None or not self.study.get_trials(deepcopy=False):
-                return None
-            return report_references(self.study, measure=False)
-
-    return Driver
-
-
 class Bench(mf.Bench):
     """The experiment: A's supernets, the studies in calls, the confirmations and the presets."""
 
@@ -438,7 +424,7 @@ class Bench(mf.Bench):
 
         from nas.heartbeat import fail_trial
         from nas.samplers import sampler_for
-        from nas.search import LocalBackend
+        from nas.search import LocalBackend, StudyDriver
 
         s = self.settings(method, seed)
         key = study_key(method, seed)
@@ -466,7 +452,7 @@ class Bench(mf.Bench):
         calls.append(call)
         self.store.save()
         t = time.time()
-        driver = _driver_class()(s.replace(timeout=timeout, trials=trials),
+        driver = StudyDriver(s.replace(timeout=timeout, trials=trials),
                                  sampler=sampler_for(s, seed=call["sampler_seed"]))
         try:
             res = driver.run(LocalBackend())

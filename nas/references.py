@@ -32,7 +32,8 @@ def _settings(study: Any) -> SearchSettings:
     stored = dict(study.user_attrs.get(R.STUDY_SETTINGS) or {})
     known = {f.name for f in dataclasses.fields(SearchSettings)}
     kw = {k: v for k, v in stored.items() if k in known and k not in ("storage", "study", "results_dir", "trials",
-                                                                      "timeout", "quiet", "heartbeat")}
+                                                                      "timeout", "quiet", "heartbeat",
+                                                                      "measure_references")}
     kw["objectives"] = tuple(objective_names(study))
     if study.user_attrs.get(R.STUDY_PROXY):
         kw["proxy"] = study.user_attrs[R.STUDY_PROXY]

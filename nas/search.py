@@ -436,10 +436,12 @@ class StudyDriver:
     def references(self) -> Optional[list[ReferencePoint]]:
         """FasterViT-0..3 for the report: where they are points of the searched space, the ones the study lacks
         are measured apart exactly as its trials were (cached in the study); elsewhere they are listed with how
-        to measure them (`nas pareto`). None before any trial completed."""
+        to measure them (`nas pareto`), as they are with ``--no-measure-references``. None before any trial
+        completed."""
         if not any(t.state == optuna.trial.TrialState.COMPLETE for t in self.study.get_trials(deepcopy=False)):
             return None
-        if not all(self.space.params_for(PRESETS[p]) is not None for p in REFERENCE_PRESETS):
+        if not self.settings.measure_references or not all(self.space.params_for(PRESETS[p]) is not None
+                                                            for p in REFERENCE_PRESETS):
             return report_references(self.study, measure=False)
         self.out("FasterViT-0..3 on the report: measuring the ones the study lacks as its trials were measured "
                  "(once; cached in the study)")

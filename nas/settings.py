@@ -182,6 +182,7 @@ class StorageOptions:
     results_dir: str = "results"  # logs, reports, weights
     quiet: bool = False
     heartbeat: bool = False
+    measure_references: bool = True  # FasterViT-0..3 on the report, measured apart as the trials were
 
     DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {}
 

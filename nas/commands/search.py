@@ -89,6 +89,10 @@ def search(
     gpus_per_trial: float = typer.Option(WORKERS.gpus_per_trial, help="GPUs per Ray trial (fractions allowed)."),
     results_dir: str = typer.Option(STORAGE.results_dir, help="Where logs and reports go."),
     quiet: bool = typer.Option(STORAGE.quiet, "--quiet", "-q", help="No progress display."),
+    measure_references: bool = typer.Option(
+        STORAGE.measure_references, "--measure-references/--no-measure-references",
+        help="At the end, measure FasterViT-0..3 the study lacks as its trials were measured (trained, with "
+             "--proxy train), for the report; once, cached in the study."),
     throughput: str = typer.Option(MEASURED, help="measured (profiler) | predicted:NAME (a throughput "
                                    "predictor: `nas predictor list`; no GPU needed). Objective and constraints "
                                    "become predicted_throughput."),
@@ -112,7 +116,8 @@ def search(
             proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
             train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
-            storage=storage, study=study, results_dir=results_dir, quiet=quiet, device=device, workers=workers,
+            storage=storage, study=study, results_dir=results_dir, quiet=quiet,
+            measure_references=measure_references, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
         refuse_inapplicable(ctx, settings, throughput=throughput, latency=latency)
         if confirm and not estimator_type(proxy).confirmable:

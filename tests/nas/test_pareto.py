@@ -272,3 +272,16 @@ def test_presets_are_not_measured_on_another_device_than_the_trials(cheap_study)
     points = measure_references(other)
     assert len(points) == 4 and all(p.values is None for p in points)
     assert all("measured on NVIDIA H100 80GB HBM3, this machine is cpu" in p.note for p in points)
+
+
+@pytest.mark.parametrize("flag, measured", [("--measure-references", True), ("--no-measure-references", False)])
+def test_search_measures_the_presets_for_its_report_unless_told_not_to(tmp_path, monkeypatch, flag, measured):
+    from nas import record as R
+
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["search", "--space", "default", "--device", "cpu", "--quiet", "--objective",
+                            "params,flops", "--trials", "2", "--study", "refs", "--seed", "1", flag])
+    assert r.exit_code == 0, r.output
+    st = optuna.load_study(study_name="refs", storage=f"sqlite:///{tmp_path}/results/nas.db")
+    assert bool(st.user_attrs.get(R.STUDY_REFERENCES)) is measured
+    assert st.user_attrs[R.STUDY_SETTINGS]["measure_references"] is measured
