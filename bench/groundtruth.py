@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import queue
@@ -43,6 +42,8 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere (spawned workers re-import this file)
     sys.path.insert(0, str(ROOT))
+
+from evaluators.jsonfile import finite, write_json  # noqa: E402
 
 BENCH = "groundtruth"
 SCHEMA_VERSION = 1
@@ -319,26 +320,6 @@ def _run_task(task: dict[str, Any], all_splits: Any, setup: dict[str, Any], gpu:
 # =============================================================================================
 # results file
 # =============================================================================================
-def _atomic_write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, default=str, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def _clean(v: Any) -> Any:
-    """JSON without NaN: non-finite floats become None (recursively)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 class Store:
     """The results JSON: settings, architectures, proxy records, training runs, failures, analysis."""
 
@@ -360,7 +341,7 @@ class Store:
             if settings is not None:
                 old = {k: data["settings"].get(k) for k in recipe_keys}
                 new = {k: settings[k] for k in recipe_keys}
-                diff = {k: (old[k], new[k]) for k in recipe_keys if _clean(old[k]) != _clean(new[k])}
+                diff = {k: (old[k], new[k]) for k in recipe_keys if finite(old[k]) != finite(new[k])}
                 if diff:
                     lines = ", ".join(f"{k}: file {a!r} vs now {b!r}" for k, (a, b) in diff.items())
                     raise SystemExit(f"error: {path} holds another experiment ({lines}); pass the same options to "
@@ -380,7 +361,7 @@ class Store:
 
     def save(self) -> None:
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _atomic_write(self.path, _clean(self.data))
+        write_json(self.path, self.data)
 
     def finished(self) -> set[str]:
         done = {f"proxies:{a}:{r['seed']}" for a, r in self.data["proxies"].items()}

@@ -107,6 +107,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from evaluators.jsonfile import finite, write_json  # noqa: E402
+
 BENCH = "multifidelity"
 SCHEMA_VERSION = 1
 METHODS = ("sh", "full", "random")  # the issue's three: the summary's ``hv`` keys
@@ -252,25 +254,9 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
 # =============================================================================================
 # results file
 # =============================================================================================
-def _clean(v: Any) -> Any:
-    """JSON without NaN: non-finite floats become None (recursively)."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): _clean(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
-
-
 def atomic_write(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename (never half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=str(path.parent))
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(data), f, indent=1, default=str, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write JSON to ``path`` whole or not at all (non-finite floats as null)."""
+    write_json(path, data)
 
 
 class Store:
@@ -327,7 +313,7 @@ class Store:
 
 def check_same(path: Path, old: dict[str, Any], new: dict[str, Any], keys: Sequence[str] = EXPERIMENT_KEYS) -> None:
     """Refuse a resume whose experiment settings (``keys``) differ, naming every differing key."""
-    diff = [k for k in keys if _clean(old.get(k)) != _clean(new.get(k))]
+    diff = [k for k in keys if finite(old.get(k)) != finite(new.get(k))]
     if diff:
         lines = ", ".join(f"{k}: file {old.get(k)!r} vs now {new.get(k)!r}" for k in diff)
         raise _bad(f"{path} holds another experiment ({lines}); pass the same options to resume, or another --out")
