@@ -453,7 +453,7 @@ class Bench(mf.Bench):
         self.store.save()
         t = time.time()
         driver = StudyDriver(s.replace(timeout=timeout, trials=trials),
-                                 sampler=sampler_for(s, seed=call["sampler_seed"]))
+                             sampler=sampler_for(s, seed=call["sampler_seed"]))
         try:
             res = driver.run(LocalBackend())
         except BaseException:

@@ -62,9 +62,12 @@ def test_a_cut_run_resumes_to_the_end_repeating_nothing(osb, smoke_dir):
     assert data["sessions"][0]["units"] == ["supernet:0@0"]  # cut: the supernet paused after one step
     assert len(units) == len(set(units)) and not data["failures"]
     assert data["supernets"]["0"]["calls"] == 2 and data["supernets"]["0"]["status"] == "done"
-    assert all(len(calls) == 2 for calls in data["chunks"].values())  # every study ran in two calls
     for key, rec in data["studies"].items():
-        assert rec["calls"] == 2 and rec["n_trials"] == 3 and rec["confirm"], key
+        if key.startswith("A:"):  # A's search budget (600 s) never binds: two calls of at most 2 trials
+            assert len(data["chunks"][key]) == rec["calls"] == 2 and rec["n_trials"] == 3, key
+        else:  # B and C search for A's total: on a loaded machine time may end them after one call
+            assert 1 <= len(data["chunks"][key]) == rec["calls"] <= 2 and 1 <= rec["n_trials"] <= 3, key
+        assert rec["confirm"], key
         assert set(data["confirmations"][key]) == {str(p["source"]) for p in rec["confirm"]}
     storage = f"sqlite:///{smoke_dir / 'oneshot' / 'studies.db'}"
     before = osb.mf.study_trial_counts(storage)
