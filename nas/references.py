@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from typing import Any, Callable, Optional, Sequence
 
 from search_spaces import PRESETS
@@ -23,7 +24,7 @@ from .settings import SearchSettings
 from .storage import StorageError, storage_errors
 from .trial import Evaluator, TrialFailure
 
-__all__ = ["measure_references", "report_references"]
+__all__ = ["measure_references", "report_references", "presets_to_measure", "MeasureProgress"]
 
 log = logging.getLogger("nas.references")
 
@@ -123,3 +124,34 @@ def report_references(study: Any, measure: bool = True,
                        "not in the study (`nas pareto` without --no-measure-references measures it)")
         for p in REFERENCE_PRESETS if p not in {r.preset for r in study_references(study)}]
     return study_references(study, extra)
+
+
+def presets_to_measure(study: Any) -> list[str]:
+    """The FasterViT presets a report measures apart: neither trials of the study nor cached in it."""
+    have = {r.preset for r in study_references(study)} | set(study.user_attrs.get(R.STUDY_REFERENCES) or {})
+    return [p for p in REFERENCE_PRESETS if p not in have]
+
+
+class MeasureProgress:
+    """One line per preset measured for a report (through ``say``), with an ETA from the ones measured so far."""
+
+    def __init__(self, todo: Sequence[str], say: Callable[[str], None]):
+        self.todo = list(todo)
+        self.say = say
+        self.done = 0
+        self.started = 0.0
+
+    def __call__(self, preset: str) -> None:
+        now = time.monotonic()
+        if not self.done:
+            self.started = now
+            self.say(f"measuring {len(self.todo)} FasterViT preset(s) the study's way for the report (not part of "
+                     f"the study; cached in it once measured); --no-measure-references skips this")
+        left = (now - self.started) / self.done * (len(self.todo) - self.done) if self.done else None
+        self.done += 1
+        self.say(f"  {preset} ({self.done}/{len(self.todo)}{'' if left is None else ', ETA ' + _duration(left)})…")
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -44,7 +44,7 @@ from .labels import metric_labels
 from .objectives import PREDICTED_KEYS, Constraint, Objective, parse_constraint, parse_objectives
 from .progress import SearchProgress
 from .record import Status
-from .references import report_references
+from .references import MeasureProgress, presets_to_measure, report_references
 from .report import write_report
 from .resume import objective_conflict, refuse_conflicts, resume_conflicts, space_meaning
 from .samplers import sampler_for
@@ -443,9 +443,8 @@ class StudyDriver:
         if not self.settings.measure_references or not all(self.space.params_for(PRESETS[p]) is not None
                                                             for p in REFERENCE_PRESETS):
             return report_references(self.study, measure=False)
-        self.out("FasterViT-0..3 on the report: measuring the ones the study lacks as its trials were measured "
-                 "(once; cached in the study)")
-        return report_references(self.study, on_progress=lambda p: self.out(f"  measuring {p} ..."))
+        progress = MeasureProgress(presets_to_measure(self.study), self.out)
+        return report_references(self.study, on_progress=progress)
 
     def _interrupted(self, e: BaseException) -> "Interrupted":
         sig = getattr(e, "signal_name", "SIGINT")

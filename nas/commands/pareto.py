@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import typer
@@ -65,40 +64,6 @@ def _print_references(presets: Mapping[str, Any]) -> None:
         console.print(f"  {name} ({src}): {where}", highlight=False)
 
 
-def _to_measure(study: Any) -> list[str]:
-    """The FasterViT presets a report measures apart: neither trials of the study nor cached in it."""
-    from nas import record as R
-    from nas.front import REFERENCE_PRESETS, study_references
-
-    have = {r.preset for r in study_references(study)} | set(study.user_attrs.get(R.STUDY_REFERENCES) or {})
-    return [p for p in REFERENCE_PRESETS if p not in have]
-
-
-class MeasureProgress:
-    """One stderr line per preset measured for a report, with an ETA from the ones measured so far."""
-
-    def __init__(self, todo: Sequence[str]):
-        self.todo = list(todo)
-        self.done = 0
-        self.started = 0.0
-
-    def __call__(self, preset: str) -> None:
-        now = time.monotonic()
-        if not self.done:
-            self.started = now
-            err_console.print(f"measuring {len(self.todo)} FasterViT preset(s) the study's way for the report (not "
-                              f"part of the study; cached in it once measured); --no-measure-references skips this",
-                              highlight=False)
-        eta = f", ETA {_duration((now - self.started) / self.done * (len(self.todo) - self.done))}" if self.done else ""
-        self.done += 1
-        err_console.print(f"  {preset} ({self.done}/{len(self.todo)}{eta})…", highlight=False)
-
-
-def _duration(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def pareto(
     ctx: typer.Context,
     study: str = typer.Option("default", help="Study name."),
@@ -125,7 +90,7 @@ def pareto(
 
     from nas.pareto import load_study, objective_names, parse_reference, study_summary, write_report
     from nas.plots import PLOTLYJS_MODES
-    from nas.references import report_references
+    from nas.references import MeasureProgress, presets_to_measure, report_references
     from nas.storage import writable_file
 
     with user_errors():
@@ -137,7 +102,8 @@ def pareto(
                                                       f"{study}.html", "--report")
         st = load_study(study, storage)
         ref = parse_reference(reference, objective_names(st)) if reference is not None else None
-        progress = MeasureProgress(_to_measure(st)) if measure_references else None
+        progress = (MeasureProgress(presets_to_measure(st), lambda line: err_console.print(line, highlight=False))
+                    if measure_references else None)
         refs = report_references(st, measure=measure_references, on_progress=progress)
         summary = study_summary(st, ref, refs)
         path = None

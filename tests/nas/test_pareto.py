@@ -279,9 +279,11 @@ def test_search_measures_the_presets_for_its_report_unless_told_not_to(tmp_path,
     from nas import record as R
 
     monkeypatch.chdir(tmp_path)
-    r = runner.invoke(app, ["search", "--space", "default", "--device", "cpu", "--quiet", "--objective",
+    r = runner.invoke(app, ["search", "--space", "default", "--device", "cpu", "--objective",
                             "params,flops", "--trials", "2", "--study", "refs", "--seed", "1", flag])
     assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert ("measuring 4 FasterViT preset(s)" in text and "faster_vit_3_224 (4/4, ETA" in text) is measured
     st = optuna.load_study(study_name="refs", storage=f"sqlite:///{tmp_path}/results/nas.db")
     assert bool(st.user_attrs.get(R.STUDY_REFERENCES)) is measured
     assert st.user_attrs[R.STUDY_SETTINGS]["measure_references"] is measured
