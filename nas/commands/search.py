@@ -120,6 +120,7 @@ def search(
             measure_references=measure_references, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)
         refuse_inapplicable(ctx, settings, throughput=throughput, latency=latency)
+        refuse_default_data_for_a_supernet(ctx, settings)
         if confirm and not estimator_type(proxy).confirmable:
             raise ValueError(f"--confirm {confirm} trains front points: it needs --proxy train or supernet:DIR, "
                              f"not {proxy!r}")
@@ -189,6 +190,23 @@ _ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[SearchSettings, set[str]], bo
      "when a measured throughput, latency or memory is an objective or constraint",
      lambda s: f"--objective {','.join(s.objectives)}"),
 )
+
+
+def refuse_default_data_for_a_supernet(ctx: typer.Context, settings: SearchSettings) -> None:
+    """With ``--proxy supernet:DIR`` the default ``--data`` means the supernet's own data; typing the default's
+    name for a supernet trained on other data cannot be told apart from not typing it: refused, not ignored."""
+    if not typed(ctx, "data") or settings.data != ESTIMATOR.data or not settings.proxy.startswith("supernet:"):
+        return
+    from evaluators.supernet_folder import SupernetFolder
+
+    try:
+        trained_on = SupernetFolder(settings.proxy.split(":", 1)[1]).read().get("data")
+    except (OSError, ValueError):
+        return  # not a supernet folder: the estimator says so
+    if trained_on != settings.data:
+        raise ValueError(f"--data {settings.data} with --proxy {settings.proxy}: that supernet was trained on "
+                         f"{trained_on!r}, and with a supernet the default --data means its own data; scoring it "
+                         f"on {settings.data!r} is not supported: drop --data")
 
 
 def refuse_inapplicable(ctx: typer.Context, settings: SearchSettings, *, throughput: str, latency: str) -> None:

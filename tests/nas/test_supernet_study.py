@@ -57,6 +57,15 @@ def test_a_space_the_supernet_was_not_trained_on_is_refused_before_the_study(tmp
     assert not (tmp_path / "results" / "nas.db").exists() or "sn" not in optuna.get_all_study_names(STORAGE)
 
 
+def test_the_default_data_typed_for_a_supernet_of_other_data_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_space(tmp_path / "tiny.yaml", tiny_space())
+    r = _search("--trials", "1", "--data", "fmnist-odd")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "that supernet was trained on 'fashion-mnist'" in text and "drop --data" in text
+    assert not (tmp_path / "results" / "nas.db").exists()
+
+
 def test_an_unfinished_supernet_is_refused(tmp_path, monkeypatch):
     from evaluators.supernet import train_supernet
 
