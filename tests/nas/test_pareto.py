@@ -262,16 +262,24 @@ def test_presets_are_not_measured_on_another_device_than_the_trials(cheap_study)
     from nas.references import measure_references
 
     src = optuna.load_study(study_name="cheap", storage=f"sqlite:///{cheap_study}/results/nas.db")
-    other = optuna.create_study(directions=src.directions)
-    for k, v in src.user_attrs.items():
-        if k != R.STUDY_REFERENCES:
-            other.set_user_attr(k, v)
-    for t in src.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
-        other.add_trial(optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
-                                                  user_attrs=dict(t.user_attrs, **{R.DEVICE: "NVIDIA H100 80GB HBM3"})))
-    points = measure_references(other)
+
+    def on_an_h100(objectives):
+        other = optuna.create_study(directions=src.directions)
+        for k, v in src.user_attrs.items():
+            if k != R.STUDY_REFERENCES:
+                other.set_user_attr(k, v)
+        other.set_user_attr("objectives", objectives)
+        for t in src.get_trials(states=[optuna.trial.TrialState.COMPLETE]):
+            other.add_trial(optuna.trial.create_trial(
+                params=t.params, distributions=t.distributions, values=t.values,
+                user_attrs=dict(t.user_attrs, **{R.DEVICE: "NVIDIA H100 80GB HBM3"})))
+        return other
+
+    points = measure_references(on_an_h100(["throughput", "params"]))  # a measured throughput: not here
     assert len(points) == 4 and all(p.values is None for p in points)
     assert all("measured on NVIDIA H100 80GB HBM3, this machine is cpu" in p.note for p in points)
+    points = measure_references(on_an_h100(["params", "flops"]))  # the same on every device: measured here
+    assert len(points) == 4 and all(p.values for p in points)
 
 
 @pytest.mark.parametrize("flag, measured", [("--measure-references", True), ("--no-measure-references", False)])
