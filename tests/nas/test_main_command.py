@@ -46,6 +46,8 @@ def test_main_command_runs_on_cpu_and_ends_with_a_front(tmp_path):
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 6
     html = (tmp_path / "results" / "reports" / "default.html").read_text()
     # FasterViT-0..3 on the main job's report, measured apart exactly as the trials were (cached in the study)
-    assert "FasterViT-0..3 on the report: measuring" in out
+    flat = " ".join(out.split())
+    assert "measuring 4 FasterViT preset(s) the study's way for the report" in flat
+    assert "faster_vit_3_224 (4/4, ETA" in flat
     assert html.count("not part of the study (measured the same way)") == 4
     assert set(study.user_attrs["reference_points"]) == {f"faster_vit_{i}_224" for i in range(4)}
