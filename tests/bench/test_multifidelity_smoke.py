@@ -59,7 +59,9 @@ def test_the_results_file_records_each_unit_once(smoke_dir):
     assert {u for u in units if u.startswith("preset:")} == {f"preset:tiny_{x}:{s}" for x in "ab" for s in (0, 1)}
     for key, rec in data["studies"].items():
         assert rec["history"] and rec["front"] and len(data["confirmations"][key]) == len(rec["front"])
-    assert data["studies"]["sh:0"]["n_pruned"] > 0  # successive halving stopped some trials
+    # successive halving stopped some trials; which ones (and in a seed, whether any) hangs on CPU-timed
+    # throughput, the second objective of the rung ranking, so the test asks it of the two seeds together
+    assert data["studies"]["sh:0"]["n_pruned"] + data["studies"]["sh:1"]["n_pruned"] > 0
     assert not data["failures"]
 
 
