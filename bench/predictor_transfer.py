@@ -103,7 +103,7 @@ def run(base: Predictor, records: Sequence[Mapping[str, Any]], offgrid: Sequence
         raise SystemExit(f"the target records must be of one GPU, not {gpus}")
     held, rest = split(recs, n_heldout, seed)
     full = fit(rest, name="full", held_out=0, seed=seed)
-    return dict(base_gpu=base.gpu, target_gpu=gpus[0], n_heldout=len(held),
+    return dict(gpu=gpus[0], base_gpu=base.gpu, target_gpu=gpus[0], n_heldout=len(held),
                 raw=scores(base, held, off),
                 adapt={str(n): adapt_row(base, rest, held, off, n, draws=draws, pool_share=pool_share, seed=seed)
                        for n in sample_sizes},
