@@ -456,8 +456,8 @@ class SupernetEstimator(AccuracyEstimator):
 
     @property
     def identity(self) -> dict[str, Any]:
-        m = self.meta
-        return dict(kind=self.kind, supernet=str(self.path), space=m["space"]["name"], trained_on=m["data"],
+        m = self.meta  # what was trained, not where the folder lies: a moved or copied supernet stays the same
+        return dict(kind=self.kind, space=m["space"]["name"], trained_on=m["data"],
                     data=self.data, resolution=m["resolution"], recipe=m["recipe"], completed=m.get("completed"),
                     steps=m.get("steps_done"), calib_images=self.calib_images, val_subset=self.val_subset)
 

@@ -156,6 +156,23 @@ def test_identity_change_names_what_differs():
     assert identity_change({"a": 1, "b": 2}, {"a": 1, "b": 3}) == "b: 2 stored, 3 now"
 
 
+def test_a_moved_supernet_keeps_its_identity_and_another_training_does_not(tmp_path):
+    """A study resumed on another machine, or after the folder moved, finds the same supernet."""
+    import shutil
+
+    from evaluators.estimators import SupernetEstimator
+    from evaluators.supernet_folder import SupernetFolder
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(supernet_dir(), moved)
+    assert SupernetEstimator(moved).identity == SupernetEstimator(supernet_dir()).identity
+    meta_path = SupernetFolder(moved).meta_path
+    meta = json.loads(meta_path.read_text())
+    meta["completed"] = "2000-01-01T00:00:00+00:00"  # another training run of the same settings
+    meta_path.write_text(json.dumps(meta))
+    assert identity_change(SupernetEstimator(supernet_dir()).identity, SupernetEstimator(moved).identity)
+
+
 def test_a_resumed_study_compares_the_estimator_identity(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("COLUMNS", "300")
