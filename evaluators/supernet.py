@@ -47,11 +47,13 @@ from .data import BatchLoader, DataSplits, load_dataset, normalization
 from .profiler import resolve_device
 from .supernet_folder import SupernetFolder
 from .supernet_step import (
+    STEP_MODES,
     Distributed,
     ResumableBatches,
     SandwichStep,
     calibration_batches,
     distributed_setup,
+    make_sandwich_step,
     recalibrate_bn,
     set_sync_batchnorm,
     subnet_plan,
@@ -143,6 +145,8 @@ class SupernetResult:
     train_seconds: float = 0.0
     images_per_s: float = float("nan")
     subnet_images_per_s: float = float("nan")
+    steady_images_per_s: float = float("nan")  # after this call's first SETTLE_STEPS (warm-up, graph capture)
+    step_mode: str = ""
     final_top1: dict[str, float] = field(default_factory=dict)
     device: str = ""
     world_size: int = 1
@@ -213,6 +217,7 @@ class _Run:
     smallest: FasterViTConfig
     meta: dict[str, Any]
     calib_batches: int
+    step_mode: str = ""
 
 
 def train_supernet(
@@ -233,6 +238,7 @@ def train_supernet(
     amp: bool = True,
     channels_last: bool = True,
     progress: bool = True,
+    step_mode: str = "auto",
     **recipe: Any,
 ) -> SupernetResult:
     """Train (or resume) the supernet of ``space`` on ``data`` into the folder ``out``.
@@ -255,6 +261,9 @@ def train_supernet(
         val_subset: validation images for the final top-1 of the largest and smallest subnets.
         calib_images: training images each evaluated subnet's BatchNorm statistics come from.
         amp, channels_last: bf16 autocast and channels-last memory (CUDA only).
+        step_mode: ``auto`` (the largest and smallest subnets from one CUDA graph on a single
+            CUDA device, eager otherwise), ``graph`` (that, or an error) or ``eager``; how the
+            same step is run, so not part of the run's identity (each session records its own).
         recipe: ``SupernetRecipe`` fields (``batch_size``, ``lr``, ``sandwich_n``, ...).
 
     Returns the ``SupernetResult`` of this call (``status`` done, paused or nan, with a reason).
@@ -267,6 +276,8 @@ def train_supernet(
         at_least("max_steps", max_steps)
     in_range("checkpoint_every", checkpoint_every, low=0.0, low_open=True)
     at_least("calib_images", calib_images)
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode={step_mode!r} must be one of {', '.join(STEP_MODES)}")
     if val_subset is not None:
         at_least("val_subset", val_subset)
     sp = load_space(space)
@@ -290,7 +301,7 @@ def train_supernet(
             raise ValueError(f"the supernet run in {folder.path} stopped on a NaN loss ({prior.get('reason')}); "
                              f"train into a new --out (e.g. with a lower --lr)")
         run = _prepare(sp, rec, splits, res, folder, prior, identity, dist, dev, amp, channels_last, val_subset,
-                       calib_images)
+                       calib_images, step_mode)
         return _train(run, _Clock(t_start, time_budget, max_steps), checkpoint_every, progress)
     finally:
         dist.close()
@@ -298,7 +309,8 @@ def train_supernet(
 
 def _prepare(sp: SearchSpace, rec: SupernetRecipe, splits: DataSplits, res: tuple[int, int], folder: SupernetFolder,
              prior: Optional[dict[str, Any]], identity: dict[str, Any], dist: Distributed, dev: torch.device,
-             amp: bool, channels_last: bool, val_subset: Optional[int], calib_images: int) -> _Run:
+             amp: bool, channels_last: bool, val_subset: Optional[int], calib_images: int,
+             step_mode: str = "auto") -> _Run:
     """Model, optimizer, data, subnets and the folder's record, restored from its checkpoint."""
     n_cls = splits.num_classes
     if prior is not None:
@@ -342,8 +354,9 @@ def _prepare(sp: SearchSpace, rec: SupernetRecipe, splits: DataSplits, res: tupl
         return subnet_plan(sp, step, seed=rec.seed, n_random=rec.sandwich_n, resolution=res, largest=largest,
                            smallest=smallest, drop_path_rate=dpr)
 
-    step_fn = SandwichStep(model, optimizer, plan, label_smoothing=rec.label_smoothing, grad_clip=rec.grad_clip,
-                           distill=rec.distill, amp=use_amp, device=dev, wrapped=wrapped)
+    step_fn, mode_why = make_sandwich_step(step_mode, model, optimizer, plan, device=dev, distributed=dist.active,
+                                           label_smoothing=rec.label_smoothing, grad_clip=rec.grad_clip,
+                                           distill=rec.distill, amp=use_amp, wrapped=wrapped)
     meta = dict(prior) if prior is not None else dict(
         identity, created=_now(), largest=largest.to_dict(), smallest=smallest.to_dict(),
         capacity=model.capacity.to_dict(), total_steps=total, steps_per_epoch=per_epoch, steps_done=0,
@@ -353,7 +366,7 @@ def _prepare(sp: SearchSpace, rec: SupernetRecipe, splits: DataSplits, res: tupl
     calib_batches = max(1, -(-calib_images // calib_bs))
     return _Run(sp, rec, folder, dist, dev, use_amp, cl, model, optimizer, lr_t, step_fn, batches, val_loader,
                 calib_loader, total, per_epoch, int(round(rec.warmup * total)), peak, largest, smallest, meta,
-                calib_batches)
+                calib_batches, mode_why)
 
 
 def _rng_state(dev: torch.device) -> dict[str, Any]:
@@ -390,6 +403,10 @@ def _restore(run: _Run) -> int:
     return int(state["step"])
 
 
+#: steps of a call before its steady rate is timed (eager warm-up, CUDA-graph capture)
+SETTLE_STEPS = 10
+
+
 @dataclass
 class _Clock:
     """Timing of this invocation: step seconds, checkpoint seconds and the budget rule."""
@@ -400,6 +417,7 @@ class _Clock:
     train_seconds: float = 0.0
     steps: int = 0
     checkpoint_seconds: float = 0.0
+    settle_seconds: Optional[float] = None  # train seconds of the first SETTLE_STEPS steps
     last_checkpoint: float = field(default_factory=time.perf_counter)
 
     def step_seconds(self) -> float:
@@ -421,7 +439,7 @@ class _Clock:
 def _train(run: _Run, clock: _Clock, checkpoint_every: float, progress: bool) -> SupernetResult:
     t_start = clock.t_start
     session: dict[str, Any] = dict(started=_now(), device=_device_name(run.device), world_size=run.dist.world,
-                                   steps=[0, 0], status="running", reason="")
+                                   step_mode=run.step_mode, steps=[0, 0], status="running", reason="")
     bar = None
     status, reason = "running", ""
     cuda_gens = [run.device.index] if run.device.type == "cuda" else []
@@ -458,7 +476,7 @@ def _train(run: _Run, clock: _Clock, checkpoint_every: float, progress: bool) ->
                 run.folder.remove_checkpoint()
     return _result_of(run.meta, run.folder, run.device, run.dist, session_steps=clock.steps,
                       seconds=time.perf_counter() - t_start, clock=clock, batch=run.recipe.batch_size,
-                      subnets=2 + run.recipe.sandwich_n)
+                      subnets=2 + run.recipe.sandwich_n, step_mode=run.step_mode)
 
 
 def _loop(run: _Run, done: int, clock: _Clock, stop: _StopSignal, bar: Any,
@@ -475,6 +493,8 @@ def _loop(run: _Run, done: int, clock: _Clock, stop: _StopSignal, bar: Any,
         bad = next(((cfg, v) for cfg, v in losses if not math.isfinite(float(v))), None)
         clock.train_seconds += time.perf_counter() - t
         clock.steps += 1
+        if clock.steps == SETTLE_STEPS:
+            clock.settle_seconds = clock.train_seconds
         pause = stop.requested or clock.must_pause()
         flags = run.dist.all_sum([1.0 if bad else 0.0, 1.0 if pause else 0.0], run.device)
         if flags[0] > 0:
@@ -530,15 +550,19 @@ def _finish(run: _Run) -> tuple[str, str]:
 
 def _result_of(meta: Mapping[str, Any], folder: SupernetFolder, dev: torch.device, dist: Distributed, *,
                session_steps: int, seconds: float, clock: Optional[_Clock] = None, batch: int = 0,
-               subnets: int = 0) -> SupernetResult:
+               subnets: int = 0, step_mode: str = "") -> SupernetResult:
     done, total = int(meta.get("steps_done", 0)), int(meta.get("total_steps", 0))
     per_epoch = max(1, int(meta.get("steps_per_epoch", 1)))
     ts = clock.train_seconds if clock is not None else 0.0
     ips = session_steps * batch / ts if ts > 0 else float("nan")
+    steady = float("nan")
+    if clock is not None and clock.settle_seconds is not None and session_steps > SETTLE_STEPS:
+        steady = (session_steps - SETTLE_STEPS) * batch / max(1e-9, ts - clock.settle_seconds)
     return SupernetResult(status=str(meta.get("status")), reason=str(meta.get("reason", "")), out=str(folder.path),
                           steps_done=done, total_steps=total, epochs_done=done / per_epoch, session_steps=session_steps,
                           session_seconds=seconds, train_seconds=ts, images_per_s=ips,
                           subnet_images_per_s=ips * subnets if math.isfinite(ips) else ips,
+                          steady_images_per_s=steady, step_mode=step_mode,
                           final_top1=dict(meta.get("final_top1") or {}), device=_device_name(dev),
                           world_size=dist.world)
 
