@@ -102,6 +102,7 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     if existing is not None:
         if compare:
             refuse_resume(existing, settings, objectives, estimator=estimator, space=space)
+            follow_moved_estimator(existing, settings, estimator)
         return optuna.load_study(study_name=settings.study, storage=storage, sampler=sampler)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     study = optuna.create_study(study_name=settings.study, storage=storage, sampler=sampler,
@@ -114,6 +115,22 @@ def create_or_load_study(settings: SearchSettings, objectives: Sequence[Objectiv
     study.set_user_attr(R.STUDY_SPACE, space_meaning(space))
     study.set_user_attr(R.STUDY_SETTINGS, jsonable(settings_for_study(settings.to_dict())))
     return study
+
+
+def follow_moved_estimator(study: Any, settings: SearchSettings, estimator: Optional[AccuracyEstimator]) -> None:
+    """The same estimator under another ``--proxy`` (a supernet folder moved or copied, with an
+    identical identity): the study records where it is now, so that ``nas confirm`` and the reports
+    find it, and says so."""
+    stored = study.user_attrs.get(R.STUDY_PROXY)
+    if estimator is None or stored in (None, settings.proxy):
+        return
+    log.warning(f"study {settings.study}: --proxy {stored} is now --proxy {settings.proxy} (the same trained "
+                f"estimator, moved or copied); the study records the new place")
+    study.set_user_attr(R.STUDY_PROXY, settings.proxy)
+    recorded = dict(study.user_attrs.get(R.STUDY_SETTINGS) or {})
+    if "proxy" in recorded:
+        recorded["proxy"] = settings.proxy
+        study.set_user_attr(R.STUDY_SETTINGS, recorded)
 
 
 def refuse_resume(study: Any, settings: SearchSettings, objectives: Sequence[Objective],

@@ -41,6 +41,9 @@ def train_cmd(
     val_subset: Optional[int] = typer.Option(None, help="Validation images of the final top-1 (default: all)."),
     device: Optional[str] = typer.Option(None, help="cuda, cuda:N or cpu (default: CUDA when available; under "
                                                     "torchrun each rank's GPU)."),
+    step_mode: str = typer.Option("auto", help="auto (the largest and smallest subnets from one CUDA graph on "
+                                               "one GPU, eager otherwise), graph or eager; not part of the run's "
+                                               "identity."),
     progress: bool = typer.Option(True, help="Show a progress bar with the ETA."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -62,7 +65,8 @@ def train_cmd(
                                                      checkpoint_every=checkpoint_every,
                                                      val_subset=val_subset).items() if v is not None}
     with user_errors():
-        r = train_supernet(space, data=data, out=out, epochs=epochs, progress=progress, **options, **recipe)
+        r = train_supernet(space, data=data, out=out, epochs=epochs, progress=progress, step_mode=step_mode,
+                           **options, **recipe)
     if os.environ.get("RANK", "0") == "0":  # under torchrun: one report, from rank 0
         if as_json:
             print_json(r.to_dict())
@@ -76,7 +80,8 @@ def train_cmd(
 
 def _print_result(r: Any) -> None:
     line = (f"{r.status}: step {r.steps_done} of {r.total_steps} ({r.epochs_done:.3g} epochs) in {r.out}"
-            + (f"; this call {r.session_steps} steps at {r.images_per_s:,.0f} img/s" if r.session_steps else ""))
+            + (f"; this call {r.session_steps} steps at {r.images_per_s:,.0f} img/s ({r.step_mode})"
+               if r.session_steps else ""))
     console.print(line, highlight=False)
     if r.reason:
         console.print(f"  {r.reason}", highlight=False)

@@ -137,11 +137,21 @@ def test_another_supernet_or_a_retrained_one_is_refused(workdir):
     args = [*BASE, "--objective", "accuracy,params", "--proxy", "supernet:sn", "--train-val-subset", "32",
             "--study", "n"]
     assert runner.invoke(app, args).exit_code == 0
-    _refused([a if a != "supernet:sn" else "supernet:sn2" for a in args], "n",
-             f"--proxy supernet:{workdir}/sn, not supernet:{workdir}/sn2", f"(--proxy supernet:{workdir}/sn)")
+    # a copy of the same trained supernet is the same estimator: the study goes on and records where it is now
+    before = _trials("n")
+    moved = runner.invoke(app, [a if a != "supernet:sn" else "supernet:sn2" for a in args])
+    assert moved.exit_code == 0, moved.output
+    assert _trials("n") > before
+    study = optuna.load_study(study_name="n", storage=DB)
+    assert study.user_attrs[R.STUDY_PROXY].endswith("sn2")
+    args = [a if a != "supernet:sn" else "supernet:sn2" for a in args]
+    meta = workdir / "sn2" / "supernet.json"
+    record = json.loads(meta.read_text())
+    meta.write_text(json.dumps(dict(record, completed="2000-01-01T00:00:00+00:00")))  # another training
+    _refused(args, "n", "accuracy estimator 'supernet' as it was then (it changed since:", "completed: ")
+    meta.write_text(json.dumps(record))
     _refused([*args[:-2], "--train-val-subset", "16", "--study", "n"], "n", "--train-val-subset 32, not 16")
     # the same folder, trained again (more steps): another estimator behind the same option
-    meta = workdir / "sn" / "supernet.json"
     record = json.loads(meta.read_text())
     meta.write_text(json.dumps(dict(record, steps_done=record["steps_done"] + 1)))
     text = _refused(args, "n", "accuracy estimator 'supernet' as it was then (it changed since:", "steps: ")
