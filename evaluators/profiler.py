@@ -28,6 +28,11 @@ timed with CUDA events. The record holds median/min/max images/s over the sample
 coefficient of variation, peak memory, batch-1 latency, and what NVML said about the GPU during
 the timed section (clocks, temperature, power, clock-event/throttle reasons).
 
+``pad_channels=8`` (off by default) zero-pads the deployed FasterViT's widths and attention head
+dims to multiples of 8 (``search_spaces.padding``; same logits): ``channels_padded`` lists what
+was padded, ``channels_kept`` every part left unpadded and why (a model other than a FasterViT is
+one such part, and is measured as it is).
+
 ``profile_kernels=True`` adds, after the timed samples, one more pass of the same prepared step under
 ``torch.profiler``: ``kernel_us`` holds the microseconds per forward of every GPU kernel by name (on
 a CPU, every ATen op's self time). It explains a number; it is not part of it (the profiler slows
@@ -53,7 +58,7 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, S
 import torch
 import torch.nn as nn
 
-from search_spaces import FasterViT, FasterViTConfig, as_resolution, resolve_config
+from search_spaces import FasterViT, FasterViTConfig, as_resolution, pad_channels as pad_model_channels, resolve_config
 
 from .checks import at_least
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
@@ -134,6 +139,9 @@ class ThroughputRecord:
     error: Optional[str] = None
     kernel_us: Optional[dict[str, float]] = None  # profile_kernels=True: µs per forward by kernel (CPU: ATen op)
     kernel_error: Optional[str] = None  # profile_kernels=True and the profiler saw no kernel (timings still valid)
+    pad_channels: Optional[int] = None  # the multiple widths and head dims were padded to (None: not padded)
+    channels_padded: Optional[list[dict[str, Any]]] = None  # pad_channels: {part, real, padded} of each change
+    channels_kept: Optional[list[dict[str, str]]] = None  # pad_channels: {part, reason} of each part left as it is
     wall_s: Optional[float] = None
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -186,6 +194,7 @@ def measure_throughput(
     timing_guard: Optional[Callable[[], ContextManager[Any]]] = None,
     inductor_cache: Union[str, Path, None] = None,
     profile_kernels: bool = False,
+    pad_channels: Optional[int] = None,
 ) -> ThroughputRecord:
     """Measure images/s of a network (see the module docstring for the protocol).
 
@@ -219,12 +228,20 @@ def measure_throughput(
         profile_kernels: fill ``kernel_us`` from one profiled pass after the timing (see the module
             docstring); a profile that sees no kernel at all leaves ``kernel_us`` None and says so in
             ``kernel_error``, never an empty table.
+        pad_channels: after the deploy step, zero-pad a FasterViT's widths and head dims to
+            multiples of this (``search_spaces.pad_channels``; same outputs); what was padded and
+            what was kept, with the reason, go to ``channels_padded`` / ``channels_kept``. Needs
+            ``deploy``. Default: off.
 
     Raises ``NoGPUError`` for a CUDA device without a GPU and ``ValueError`` for bad options.
     """
     start = time.perf_counter()
     _check_options(batch_size=batch_size, dtype=dtype, mode=mode, warmup=warmup, repeats=repeats,
                    iters_per_sample=iters_per_sample, compile_options=compile_options)
+    if pad_channels is not None:
+        at_least("pad_channels", pad_channels)
+        if not deploy:
+            raise ValueError(f"pad_channels={pad_channels} needs deploy=True: channel padding is a deploy-time step")
     dev = resolve_device(device)
     if mode in ("cudagraph", "best") and dev.type != "cuda":
         what = "CUDA graphs" if mode == "cudagraph" else "torch.compile with CUDA graphs (reduce-overhead)"
@@ -237,7 +254,7 @@ def measure_throughput(
                          "pass deploy=True or a fresh model")
     record = ThroughputRecord(model=label, arch_id=arch_id, mode=mode, dtype=dtype, batch_size=batch_size,
                               resolution=res, channels_last=channels_last, deploy=deploy, warmup=warmup,
-                              repeats=repeats, **_host_facts(dev))
+                              repeats=repeats, pad_channels=pad_channels, **_host_facts(dev))
     probe: Optional[NvmlProbe] = None
     if dev.type == "cuda":
         probe, record.nvml_error = open_probe(dev)
@@ -354,6 +371,8 @@ class _Run:
         x = self._input(rec.batch_size, fmt)
         if rec.deploy:
             _deploy(model, amp_dtype, x[:1], self._autocast(amp_dtype))
+            if rec.pad_channels is not None:
+                _pad(model, rec)
         model.to(memory_format=fmt)
         with torch.inference_mode(), self._autocast(amp_dtype):
             self.fn = self.model
@@ -654,6 +673,20 @@ def _deploy(model: nn.Module, amp_dtype: Optional[torch.dtype], x: torch.Tensor,
         model(x)  # the official code computes the biases it will keep during a forward pass
     for m in hooks:
         m.switch_to_deploy()
+
+
+def _pad(model: nn.Module, record: ThroughputRecord) -> None:
+    """Channel padding of the deployed model, written into ``record`` (kept as it is, with the reason, when
+    it is not a FasterViT)."""
+    assert record.pad_channels is not None
+    if not isinstance(model, FasterViT):
+        record.channels_padded = []
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        record.channels_kept = [dict(part="model", reason=f"{kind} is not this generator's FasterViT: channel "
+                                     "padding applies to those only")]
+        return
+    done = pad_model_channels(model, record.pad_channels).to_dict()
+    record.channels_padded, record.channels_kept = done["padded"], done["kept"]
 
 
 @contextlib.contextmanager

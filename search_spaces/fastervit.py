@@ -13,13 +13,15 @@ EdgeViT blocks of the paper's Table 6 (``attention``), and the ablation/proposal
 Deploy (``model.switch_to_deploy()``) is an explicit step: it evaluates every positional MLP once
 for the configured resolution, stores the results as buffers (aligned for the fused attention
 kernels, in the dtype the model will run in) and folds BatchNorm into the preceding convolutions.
-``forward`` never changes module state.
+``search_spaces.padding.pad_channels`` may follow it: widths and head dims zero-padded to a multiple
+of 8 for the tensor-core kernels, with the same outputs. ``forward`` never changes module state.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Union
 
 import torch
@@ -30,7 +32,7 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_, use_fused_attn
 from .config import FasterViTConfig, StageGeometry
 from .presets import resolve_config
 
-__all__ = ["FasterViT", "build_model", "checkpoint_filter_fn", "window_order", "DEPLOYABLE"]
+__all__ = ["FasterViT", "ChannelPadding", "build_model", "checkpoint_filter_fn", "window_order", "DEPLOYABLE"]
 
 _BIAS_ALIGN = 16  # fused attention kernels want the mask's row stride a multiple of this
 
@@ -225,11 +227,15 @@ DEPLOYABLE = (TokenPosEmbed, RelPosBias)
 # ---------------------------------------------------------------------------------------------
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor], fused: bool,
             scale: float) -> torch.Tensor:
-    """softmax(q kᵀ · scale + bias) v, through SDPA when ``fused`` (the blocks beyond the paper's)."""
+    """softmax(q kᵀ · scale + bias) v, through SDPA when ``fused``.
+
+    ``scale`` is passed to SDPA too: after head-dim padding (``search_spaces.padding``) it is the
+    real head dim's, not that of the padded tensors.
+    """
     if fused:
         if bias is not None and bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
             bias = bias.to(q.dtype)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
     attn = (q @ k.transpose(-2, -1)) * scale
     if bias is not None:
         attn = attn + bias
@@ -241,35 +247,39 @@ def _use_fused(head_dim: int) -> bool:
     return use_fused_attn() and head_dim % 8 == 0
 
 
+def _merge_heads(out: torch.Tensor, real_head_dim: int) -> torch.Tensor:
+    """(B, heads, N, head_dim) attention output -> (B, N, heads * real_head_dim).
+
+    Keeps the first ``real_head_dim`` channels of every head: all of them, unless the heads were
+    zero-padded (``search_spaces.padding``); the copy is the one the transpose makes anyway.
+    """
+    if out.shape[-1] != real_head_dim:
+        out = out[..., :real_head_dim]
+    return out.transpose(1, 2).flatten(2)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with a learned relative position bias (none: ``attn_bias`` off)."""
 
     def __init__(self, dim: int, num_heads: int, rel_pos: Optional[RelPosBias], qkv_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // num_heads  # channels per head in q, k, v (zero-padded ones included)
+        self.real_head_dim = self.head_dim  # channels per head that reach ``proj``
         self.scale = self.head_dim**-0.5
         # the fused SDPA kernels need head_dim % 8 == 0; otherwise SDPA's math fallback upcasts to
-        # fp32 and is slower than the explicit path (FasterViT-4: head_dim 49)
-        self.fused_attn = use_fused_attn() and self.head_dim % 8 == 0
+        # fp32 and is slower than the explicit path (FasterViT-4: head_dim 49; see search_spaces.padding)
+        self.fused_attn = _use_fused(self.head_dim)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.rel_pos = rel_pos
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, C = x.shape
+        B, N, _ = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.rel_pos() if self.rel_pos is not None else None
-        if self.fused_attn:
-            if bias is not None and bias.dtype != q.dtype and not torch.is_autocast_enabled(q.device.type):
-                bias = bias.to(q.dtype)
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            attn = (q @ k.transpose(-2, -1)) * self.scale
-            if bias is not None:
-                attn = attn + bias
-            x = attn.softmax(dim=-1) @ v
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        out = _attend(q, k, v, bias, self.fused_attn, self.scale)
+        return self.proj(_merge_heads(out, self.real_head_dim))
 
 
 class CTGate(nn.Module):
@@ -335,7 +345,7 @@ class WindowAttention(Attention):
             self.register_buffer("halo_mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B_, N, C = x.shape
+        B_, N, _ = x.shape
         L = self.num_ct
         qkv = self.qkv(x).view(B_, N, 3, self.num_heads, self.head_dim)
         q = qkv[:, :, 0].transpose(1, 2)
@@ -351,7 +361,7 @@ class WindowAttention(Attention):
             bias = g if bias is None else bias + g
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
         out = _attend(q, k, v, bias, self.fused_attn, self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B_, N, C))
+        return self.proj(_merge_heads(out, self.real_head_dim))
 
     def _halo(self, kv: torch.Tensor) -> torch.Tensor:
         """(B*windows, ws², 2, heads, hd) keys/values -> (B*windows, (ws+2k)², 2, heads, hd)."""
@@ -536,7 +546,8 @@ class SubsampledAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, rate: tuple[int, int], qkv_bias: bool = True):
         super().__init__()
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // num_heads  # as in ``Attention``
+        self.real_head_dim = self.head_dim
         self.scale = self.head_dim**-0.5
         self.fused_attn = _use_fused(self.head_dim)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
@@ -554,7 +565,7 @@ class SubsampledAttention(nn.Module):
             s = x.reshape(B, H * W, C)
         k, v = self.kv(s).view(B, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         out = _attend(q, k, v, None, self.fused_attn, self.scale)
-        return self.proj(out.transpose(1, 2).reshape(B, H, W, C))
+        return self.proj(_merge_heads(out, self.real_head_dim).view(B, H, W, -1))
 
 
 class TwinsBlock(nn.Module):
@@ -617,7 +628,8 @@ class EdgeViTBlock(nn.Module):
         ws = geom.window
         self.rate = geom.windows
         self.num_heads = num_heads
-        self.head_dim = dim // num_heads
+        self.head_dim = dim // num_heads  # as in ``Attention``
+        self.real_head_dim = self.head_dim
         self.scale = self.head_dim**-0.5
         self.fused_attn = _use_fused(self.head_dim)
         self.pos_embed = TokenPosEmbed(dim, (ws, ws)) if pos_bias_1d else None
@@ -649,13 +661,13 @@ class EdgeViTBlock(nn.Module):
         return x + self.drop_path(_scale(self.mlp(self.norm2(x)), self.gamma_mlp))
 
     def _global(self, y: torch.Tensor) -> torch.Tensor:
-        B, H, W, C = y.shape
+        B = y.shape[0]
         rh, rw = self.rate
         d = y[:, ::rh, ::rw]  # delegates: (B, H/rh, W/rw, C)
         gh, gw = d.shape[1], d.shape[2]
         q, k, v = self.qkv(d).view(B, gh * gw, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.rel_pos() if self.rel_pos is not None else None
-        out = _attend(q, k, v, bias, self.fused_attn, self.scale).transpose(1, 2).reshape(B, gh, gw, C)
+        out = _merge_heads(_attend(q, k, v, bias, self.fused_attn, self.scale), self.real_head_dim).view(B, gh, gw, -1)
         if self.prop is not None and self.prop_norm is not None:
             out = self.prop_norm(self.prop(out.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return self.proj(out)
@@ -818,6 +830,24 @@ class TransformerStage(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------
+@dataclass
+class ChannelPadding:
+    """What ``search_spaces.padding.pad_channels`` did to a deployed model (``model.channel_padding``).
+
+    ``padded``: (part, real size, padded size) of every width or head dim rounded up to ``multiple``;
+    ``kept``: (part, reason) of every part left at a size that is not a multiple of it.
+    """
+
+    multiple: int
+    padded: list[tuple[str, int, int]] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(multiple=self.multiple,
+                    padded=[dict(part=p, real=r, padded=q) for p, r, q in self.padded],
+                    kept=[dict(part=p, reason=why) for p, why in self.kept])
+
+
 class FasterViT(nn.Module):
     """FasterViT built from a ``FasterViTConfig``."""
 
@@ -844,6 +874,7 @@ class FasterViT(nn.Module):
         self.norm = LayerNorm2d(self.num_features) if cfg.layer_norm_last else nn.BatchNorm2d(self.num_features)
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.deployed = False
+        self.channel_padding: Optional[ChannelPadding] = None  # set by search_spaces.padding.pad_channels
         self.feature_info = self._feature_info()
         self.apply(self._init_weights)
 

@@ -184,6 +184,33 @@ def test_deploy_false_on_deployed_model_is_refused(tiny_config):
         measure_throughput(model, deploy=False, **CPU)
 
 
+def test_channel_padding_is_off_by_default_and_recorded_when_on(tiny_config):
+    rec = measure_throughput(tiny_config, **CPU)
+    assert rec.pad_channels is None and rec.channels_padded is None and rec.channels_kept is None
+    model = build_model(tiny_config.replace(dim=12, num_heads=(1, 1, 2, 4)))  # widths 12, 24, 48, 96; head dims 24, 24
+    rec = measure_throughput(model, pad_channels=8, **CPU)
+    assert rec.error is None and rec.images_per_s > 0
+    d = rec.to_dict()
+    json.dumps(d)
+    assert d["pad_channels"] == 8
+    assert d["channels_padded"] == [{"part": "stages.0 width", "real": 12, "padded": 16}]
+    assert {"part": "head output", "reason": "num_classes=10: the logits keep their shape"} in d["channels_kept"]
+    assert model.channel_padding is not None and model.stages[0].blocks[0].conv1.weight.shape[0] == 16
+    assert model.stem.conv2.weight.is_contiguous(memory_format=torch.channels_last)  # padded, then channels-last
+
+
+def test_channel_padding_needs_deploy_and_names_what_it_cannot_pad(tiny_config):
+    with pytest.raises(ValueError, match="pad_channels=8 needs deploy=True"):
+        measure_throughput(tiny_config, deploy=False, pad_channels=8, **CPU)
+    with pytest.raises(ValueError, match="pad_channels=0 must be an integer >= 1"):
+        measure_throughput(tiny_config, pad_channels=0, **CPU)
+    model = build_official("faster_vit_0_224", device="cpu", **OFFICIAL_TINY)
+    rec = measure_throughput(model, resolution=64, pad_channels=8, **CPU)
+    assert rec.error is None and rec.channels_padded == []
+    assert rec.channels_kept == [{"part": "model", "reason": "fastervit.models.faster_vit.FasterViT is not this "
+                                  "generator's FasterViT: channel padding applies to those only"}]
+
+
 def test_resolution_of_built_fastervit_must_match(tiny_config):
     with pytest.raises(ValueError, match="differs from this FasterViT"):
         measure_throughput(build_model(tiny_config), resolution=96, **CPU)
