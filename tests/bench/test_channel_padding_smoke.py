@@ -1,0 +1,25 @@
+"""bench/channel_padding.py --smoke on the CPU: both variants measured, their ratio, what was padded."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def test_smoke_measures_unpadded_and_padded(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import channel_padding as bench
+    finally:
+        sys.path.remove(str(BENCH))
+    out = tmp_path / "pad.json"
+    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["gpu"] == "cpu" and data["benchmark"] == "channel-padding"
+    row = data["models"]["faster_vit_0_224"]
+    assert math.isclose(row["ratio"], row["padded_images_per_s"] / row["unpadded_images_per_s"])
+    assert row["padded"] == [] and [k["part"] for k in row["kept"]] == ["stem input"]  # FasterViT-0 is aligned
