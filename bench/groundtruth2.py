@@ -495,7 +495,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         size_tau_params=kendall([gt_params[a] for a in common], [gt_top1[a] for a in common]),
         collapsed_runs=sum(collapsed(r["top1_history"]) for r in runs),
         status=("complete" if gt_by_arch and len(gt_by_arch) >= 30 else
-                "in progress: the data/canvas probes ran; budget and gt plans have not (see groundtruth2.json)"),
+                f"in progress: {len(runs)} run(s) recorded, {len(gt_by_arch)} ground-truth architecture(s) of the "
+                f"gt plan (see groundtruth2.json; --dry-run lists what is left)"),
         probes=sweep,
     )
 

@@ -92,3 +92,17 @@ def test_the_dry_run_estimate_counts_pixels_and_uses_measured_rates(gt2):
                 dict(status="failed", seconds=1.0, recipe=recipe)]
     line = gt2.gpu_time_estimate(todo, finished, 2)
     assert "200 img/s with 2 workers, from 1 finished runs" in line and "~0 min" in line  # 5000 / 200 s
+
+
+def test_the_readme_table_of_finished_runs_is_the_json():
+    """Every finished data-plan run of seed 0 is in the README's row of its data variant."""
+    root = Path(__file__).resolve().parents[2]
+    data = json.loads((root / "results" / "benchmarks" / "groundtruth2.json").read_text())
+    text = (root / "README.md").read_text()
+    rows = {"40k": "| 40k fixed canvases |", "stream": "| streamed canvases |"}
+    done = [r for r in data["runs"].values() if r["plan"] == "data" and r["seed"] == 0 and r.get("top1") is not None]
+    assert done, "no finished run committed"
+    for r in done:
+        line = next(t for t in text.splitlines() if t.startswith(rows[r["tag"]]))
+        assert f"| {r['top1']:.2f} |" in line, (r["arch"], r["tag"], r["top1"])
+    assert f"**Status: {len(data['runs'])} of the 118 runs done**" in text
