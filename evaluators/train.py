@@ -263,7 +263,9 @@ class _Step:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()
-        return loss
+        # detached: a loss kept for its value must not keep this step's autograd nodes alive into the
+        # next one (a graph capture then warns that AccumulateGrad nodes sit on the warm-up stream)
+        return loss.detach()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
