@@ -112,8 +112,9 @@ class GraphedSandwichStep(SandwichStep):
     """A ``SandwichStep`` whose fixed part runs from one CUDA graph (single process, CUDA only).
 
     The largest and the smallest subnet are the same at every step, and at a small resolution
-    their eager steps are bound by kernel launches (measured on an H100, 64 px, batch 256: the
-    largest subnet trains at 1,551 img/s eager, 5,055 from a CUDA graph). So their forward and
+    their eager steps are bound by kernel launches (measured on H100s, 64 px, batch 256: the
+    largest subnet trains at 1,551-2,912 img/s eager, by the host, and ~5,100 from a CUDA graph;
+    README, "Once-for-all supernet"). So their forward and
     backward (with the soft targets in between) are captured once and replayed; the random
     subnets, whose shapes change every step, then run eagerly, accumulating into the same
     gradient tensors, and clipping and AdamW follow as in ``SandwichStep``.
@@ -219,13 +220,13 @@ def make_sandwich_step(mode: str, model: ElasticFasterViT, optimizer: torch.opti
     CUDA graph on one CUDA device and the eager step otherwise (CPU, or several processes)."""
     if mode not in STEP_MODES:
         raise ValueError(f"step_mode={mode!r} must be one of {', '.join(STEP_MODES)}")
-    blocker = (f"{device.type} device" if device.type != "cuda" else
+    blocker = (f"a {device.type} device" if device.type != "cuda" else
                "several processes (DistributedDataParallel)" if distributed else None)
     if mode == "graph" and blocker:
         raise ValueError(f"step_mode='graph' needs one CUDA device in one process, not {blocker}; "
                          "use step_mode='eager' or 'auto'")
     if mode == "eager" or blocker:
-        why = "eager (asked)" if mode == "eager" else f"eager: no CUDA graph on a {blocker}"
+        why = "eager (asked)" if mode == "eager" else f"eager: no CUDA graph on {blocker}"
         return SandwichStep(model, optimizer, plan, device=device, **kwargs), why
     why = "graph: largest and smallest subnets from one CUDA graph, random subnets eager"
     return GraphedSandwichStep(model, optimizer, plan, device=device, **kwargs), why
