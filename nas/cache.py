@@ -1,11 +1,11 @@
 """The architecture-id cache: a trial whose architecture the study already measured reuses those measurements.
 
 A sampler may propose an architecture (``FasterViTConfig.arch_id``) that an earlier trial of the study
-measured with the same settings (``measurement_key``: device, dataset, seed, profiler protocol and the
-accuracy estimator's identity: proxy, resolution, train budget, rungs...). ``cached_source`` finds that
-trial; ``reuse_measurements`` copies its measurements into the new trial and records ``cache_hit``
-(``nas.record``) naming the original, so nothing is trained or profiled twice. A source stopped at a
-``--fidelity sh`` rung stops the new trial the same way.
+measured with the same settings (``measurement_key``: device, dataset, seed, profiler protocol with
+``--pad-channels`` when set, and the accuracy estimator's identity: proxy, resolution, train budget,
+rungs...). ``cached_source`` finds that trial; ``reuse_measurements`` copies its measurements into the
+new trial and records ``cache_hit`` (``nas.record``) naming the original, so nothing is trained or
+profiled twice. A source stopped at a ``--fidelity sh`` rung stops the new trial the same way.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ def measurement_key(ev: Any) -> dict[str, Any]:
     key: dict[str, Any] = dict(device=ev.device_name, data=s.data, seed=s.seed)
     if ev.needs_profile:
         key.update(batch_size=s.batch_size, dtype=s.dtype, profile_mode=s.profile_mode)
+        if s.pad_channels is not None:  # only when set: keys of unpadded studies stay as they were
+            key.update(pad_channels=s.pad_channels)
     if ev.estimator is not None:
         key.update(estimator=ev.estimator.identity)
     return key

@@ -5,7 +5,8 @@
 
 Every model is measured with ``evaluators.profiler.measure_throughput`` under one protocol (batch,
 dtype, mode, channels-last; the search's defaults): FasterViT-0..6 from our generator (deployed,
-as a search measures them), with ``official`` also NVIDIA's code, and each Table 1 peer that timm
+as a search measures them; with ``pad_channels`` also channel-padded), with ``official`` also
+NVIDIA's code (never padded: its profiler record says why), and each Table 1 peer that timm
 builds, with random weights (throughput does not depend on them) at the resolution Table 1 gives.
 Params are counted on the built model and FLOPs with ``torch.utils.flop_counter.FlopCounterMode``
 (MACs of convolutions, matrix products and attention; one image) the same way for every model.
@@ -32,6 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from evaluators import profiler  # its functions are looked up when called (tests replace them)
+from evaluators.checks import check_int
 from evaluators.jsonfile import atomic_write_text
 from search_spaces import PRESETS, FasterViT
 
@@ -124,6 +126,7 @@ class CompareSettings:
     tables: bool = False
     seed: int = 0
     proxy: Optional[str] = None  # an accuracy estimator (e.g. supernet:DIR) scoring our FasterViT rows
+    pad_channels: Optional[int] = None  # our FasterViT rows: widths and head dims zero-padded to multiples of this
 
     def resolved(self) -> "CompareSettings":
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
@@ -148,6 +151,7 @@ class CompareSettings:
         for name in ("batch_size", "repeats", "warmup"):
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}={getattr(s, name)} must be >= 1")
+        check_int("--pad-channels", s.pad_channels, minimum=1, optional=True)
         return s
 
     @property
@@ -222,6 +226,8 @@ class CompareResult:
         d["published_source"] = _data()["source"]
         d["flops_method"] = ("torch.utils.flop_counter.FlopCounterMode on one image, divided by 2 (MACs of "
                              "convolutions, matrix products and attention; the paper's GFLOPs are MACs too)")
+        if self.settings.get("pad_channels"):
+            d["flops_method"] += "; our FasterViT rows counted unpadded (the architecture's MACs, not its zeros')"
         return d
 
 
@@ -263,6 +269,17 @@ def _jobs(models: Sequence[Published], s: CompareSettings) -> list[tuple[Publish
     return jobs
 
 
+def _padding(code: str, s: CompareSettings) -> dict[str, Any]:
+    """``pad_channels`` for the profiler: ours padded; the official code gets it too, so its record says why it is
+    measured as it is; timm peers have no deploy step to pad after."""
+    return dict(pad_channels=s.pad_channels) if s.pad_channels is not None and code != "timm" else {}
+
+
+def _architecture_macs(p: Published, dev: Any, s: CompareSettings) -> int:
+    """MACs of our FasterViT as designed (deployed, not padded): a padded model also multiplies its zero channels."""
+    return count_macs(_build(p, "nas", dev, s.seed).switch_to_deploy(), p.resolution, dev)
+
+
 def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
     """All modes of one model; every failure is a row with ``error`` (the run goes on)."""
     res = p.resolution
@@ -293,7 +310,8 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
             # timm peers have no deploy step; ours and the official code precompute their biases (as a search does)
             rec = profiler.measure_throughput(model, batch_size=pr.batch_size, resolution=res, dtype=pr.dtype,
                                               mode=mode, warmup=pr.warmup, repeats=pr.repeats, device=dev,
-                                              latency_b1=False, seed=s.seed, deploy=code != "timm")
+                                              latency_b1=False, seed=s.seed, deploy=code != "timm",
+                                              **_padding(code, s))
         except Exception as e:  # a model this mode cannot run (e.g. a refused capture): recorded, the run goes on
             row.error = f"{mode} failed: {type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
@@ -305,9 +323,10 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
         else:
             row.img_s = rec.images_per_s
             row.ratio = float(f"{rec.images_per_s / p.a100_img_s:.4g}")
-        if gmacs is None:  # counted on the model as measured (deployed where it has a deploy step)
+        if gmacs is None:  # counted on the model as measured (deployed where it has a deploy step; not padded)
             try:
-                gmacs = round(count_macs(model, res, dev) / 1e9, 3)
+                padded = s.pad_channels is not None and code == "nas"
+                gmacs = round((_architecture_macs(p, dev, s) if padded else count_macs(model, res, dev)) / 1e9, 3)
             except torch.cuda.OutOfMemoryError:
                 gmacs = None
         rows.append(row)
@@ -358,7 +377,7 @@ def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: st
                    ) -> tuple[Optional[float], Optional[str]]:
     pr = s.protocol
     kw: dict[str, Any] = dict(batch_size=pr.batch_size, dtype=pr.dtype, mode=mode, warmup=pr.warmup,
-                              repeats=pr.repeats, device=pr.device, latency_b1=False, seed=s.seed)
+                              repeats=pr.repeats, device=pr.device, latency_b1=False, seed=s.seed, **_padding(code, s))
     try:
         if code == "nas":
             changes = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}

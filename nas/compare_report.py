@@ -12,7 +12,7 @@ from evaluators.jsonfile import atomic_write_bytes
 from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
 
 __all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_header", "table_rows", "reading",
-           "TABLE_HEADER"]
+           "padded_label", "TABLE_HEADER"]
 
 FAMILY_STYLE = {"conv": ("ConvNets", "square", "#0072B2"), "transformer": ("Transformers", "triangle-up", "#56B4E9"),
                 "hybrid": ("Hybrids", "star", "#CC79A7")}
@@ -22,6 +22,13 @@ TABLE_HEADER = ["model", "code / timm id", "px", "params M here / paper", "GMACs
 
 def _where(d: Mapping[str, Any]) -> str:
     return d.get("gpu") or f"CPU ({d['environment'].get('cpu')})"
+
+
+def padded_label(d: Mapping[str, Any]) -> str:
+    """The suffix ``(padded to N)`` when ``nas compare --pad-channels N`` padded our FasterViT rows; empty
+    otherwise, also for a JSON written before the option existed."""
+    n = d["settings"].get("pad_channels")
+    return f" (padded to {n})" if n else ""
 
 
 def axis_titles(d: Mapping[str, Any], mode: Optional[str] = None) -> tuple[str, str]:
@@ -63,6 +70,8 @@ def table_rows(d: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for r in d["rows"]:
         code = r["model_id"] if r["code"] == "timm" else f"{r['code']}: {r['model_id']}"
+        if r["code"] == "nas":
+            code += padded_label(d)
         if len(d["settings"]["modes"]) > 1:
             code += f" [{r['mode']}]"
         here = _img(r.get("img_s")) if _ok(r) else f"skipped: {r.get('error')}"
@@ -100,7 +109,8 @@ def _figure(d: Mapping[str, Any]) -> Any:
     rows = [r for r in _primary(d) if _ok(r)]
     x_title, y_title = axis_titles(d)
     fig = go.Figure()
-    for code, name, color, dash in (("nas", "FasterViT-0..6 (our generator)", COLORS["fastervit"], "solid"),
+    for code, name, color, dash in (("nas", f"FasterViT-0..6 (our generator){padded_label(d)}", COLORS["fastervit"],
+                                     "solid"),
                                     ("official", "FasterViT-0..6 (official code)", COLORS["official"], "dot")):
         fv = sorted([r for r in rows if r["code"] == code], key=lambda r: r["name"])
         if fv:
@@ -159,11 +169,13 @@ def _tables_html(tables: Optional[Mapping[str, Any]]) -> str:
 def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str = "embed") -> Path:
     """The figure, the reading, the table, Tables S.2/S.3, and the conditions of the run."""
     s, env = d["settings"], d["environment"]
+    pad = (f"; ours padded to {s['pad_channels']}: widths and head dims zero-padded to multiples of "
+           f"{s['pad_channels']}, the official code as it is" if s.get("pad_channels") else "")
     cond = (f"Measured {esc(d['created'])} on {esc(_where(d))} (torch {esc(env.get('torch'))}, "
             f"timm {esc(env.get('timm'))}, CUDA {esc(env.get('cuda'))}): batch {s['batch_size']}, "
             f"{esc(s['dtype'])}, modes {esc(', '.join(s['modes']))}, "
             f"channels-last, {s['warmup']} warm-up passes, {s['repeats']} timed samples (median); random weights; "
-            f"FasterViT deployed (positional biases precomputed), peers as timm builds them. Top-1 and the A100 "
+            f"FasterViT deployed (positional biases precomputed{pad}), peers as timm builds them. Top-1 and the A100 "
             f"numbers: {esc(d['published_source'])}, Table 1. MACs: {esc(d['flops_method'])}. Wall {d['wall_s']} s.")
     body = [f"<h1>FasterViT and its peers on {esc(_where(d))}</h1>", f"<p class=\"note\">{cond}</p>",
             "<ul>" + "".join(f"<li>{esc(line)}</li>" for line in reading(d)) + "</ul>",
@@ -212,7 +224,8 @@ def write_compare_png(d: Mapping[str, Any], path: Path | str) -> Path:
     path = Path(path)
     rows = [r for r in _primary(d) if _ok(r)]
     fig, ax = plt.subplots(figsize=(11, 7))
-    for code, name, color, ls in (("nas", "FasterViT-0..6 (our generator)", COLORS["fastervit"], "-"),
+    for code, name, color, ls in (("nas", f"FasterViT-0..6 (our generator){padded_label(d)}", COLORS["fastervit"],
+                                   "-"),
                                   ("official", "FasterViT-0..6 (official code)", COLORS["official"], ":")):
         fv = sorted([r for r in rows if r["code"] == code], key=lambda r: r["name"])
         if fv:

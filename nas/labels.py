@@ -25,25 +25,27 @@ def objective_label(name: str, settings: Optional[Mapping[str, Any]] = None, *,
     """The label of objective ``name`` in a study run with ``settings`` (a ``SearchSettings.to_dict()``).
 
     Accuracy reads ``accuracy`` (the estimator's label), else the label of the estimator the
-    settings name; throughput names batch, resolution, dtype and profiler mode. ``resolution``: the
-    measured input size (default: the fixed resolution of the settings' space, when it can be read).
+    settings name; throughput names batch, resolution, dtype, profiler mode and channel padding
+    (``--pad-channels``). ``resolution``: the measured input size (default: the fixed resolution of
+    the settings' space, when it can be read).
     """
     s = dict(settings or {})
     if name == "accuracy":
         return accuracy if accuracy is not None else estimator_label(s)
     res = resolution if resolution is not None else _space_resolution(s.get("space"))
+    padded = f"padded to {s['pad_channels']}" if s.get("pad_channels") else None  # --pad-channels
     if name == "throughput":
         parts = [f"batch {s['batch_size']}" if s.get("batch_size") else None, f"{res} px" if res else None,
-                 s.get("dtype"), s.get("profile_mode")]
+                 s.get("dtype"), s.get("profile_mode"), padded]
         return f"throughput, img/s ({', '.join(p for p in parts if p)})"
     if name == "latency":
-        parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode")]
+        parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode"), padded]
         return f"latency, ms ({', '.join(p for p in parts if p)})"
     if name in ("predicted_throughput", "predicted_latency"):
         base = objective_label(name[len("predicted_"):], s, resolution=res)
         return f"{base[:-1]}, predicted by {s.get('predictor') or '?'})" if base.endswith(")") else f"{base}, predicted"
     if name == "memory":
-        return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'})"
+        return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'}{', ' + padded if padded else ''})"
     if name == "params":
         return "params (count)"
     if name == "flops":

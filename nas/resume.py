@@ -18,7 +18,8 @@ space                        always: the stored space (base, fixed values, knobs
 accuracy estimator           accuracy is an objective or constraint: its identity, explained as the
                              ``--proxy``/``--data``/``--train-*``... settings that changed it
 task (``--data``)            no accuracy: the head's classes still set params, FLOPs and throughput
-profiler protocol            a measured throughput/latency/memory: device, batch, dtype, profile mode
+profiler protocol            a measured throughput/latency/memory: device, batch, dtype, profile mode,
+                             ``--pad-channels`` (a study made before it existed was unpadded)
 predictor                    a predicted objective or constraint
 ============================ ===========================================================================
 """
@@ -42,6 +43,7 @@ __all__ = ["Conflict", "space_meaning", "resume_conflicts", "objective_conflict"
 
 PROFILER_SETTINGS = {"device": "--device", "batch_size": "--batch-size", "dtype": "--dtype",
                      "profile_mode": "profile mode"}
+UNSET_MEANS_OFF = {"pad_channels": "--pad-channels"}  # absent from a stored study: off (it did not exist then)
 _NOT_MEANING = ("data_dir",)  # where the files are, not what they hold
 _SPACE_PARTS = ("base", "fixed", "knobs")  # a space's name, description and constraints do not change a value
 
@@ -54,12 +56,15 @@ class Conflict:
     stored: Any
     now: Any
     detail: str = ""  # what differs inside it (a space's knobs, an estimator's identity)
+    off: bool = False  # an option whose None means "off" (``--pad-channels``): shown as off, resumed by dropping it
 
     @property
     def option(self) -> bool:
         return self.setting.startswith("--")
 
     def _show(self, value: Any) -> str:
+        if self.off and value is None:
+            return "off"
         if self.option and isinstance(value, (list, tuple)):
             return ",".join(map(str, value))
         return str(value) if self.option and value is not None else repr(value)
@@ -73,6 +78,8 @@ class Conflict:
     @property
     def resume_with(self) -> Optional[str]:
         """The option that resumes with the stored value (None: no option gives it back, e.g. an edited space file)."""
+        if self.off and self.stored is None and self.now is not None:
+            return f"drop {self.setting}"
         if not self.option or self.stored is None or self.stored == self.now:
             return None
         return f"{self.setting} {self._show(self.stored)}"
@@ -236,6 +243,8 @@ def resume_conflicts(study: Any, settings: SearchSettings, objectives: Sequence[
         out += _setting_conflicts(stored, settings, {"data": "--data"})
     if "profile" in needs:
         out += _setting_conflicts(stored, settings, PROFILER_SETTINGS)
+        out += [Conflict(option, stored.get(field), getattr(settings, field), off=True)
+                for field, option in UNSET_MEANS_OFF.items() if stored.get(field) != getattr(settings, field)]
     if "predict" in needs and stored.get("predictor") != settings.predictor:
         out.append(Conflict("predictor", stored.get("predictor"), settings.predictor))
     return out

@@ -159,6 +159,9 @@ class ThroughputOptions:
     dtype: str = "fp16"
     repeats: Optional[int] = None
     predictor: Optional[str] = None  # a throughput predictor's name or JSON file (predicted_* objectives)
+    # zero-pad the deployed model's widths and head dims to multiples of this before timing
+    # (search_spaces.pad_channels; same outputs); part of what a measured value means. None: off
+    pad_channels: Optional[int] = None
 
     DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {"batch_size": (128, 2),
                                                              "profile_mode": ("cudagraph", "eager"),
@@ -171,6 +174,7 @@ class ThroughputOptions:
         check_int("--batch-size", self.batch_size, minimum=1, optional=True)
         check_int("repeats", self.repeats, minimum=1, optional=True)
         _one_of("dtype", self.dtype, DTYPES)
+        check_int("--pad-channels", self.pad_channels, minimum=1, optional=True)
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,7 @@ class SearchSettings(SearchOptions, EstimatorOptions, ThroughputOptions, Storage
         for group in GROUPS:
             group._check(self)  # type: ignore[attr-defined]
         self._check_predicted()
+        self._check_padding()
         if self.fidelity == "sh" and "accuracy" not in self.objectives:
             raise ValueError(f"--fidelity sh ranks trials on accuracy at each rung: add 'accuracy' to the objectives "
                              f"({', '.join(self.objectives)})")
@@ -246,6 +251,23 @@ class SearchSettings(SearchOptions, EstimatorOptions, ThroughputOptions, Storage
         needs += [c.name for c in map(parse_constraint, self.constraints) if c.objective.needs == "predict"]
         if needs and not self.predictor:
             raise ValueError(f"{needs[0]} needs a predictor: --throughput predicted:NAME (or --latency)")
+
+    def _check_padding(self) -> None:
+        """``--pad-channels`` changes what the profiler measures: it needs a measured objective or constraint,
+        and a predicted one cannot follow it (the predictors are fitted on unpadded measurements)."""
+        if self.pad_channels is None:
+            return
+        needs = {o.needs for o in parse_objectives(self.objectives)}
+        needs |= {c.objective.needs for c in map(parse_constraint, self.constraints)}
+        if "predict" in needs:
+            raise ValueError(f"--pad-channels {self.pad_channels} with a predicted throughput/latency (predictor "
+                             f"{self.predictor!r}): throughput predictors are fitted on unpadded measurements (their "
+                             f"datasets and fit settings record no padding), so they cannot predict a padded model; "
+                             f"measure it (--throughput measured) or drop --pad-channels")
+        if "profile" not in needs:
+            raise ValueError(f"--pad-channels {self.pad_channels} only applies when a measured throughput, latency or "
+                             f"memory is an objective or constraint (this run: --objective "
+                             f"{','.join(self.objectives)}); drop it")
 
     @property
     def is_resolved(self) -> bool:

@@ -200,7 +200,8 @@ class Evaluator:
             raise ValueError("the profiler's batch size, mode and repeats are chosen for the device: resolve the "
                              "settings first (SearchSettings.resolved)")
         rec = measure_throughput(cfg, batch_size=s.batch_size, dtype=s.dtype, mode=s.profile_mode,
-                                 repeats=s.repeats, device=s.device, latency_b1="latency" in self._needed())
+                                 repeats=s.repeats, device=s.device, latency_b1="latency" in self._needed(),
+                                 pad_channels=s.pad_channels)
         return rec.to_dict()
 
     def _predict(self, cfg: FasterViTConfig) -> dict[str, Any]:

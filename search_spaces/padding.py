@@ -49,7 +49,7 @@ from .fastervit import (
     _use_fused,
 )
 
-__all__ = ["pad_channels", "PaddedLayerNorm", "PaddedLayerNorm2d"]
+__all__ = ["pad_channels", "channel_padding_plan", "PaddedLayerNorm", "PaddedLayerNorm2d"]
 
 
 def _norm_of_real_channels(norm: nn.LayerNorm, size: int, x: torch.Tensor) -> torch.Tensor:
@@ -126,6 +126,19 @@ def pad_channels(model: FasterViT, multiple: int = 8) -> ChannelPadding:
     _pad_final_norm_and_head(model, widths[-1], pad)
     model.channel_padding = pad.record
     return pad.record
+
+
+def channel_padding_plan(cfg: FasterViTConfig, multiple: int = 8) -> ChannelPadding:
+    """What ``pad_channels(model, multiple)`` would do to a deployed model of ``cfg``, without its weights.
+
+    The model is built, deployed and padded on PyTorch's ``meta`` device (shapes only, no memory),
+    so it costs well under a second even for FasterViT-6; used where only the record is wanted (a
+    model card).
+    """
+    with torch.device("meta"):
+        model = FasterViT(cfg).eval()
+        model.switch_to_deploy()
+        return pad_channels(model, multiple)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ def compare(
     plotlyjs: str = typer.Option("embed", help="embed (one offline file) or directory (plotly.min.js beside it)."),
     proxy: Optional[str] = typer.Option(None, help="Also score our FasterViT rows with this accuracy estimator, e.g. "
                                         "supernet:DIR (a supernet of the default space: FasterViT-0..3)."),
+    pad_channels: Optional[int] = typer.Option(
+        None, "--pad-channels", metavar="N", help="Measure our FasterViT rows with their widths and head dims "
+        "zero-padded to multiples of N after the deploy step (8: tensor cores; same outputs). The official code "
+        "and the timm peers are measured as they are. Default: off."),
 ) -> None:
     """Measure FasterViT-0..6 and the paper's Table 1 peers with our profiler; table, figure, JSON, front."""
     import json
@@ -64,6 +68,9 @@ def compare(
         console.print(f"note: {missing} not installed: the JSON will be written, the HTML/PNG not (render them "
                       f"elsewhere with --render)", highlight=False)
     if render:
+        if pad_channels is not None:
+            fail(f"--pad-channels {pad_channels} chooses how models are measured; --render draws a JSON measured "
+                 "earlier (its settings say whether it was padded): drop one")
         with user_errors():
             d = json.loads(Path(render).read_text())
     else:
@@ -72,7 +79,7 @@ def compare(
         split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)  # noqa: E731
         settings = CompareSettings(models=split(models), device=device, batch_size=batch_size, dtype=dtype,
                                    modes=split(mode), warmup=warmup, repeats=repeats, official=official, tables=tables,
-                                   proxy=proxy)
+                                   proxy=proxy, pad_channels=pad_channels)
         with user_errors():
             settings = settings.resolved()
             resolve_models(settings.models)

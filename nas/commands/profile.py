@@ -29,6 +29,9 @@ def profile(
                    "CPU: eager]."),
     no_deploy: bool = typer.Option(False, "--no-deploy", help="Keep positional MLPs and BatchNorm (as trained)."),
     no_channels_last: bool = typer.Option(False, "--no-channels-last", help="Contiguous (NCHW) memory format."),
+    pad_channels: Optional[int] = typer.Option(
+        None, "--pad-channels", metavar="N", help="After the deploy step, zero-pad the widths and attention head "
+        "dims to multiples of N (8: tensor cores, fused attention; same outputs). Default: off."),
     device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),
     warmup: Optional[int] = typer.Option(None, help="Warm-up forward passes [GPU: 3, CPU: 1]."),
     repeats: Optional[int] = typer.Option(None, help="Timed samples [GPU: 20, CPU: 5]."),
@@ -62,9 +65,14 @@ def profile(
     defaults = _GPU_DEFAULTS if dev.type == "cuda" else _CPU_DEFAULTS
     chosen = dict(batch_size=batch_size, mode=mode, dtype=dtype, warmup=warmup, repeats=repeats)
     options: dict[str, Any] = {k: defaults[k] if v is None else v for k, v in chosen.items()}
+    if pad_channels is not None and no_deploy:
+        fail(f"--pad-channels {pad_channels} pads the deployed model: drop --no-deploy (or --pad-channels)")
     if sample is not None:
         if resolution is not None or as_json:
             fail("--resolution and --json are for one network; with --sample use --resolutions (records go to --out)")
+        if pad_channels is not None:
+            fail(f"--pad-channels {pad_channels} is for one network: --sample collects a dataset for `nas predictor "
+                 "fit`, and predictors are fitted unpadded (a dataset's records are not keyed by padding)")
         _sample(sample, out, space=space, resolutions=resolutions, seed=seed, dev=dev, deploy=not no_deploy,
                 channels_last=not no_channels_last, **options)
         return
@@ -75,7 +83,8 @@ def profile(
     assert cfg is not None and config is not None  # one network (checked above)
     with user_errors():
         record = measure_throughput(cfg, resolution=resolution, deploy=not no_deploy,
-                                    channels_last=not no_channels_last, device=dev, **options)
+                                    channels_last=not no_channels_last, device=dev, pad_channels=pad_channels,
+                                    **options)
     if as_json:
         print_json(record.to_dict())
     else:
@@ -116,6 +125,8 @@ def _print_table(name: str, r: Any) -> None:
     t.add_row("settings", f"{r.mode}, {r.dtype}, batch {r.batch_size}, {r.resolution[0]}x{r.resolution[1]}, "
                           f"{'deploy' if r.deploy else 'no deploy'}, "
                           f"{'channels_last' if r.channels_last else 'contiguous'}")
+    if r.pad_channels is not None:
+        t.add_row("channel padding", padding_summary(r))
     t.add_row("images/s (median)", num(r.images_per_s, ",.1f"))
     t.add_row("images/s (min / max)", f"{num(r.images_per_s_min, ',.1f')} / {num(r.images_per_s_max, ',.1f')}")
     t.add_row("CV over samples", num(None if r.cv is None else 100 * r.cv, ".2f", " %"))
@@ -137,3 +148,14 @@ def _print_table(name: str, r: Any) -> None:
     if r.error:
         t.add_row("error", r.error)
     console.print(t)
+
+
+def padding_summary(r: Any, most: int = 6) -> str:
+    """What ``--pad-channels`` padded, in one line (every part, with the reasons, is in ``--json``)."""
+    if r.channels_padded is None:  # the measurement failed before the padding step
+        return f"to multiples of {r.pad_channels}: not reached"
+    changes = [f"{p['part']} {p['real']}→{p['padded']}" for p in r.channels_padded]
+    shown = ", ".join(changes[:most]) + (f" and {len(changes) - most} more" if len(changes) > most else "")
+    kept = ", ".join(k["part"] for k in r.channels_kept or [])
+    return (f"to multiples of {r.pad_channels}: {shown or 'nothing to pad'}"
+            + (f"; kept as they are: {kept} (reasons: --json)" if kept else ""))

@@ -67,6 +67,12 @@ def search(
     batch_size: Optional[int] = typer.Option(
         THROUGHPUT.batch_size, help=f"Profiler batch size (default {device_default(THROUGHPUT, 'batch_size')})."),
     dtype: str = typer.Option(THROUGHPUT.dtype, help=f"Profiler dtype: {' | '.join(DTYPES)}."),
+    pad_channels: Optional[int] = typer.Option(
+        THROUGHPUT.pad_channels, "--pad-channels", metavar="N",
+        help="Profiler: zero-pad each deployed network's widths and head dims to multiples of N (8: tensor cores; "
+             "same outputs) before timing, as `nas export`'s model card deploys it. Part of what a measured value "
+             "means (a study keeps one); not with a predicted throughput (predictors are fitted unpadded). "
+             "Default: off."),
     train_epochs: float = typer.Option(ESTIMATOR.train_epochs, help=_TRAIN + "the full training budget in epochs."),
     train_subset: Optional[int] = typer.Option(ESTIMATOR.train_subset,
                                                help=_TRAIN + "training images (a fixed subset)."),
@@ -116,6 +122,7 @@ def search(
             proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
             train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
+            pad_channels=pad_channels,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet,
             measure_references=measure_references, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)

@@ -49,7 +49,7 @@ import optuna
 
 from evaluators.cost import static_cost
 from nas import __version__
-from search_spaces import FasterViTConfig, resolve_config
+from search_spaces import FasterViTConfig, channel_padding_plan, resolve_config
 
 from .. import record as R
 from ..front import feasible_trials, load_study, maximize_flags, objective_labels, objective_names, pareto_trials
@@ -61,6 +61,7 @@ from .base import (
     EXPORT_FILE,
     EXPORT_SCHEMA_VERSION,
     MIN_OPSET,
+    PAD_MULTIPLE,
     TOLERANCE,
     ExportError,
     _Context,
@@ -113,6 +114,15 @@ def _versions() -> dict[str, Optional[str]]:
         except metadata.PackageNotFoundError:
             out[pkg] = None
     return out
+
+
+def _padding_plan(cfg: FasterViTConfig) -> dict[str, Any]:
+    """What ``search_spaces.pad_channels(model, PAD_MULTIPLE)`` would pad after ``switch_to_deploy`` (the model
+    card's "Deploy fast" line); worked out on the meta device (no memory). If that fails, the error instead."""
+    try:
+        return channel_padding_plan(cfg, PAD_MULTIPLE).to_dict()
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as e:  # the card then states the rule
+        return dict(multiple=PAD_MULTIPLE, error=f"{type(e).__name__}: {str(e)[:200]}")
 
 
 def _trial_source(study: Any, t: Any, storage: Any, picks: Optional[Sequence[str]]) -> dict[str, Any]:
@@ -259,6 +269,7 @@ def _export(out: Path, names: list[str], *, config: Any, study: Any, storage: An
                               f"normal inputs (seed {seed}) at batch sizes {list(CHECK_BATCH_SIZES)}; "
                               f"the reference is the eager (not deployed) PyTorch model",
             versions=_versions(),
+            channel_padding=_padding_plan(cfg),
         )
         (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
         (tmp / CARD_FILE).write_text(model_card(meta, cfg, out))

@@ -13,6 +13,7 @@ MIN_OPSET = 17
 TOLERANCE = 1e-4  # max |y - y_ref| <= TOLERANCE * max(1, max |y_ref|), fp32
 CHECK_BATCH_SIZES = (1, 3)  # verified batch sizes; the traced/exported graphs are built at batch 2
 TRACE_BATCH = 2
+PAD_MULTIPLE = 8  # the model card's deploy advice: search_spaces.pad_channels(model, 8) (fp16 tensor cores, SDPA)
 EXPORT_FILE = "export.json"
 CARD_FILE = "README.md"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from .base import EXPORT_FILE
 from .formats import FORMATS
@@ -62,6 +62,23 @@ def _weights_lines(w: Mapping[str, Any]) -> list[str]:
     return [f"- **Weights: {w['kind']}** from `{w['source']}` (sha256 {w['sha256'][:16]}…)."]
 
 
+def _deploy_lines(plan: Optional[Mapping[str, Any]]) -> list[str]:
+    """How to run the model fastest, when channel padding would change it (``export.json``'s ``channel_padding``)."""
+    if not plan:  # an export.json written before the plan was recorded
+        return []
+    n = plan["multiple"]
+    how = (f"- **Deploy fast:** after loading it in PyTorch, `model.switch_to_deploy()` then "
+           f"`search_spaces.pad_channels(model, {n})`"
+           f" (same logits; fp16 tensor cores and fused attention want multiples of {n})")
+    if plan.get("error"):
+        return [f"{how}: it zero-pads every width and head dim that is not a multiple of {n} (what it would pad "
+                f"here could not be worked out: {plan['error']})."]
+    if not plan["padded"]:
+        return []
+    return [f"{how}: it zero-pads " + ", ".join(f"{p['part']} {p['real']}→{p['padded']}" for p in plan["padded"])
+            + "."]
+
+
 def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
     """README.md of an export folder: what the model is, where it came from, every measurement, how to load it."""
     src, w = meta["source"], meta["weights"]
@@ -84,6 +101,7 @@ def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:
     lines.append(f"- **Input:** float32 `(batch, {cfg.in_chans}, {res[0]}, {res[1]})`, ImageNet mean/std "
                  f"normalised; output: {cfg.num_classes} logits" if cfg.num_classes else
                  f"- **Input:** float32 `(batch, {cfg.in_chans}, {res[0]}, {res[1]})`; output: pooled features")
+    lines += _deploy_lines(meta.get("channel_padding"))
     lines += ["", "## Files", "", "| file | what |", "|---|---|", "| config.json | the FasterViTConfig (JSON) |"]
     for name, fname in meta["files"].items():
         lines.append(f"| {fname} | {FORMATS[name].description} |")

@@ -130,3 +130,26 @@ def test_predicted_objective_errors(tmp_path, monkeypatch):
 def test_best_mode_on_cpu_is_a_clear_error(tiny_config_json):
     r = runner.invoke(app, ["profile", tiny_config_json, "--device", "cpu", "--mode", "best"])
     assert r.exit_code == 2 and "mode='best' needs a CUDA device" in _text(r.output)
+
+
+# ------------------------------------------------------------------------------------------ --pad-channels
+def test_pad_channels_reaches_the_profiler_and_is_shown(tiny_config, tmp_path):
+    odd = str(tiny_config.replace(dim=12, num_heads=(1, 1, 2, 4)).save(tmp_path / "odd.json"))  # stage-0 width 12
+    args = ["profile", odd, "--device", "cpu", "--batch-size", "2", "--repeats", "2", "--warmup", "1"]
+    r = runner.invoke(app, [*args, "--pad-channels", "8", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["pad_channels"] == 8 and rec["images_per_s"] > 0
+    assert rec["channels_padded"] == [{"part": "stages.0 width", "real": 12, "padded": 16}]
+    r = runner.invoke(app, [*args, "--pad-channels", "8"])
+    assert r.exit_code == 0, r.output
+    out = _text(r.stdout)  # table cells wrap: check the pieces
+    assert "channel padding" in out and "to multiples of 8: stages.0 width 12→16;" in out and "head output" in out
+    r = runner.invoke(app, args)  # default: off, and the table says nothing about it
+    assert r.exit_code == 0 and "channel padding" not in r.stdout
+    r = runner.invoke(app, [*args, "--pad-channels", "8", "--no-deploy"])
+    assert r.exit_code == 2 and "--pad-channels 8 pads the deployed model: drop --no-deploy" in _text(r.output)
+    r = runner.invoke(app, ["profile", "--sample", "2", "--out", str(tmp_path / "d.jsonl"), "--device", "cpu",
+                            "--pad-channels", "8"])
+    assert r.exit_code == 2 and "predictors are fitted unpadded" in _text(r.output)
+    assert not (tmp_path / "d.jsonl").exists()

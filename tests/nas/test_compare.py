@@ -187,3 +187,78 @@ def test_peer_labels_of_coinciding_points_are_stacked_and_lone_ones_stay_put():
     dy = _stacked_label_offsets(pts, pts_per_top1=130.0, pts_per_decade=450.0)
     assert len(set(dy[:3])) == 3  # three labels on one line would print over each other
     assert dy[3] == max(dy)  # a point alone keeps the default offset
+
+
+# ------------------------------------------------------------------------------------------ --pad-channels
+ODD = dict(resolution=64, dim=12, in_dim=8, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 4), window_size=(2, 2, 2, 2),
+           ct_size=1, num_classes=1000)  # stage-0 width 12: padded to 16
+OFFICIAL_TINY = dict(resolution=64, dim=16, in_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2],
+                     window_size=[2, 2, 2, 2], ct_size=1)
+
+
+@pytest.fixture
+def tiny_fastervit_0(monkeypatch):
+    """FasterViT-0's Table 1 row at 64 px, built tiny by both codes (ours with an odd width)."""
+    import dataclasses
+
+    import torch
+
+    from evaluators import profiler
+    from search_spaces import FasterViT, FasterViTConfig
+
+    table = [dataclasses.replace(p, resolution=64) if p.name == "FasterViT-0" else p for p in cmp.load_published()]
+    monkeypatch.setattr(cmp, "load_published", lambda: table)
+
+    def build(p, code, device, seed):
+        if code == "official":
+            return profiler.build_official("faster_vit_0_224", device=device, seed=seed, **OFFICIAL_TINY)
+        with torch.device(device):
+            return FasterViT(FasterViTConfig(**ODD)).eval()
+
+    monkeypatch.setattr(cmp, "_build", build)
+    return table[[p.name for p in table].index("FasterViT-0")]
+
+
+def test_pad_channels_pads_our_rows_records_it_and_renders(tiny_fastervit_0, tmp_path):
+    out = tmp_path / "pad"
+    args = ["compare", "--device", "cpu", "--models", "FasterViT-0", "--official", "--batch-size", "1", "--repeats",
+            "1", "--warmup", "1"]
+    r = runner.invoke(app, [*args, "--pad-channels", "8", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.with_suffix(".json").read_text())
+    assert d["settings"]["pad_channels"] == 8
+    ours, official = ({r["code"]: r for r in d["rows"]}[c] for c in ("nas", "official"))
+    assert ours["img_s"] > 0 and official["img_s"] > 0
+    assert ours["profile"]["pad_channels"] == 8
+    assert ours["profile"]["channels_padded"] == [{"part": "stages.0 width", "real": 12, "padded": 16}]
+    assert official["profile"]["channels_padded"] == []  # measured as it is, and the record says why
+    assert "is not this generator's FasterViT" in official["profile"]["channels_kept"][0]["reason"]
+    assert "counted unpadded" in d["flops_method"]
+    from nas.compare_report import table_rows
+
+    assert [row[1] for row in table_rows(d)] == ["nas: faster_vit_0_224 (padded to 8)",  # the CLI's and HTML's
+                                                 "official: official:faster_vit_0_224"]
+    html = out.with_suffix(".html").read_text()
+    assert "ours padded to 8" in html and "(our generator) (padded to 8)" in html
+    # a JSON written before the option existed renders as before; --render does not take the option
+    del d["settings"]["pad_channels"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))
+    r = runner.invoke(app, ["compare", "--render", str(old), "--out", str(tmp_path / "old")])
+    assert r.exit_code == 0, r.output
+    assert "padded to" not in r.output and "padded to" not in (tmp_path / "old.html").read_text()
+    r = runner.invoke(app, ["compare", "--render", str(old), "--pad-channels", "8", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--render draws a JSON measured earlier" in " ".join(r.output.split())
+    r = runner.invoke(app, [*args, "--pad-channels", "0", "--out", str(tmp_path / "y")])
+    assert r.exit_code == 2 and "--pad-channels=0 must be an integer >= 1" in r.output
+
+
+def test_padded_rows_count_the_architecture_macs(tiny_fastervit_0):
+    from search_spaces import FasterViT, FasterViTConfig, pad_channels
+
+    s = cmp.CompareSettings(device="cpu", pad_channels=8).resolved()
+    plain = FasterViT(FasterViTConfig(**ODD)).switch_to_deploy()
+    padded = FasterViT(FasterViTConfig(**ODD)).switch_to_deploy()
+    pad_channels(padded, 8)
+    macs = cmp._architecture_macs(tiny_fastervit_0, "cpu", s)
+    assert macs == cmp.count_macs(plain, 64, "cpu") < cmp.count_macs(padded, 64, "cpu")

@@ -401,7 +401,26 @@ def test_cli_export_from_study_and_config(syn, tmp_path):
     assert FasterViTConfig.load(out2 / "config.json") == cfg
     card = (out2 / "README.md").read_text()
     assert "initialised, not trained" in card and "no measurements" in card
+    assert "Deploy fast" not in card  # widths 8..64, head dims 8..32: padding would change nothing
     _outputs_match(out2, cfg, ())
+
+
+def test_card_says_how_to_deploy_fast_when_padding_would_change_the_model(tmp_path):
+    from search_spaces import pad_channels
+
+    cfg = FasterViTConfig(**{**BASE, "dim": 12, "num_heads": [1, 1, 2, 4]})  # stage-0 width 12
+    res = export_model(tmp_path / "odd", config=cfg, formats=("safetensors",))
+    card = (res.out / "README.md").read_text()
+    assert ("**Deploy fast:** after loading it in PyTorch, `model.switch_to_deploy()` then "
+            "`search_spaces.pad_channels(model, 8)`" in card and "it zero-pads stages.0 width 12→16." in card)
+    # what the card promises is what pad_channels does to the exported model, logits included
+    model = load_model(res.out).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+        done = pad_channels(model.switch_to_deploy(), 8)
+        assert torch.allclose(model(x), ref, atol=1e-4)
+    assert res.metadata["channel_padding"] == done.to_dict()
 
 
 def test_cli_errors_exit_2(syn, real_study, tmp_path):

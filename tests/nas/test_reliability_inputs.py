@@ -68,9 +68,16 @@ def _params_study(name: str = "p", trials: int = 2, *extra: str) -> None:
                             "objective"),
     (["--dtype", "bf16"], "--dtype bf16 only applies when a measured throughput"),
     (["--throughput", "predicted:h100"], "--throughput predicted:h100 only applies when throughput is an objective"),
+    (["--pad-channels", "8"], "--pad-channels 8 only applies when a measured throughput, latency or memory is an "
+                              "objective or constraint (this run: --objective params,flops); drop it"),
+    # the throughput predictors were fitted on unpadded measurements
+    (["--objective", "params,throughput", "--throughput", "predicted:h100", "--pad-channels", "8"],
+     "--pad-channels 8 with a predicted throughput/latency (predictor 'h100'): throughput predictors are fitted on "
+     "unpadded measurements"),
     # values are checked whether or not they apply
     (["--eta", "1", "--min-budget", "-5"], "--eta=1 must be an integer >= 2"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial=-1.0 must be >= 0"),
+    (["--pad-channels", "0"], "--pad-channels=0 must be an integer >= 1"),
 ])
 def test_an_option_that_cannot_apply_is_refused_not_ignored(workdir, args, message):
     _one_line_error(runner.invoke(app, [*SEARCH, *args]), message)

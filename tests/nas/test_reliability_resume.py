@@ -156,3 +156,27 @@ def test_another_supernet_or_a_retrained_one_is_refused(workdir):
     meta.write_text(json.dumps(dict(record, steps_done=record["steps_done"] + 1)))
     text = _refused(args, "n", "accuracy estimator 'supernet' as it was then (it changed since:", "steps: ")
     assert "Resume with the stored settings or use another --study name" in text
+
+
+def test_another_channel_padding_is_refused(workdir):
+    """--pad-channels changes what a measured throughput means: recorded with each value, compared on resume."""
+    args = [*BASE, "--objective", "params,throughput", "--batch-size", "2"]
+    assert runner.invoke(app, [*args, "--study", "plain"]).exit_code == 0
+    r = runner.invoke(app, [*args, "--study", "padded", "--pad-channels", "8"])
+    assert r.exit_code == 0, r.output
+    (padded,) = optuna.load_study(study_name="padded", storage=DB).trials
+    (plain,) = optuna.load_study(study_name="plain", storage=DB).trials
+    assert padded.user_attrs[R.PROFILE]["pad_channels"] == 8 and plain.user_attrs[R.PROFILE]["pad_channels"] is None
+    assert padded.user_attrs[R.MEASURED_WITH] == dict(plain.user_attrs[R.MEASURED_WITH], pad_channels=8)
+    assert optuna.load_study(study_name="padded", storage=DB).metric_names[1].endswith(", padded to 8)")
+    _refused(args + ["--study", "padded"], "padded", "--pad-channels 8, not off", "(--pad-channels 8)")
+    _refused([*args, "--study", "padded", "--pad-channels", "16"], "padded", "--pad-channels 8, not 16")
+    _refused([*args, "--study", "plain", "--pad-channels", "8"], "plain", "--pad-channels off, not 8",
+             "(drop --pad-channels)")
+    # a study stored before the option existed has no key: it was unpadded
+    study = optuna.load_study(study_name="plain", storage=DB)
+    study.set_user_attr(R.STUDY_SETTINGS, {k: v for k, v in study.user_attrs[R.STUDY_SETTINGS].items()
+                                           if k != "pad_channels"})
+    _refused([*args, "--study", "plain", "--pad-channels", "8"], "plain", "--pad-channels off, not 8")
+    r = runner.invoke(app, [*args, "--study", "plain"])
+    assert r.exit_code == 0, r.output

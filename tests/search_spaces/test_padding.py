@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.layers import use_fused_attn
 
-from search_spaces import PRESETS, FasterViTConfig, build_model, pad_channels
+from search_spaces import PRESETS, FasterViTConfig, build_model, channel_padding_plan, pad_channels
 from search_spaces.fastervit import ConvBlock, FasterViT
 from search_spaces.padding import PaddedLayerNorm, PaddedLayerNorm2d
 from search_spaces.space import load_space
@@ -206,6 +206,17 @@ def test_every_knob_keeps_its_logits(odd, name, fuse_bn):
     unaligned = _unaligned(padded)
     assert all(LEFT_AS_IS.search(n) for n in unaligned), unaligned
     _check_norms(padded)
+
+
+@pytest.mark.parametrize("name", ["paper", *KNOBS])
+def test_the_plan_on_the_meta_device_is_what_padding_does(odd, name):
+    cfg = odd.replace(**KNOBS.get(name, {}))
+    assert channel_padding_plan(cfg, 8) == pad_channels(build_model(cfg).eval().switch_to_deploy(), 8)
+
+
+def test_the_plan_of_a_large_model_needs_no_memory():
+    plan = channel_padding_plan(PRESETS["faster_vit_4_224"])  # 366 M parameters: never materialised
+    assert plan.padded == [("stages.0 width", 196, 200), ("stages.2 head_dim", 49, 56), ("stages.3 head_dim", 49, 56)]
 
 
 def test_padding_to_other_multiples(odd):
