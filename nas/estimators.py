@@ -11,6 +11,7 @@ on a function ``(argument, options) -> estimator``.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -63,8 +64,61 @@ def _training(argument: str, o: EstimatorOptions) -> TrainingEstimator:
         raise ValueError(f"--proxy {o.proxy!r}: the train estimator takes no argument (--proxy train)")
     recipe = TrainRecipe(epochs=o.train_epochs, batch_size=o.train_batch_size, resolution=o.proxy_resolution,
                          subset=o.train_subset, val_subset=o.train_val_subset)
+    if o.train_recipe is not None:
+        recipe = with_train_recipe(recipe, o.train_recipe)
     return TrainingEstimator(recipe, data=o.data, data_dir=o.data_dir,
                              halving=Halving(o.eta, o.min_budget) if o.fidelity == "sh" else None)
+
+
+#: ``--train-recipe`` keys that other options set: a recipe may name them only with the same value
+_OPTION_OF = {"batch_size": "--train-batch-size", "resolution": "--proxy-resolution", "epochs": "--train-epochs",
+              "subset": "--train-subset", "val_subset": "--train-val-subset"}
+#: ``TrainRecipe`` keys a ``--train-recipe`` may not hold (the budget in steps; evaluation cadence)
+_NOT_IN_RECIPE = ("steps", "eval_every", "eval_batch_size")
+
+
+def read_train_recipe(text: str) -> dict[str, Any]:
+    """The ``TrainRecipe`` fields of ``--train-recipe``: a JSON object, or a JSON file holding one; a file
+    whose top level has a ``recipe`` object (``results/benchmarks/groundtruth2-summary.json``) gives that."""
+    from search_spaces.files import loads_json, read_text
+
+    stripped = text.strip()
+    source = "--train-recipe"
+    if not stripped.startswith(("{", "[")):
+        source = f"--train-recipe {text}"
+        stripped = read_text(text, "a JSON file with a training recipe")
+    try:
+        data = loads_json(stripped)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{source}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if isinstance(data, dict) and isinstance(data.get("recipe"), dict):
+        data = data["recipe"]
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: expected a JSON object of TrainRecipe fields (lr, warmup, grad_clip, augment, "
+                         f"...)")
+    return data
+
+
+def with_train_recipe(recipe: TrainRecipe, text: str) -> TrainRecipe:
+    """``recipe`` (built from the ``--train-*`` options) with the fields of ``--train-recipe``.
+
+    A field that an option also sets must agree with it (else one error naming both: nothing is
+    silently overridden); the budget in steps and the evaluation cadence are not a recipe's to set."""
+    fields = read_train_recipe(text)
+    base = recipe.to_dict()
+    clashes = [f"{k} {v!r} (the option {_OPTION_OF[k]} is {base[k]!r})" for k, v in fields.items()
+               if k in _OPTION_OF and v != base[k]]
+    if clashes:
+        raise ValueError(f"--train-recipe sets {'; '.join(clashes)}: pass the options with the recipe's values, or "
+                         f"drop those keys from it")
+    refused = sorted(set(fields) & set(_NOT_IN_RECIPE))
+    if refused:
+        raise ValueError(f"--train-recipe may not set {', '.join(refused)} (the budget is --train-epochs; evaluation "
+                         f"follows it)")
+    try:
+        return TrainRecipe.from_dict(dict(base, **fields))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--train-recipe: {e}") from None
 
 
 @register_estimator("supernet", SupernetEstimator)

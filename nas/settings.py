@@ -118,6 +118,7 @@ class EstimatorOptions:
     train_subset: Optional[int] = 10000
     train_val_subset: Optional[int] = None  # validation images of the train proxy (None: all)
     train_batch_size: int = 256  # an epoch is train_subset // train_batch_size optimizer steps
+    train_recipe: Optional[str] = None  # the train proxy's optimisation: a JSON object or file (nas.estimators)
     # multi-fidelity (nas.fidelity): "full" trains every trial for train_epochs; "sh" successive halving
     fidelity: str = "full"
     min_budget: Optional[float] = None  # epochs of the first rung (None: train_epochs / eta**2)
@@ -140,6 +141,8 @@ class EstimatorOptions:
         check_int("--train-subset", self.train_subset, minimum=1, optional=True)
         check_int("--train-val-subset", self.train_val_subset, minimum=1, optional=True)
         check_int("--train-batch-size", self.train_batch_size, minimum=1)
+        if self.train_recipe is not None and (not isinstance(self.train_recipe, str) or not self.train_recipe.strip()):
+            raise ValueError(f"--train-recipe {self.train_recipe!r} must be a JSON object or a JSON file")
         _one_of("--fidelity", self.fidelity, FIDELITIES)
         check_int("--eta", self.eta, minimum=2)
         check_number("--min-budget", self.min_budget, minimum=0, low_open=True, optional=True)

@@ -80,6 +80,12 @@ def search(
                                                    help=_TRAIN + "validation images (default all)."),
     train_batch_size: int = typer.Option(ESTIMATOR.train_batch_size,
                                          help=_TRAIN + "batch size (an epoch: subset // batch steps)."),
+    train_recipe: Optional[str] = typer.Option(
+        ESTIMATOR.train_recipe, metavar="JSON|FILE",
+        help=_TRAIN + "the rest of the recipe as TrainRecipe fields, e.g. '{\"grad_clip\": 1.0, \"augment\": "
+                      "{\"crop\": 0.0625, \"flip\": true}}', or a JSON file (one with a top-level \"recipe\", such as "
+                      "results/benchmarks/groundtruth2-summary.json, gives that). Keys an option also sets must "
+                      "agree with it. Default: the train proxy's recipe."),
     fidelity: str = typer.Option(ESTIMATOR.fidelity, help="full (every trial trains the whole budget) | sh "
                                  "(multi-objective successive halving on the train proxy: rungs at B, eta*B, ... "
                                  "epochs)."),
@@ -120,7 +126,8 @@ def search(
             trials=trials, timeout=timeout, seed=seed, enqueue_presets=enqueue_presets, confirm=confirm,
             proxy=canonical_proxy(proxy), data=data, data_dir=data_dir, proxy_resolution=proxy_resolution,
             proxy_batch_size=proxy_batch_size, train_epochs=train_epochs, train_subset=train_subset,
-            train_val_subset=train_val_subset, train_batch_size=train_batch_size, fidelity=fidelity,
+            train_val_subset=train_val_subset, train_batch_size=train_batch_size, train_recipe=train_recipe,
+            fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
             pad_channels=pad_channels,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet,
@@ -183,7 +190,7 @@ _ONLY_WITH: tuple[tuple[tuple[str, ...], Callable[[SearchSettings, set[str]], bo
      lambda s: f"--backend {s.backend}"),
     (("proxy", "proxy_resolution"), lambda s, n: "proxy" in n, "when accuracy is an objective or constraint",
      lambda s: f"--objective {','.join(s.objectives)}"),
-    (("train_epochs", "train_subset", "train_batch_size"),  # with --fidelity sh the estimator refuses the proxy
+    (("train_epochs", "train_subset", "train_batch_size", "train_recipe"),  # --fidelity sh: the estimator refuses
      lambda s, n: "proxy" in n and (s.fidelity == "sh" or _estimator_is(s.proxy, "TrainingEstimator")),
      "to an accuracy estimator that trains (--proxy train)", lambda s: f"--proxy {s.proxy}"),
     (("train_val_subset",),
