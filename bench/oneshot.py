@@ -20,8 +20,10 @@ of the two. The stand-alone recipe is the train proxy's (``TrainRecipe`` at ``--
 ``--batch-size``, ``--subset``, ``--resolution``; lr 3.5e-4 sqrt-scaled, 20 % warm-up, label
 smoothing 0.1, no clipping, no augmentation); the supernet is trained with that recipe, and a run
 refuses to go on when the supernet's confirmation recipe and B's training recipe differ (naming the
-fields). Up to ``--confirm-top`` points of each front are confirmed, spread evenly along it by
-throughput (both ends kept), the same rule for every method.
+fields). ``--train-recipe JSON|FILE`` (``nas search --train-recipe``; ground truth 2's summary file)
+replaces those defaults for all three methods and the supernet alike. Up to ``--confirm-top``
+points of each front are confirmed, spread evenly along it by throughput (both ends kept), the same
+rule for every method.
 
 GPU-seconds, counted per method and seed (the summary gives the mean over seeds):
 
@@ -102,7 +104,11 @@ OBJECTIVES = ("accuracy", "throughput")
 EXPERIMENT_KEYS = ("data", "space", "epochs", "resolution", "batch_size", "subset", "val_subset", "sandwich_n",
                    "calib_images", "a_search_seconds", "a_population", "b_population", "min_budget", "eta",
                    "confirm_top", "trials_cap", "chunk_trials", "reference", "presets", "preset_seeds", "device",
-                   "smoke")
+                   "smoke", "train_recipe")
+#: ``--train-recipe`` keys the supernet follows (as ``SupernetRecipe`` fields) besides ``augment``
+SUPERNET_FOLLOWS = ("lr", "lr_scaling", "weight_decay", "warmup", "label_smoothing", "grad_clip", "drop_path_rate")
+#: keys the benchmark's own options set (checked against them by ``nas.estimators.with_train_recipe``)
+SET_BY_OPTIONS = ("batch_size", "resolution", "epochs", "subset", "val_subset")
 BUDGET_RULE = ("B and C: study time budget = A's total GPU-seconds of the same seed (supernet calls + search + "
                "confirmation); their confirmation (same rule as A's: stand-alone at E, two seeds) is counted on "
                "top, so gpu_seconds B and C >= A")
@@ -144,7 +150,57 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
                 preset_seeds=list(mf.PRESET_SEEDS), device="cpu" if args.smoke else "cuda", smoke=bool(args.smoke),
                 methods=list(METHODS), seeds=args.seeds, data_dir=args.data_dir, budget_rule=BUDGET_RULE,
                 profiler="nas search's defaults for the device (CUDA: batch 128, fp16, cudagraph, 10 repeats)",
-                recipe="evaluators.train.train_proxy defaults at epochs/batch_size/subset/resolution (supernet too)")
+                train_recipe=bench_recipe(args.train_recipe),
+                recipe=("evaluators.train.train_proxy defaults at epochs/batch_size/subset/resolution (supernet too)"
+                        + ("" if args.train_recipe is None else ", with train_recipe's fields (supernet too)")))
+
+
+def bench_recipe(text: Optional[str]) -> Optional[dict[str, Any]]:
+    """``--train-recipe`` (JSON or a file; ``nas.estimators.read_train_recipe``) as the fields all three
+    methods train with: the step mode (``compile``) is dropped, since it changes speed, not the truth,
+    and each run picks its own; a field the supernet cannot follow (``ema_decay``, ``amp``...) is refused."""
+    if text is None:
+        return None
+    from nas.estimators import read_train_recipe
+
+    try:
+        fields = read_train_recipe(text)
+    except (ValueError, FileNotFoundError) as e:
+        raise _bad(str(e)) from None
+    fields.pop("compile", None)
+    known = set(SUPERNET_FOLLOWS) | set(SET_BY_OPTIONS) | {"augment"}
+    extra = sorted(k for k, v in fields.items() if k not in known and v is not None)
+    if extra:
+        raise _bad(f"--train-recipe sets {', '.join(extra)}, which the supernet's training cannot follow (it takes "
+                   f"{', '.join(sorted(known))}): the three methods would train differently")
+    return fields
+
+
+def check_recipe(exp: dict[str, Any]) -> None:
+    """Refuse, before anything trains, a recipe that its own options contradict (batch, resolution...)."""
+    if not exp.get("train_recipe"):
+        return
+    from evaluators.train import TrainRecipe
+    from nas.estimators import with_train_recipe
+
+    base = TrainRecipe(epochs=float(exp["epochs"]), batch_size=int(exp["batch_size"]), resolution=exp["resolution"],
+                       subset=exp["subset"], val_subset=exp["val_subset"])
+    try:
+        with_train_recipe(base, json.dumps(exp["train_recipe"]))
+    except ValueError as e:
+        raise _bad(str(e).replace("--train-batch-size", "--batch-size").replace("--proxy-resolution", "--resolution")
+                   .replace("--train-epochs", "--epochs").replace("--train-subset", "--subset")
+                   .replace("--train-val-subset", "--val-subset")) from None
+
+
+def supernet_recipe(recipe: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """``train_supernet`` keywords of the benchmark's recipe (``augment`` as ``augment_crop``/``augment_flip``)."""
+    if not recipe:
+        return {}
+    out = {k: recipe[k] for k in SUPERNET_FOLLOWS if k in recipe}
+    augment = recipe.get("augment") or {}
+    out.update(augment_crop=float(augment.get("crop", 0.0)), augment_flip=bool(augment.get("flip", False)))
+    return out
 
 
 def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str, results_dir: str,
@@ -159,10 +215,11 @@ def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str
                   train_batch_size=exp["batch_size"], results_dir=results_dir, quiet=True,
                   measure_references=False,  # the bench trains FasterViT-0..3 itself, with two seeds
                   timeout=float(exp["a_search_seconds"]))
+    trained = dict(train_recipe=json.dumps(exp["train_recipe"])) if exp.get("train_recipe") else {}
     method_part = {"A": dict(proxy=f"supernet:{supernet_dir}", sampler="nsga2", population=exp["a_population"]),
-                   "B": dict(proxy="train", sampler="nsga2", population=exp["b_population"]),
+                   "B": dict(proxy="train", sampler="nsga2", population=exp["b_population"], **trained),
                    "C": dict(proxy="train", sampler="random", fidelity="sh", min_budget=exp["min_budget"],
-                             eta=exp["eta"])}[method]
+                             eta=exp["eta"], **trained)}[method]
     try:
         return SearchSettings(**common, **method_part)
     except ValueError as e:
@@ -387,7 +444,8 @@ class Bench(mf.Bench):
                            max_steps=self.supernet_max_steps, val_subset=self.exp["val_subset"],
                            calib_images=self.exp["calib_images"], progress=not self.exp["smoke"],
                            batch_size=self.exp["batch_size"], subset=self.exp["subset"],
-                           sandwich_n=self.exp["sandwich_n"], seed=seed)
+                           sandwich_n=self.exp["sandwich_n"], seed=seed,
+                           **supernet_recipe(self.exp.get("train_recipe")))
         meta = json.loads((out / "supernet.json").read_text())
         sessions = meta.get("sessions", [])
         gpu_s = sum(float(s.get("seconds") or 0.0) * int(s.get("world_size") or 1) for s in sessions)
@@ -746,6 +804,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--subset", type=int, default=None, help="training images (default: all)")
     p.add_argument("--val-subset", type=int, default=None, help="validation images (default: all)")
     p.add_argument("--sandwich-n", type=int, default=2, help="random subnets per supernet step")
+    p.add_argument("--train-recipe", default=None, metavar="JSON|FILE",
+                   help="the recipe all three train with (nas search --train-recipe; e.g. "
+                        "results/benchmarks/groundtruth2-summary.json); the supernet follows it")
     p.add_argument("--calib-images", type=int, default=None, help="BatchNorm recalibration images (default 2048)")
     p.add_argument("--a-search-seconds", type=float, default=None, help="A's search time (default 420)")
     p.add_argument("--a-population", type=int, default=None, help="A's NSGA-II population (default 24)")
@@ -839,6 +900,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for m in METHODS:  # bad values refused before any file is written
         search_settings(exp, m, 0, storage="sqlite:///:memory:", results_dir=str(args.results_dir),
                         supernet_dir=Path("unused"))
+    check_recipe(exp)
     if args.smoke:
         return smoke(args, t0)
     bench = open_bench(args, t0, supernet_max_steps=args.supernet_max_steps)

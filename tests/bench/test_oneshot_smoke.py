@@ -183,3 +183,32 @@ def test_without_a_gpu_the_full_run_says_so(osb, tmp_path):
     with pytest.raises(SystemExit, match="no CUDA GPU here.*--smoke"):
         osb.main(["--out-dir", str(tmp_path)])
     assert not (tmp_path / "oneshot.json").exists()
+
+
+@pytest.mark.parametrize("recipe, message", [
+    ('{"ema_decay": 0.99}', "--train-recipe sets ema_decay, which the supernet's training cannot follow"),
+    ('{"batch_size": 999}', "--train-recipe sets batch_size 999 (the option --batch-size is"),
+    ('{"learning_rate": 1}', "--train-recipe sets learning_rate, which the supernet's training cannot follow"),
+    ("missing.json", "missing.json does not exist"),
+])
+def test_a_recipe_the_methods_cannot_share_is_refused_before_any_file(osb, tmp_path, recipe, message):
+    with pytest.raises(SystemExit, match=None) as info:
+        osb.main(["--smoke", "--out-dir", str(tmp_path), "--train-recipe", recipe])
+    assert message in str(info.value)
+    assert not (tmp_path / "oneshot.json").exists()
+
+
+def test_the_recipe_reaches_b_c_and_the_supernet_not_as_a_step_mode(osb, tmp_path):
+    recipe = tmp_path / "summary.json"
+    recipe.write_text(json.dumps({"recipe": {"grad_clip": 1.0, "augment": {"crop": 0.0625, "flip": True},
+                                             "compile": "graph", "warmup": 0.1}}))
+    args = osb.resolve_args(osb.parse_args(["--smoke", "--train-recipe", str(recipe)]))
+    exp = osb.experiment(args)
+    assert exp["train_recipe"] == {"grad_clip": 1.0, "augment": {"crop": 0.0625, "flip": True}, "warmup": 0.1}
+    assert osb.supernet_recipe(exp["train_recipe"]) == dict(grad_clip=1.0, warmup=0.1, augment_crop=0.0625,
+                                                             augment_flip=True)
+    kw = dict(storage="sqlite:///:memory:", results_dir=str(tmp_path), supernet_dir=tmp_path / "sn")
+    assert json.loads(osb.search_settings(exp, "B", 0, **kw).train_recipe) == exp["train_recipe"]
+    assert json.loads(osb.search_settings(exp, "C", 0, **kw).train_recipe) == exp["train_recipe"]
+    assert osb.search_settings(exp, "A", 0, **kw).train_recipe is None  # A's truth is the supernet's own recipe
+    assert osb.supernet_recipe(None) == {}
