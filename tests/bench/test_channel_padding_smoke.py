@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 def test_smoke_measures_unpadded_and_padded(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    try:
-        import channel_padding as bench
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = bench_module("channel_padding")
     out = tmp_path / "pad.json"
     assert bench.main(["--smoke", "--official", "--out", str(out)]) == 0
     data = json.loads(out.read_text())

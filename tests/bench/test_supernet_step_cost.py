@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
+from tests.bench import bench_module
+
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench"
 
 
 def test_smoke_measures_the_supernet_and_both_subnets(tmp_path):
-    sys.path.insert(0, str(BENCH))
-    try:
-        import supernet_step_cost as bench
-    finally:
-        sys.path.remove(str(BENCH))
+    bench = bench_module("supernet_step_cost")
     out = tmp_path / "cost.json"
     assert bench.main(["--smoke", "--eager", "--out", str(out)]) == 0
     data = json.loads(out.read_text())

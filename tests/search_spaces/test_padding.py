@@ -17,25 +17,12 @@ from search_spaces.fastervit import ConvBlock, FasterViT
 from search_spaces.padding import PaddedLayerNorm, PaddedLayerNorm2d
 from search_spaces.space import load_space
 
-from .test_knobs import KNOBS
+from .test_knobs import KNOBS, _randomise
 
 TOL = 1e-5  # max |padded - unpadded| / max |unpadded| of the logits, fp32 on the CPU
 #: layers whose sizes padding leaves as they are (recorded in ``kept``): the image's channels, the
 #: logits, the attention output of an unaligned width (heads x real head_dim) and what runs on it
 LEFT_AS_IS = re.compile(r"^stem\.(conv1|patch)\.in$|^head\.out$|\.proj\.in$|\.prop\.(in|out)$")
-
-
-def _randomise(model: nn.Module, seed: int = 0) -> None:
-    """Random weights and BN statistics (layer scales of 1e-5 or zero-init biases would hide a difference)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            if name.endswith("running_var"):
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-            else:
-                t.add_(torch.randn(t.shape, generator=g) * 0.1)
 
 
 def _deployed(cfg: FasterViTConfig, fuse_bn: bool = True, seed: int = 0) -> FasterViT:
