@@ -73,15 +73,23 @@ class SandwichStep:
         """Zero the gradients, then forward and backward every subnet of ``step``; returns (subnet,
         loss) pairs (losses detached, on the device). Under DDP only the last backward all-reduces."""
         self.optimizer.zero_grad(set_to_none=True)
-        subnets = self.plan(step)
-        soft: Optional[torch.Tensor] = None
+        out, _ = self._subnets_backward(self.plan(step), x, y)
+        return out
+
+    def _subnets_backward(self, subnets: Sequence[FasterViTConfig], x: torch.Tensor, y: torch.Tensor,
+                          soft: Optional[torch.Tensor] = None, *, autocast_cache: bool = True
+                          ) -> tuple[list[tuple[FasterViTConfig, torch.Tensor]], Optional[torch.Tensor]]:
+        """Forward and backward ``subnets`` in order. Without ``soft`` the first learns from the labels
+        and, with distillation, its soft predictions teach the rest. Returns the (subnet, detached
+        loss) pairs and the soft predictions."""
         out = []
         for k, cfg in enumerate(subnets):
-            loss, logits = self._subnet_backward(cfg, x, y, soft, last=k == len(subnets) - 1)
-            if k == 0 and self.distill:
+            loss, logits = self._subnet_backward(cfg, x, y, soft, last=k == len(subnets) - 1,
+                                                 autocast_cache=autocast_cache)
+            if soft is None and self.distill:
                 soft = logits.detach().float().softmax(dim=-1)
             out.append((cfg, loss.detach()))
-        return out
+        return out, soft
 
     def _subnet_backward(self, cfg: FasterViTConfig, x: torch.Tensor, y: torch.Tensor, soft: Optional[torch.Tensor],
                          *, last: bool, autocast_cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,21 +176,9 @@ class GraphedSandwichStep(SandwichStep):
         assert self.graph is not None
         self.graph.replay()
         out = [(cfg, loss.clone()) for cfg, loss in zip(fixed, self.static_losses)]
-        for k, cfg in enumerate(randoms):
-            loss, _ = self._subnet_backward(cfg, x, y, self.soft, last=k == len(randoms) - 1)
-            out.append((cfg, loss.detach()))
+        out += self._subnets_backward(randoms, x, y, self.soft)[0]
         self._check_gradients_stay()
         return out
-
-    def _fixed_backward(self, x: torch.Tensor, y: torch.Tensor, fixed: tuple[FasterViTConfig, ...]
-                        ) -> tuple[tuple[torch.Tensor, ...], Optional[torch.Tensor]]:
-        losses, soft = [], None
-        for k, cfg in enumerate(fixed):
-            loss, logits = self._subnet_backward(cfg, x, y, soft, last=True, autocast_cache=False)
-            if k == 0 and self.distill:
-                soft = logits.detach().float().softmax(dim=-1)
-            losses.append(loss.detach())
-        return tuple(losses), soft
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor, fixed: tuple[FasterViTConfig, ...]) -> None:
         """Capture the fixed subnets' forward and backward on copies of this batch."""
@@ -191,7 +187,8 @@ class GraphedSandwichStep(SandwichStep):
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self.static_losses, self.soft = self._fixed_backward(*self.static_in, fixed)
+            pairs, self.soft = self._subnets_backward(fixed, *self.static_in, autocast_cache=False)
+        self.static_losses = tuple(loss for _, loss in pairs)
         self.graph, self.fixed = graph, fixed
         self.outside = [p for p in self.params if p.grad is None]
         self.grad_ptrs = {id(p): p.grad.data_ptr() for p in self.params if p.grad is not None}
