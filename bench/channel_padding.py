@@ -56,6 +56,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     rows: dict[str, Any] = {}
     for name in filter(None, (m.strip() for m in args.models.split(","))):
+        # the official factory's own resolution (224) unless --resolution names one
+        opts: dict[str, Any] = dict(batch_size=args.batch_size, mode=args.mode, device=args.device,
+                                    dtype="fp32" if args.smoke else "fp16", repeats=3 if args.smoke else 20,
+                                    **({} if args.resolution is None else dict(resolution=args.resolution)))
         variants: list[tuple[str, Optional[int]]] = [("unpadded", None), ("padded", 8)]
         if args.official:
             variants.append(("official", None))
@@ -63,10 +67,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         padded_parts: Any = None
         for _ in range(args.rounds):
             for key, pad in variants:
-                opts: dict[str, Any] = dict(batch_size=args.batch_size, mode=args.mode, device=args.device,
-                                            dtype="fp32" if args.smoke else "fp16", repeats=3 if args.smoke else 20)
-                if args.resolution is not None:
-                    opts["resolution"] = args.resolution
                 rec = (measure_official(name, **opts) if key == "official" else
                        measure_throughput(name, pad_channels=pad, **dict(opts, resolution=args.resolution)))
                 if rec.error:

@@ -107,8 +107,9 @@ EXPERIMENT_KEYS = ("data", "space", "epochs", "resolution", "batch_size", "subse
                    "smoke", "train_recipe")
 #: ``--train-recipe`` keys the supernet follows (as ``SupernetRecipe`` fields) besides ``augment``
 SUPERNET_FOLLOWS = ("lr", "lr_scaling", "weight_decay", "warmup", "label_smoothing", "grad_clip", "drop_path_rate")
-#: keys the benchmark's own options set (checked against them by ``nas.estimators.with_train_recipe``)
-SET_BY_OPTIONS = ("batch_size", "resolution", "epochs", "subset", "val_subset")
+#: keys the benchmark's own options set, and those options (checked by ``nas.estimators.with_train_recipe``)
+SET_BY_OPTIONS = {"batch_size": "--batch-size", "resolution": "--resolution", "epochs": "--epochs",
+                  "subset": "--subset", "val_subset": "--val-subset"}
 BUDGET_RULE = ("B and C: study time budget = A's total GPU-seconds of the same seed (supernet calls + search + "
                "confirmation); their confirmation (same rule as A's: stand-alone at E, two seeds) is counted on "
                "top, so gpu_seconds B and C >= A")
@@ -186,11 +187,9 @@ def check_recipe(exp: dict[str, Any]) -> None:
     base = TrainRecipe(epochs=float(exp["epochs"]), batch_size=int(exp["batch_size"]), resolution=exp["resolution"],
                        subset=exp["subset"], val_subset=exp["val_subset"])
     try:
-        with_train_recipe(base, json.dumps(exp["train_recipe"]))
+        with_train_recipe(base, json.dumps(exp["train_recipe"]), option_of=SET_BY_OPTIONS)
     except ValueError as e:
-        raise _bad(str(e).replace("--train-batch-size", "--batch-size").replace("--proxy-resolution", "--resolution")
-                   .replace("--train-epochs", "--epochs").replace("--train-subset", "--subset")
-                   .replace("--train-val-subset", "--val-subset")) from None
+        raise _bad(str(e)) from None
 
 
 def supernet_recipe(recipe: Optional[dict[str, Any]]) -> dict[str, Any]:

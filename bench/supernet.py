@@ -303,18 +303,14 @@ def analyse(data: dict[str, Any], gt: dict[str, Any], sn: Any) -> dict[str, Any]
                    supernet_gpu_seconds=gpu_s, standalone_train_seconds=alone["train_seconds"],
                    supernet_images_per_s=sup_ips, standalone_images_per_s=alone["images_per_s"],
                    speed_ratio=sup_ips / alone["images_per_s"] if sup_ips and alone["images_per_s"] else None,
-                   sandwich_subnets=2 + int(_or_default(data["settings"].get("sandwich_n"), 2)),
+                   sandwich_subnets=2 + (2 if data["settings"].get("sandwich_n") is None
+                                         else int(data["settings"]["sandwich_n"])),
                    largest_standalone_top1=alone["top1"],
                    largest_inherited_top1=(sup.get("final_top1") or {}).get("largest"),
                    eval_seconds=dict(median=statistics.median(eval_s), max=max(eval_s)),
                    rows=[dict(arch_id=k, standalone=truth[k], inherited=inherited[k], **sizes[k]) for k in ids],
                    platform=platform.platform(), python=platform.python_version())
     return dict(summary=summary, details=details)
-
-
-def _or_default(value: Any, default: Any) -> Any:
-    """``value`` unless it is None (0 stays 0, where ``value or default`` would not)."""
-    return default if value is None else value
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -99,15 +99,16 @@ def read_train_recipe(text: str) -> dict[str, Any]:
     return data
 
 
-def with_train_recipe(recipe: TrainRecipe, text: str) -> TrainRecipe:
+def with_train_recipe(recipe: TrainRecipe, text: str, option_of: Mapping[str, str] = _OPTION_OF) -> TrainRecipe:
     """``recipe`` (built from the ``--train-*`` options) with the fields of ``--train-recipe``.
 
     A field that an option also sets must agree with it (else one error naming both: nothing is
-    silently overridden); the budget in steps and the evaluation cadence are not a recipe's to set."""
+    silently overridden; ``option_of`` names those options, field -> option, for another command
+    line); the budget in steps and the evaluation cadence are not a recipe's to set."""
     fields = read_train_recipe(text)
     base = recipe.to_dict()
-    clashes = [f"{k} {v!r} (the option {_OPTION_OF[k]} is {base[k]!r})" for k, v in fields.items()
-               if k in _OPTION_OF and v != base[k]]
+    clashes = [f"{k} {v!r} (the option {option_of[k]} is {base[k]!r})" for k, v in fields.items()
+               if k in option_of and v != base[k]]
     if clashes:
         raise ValueError(f"--train-recipe sets {'; '.join(clashes)}: pass the options with the recipe's values, or "
                          f"drop those keys from it")
