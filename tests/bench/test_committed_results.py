@@ -94,6 +94,27 @@ def test_compare_run_measured_at_least_12_peers_and_the_readme_table_is_its():
     assert set(d["front"]) == set(ours) and not d["dominated"]  # the README's reading
 
 
+def test_h100_compare_run_and_its_readme_table():
+    """The H100 run of `nas compare`: its rows beside the H200's, and the reading's claims."""
+    from scipy.stats import spearmanr
+
+    h100 = json.loads((RESULTS / "compare-h100.json").read_text())
+    h200 = json.loads((RESULTS / "compare-h200.json").read_text())
+    assert h100["gpu"] == "NVIDIA H100 80GB HBM3" and not h100["skipped"]
+    rows = {(r["name"], r["code"]): r["img_s"] for r in h100["rows"] if r["img_s"]}
+    base = {(r["name"], r["code"]): r["img_s"] for r in h200["rows"] if r["img_s"]}
+    for name in (k for k, code in rows if code == "nas"):
+        ours, official = rows[name, "nas"], rows[name, "official"]
+        assert (f"| {name} | {ours:,.0f} / {official:,.0f} | {ours / official:.2f} | {base[name, 'nas']:,.0f} | "
+                f"{ours / base[name, 'nas']:.2f} |") in README, name
+    assert h100["front"] == h200["front"] and not h100["dominated"]  # "the front's order does not differ"
+    ratio = [rows[k] / base[k] for k in rows]
+    assert f"{min(ratio):.2f}–{max(ratio):.2f}× its H200 speed" in README
+    common = sorted(rows)
+    rho = spearmanr([rows[k] for k in common], [base[k] for k in common]).statistic
+    assert f"Over all {len(common)} measured rows" in README and f"Spearman {rho:.3f}" in README
+
+
 def test_readme_knob_throughput_table_is_knobs_json():
     d = json.loads((RESULTS / "knobs.json").read_text())
     assert d["complete"] and not d["smoke"] and d["gpu"] == "NVIDIA H200"
@@ -115,6 +136,27 @@ def test_rung_ranking_is_reproduced_and_printed():
     assert committed["gpu"] == "NVIDIA H200" and committed["verdict"]["choice"] == "continue"
     for line in rung_ranking.markdown(res).splitlines():
         assert line in README, f"README lacks the rung-ranking row {line!r}"
+
+
+def test_h100_best_subset_and_its_repeat_are_what_the_readme_says():
+    """The H100's best-mode subset: count and quick-vs-best Spearman from the summary, and the
+    run-to-run ratios of the repeated 25 (same keys measured in two device calls)."""
+    import statistics
+
+    summary = json.loads((RESULTS / "h100-80gb-hbm3-predictor-summary.json").read_text())
+    assert summary["gpu"] == "NVIDIA H100 80GB HBM3"
+    text = " ".join(README.split())
+    assert f"subset: {summary['n_best']} configs so far" in text
+    assert f"Spearman {summary['quick_vs_best_spearman']:.3f}" in text
+    root = RESULTS.parents[1]
+    first = {r["key"]: r for r in map(json.loads, (root / "evaluators/predictors/h100-profile.jsonl").open())}
+    again = [json.loads(line) for line in (RESULTS / "h100-best-repeat.jsonl").open()]
+    assert len(again) == summary["n_best"] and all(r["mode"] == "best" for r in again)
+    ratio = [r["images_per_s"] / first[r["key"]]["images_per_s"] for r in again]
+    assert f"came out at {min(ratio):.3f}–{max(ratio):.3f}× the first (sd {statistics.pstdev(ratio) * 100:.1f} %)" in text
+    speedup = [r["images_per_s"] / first[r["key"].replace("|best|", "|cudagraph|")]["images_per_s"] for r in again]
+    assert (f"`best` is {min(speedup):.2f}–{max(speedup):.2f}× the quick mode "
+            f"(median {statistics.median(speedup):.2f}×)") in text
 
 
 def test_readme_prints_the_predictor_cv_numbers():
