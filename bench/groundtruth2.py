@@ -113,11 +113,17 @@ def plan_canvas(epochs: float) -> list[dict[str, Any]]:
             + [_run("canvas", a, DATA_128, 1, r, "128px") for a in archs])
 
 
+#: the recipe plan's variants of BASE_RECIPE, in priority order. ``lrhalf`` first: the presets' stream
+#: curves at lr 3.5e-4 still dip by 9-18 points right after warm-up (fv0 63 -> 53, see top1_history)
+RECIPE_VARIANTS: dict[str, dict[str, Any]] = {
+    "lrhalf": dict(lr=1.75e-4), "ema": dict(ema_decay=0.999), "lr2x": dict(lr=7e-4), "warm5": dict(warmup=0.05),
+    "dpath": dict(drop_path_rate=0.1), "bs256": dict(batch_size=256)}
+RECIPE_ARCHS = ("fv2", "fv3", "s00")
+
+
 def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
-    variants = {"ema": dict(ema_decay=0.999), "lr2x": dict(lr=7e-4), "warm5": dict(warmup=0.05),
-                "dpath": dict(drop_path_rate=0.1), "bs256": dict(batch_size=256)}
     return [_run("recipe", a, data, 0, recipe_dict(epochs, **v), name)
-            for name, v in variants.items() for a in ("fv2", "fv3", "s00")]
+            for name, v in RECIPE_VARIANTS.items() for a in RECIPE_ARCHS]
 
 
 def plan_budget(epochs: float, data: str, archs: list[str]) -> list[dict[str, Any]]:
@@ -281,10 +287,14 @@ def run_plans(args: argparse.Namespace) -> int:
     if args.limit is not None:
         todo = todo[:args.limit]
     if args.dry_run or not todo:
+        model = DurationModel(store.data["runs"].values(), store.data["archs"], args.workers)
         for r in todo:
-            print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}")
+            wall, basis = model.wall(r)
+            never = "  NEVER FITS a call (--workers/--hard-stop)" if wall * (1 + FIT_MARGIN) > args.hard_stop else ""
+            print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}  "
+                  f"~{wall:.0f} s with {args.workers} workers ({basis}){never}")
         if todo:
-            print(gpu_time_estimate(todo, store.data["runs"].values(), args.workers), flush=True)
+            print(gpu_time_estimate(todo, store.data["runs"].values(), args.workers, store.data["archs"]), flush=True)
         return 0
     device = args.device or ("cuda" if _cuda_available() else "cpu")
     setup = dict(device=device, threads=args.threads, data_dir=args.data_dir, archs=pool, smoke=args.smoke)
@@ -304,6 +314,8 @@ def run_plans(args: argparse.Namespace) -> int:
 #: (64 px-equivalent images per second, four workers on one H100/H200; the largest subnet of the
 #: default space alone trains at 5,055 img/s in a CUDA-graph step on an H100)
 ASSUMED_IMG_S = 8000.0
+#: a run starts only if predicted to end this fraction before --hard-stop (predictions are rough)
+FIT_MARGIN = 0.10
 
 
 def pixel_images(run: dict[str, Any]) -> float:
@@ -312,18 +324,154 @@ def pixel_images(run: dict[str, Any]) -> float:
     return r["steps"] * r["batch_size"] * (r["resolution"] / 64) ** 2
 
 
-def gpu_time_estimate(todo: list[dict[str, Any]], finished: Any, workers: int) -> str:
-    """One line: the runs' 64 px-equivalent images and the GPU time they take at the rate the
-    finished runs measured (their images over their seconds, times ``workers`` running at once),
-    or at ``ASSUMED_IMG_S`` before any finished."""
+def _stamp(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def run_concurrency(run: dict[str, Any], others: list[dict[str, Any]]) -> Optional[float]:
+    """Mean number of runs (this one included) that shared the GPU while ``run`` trained.
+
+    The driver records it (``concurrency``) since scheduling became fit-aware; for older records it is
+    rebuilt from the recorded intervals ``[finished_at - seconds, finished_at]`` of the other runs
+    (runs cut at a hard stop left no record, so this may undercount: the estimate errs slow, which
+    is the safe side). None when ``run`` has no ``finished_at``."""
+    if run.get("concurrency"):
+        return float(run["concurrency"])
+    if not run.get("finished_at") or not run.get("seconds"):
+        return None
+    end = _stamp(run["finished_at"])
+    start = end - run["seconds"]
+    shared = 0.0
+    for o in others:
+        if o is run or not o.get("finished_at") or not o.get("seconds"):
+            continue
+        o_end = _stamp(o["finished_at"])
+        shared += max(0.0, min(end, o_end) - max(start, o_end - o["seconds"]))
+    return 1.0 + shared / run["seconds"]
+
+
+class DurationModel:
+    """Predicted wall seconds of a pending run in a call with ``workers`` workers, from the finished runs.
+
+    Contention: workers time-share the GPU, so a run's recorded ``seconds`` is its solo time times the
+    mean number of runs that trained beside it (``run_concurrency``). Each finished run gives a solo
+    rate (solo seconds per 64 px-equivalent training image, ``pixel_images``). A pending run's solo
+    seconds come from, in this order of trust:
+
+    - ``arch``: the median solo rate of finished runs of the same architecture (and resolution, if any
+      ran at it; else at any resolution, the pixels scaled);
+    - ``params``: a power law ``rate = a * params**b`` fitted to the measured architectures (params of
+      the arch pool; proportional scaling when one architecture is measured);
+    - ``global``: all finished runs' images over their solo seconds;
+    - ``assumed``: ``ASSUMED_IMG_S`` aggregate over ``workers`` when nothing is measured.
+
+    The predicted wall time is the solo time times ``workers``: every worker busy for the whole run
+    (true while runs are pending; in the tail, with workers idle, runs end sooner). That errs slow,
+    which is the cheap side: a deferred run costs little GPU time, since its share of the GPU goes to
+    the runs still training, while a run cut at the hard stop loses everything it trained.
+    """
+
+    def __init__(self, finished: Any, archs: dict[str, dict[str, Any]], workers: int):
+        self.workers = workers
+        self.archs = archs
+        done = [r for r in finished if r.get("status") == "ok" and r.get("seconds")]
+        self.n_measured = len(done)
+        #: (arch, resolution) -> solo seconds per 64 px-equivalent image
+        self.rates: dict[tuple[str, int], list[float]] = {}
+        solo_total, images_total = 0.0, 0.0
+        for r in done:
+            conc = run_concurrency(r, done)
+            solo = r["seconds"] / (conc if conc is not None else workers)  # unknown: as busy as this call
+            self.rates.setdefault((r.get("arch", "?"), r["recipe"]["resolution"]), []).append(solo / pixel_images(r))
+            solo_total += solo
+            images_total += pixel_images(r)
+        self.global_rate = solo_total / images_total if images_total else 0.0
+        self.fit = self._fit_params()
+
+    def _arch_rate(self, arch: str, resolution: Optional[int] = None) -> Optional[float]:
+        xs = [v for (a, res), vs in self.rates.items() if a == arch and resolution in (None, res) for v in vs]
+        return statistics.median(xs) if xs else None
+
+    def _params(self, arch: str) -> Optional[float]:
+        p = (self.archs.get(arch) or {}).get("params")
+        return float(p) if p else None
+
+    def _fit_params(self) -> Optional[tuple[float, float]]:
+        pts = [(math.log(p), math.log(rate)) for a in {a for a, _ in self.rates}
+               if (p := self._params(a)) and (rate := self._arch_rate(a))]
+        if not pts:
+            return None
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in pts) / var if var > 0 else 1.0
+        return my - b * mx, b
+
+    def solo(self, run: dict[str, Any]) -> tuple[float, str]:
+        """(solo seconds, basis) of ``run``; basis is arch, params, global or assumed."""
+        images = pixel_images(run)
+        arch = run.get("arch", "?")
+        rate = self._arch_rate(arch, run["recipe"]["resolution"]) or self._arch_rate(arch)
+        if rate is not None:
+            return images * rate, "arch"
+        p = self._params(arch)
+        if self.fit is not None and p:
+            a, b = self.fit
+            return images * math.exp(a + b * math.log(p)), "params"
+        if self.n_measured:
+            return images * self.global_rate, "global"
+        return images * self.workers / ASSUMED_IMG_S, "assumed"
+
+    def wall(self, run: dict[str, Any]) -> tuple[float, str]:
+        """(predicted wall seconds with every worker busy, basis)."""
+        s, basis = self.solo(run)
+        return s * self.workers, basis
+
+
+def choose_next(pending: list[dict[str, Any]], model: DurationModel, elapsed: float, time_budget: float,
+                hard_stop: float, margin: float = FIT_MARGIN) -> tuple[Optional[int], list[tuple[int, str]]]:
+    """Index in ``pending`` (priority order) of the run to start now, and the (index, reason) of the
+    runs of higher priority passed over.
+
+    A run starts only if ``elapsed + predicted * (1 + margin) <= hard_stop``. Before ``time_budget``
+    any run that fits may start; after it, only runs whose duration was measured on their own
+    architecture (a guessed duration is not trusted in the tail). A run passed over stays pending
+    for the next call; a shorter one that fits goes instead, so the tail of a call is filled."""
+    passed: list[tuple[int, str]] = []
+    for i, run in enumerate(pending):
+        wall, basis = model.wall(run)
+        need = wall * (1 + margin)
+        if elapsed + need > hard_stop:
+            never = " (never fits a call with these workers: pass fewer --workers or a larger --hard-stop)" \
+                if need > hard_stop else ""
+            passed.append((i, f"predicted {wall:.0f} s ({basis}) + {margin:.0%} margin ends after the hard stop "
+                              f"({elapsed:.0f} + {need:.0f} > {hard_stop:.0f} s){never}"))
+            continue
+        if elapsed >= time_budget and basis != "arch":
+            passed.append((i, f"past --time-budget {time_budget:.0f} s, only runs measured on their architecture "
+                              f"start (this one's {wall:.0f} s is a {basis} estimate)"))
+            continue
+        return i, passed
+    return None, passed
+
+
+def gpu_time_estimate(todo: list[dict[str, Any]], finished: Any, workers: int,
+                      archs: Optional[dict[str, dict[str, Any]]] = None) -> str:
+    """One line: the runs' 64 px-equivalent images and the GPU time they take: the sum of their solo
+    times (``DurationModel``: workers time-share the GPU, so W runs side by side take the sum of their
+    solo times), with the aggregate rate that implies."""
     need = sum(pixel_images(r) for r in todo)
-    done = [r for r in finished if r.get("status") == "ok" and r.get("seconds")]
-    if done:
-        rate = workers * sum(pixel_images(r) for r in done) / sum(r["seconds"] for r in done)
-        how = f"{rate:,.0f} img/s with {workers} workers, from {len(done)} finished runs"
+    model = DurationModel(finished, archs or {}, workers)
+    solos = [model.solo(r) for r in todo]
+    seconds = sum(s for s, _ in solos)
+    rate = need / seconds if seconds else ASSUMED_IMG_S
+    if model.n_measured:
+        bases = {b: sum(1 for _, x in solos if x == b) for b in ("arch", "params", "global")}
+        how = (f"{rate:,.0f} img/s with {workers} workers, from {model.n_measured} finished runs "
+               f"(runs predicted by arch/params/global rate: {bases['arch']}/{bases['params']}/{bases['global']})")
     else:
-        rate, how = ASSUMED_IMG_S, f"an assumed {ASSUMED_IMG_S:,.0f} img/s (nothing measured yet)"
-    return f"estimate: {need / 1e6:.1f} M training images (64 px-equivalent); at {how}: ~{need / rate / 60:.0f} min"
+        how = f"an assumed {ASSUMED_IMG_S:,.0f} img/s (nothing measured yet)"
+    return f"estimate: {need / 1e6:.1f} M training images (64 px-equivalent); at {how}: ~{seconds / 60:.0f} min"
 
 
 def _cuda_available() -> bool:
@@ -334,7 +482,8 @@ def _cuda_available() -> bool:
 
 def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args: argparse.Namespace,
            session: dict[str, Any]) -> None:
-    """Feed ``todo`` to the workers until done or ``--time-budget``; stop hard at ``--hard-stop``."""
+    """Feed ``todo`` to the workers, each free worker getting the first run that ``choose_next`` says
+    fits before ``--hard-stop``; runs that do not fit stay for the next call. Stop hard at ``--hard-stop``."""
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     workers = [ctx.Process(target=_worker, args=(w, setup, tasks, results), daemon=True) for w in range(args.workers)]
@@ -342,10 +491,32 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
         w.start()
     t0 = time.time()
     pending = list(todo)
+    told: set[str] = set()
+    share = _ShareClock()
+
+    def model() -> DurationModel:
+        return DurationModel(store.data["runs"].values(), store.data["archs"], args.workers)
+
+    def start_one(m: DurationModel) -> bool:
+        i, passed = choose_next(pending, m, time.time() - t0, args.time_budget, args.hard_stop)
+        for j, why in passed:
+            key = run_key(pending[j])
+            if key not in told:
+                told.add(key)
+                r = pending[j]
+                print(f"[{time.time() - t0:5.0f}s] deferred to the next call: {r['plan']} {r['arch']} {r['tag']} "
+                      f"seed {r['seed']}: {why}", flush=True)
+        if i is None:
+            return False
+        tasks.put(pending.pop(i))
+        return True
+
     in_flight = 0
-    for _ in range(min(args.workers, len(pending))):
-        tasks.put(pending.pop(0))
+    m = model()
+    while in_flight < args.workers and pending and start_one(m):
         in_flight += 1
+    if not in_flight:
+        print("groundtruth2: no run fits in this call", flush=True)
     try:
         while in_flight:
             if time.time() - t0 > args.hard_stop:
@@ -361,22 +532,26 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
                 continue
             if kind == "fatal":
                 raise SystemExit(f"error: worker {wid} could not start: {payload}")
-            if kind in ("ready", "start"):
+            if kind == "ready":
+                continue
+            if kind == "start":
+                share.start(wid, time.time())
                 continue
             in_flight -= 1
+            conc = share.end(wid, time.time())
             if kind == "done":
-                store.add(task, payload)
+                store.add(task, dict(payload, concurrency=conc, workers=args.workers))
                 session["finished"] += 1
                 print(f"[{time.time() - t0:5.0f}s] {task['plan']:7s} {task['arch']:4s} {task['tag']:7s} "
                       f"seed {task['seed']}: top-1 {payload.get('top1')} ({payload.get('status')}, "
-                      f"{payload.get('seconds', 0):.0f} s, {payload.get('images_per_s', 0):.0f} img/s)", flush=True)
+                      f"{payload.get('seconds', 0):.0f} s, {payload.get('images_per_s', 0):.0f} img/s, "
+                      f"{conc or 0:.1f} runs on the GPU)", flush=True)
             else:
                 store.fail(task, payload, wid)
                 session["failed"] += 1
                 print(f"[{time.time() - t0:5.0f}s] {task['plan']} {task['arch']} {task['tag']} FAILED: {payload}",
                       flush=True)
-            if pending and time.time() - t0 < args.time_budget:
-                tasks.put(pending.pop(0))
+            if pending and start_one(model()):
                 in_flight += 1
     finally:
         for _ in workers:
@@ -385,6 +560,33 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
             w.join(timeout=10)
             if w.is_alive():
                 w.terminate()
+    if pending:
+        print(f"groundtruth2: {len(pending)} run(s) not started in this call (they stay for the next)", flush=True)
+
+
+class _ShareClock:
+    """Mean number of runs training at once over each run's life (the ``concurrency`` of its record)."""
+
+    def __init__(self) -> None:
+        self.area: dict[int, float] = {}
+        self.since: dict[int, float] = {}
+        self.last = 0.0
+
+    def _advance(self, now: float) -> None:
+        for w in self.area:
+            self.area[w] += (now - self.last) * len(self.area)
+        self.last = now
+
+    def start(self, wid: int, now: float) -> None:
+        self._advance(now)
+        self.area[wid], self.since[wid] = 0.0, now
+
+    def end(self, wid: int, now: float) -> Optional[float]:
+        if wid not in self.area:
+            return None
+        self._advance(now)
+        area, since = self.area.pop(wid), self.since.pop(wid)
+        return round(area / (now - since), 3) if now > since else 1.0
 
 
 # =============================================================================================
@@ -571,8 +773,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=3, help="training processes sharing the GPU")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per worker")
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    p.add_argument("--time-budget", type=float, default=420.0, help="seconds after which no new run starts")
-    p.add_argument("--hard-stop", type=float, default=540.0, help="seconds after which running runs are cut")
+    p.add_argument("--time-budget", type=float, default=420.0,
+                   help="seconds after which only runs whose duration was measured\non their arch start (if they fit)")
+    p.add_argument("--hard-stop", type=float, default=540.0,
+                   help="seconds after which running runs are cut;\na run starts only if predicted to end 10%% before")
     p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
     p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")

@@ -106,3 +106,67 @@ def test_the_readme_table_of_finished_runs_is_the_json():
         line = next(t for t in text.splitlines() if t.startswith(rows[r["tag"]]))
         assert f"| {r['top1']:.2f} |" in line, (r["arch"], r["tag"], r["top1"])
     assert f"**Status: {len(data['runs'])} of the 118 runs done**" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# fit-aware scheduling (synthetic finished runs, no training)
+# ---------------------------------------------------------------------------------------------
+def _done(gt2, arch, seconds, end, steps=100, **extra):
+    recipe = dict(steps=steps, batch_size=100, resolution=64)
+    return dict(arch=arch, status="ok", seconds=seconds, recipe=recipe,
+                finished_at=f"2026-01-01T00:{end // 60:02d}:{end % 60:02d}", **extra)
+
+
+def _todo(arch, steps=100, resolution=64, tag="E"):
+    return dict(plan="gt", arch=arch, tag=tag, seed=0, data="d", recipe=dict(steps=steps, batch_size=100,
+                                                                              resolution=resolution))
+
+
+def test_concurrency_is_rebuilt_from_overlapping_records(gt2):
+    a = _done(gt2, "big", 100.0, 100)  # 0..100 s
+    b = _done(gt2, "small", 50.0, 100)  # 50..100 s: shares half of a's life
+    assert gt2.run_concurrency(a, [a, b]) == 1.5 and gt2.run_concurrency(b, [a, b]) == 2.0
+    assert gt2.run_concurrency(dict(a, concurrency=3.0), [a, b]) == 3.0  # recorded by the driver: trusted
+
+
+def test_the_duration_model_divides_out_contention_and_falls_back_by_params(gt2):
+    # "big" trained 10,000 images in 100 s while 2 runs shared the GPU throughout: 50 s alone
+    finished = [_done(gt2, "big", 100.0, 100, concurrency=2.0), _done(gt2, "small", 10.0, 200, concurrency=1.0)]
+    archs = {"big": dict(params=100), "small": dict(params=1), "mid": dict(params=10), "unknown": {}}
+    m = gt2.DurationModel(finished, archs, workers=4)
+    assert m.solo(_todo("big")) == (50.0, "arch")
+    assert m.wall(_todo("big", steps=200)) == (400.0, "arch")  # twice the steps, 4 workers busy
+    assert m.solo(_todo("big", resolution=128))[0] == 200.0  # 4x the pixels, same arch at another resolution
+    solo, basis = m.solo(_todo("mid"))  # power law through (1, 10 s) and (100, 50 s): 10 * 10**0.35
+    assert basis == "params" and abs(solo - 10 * 10 ** (0.5 * 0.69897)) < 1e-6
+    assert m.solo(_todo("unknown")) == (60.0 / 20_000 * 10_000, "global")
+    assert gt2.DurationModel([], archs, workers=4).solo(_todo("big"))[1] == "assumed"
+
+
+def test_choose_next_skips_runs_that_would_be_cut_and_fills_with_shorter_ones(gt2):
+    finished = [_done(gt2, "big", 100.0, 100, concurrency=1.0), _done(gt2, "small", 10.0, 200, concurrency=1.0)]
+    m = gt2.DurationModel(finished, {"big": {}, "small": {}, "guess": {}}, workers=2)
+    pending = [_todo("big"), _todo("small"), _todo("big", steps=50)]  # walls 200, 20, 100 s
+    assert gt2.choose_next(pending, m, 0.0, 420.0, 540.0) == (0, [])  # priority order when all fit
+    i, passed = gt2.choose_next(pending, m, 400.0, 420.0, 540.0)  # 400 + 220 > 540: the big run waits
+    assert i == 1 and [j for j, _ in passed] == [0] and "ends after the hard stop" in passed[0][1]
+    assert gt2.choose_next(pending, m, 425.0, 420.0, 540.0)[0] == 1  # past the time budget, a measured run still fits
+    assert gt2.choose_next(pending, m, 530.0, 420.0, 540.0)[0] is None  # nothing fits 10 s before the hard stop
+    # the 10 % margin: 200 s + 20 s must end before the hard stop
+    assert gt2.choose_next(pending[:1], m, 320.0, 420.0, 540.0)[0] == 0
+    assert gt2.choose_next(pending[:1], m, 321.0, 420.0, 540.0)[0] is None
+    # past --time-budget a run whose duration is only a guess does not start
+    i, passed = gt2.choose_next([_todo("guess", steps=10), _todo("small")], m, 425.0, 420.0, 540.0)
+    assert i == 1 and "global estimate" in passed[0][1]
+    assert gt2.choose_next([_todo("guess")], m, 10.0, 420.0, 540.0)[0] == 0  # before it, a guess that fits goes
+    _, passed = gt2.choose_next([_todo("big", steps=300)], m, 0.0, 420.0, 540.0)  # 600 s with 2 workers
+    assert "never fits a call" in passed[0][1]
+
+
+def test_the_share_clock_averages_the_runs_on_the_gpu(gt2):
+    clock = gt2._ShareClock()
+    clock.start(0, 0.0)
+    clock.start(1, 10.0)
+    assert clock.end(1, 20.0) == 2.0  # shared its whole life
+    assert clock.end(0, 40.0) == 1.25  # 10 s alone, 10 s shared, 20 s alone: (10 + 20 + 20) / 40
+    assert clock.end(5, 41.0) is None
