@@ -77,9 +77,11 @@ def test_the_gt_plan_exports_the_supernet_benchs_ground_truth(gt2):
     from search_spaces import PRESETS
 
     cfg = PRESETS["faster_vit_0_224"].to_dict()
-    run = dict(plan="gt", arch="fv0", data="d", tag="E", recipe={}, top1=80.0, params=1)
-    data = dict(archs={"fv0": dict(config=cfg)}, runs={"a": dict(run, seed=0), "b": dict(run, seed=1, top1=82.0)})
-    (arch,) = gt2.stand_alone_truth(data)["archs"]
+    args = _args(gt2, n_archs=1, n_reseed=1)
+    first, second = gt2.plan_gt(args.budget_epochs, args.task, ["fv0"], 1)  # found by run_key, not by label
+    data = dict(archs={"fv0": dict(config=cfg)}, runs={gt2.run_key(first): dict(first, plan="data", top1=80.0),
+                                                       gt2.run_key(second): dict(second, top1=82.0)})
+    (arch,) = gt2.stand_alone_truth(data, args)["archs"]
     assert arch["top1"] == 81.0 and arch["seeds"] == 2 and arch["arch_id"] == PRESETS["faster_vit_0_224"].arch_id
 
 
@@ -170,3 +172,127 @@ def test_the_share_clock_averages_the_runs_on_the_gpu(gt2):
     assert clock.end(1, 20.0) == 2.0  # shared its whole life
     assert clock.end(0, 40.0) == 1.25  # 10 s alone, 10 s shared, 20 s alone: (10 + 20 + 20) / 40
     assert clock.end(5, 41.0) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis on synthetic stores
+# ---------------------------------------------------------------------------------------------
+def _pool(n_extra=14):
+    names = ["fv0", "fv1", "fv2", "fv3", "s00", "s21"] + [f"x{i:02d}" for i in range(n_extra)]
+    return {n: dict(params=1000 + i, arch_id=f"id-{n}") for i, n in enumerate(names)}
+
+
+def _args(gt2, **kw):
+    import argparse
+
+    base = dict(task=gt2.DATA_STREAM, probe_epochs=16.0, budget_epochs=16.0, n_archs=8, n_reseed=2, arch_source=None)
+    return argparse.Namespace(**dict(base, **kw))
+
+
+def _record(run, top1, history=None, params=1):
+    return dict(run, top1=top1, top1_history=history or [[1, top1 - 5], [2, top1]], params=params, seconds=1.0,
+                status="ok", gpu="cpu")
+
+
+def _store(gt2, pool, runs_top1):
+    """A results file holding ``runs`` (as build_plans dedups them: first plan's labels) with the given top-1."""
+    return dict(archs=pool, runs={gt2.run_key(r): _record(r, t, params=pool[r["arch"]]["params"])
+                                  for r, t in runs_top1})
+
+
+def test_shared_runs_count_in_every_plan_that_holds_them(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    runs = gt2.build_plans(["data", "budget", "gt"], args, pool)
+    # the data plan's stream runs come first: the gt/budget runs of the same archs are stored as plan "data"
+    assert {r["plan"] for r in runs if r["arch"] == "fv0" and r["seed"] == 0 and r["data"] == gt2.DATA_STREAM
+            and r["recipe"]["steps"] == gt2.steps_for(16.0, 512)} == {"data"}
+    data = _store(gt2, pool, [(r, 80.0 + pool[r["arch"]]["params"] % 7 + r["seed"] * 0.1) for r in runs])
+    assert not [r for r in data["runs"].values() if r["plan"] == "gt" and r["arch"] == "fv0"]
+    plans = gt2.finished_by_plan(data, args)
+    assert len({r["arch"] for r in plans["gt"]}) == 8 and {"fv0", "fv1", "s00"} <= {r["arch"] for r in plans["gt"]}
+    assert all(r["plan"] == "gt" and r["tag"] == "E" for r in plans["gt"])
+    assert {r["arch"] for r in plans["budget"] if r["tag"] == "E"} >= set(gt2.PRESETS)  # the gt plan's runs, too
+    s = gt2.summarize(data, args)
+    assert s["n_archs"] == 8 and s["n_reseeded"] == 2 and set(s["presets_top1"]) == {
+        "faster_vit_0", "faster_vit_1", "faster_vit_2", "faster_vit_3"}
+    assert s["budget"]["budgets"]["E"]["n"] == 14 and s["budget_tau"]["E_vs_2E"] == 1.0  # same top-1 per arch
+    # another --n-archs selects other runs of the same file
+    assert gt2.summarize(data, _args(gt2, n_archs=6))["n_archs"] == 6
+
+
+def test_the_chosen_task_comes_from_the_arguments(gt2):
+    s = gt2.summarize(dict(archs=_pool(), runs={}), _args(gt2, budget_epochs=24.0))
+    assert s["dataset"] == gt2.DATA_STREAM and s["train_images"] == "on-the-fly" and s["epochs"] == 24.0
+    assert s["recipe"]["lr"] == 3.5e-4 and s["recipe"]["steps"] == gt2.steps_for(24.0, 512)
+    s = gt2.summarize(dict(archs=_pool(), runs={}), _args(gt2, task="fmnist-odd:train=160000"))
+    assert s["train_images"] == 160000 and REQUIRED <= set(s)
+    assert "no gt-plan run" in s["proxies_tau"]["note"] and s["gt"]["n_archs"] == 0
+    text = gt2.markdown(s)  # nothing trained: every table says so instead of failing
+    assert "Recipe probes: none finished yet" in text and "no run finished yet" in text
+
+
+def test_the_recipe_table_has_the_base_and_every_variant_with_swings(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    base = [r for r in gt2.plan_members(args, pool)["recipe"] if r["tag"] == "base"]
+    lrhalf = [r for r in gt2.plan_recipe(16.0, args.task) if r["tag"] == "lrhalf"]
+    assert len(base) == len(lrhalf) == 3 and lrhalf[0]["recipe"]["lr"] == 1.75e-4
+    dip = [[1, 60.0], [2, 42.0], [3, 80.0]]
+    crash = [[1, 60.0], [2, 30.0], [3, 35.0]]
+    runs = {gt2.run_key(r): _record(r, 80.0, dip if r["arch"] == "fv2" else None) for r in base}
+    runs.update({gt2.run_key(r): _record(r, 35.0 if r["arch"] == "fv3" else 85.0, crash if r["arch"] == "fv3" else None)
+                 for r in lrhalf})
+    rows = gt2.summarize(dict(archs=pool, runs=runs), args)["recipe_probes"]
+    assert [r["variant"] for r in rows] == ["base", "lrhalf"]
+    assert rows[0]["largest_swing"]["fv2"] == 18.0 and not rows[0]["collapsed"]["fv2"]
+    assert rows[1]["collapsed"] == {"fv2": False, "fv3": True, "s00": False}
+    assert "lrhalf lr=0.000175" in gt2.recipe_markdown(dict(recipe_probes=rows))
+
+
+def test_the_budget_table_taus_and_seed_sd(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    runs = gt2.plan_budget(16.0, args.task, gt2.budget_archs(pool))
+    archs = gt2.budget_archs(pool)
+    rank = {a: i for i, a in enumerate(archs)}
+    top1 = {"E/4": lambda a: 70.0 - rank[a], "E": lambda a: 80.0 + rank[a], "2E": lambda a: 90.0 + rank[a]}
+    data = _store(gt2, pool, [(r, top1[r["tag"]](r["arch"])) for r in runs])
+    twin = next(r for r in runs if r["tag"] == "E" and r["arch"] == "fv0")
+    data["runs"][gt2.run_key(dict(twin, seed=1))] = _record(dict(twin, seed=1), 81.0)  # fv0 at E: 80 and 81
+    b = gt2.budget_table(gt2.finished_by_plan(data, args), data)
+    assert b["tau"]["quarter_vs_E"] == dict(kendall_tau=-1.0, n=14) and b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0
+    assert b["budgets"]["E"]["seed_sd"] == round(0.5 ** 0.5, 3) and b["budgets"]["2E"]["seed_sd"] is None
+    assert b["budgets"]["E"]["size_tau_params"] is not None
+
+
+def test_the_presets_order_against_seed_noise(gt2):
+    ordered = {"fv0": [80.0, 80.2], "fv1": [82.0, 82.2], "fv2": [84.0], "fv3": [86.0]}
+    assert gt2.presets_order(ordered, 0.2)["beyond_noise"] is True
+    assert gt2.presets_order(ordered, 2.0)["beyond_noise"] is False  # same means, noise too large
+    assert gt2.presets_order(ordered, None)["beyond_noise"] is None
+    flipped = dict(ordered, fv3=[83.0])
+    assert gt2.presets_order(flipped, 0.2)["paper_order"] is False and not gt2.presets_order(flipped, 0.2)[
+        "beyond_noise"]
+    assert gt2.presets_order({"fv0": [1.0]}, 0.1)["paper_order"] is None
+
+
+def test_proxies_tau_on_the_new_ground_truth(gt2, tmp_path):
+    pool = _pool()
+    names = ["fv0", "fv1", "fv2", "fv3", "s00"]
+    source = tmp_path / "groundtruth.json"
+    source.write_text(json.dumps(dict(
+        settings=dict(seed=0), archs=[dict(name=n, arch_id=f"id-{n}") for n in names],
+        proxies={f"id-{n}": dict(values=dict(good=dict(value=float(i)), bad=dict(value=-float(i)),
+                                             broken=dict(value=None)))
+                 for i, n in enumerate(names[:4])},  # s00 has no proxy record
+        runs=[dict(kind="full", seed=0, arch_id=f"id-{n}", top1=50.0 - i) for i, n in enumerate(names)]
+        + [dict(kind="full", seed=1, arch_id="id-fv0", top1=99.0)])))
+    gt_runs = [r for r in gt2.plan_gt(16.0, gt2.DATA_STREAM, names + ["s21"], 1)]
+    data = _store(gt2, pool, [(r, 80.0 + names.index(r["arch"]) if r["arch"] in names else 70.0) for r in gt_runs])
+    p = gt2.summarize(data, _args(gt2, arch_source=source))["proxies_tau"]
+    assert p["n_gt_archs"] == 6
+    assert p["rows"]["good"] == dict(kendall_tau=1.0, spearman=1.0, n=4)
+    assert p["rows"]["bad"]["kendall_tau"] == -1.0 and "broken" not in p["rows"]
+    assert p["rows"]["top1_4ep_first_gt"] == dict(kendall_tau=-1.0, spearman=-1.0, n=5)
+    assert "| good | 1.00 | 1.00 | 4 |" in gt2.markdown(gt2.summarize(data, _args(gt2, arch_source=source)))
