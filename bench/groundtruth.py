@@ -3,7 +3,9 @@
 What it does:
   1. Samples ``--n-archs`` architectures from the default search space (seeded), balancing the
      marginal counts of every knob's values, always including FasterViT-0..3's knob values.
-  2. Trains each with ONE recipe on ``--data`` (default ``fmnist-odd``, ``evaluators.composed``)
+  2. Trains each with ONE recipe on ``--data`` (default ``fmnist-odd:train=stream``: composed canvases
+     drawn afresh per batch, ``evaluators.composed``; 16 epochs at lr 3.5e-4, warm-up 20 %: issue #29's
+     stable recipe)
      with ``evaluators.train.train_proxy`` -> the ground truth (final val top-1); re-trains
      ``--n-reseed`` of them with a second seed (seed-to-seed tau and sd), and trains the same
      ones with both seeds on ``--easy-data`` (Fashion-MNIST: the easy-data case).
@@ -23,6 +25,12 @@ add up to the whole experiment. Timings measured while workers share the GPU are
     python bench/groundtruth.py --data-dir DIR --only full,easy,short --time-budget 540   # GPU
     python bench/groundtruth.py --only proxies --device cpu --workers 2          # proxies, CPU
     python bench/groundtruth.py --analyze-only
+
+Results go to ``results/benchmarks/groundtruth-stable.json``. The first ground truth (4 epochs of 40k
+fixed canvases, lr 1e-3, warm-up 10 %) stays committed as the earlier record in
+``results/benchmarks/groundtruth.json``: ``--analyze-only --out results/benchmarks/groundtruth.json``
+re-analyses it, and resuming it needs its options (``EARLIER_ARGS``); a file is only ever resumed
+with the settings it was made with (else an error names the settings that differ).
 """
 
 from __future__ import annotations
@@ -47,7 +55,12 @@ from evaluators.jsonfile import finite, write_json  # noqa: E402
 
 BENCH = "groundtruth"
 SCHEMA_VERSION = 1
-DEFAULT_OUT = ROOT / "results" / "benchmarks" / "groundtruth.json"
+#: results of the default (stable, issue #29) recipe; the earlier record stays where it was
+DEFAULT_OUT = ROOT / "results" / "benchmarks" / "groundtruth-stable.json"
+#: the first ground truth (issue #10: 4 epochs of 40k fixed canvases at lr 1e-3, warm-up 10 %), kept
+#: as the earlier record; resumed or re-analysed with ``--out`` and these options
+EARLIER_OUT = ROOT / "results" / "benchmarks" / "groundtruth.json"
+EARLIER_ARGS = ("--data", "fmnist-odd", "--epochs", "4", "--lr", "1e-3", "--warmup", "0.1")
 PRESET_NAMES = {"fv0": "faster_vit_0_224", "fv1": "faster_vit_1_224", "fv2": "faster_vit_2_224",
                 "fv3": "faster_vit_3_224"}
 TARGET_TAU = 0.6
@@ -158,7 +171,8 @@ def smoke_archs(resolution: int) -> list[dict[str, Any]]:
 def diversity(archs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Counts of each value of the knobs that matter most for the ranking question."""
     out: dict[str, dict[str, int]] = {}
-    for key in ("dim", "depths[2]", "window_size[2]", "hat[2]", "ct_size", "ct_init_kernel", "mlp_ratio", "layer_scale"):
+    for key in ("dim", "depths[2]", "window_size[2]", "hat[2]", "ct_size", "ct_init_kernel", "mlp_ratio",
+                "layer_scale"):
         c = Counter(_encode(a["knobs"][key]) if key in a["knobs"] else "inactive" for a in archs)
         out[key] = dict(sorted(c.items()))
     return out
@@ -570,7 +584,8 @@ def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]
                 if payload["status"] != "ok":
                     msg += f" [{payload['status']}: {payload['reason']}]"
             left = sum(est.seconds(task_images(x, settings, train_size, val_size),
-                                   _work_units(by_id[x["arch_id"]]) / ref, x["kind"]) for x in pending) / max(1, workers)
+                                   _work_units(by_id[x["arch_id"]]) / ref, x["kind"])
+                       for x in pending) / max(1, workers)
             rate = images_done / max(1e-9, time.time() - (t_first or time.time()))
             print(f"[{n_total - len(pending) - len(in_flight):3d}/{n_total}] {t['kind']:7s} {name} seed {t['seed']}: "
                   f"{msg} | {_fmt_s(elapsed)} elapsed, {rate:,.0f} img/s aggregate, ~{_fmt_s(left)} of queued "
@@ -579,7 +594,7 @@ def run_tasks(store: Store, settings: dict[str, Any], archs: list[dict[str, Any]
         for w, q in queues.items():
             if w in procs and procs[w].is_alive():
                 q.put(None)
-        for w, p in procs.items():
+        for p in procs.values():
             p.join(timeout=20)
             if p.is_alive():
                 p.terminate()
@@ -611,9 +626,11 @@ def analyze(store: Store) -> str:
 # main
 # =============================================================================================
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)})")
-    p.add_argument("--data", default="fmnist-odd", help="the ground-truth task (a dataset name)")
+    p.add_argument("--data", default="fmnist-odd:train=stream",
+                   help="the ground-truth task (a dataset name; default: canvases drawn afresh per batch)")
     p.add_argument("--easy-data", default="fashion-mnist", help="the easy-data case, same archs and recipe ('' = none)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset files (e.g. the 4 Fashion-MNIST IDX .gz)")
     p.add_argument("--space", default="default")
@@ -621,13 +638,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--sample-seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=64,
                    help="training/proxy resolution: 64 gives the 2x2 stage-3 windows one cell of the task each")
-    p.add_argument("--epochs", type=float, default=4.0)
+    p.add_argument("--epochs", type=float, default=16.0, help="nominal epochs of the training split")
     p.add_argument("--subset", type=int, default=None, help="training images used (default: all)")
     p.add_argument("--val-subset", type=int, default=None, help="validation images used (default: all 10k)")
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3.5e-4, help="peak LR at batch 256 (sqrt-scaled; issue #29's "
+                   "stable recipe)")
     p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup", type=float, default=0.1, help="fraction of the steps")
+    p.add_argument("--warmup", type=float, default=0.2, help="fraction of the steps")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--drop-path", type=float, default=0.0, help="stochastic depth for every arch (0: off)")
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -684,6 +702,23 @@ def _validate(args: argparse.Namespace) -> None:
         bad("--seed and --reseed-seed must differ")
 
 
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The experiment's settings (what ``RECIPE_KEYS`` of a resumed file must match) from validated args."""
+    return dict(data=args.data, space=args.space if not args.smoke else "smoke", n_archs=args.n_archs,
+                sample_seed=args.sample_seed, resolution=args.resolution, epochs=args.epochs, subset=args.subset,
+                val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                warmup=args.warmup, label_smoothing=args.label_smoothing, drop_path=args.drop_path,
+                grad_clip=args.grad_clip, amp=not args.no_amp, seed=args.seed, reseed_seed=args.reseed_seed,
+                n_reseed=args.n_reseed, short_fractions=args.short_fractions, short_seed=args.short_seed,
+                proxy_batch=args.proxy_batch, proxy_seed=args.proxy_seed, easy_data=args.easy_data or None,
+                augment_crop=args.augment_crop, augment_flip=not args.no_flip, compile=args.compile,
+                recipe_text=("AdamW (betas 0.9/0.999, no weight decay on biases and norm/scale vectors), linear "
+                             "warm-up then cosine to 0 per step, cross-entropy with label smoothing, on-device "
+                             "random translation + flips; LR given at batch 256, sqrt-scaled; uint8 data on the "
+                             "device, bilinear resize + ImageNet normalisation per batch; last partial batch "
+                             "dropped; validation on the whole val split"))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.time()
     args = parse_args(argv)
@@ -697,6 +732,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             args.out = Path(tempfile.mkdtemp(prefix="nas-gt-smoke-")) / "groundtruth-smoke.json"
     out = args.out or DEFAULT_OUT
     if args.analyze_only:
+        if args.out is None and not out.is_file():
+            raise SystemExit(f"error: {out} does not exist yet; the earlier 4-epoch record is analysed with "
+                             f"--out {EARLIER_OUT.relative_to(ROOT)}")
         print(analyze(Store.open(out, None, None)))
         return 0
     _validate(args)
@@ -713,18 +751,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     unknown = [n for n in proxies if n not in list_proxies()]
     if unknown:
         raise SystemExit(f"error: unknown proxies {unknown}; known: {', '.join(list_proxies())}")
-    settings = dict(data=args.data, space=args.space if not args.smoke else "smoke", n_archs=args.n_archs,
-                    sample_seed=args.sample_seed, resolution=args.resolution, epochs=args.epochs, subset=args.subset,
-                    val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                    warmup=args.warmup, label_smoothing=args.label_smoothing, drop_path=args.drop_path,
-                    grad_clip=args.grad_clip, amp=not args.no_amp, seed=args.seed, reseed_seed=args.reseed_seed,
-                    n_reseed=args.n_reseed, short_fractions=args.short_fractions, short_seed=args.short_seed,
-                    proxy_batch=args.proxy_batch, proxy_seed=args.proxy_seed, easy_data=args.easy_data or None,
-                    augment_crop=args.augment_crop, augment_flip=not args.no_flip, compile=args.compile,
-                    recipe_text=("AdamW (betas 0.9/0.999, no weight decay on biases and norm/scale vectors), linear "
-                                 "warm-up then cosine to 0 per step, cross-entropy with label smoothing, on-device "
-                                 "random translation + flips; LR given at batch 256, sqrt-scaled; uint8 data on the device, bilinear resize + ImageNet normalisation "
-                                 "per batch; last partial batch dropped; validation on the whole val split"))
+    settings = settings_from_args(args)
 
     t_sample = time.time()
     space = load_space(args.space)

@@ -113,11 +113,17 @@ def plan_canvas(epochs: float) -> list[dict[str, Any]]:
             + [_run("canvas", a, DATA_128, 1, r, "128px") for a in archs])
 
 
+#: the recipe plan's variants of BASE_RECIPE, in priority order. ``lrhalf`` first: the presets' stream
+#: curves at lr 3.5e-4 still dip by 9-18 points right after warm-up (fv0 63 -> 53, see top1_history)
+RECIPE_VARIANTS: dict[str, dict[str, Any]] = {
+    "lrhalf": dict(lr=1.75e-4), "ema": dict(ema_decay=0.999), "lr2x": dict(lr=7e-4), "warm5": dict(warmup=0.05),
+    "dpath": dict(drop_path_rate=0.1), "bs256": dict(batch_size=256)}
+RECIPE_ARCHS = ("fv2", "fv3", "s00")
+
+
 def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
-    variants = {"ema": dict(ema_decay=0.999), "lr2x": dict(lr=7e-4), "warm5": dict(warmup=0.05),
-                "dpath": dict(drop_path_rate=0.1), "bs256": dict(batch_size=256)}
     return [_run("recipe", a, data, 0, recipe_dict(epochs, **v), name)
-            for name, v in variants.items() for a in ("fv2", "fv3", "s00")]
+            for name, v in RECIPE_VARIANTS.items() for a in RECIPE_ARCHS]
 
 
 def plan_budget(epochs: float, data: str, archs: list[str]) -> list[dict[str, Any]]:
@@ -136,9 +142,11 @@ def plan_gt(epochs: float, data: str, archs: list[str], n_reseed: int) -> list[d
 
 def budget_archs(pool: dict[str, dict[str, Any]], n: int = 14) -> list[str]:
     """FasterViT-0..3, the smallest nets, then archs spread over the first ground truth's params."""
-    fixed = list(PRESETS + SMALLEST)
+    fixed = [a for a in PRESETS + SMALLEST if a in pool]
     rest = sorted((a for a in pool if a not in fixed), key=lambda a: pool[a].get("params") or 0)
     k = n - len(fixed)
+    if len(rest) <= k:  # a small pool (--smoke): all of it
+        return fixed + rest
     return fixed + [rest[round(i * (len(rest) - 1) / max(1, k - 1))] for i in range(k)]
 
 
@@ -281,10 +289,14 @@ def run_plans(args: argparse.Namespace) -> int:
     if args.limit is not None:
         todo = todo[:args.limit]
     if args.dry_run or not todo:
+        model = DurationModel(store.data["runs"].values(), store.data["archs"], args.workers)
         for r in todo:
-            print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}")
+            wall, basis = model.wall(r)
+            never = "  NEVER FITS a call (--workers/--hard-stop)" if wall * (1 + FIT_MARGIN) > args.hard_stop else ""
+            print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}  "
+                  f"~{wall:.0f} s with {args.workers} workers ({basis}){never}")
         if todo:
-            print(gpu_time_estimate(todo, store.data["runs"].values(), args.workers), flush=True)
+            print(gpu_time_estimate(todo, store.data["runs"].values(), args.workers, store.data["archs"]), flush=True)
         return 0
     device = args.device or ("cuda" if _cuda_available() else "cpu")
     setup = dict(device=device, threads=args.threads, data_dir=args.data_dir, archs=pool, smoke=args.smoke)
@@ -304,6 +316,8 @@ def run_plans(args: argparse.Namespace) -> int:
 #: (64 px-equivalent images per second, four workers on one H100/H200; the largest subnet of the
 #: default space alone trains at 5,055 img/s in a CUDA-graph step on an H100)
 ASSUMED_IMG_S = 8000.0
+#: a run starts only if predicted to end this fraction before --hard-stop (predictions are rough)
+FIT_MARGIN = 0.10
 
 
 def pixel_images(run: dict[str, Any]) -> float:
@@ -312,18 +326,154 @@ def pixel_images(run: dict[str, Any]) -> float:
     return r["steps"] * r["batch_size"] * (r["resolution"] / 64) ** 2
 
 
-def gpu_time_estimate(todo: list[dict[str, Any]], finished: Any, workers: int) -> str:
-    """One line: the runs' 64 px-equivalent images and the GPU time they take at the rate the
-    finished runs measured (their images over their seconds, times ``workers`` running at once),
-    or at ``ASSUMED_IMG_S`` before any finished."""
+def _stamp(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+def run_concurrency(run: dict[str, Any], others: list[dict[str, Any]]) -> Optional[float]:
+    """Mean number of runs (this one included) that shared the GPU while ``run`` trained.
+
+    The driver records it (``concurrency``) since scheduling became fit-aware; for older records it is
+    rebuilt from the recorded intervals ``[finished_at - seconds, finished_at]`` of the other runs
+    (runs cut at a hard stop left no record, so this may undercount: the estimate errs slow, which
+    is the safe side). None when ``run`` has no ``finished_at``."""
+    if run.get("concurrency"):
+        return float(run["concurrency"])
+    if not run.get("finished_at") or not run.get("seconds"):
+        return None
+    end = _stamp(run["finished_at"])
+    start = end - run["seconds"]
+    shared = 0.0
+    for o in others:
+        if o is run or not o.get("finished_at") or not o.get("seconds"):
+            continue
+        o_end = _stamp(o["finished_at"])
+        shared += max(0.0, min(end, o_end) - max(start, o_end - o["seconds"]))
+    return 1.0 + shared / run["seconds"]
+
+
+class DurationModel:
+    """Predicted wall seconds of a pending run in a call with ``workers`` workers, from the finished runs.
+
+    Contention: workers time-share the GPU, so a run's recorded ``seconds`` is its solo time times the
+    mean number of runs that trained beside it (``run_concurrency``). Each finished run gives a solo
+    rate (solo seconds per 64 px-equivalent training image, ``pixel_images``). A pending run's solo
+    seconds come from, in this order of trust:
+
+    - ``arch``: the median solo rate of finished runs of the same architecture (and resolution, if any
+      ran at it; else at any resolution, the pixels scaled);
+    - ``params``: a power law ``rate = a * params**b`` fitted to the measured architectures (params of
+      the arch pool; proportional scaling when one architecture is measured);
+    - ``global``: all finished runs' images over their solo seconds;
+    - ``assumed``: ``ASSUMED_IMG_S`` aggregate over ``workers`` when nothing is measured.
+
+    The predicted wall time is the solo time times ``workers``: every worker busy for the whole run
+    (true while runs are pending; in the tail, with workers idle, runs end sooner). That errs slow,
+    which is the cheap side: a deferred run costs little GPU time, since its share of the GPU goes to
+    the runs still training, while a run cut at the hard stop loses everything it trained.
+    """
+
+    def __init__(self, finished: Any, archs: dict[str, dict[str, Any]], workers: int):
+        self.workers = workers
+        self.archs = archs
+        done = [r for r in finished if r.get("status") == "ok" and r.get("seconds")]
+        self.n_measured = len(done)
+        #: (arch, resolution) -> solo seconds per 64 px-equivalent image
+        self.rates: dict[tuple[str, int], list[float]] = {}
+        solo_total, images_total = 0.0, 0.0
+        for r in done:
+            conc = run_concurrency(r, done)
+            solo = r["seconds"] / (conc if conc is not None else workers)  # unknown: as busy as this call
+            self.rates.setdefault((r.get("arch", "?"), r["recipe"]["resolution"]), []).append(solo / pixel_images(r))
+            solo_total += solo
+            images_total += pixel_images(r)
+        self.global_rate = solo_total / images_total if images_total else 0.0
+        self.fit = self._fit_params()
+
+    def _arch_rate(self, arch: str, resolution: Optional[int] = None) -> Optional[float]:
+        xs = [v for (a, res), vs in self.rates.items() if a == arch and resolution in (None, res) for v in vs]
+        return statistics.median(xs) if xs else None
+
+    def _params(self, arch: str) -> Optional[float]:
+        p = (self.archs.get(arch) or {}).get("params")
+        return float(p) if p else None
+
+    def _fit_params(self) -> Optional[tuple[float, float]]:
+        pts = [(math.log(p), math.log(rate)) for a in {a for a, _ in self.rates}
+               if (p := self._params(a)) and (rate := self._arch_rate(a))]
+        if not pts:
+            return None
+        xs, ys = [x for x, _ in pts], [y for _, y in pts]
+        mx, my = statistics.fmean(xs), statistics.fmean(ys)
+        var = sum((x - mx) ** 2 for x in xs)
+        b = sum((x - mx) * (y - my) for x, y in pts) / var if var > 0 else 1.0
+        return my - b * mx, b
+
+    def solo(self, run: dict[str, Any]) -> tuple[float, str]:
+        """(solo seconds, basis) of ``run``; basis is arch, params, global or assumed."""
+        images = pixel_images(run)
+        arch = run.get("arch", "?")
+        rate = self._arch_rate(arch, run["recipe"]["resolution"]) or self._arch_rate(arch)
+        if rate is not None:
+            return images * rate, "arch"
+        p = self._params(arch)
+        if self.fit is not None and p:
+            a, b = self.fit
+            return images * math.exp(a + b * math.log(p)), "params"
+        if self.n_measured:
+            return images * self.global_rate, "global"
+        return images * self.workers / ASSUMED_IMG_S, "assumed"
+
+    def wall(self, run: dict[str, Any]) -> tuple[float, str]:
+        """(predicted wall seconds with every worker busy, basis)."""
+        s, basis = self.solo(run)
+        return s * self.workers, basis
+
+
+def choose_next(pending: list[dict[str, Any]], model: DurationModel, elapsed: float, time_budget: float,
+                hard_stop: float, margin: float = FIT_MARGIN) -> tuple[Optional[int], list[tuple[int, str]]]:
+    """Index in ``pending`` (priority order) of the run to start now, and the (index, reason) of the
+    runs of higher priority passed over.
+
+    A run starts only if ``elapsed + predicted * (1 + margin) <= hard_stop``. Before ``time_budget``
+    any run that fits may start; after it, only runs whose duration was measured on their own
+    architecture (a guessed duration is not trusted in the tail). A run passed over stays pending
+    for the next call; a shorter one that fits goes instead, so the tail of a call is filled."""
+    passed: list[tuple[int, str]] = []
+    for i, run in enumerate(pending):
+        wall, basis = model.wall(run)
+        need = wall * (1 + margin)
+        if elapsed + need > hard_stop:
+            never = " (never fits a call with these workers: pass fewer --workers or a larger --hard-stop)" \
+                if need > hard_stop else ""
+            passed.append((i, f"predicted {wall:.0f} s ({basis}) + {margin:.0%} margin ends after the hard stop "
+                              f"({elapsed:.0f} + {need:.0f} > {hard_stop:.0f} s){never}"))
+            continue
+        if elapsed >= time_budget and basis != "arch":
+            passed.append((i, f"past --time-budget {time_budget:.0f} s, only runs measured on their architecture "
+                              f"start (this one's {wall:.0f} s is a {basis} estimate)"))
+            continue
+        return i, passed
+    return None, passed
+
+
+def gpu_time_estimate(todo: list[dict[str, Any]], finished: Any, workers: int,
+                      archs: Optional[dict[str, dict[str, Any]]] = None) -> str:
+    """One line: the runs' 64 px-equivalent images and the GPU time they take: the sum of their solo
+    times (``DurationModel``: workers time-share the GPU, so W runs side by side take the sum of their
+    solo times), with the aggregate rate that implies."""
     need = sum(pixel_images(r) for r in todo)
-    done = [r for r in finished if r.get("status") == "ok" and r.get("seconds")]
-    if done:
-        rate = workers * sum(pixel_images(r) for r in done) / sum(r["seconds"] for r in done)
-        how = f"{rate:,.0f} img/s with {workers} workers, from {len(done)} finished runs"
+    model = DurationModel(finished, archs or {}, workers)
+    solos = [model.solo(r) for r in todo]
+    seconds = sum(s for s, _ in solos)
+    rate = need / seconds if seconds else ASSUMED_IMG_S
+    if model.n_measured:
+        bases = {b: sum(1 for _, x in solos if x == b) for b in ("arch", "params", "global")}
+        how = (f"{rate:,.0f} img/s with {workers} workers, from {model.n_measured} finished runs "
+               f"(runs predicted by arch/params/global rate: {bases['arch']}/{bases['params']}/{bases['global']})")
     else:
-        rate, how = ASSUMED_IMG_S, f"an assumed {ASSUMED_IMG_S:,.0f} img/s (nothing measured yet)"
-    return f"estimate: {need / 1e6:.1f} M training images (64 px-equivalent); at {how}: ~{need / rate / 60:.0f} min"
+        how = f"an assumed {ASSUMED_IMG_S:,.0f} img/s (nothing measured yet)"
+    return f"estimate: {need / 1e6:.1f} M training images (64 px-equivalent); at {how}: ~{seconds / 60:.0f} min"
 
 
 def _cuda_available() -> bool:
@@ -334,7 +484,8 @@ def _cuda_available() -> bool:
 
 def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args: argparse.Namespace,
            session: dict[str, Any]) -> None:
-    """Feed ``todo`` to the workers until done or ``--time-budget``; stop hard at ``--hard-stop``."""
+    """Feed ``todo`` to the workers, each free worker getting the first run that ``choose_next`` says
+    fits before ``--hard-stop``; runs that do not fit stay for the next call. Stop hard at ``--hard-stop``."""
     ctx = mp.get_context("spawn")
     tasks, results = ctx.Queue(), ctx.Queue()
     workers = [ctx.Process(target=_worker, args=(w, setup, tasks, results), daemon=True) for w in range(args.workers)]
@@ -342,10 +493,32 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
         w.start()
     t0 = time.time()
     pending = list(todo)
+    told: set[str] = set()
+    share = _ShareClock()
+
+    def model() -> DurationModel:
+        return DurationModel(store.data["runs"].values(), store.data["archs"], args.workers)
+
+    def start_one(m: DurationModel) -> bool:
+        i, passed = choose_next(pending, m, time.time() - t0, args.time_budget, args.hard_stop)
+        for j, why in passed:
+            key = run_key(pending[j])
+            if key not in told:
+                told.add(key)
+                r = pending[j]
+                print(f"[{time.time() - t0:5.0f}s] deferred to the next call: {r['plan']} {r['arch']} {r['tag']} "
+                      f"seed {r['seed']}: {why}", flush=True)
+        if i is None:
+            return False
+        tasks.put(pending.pop(i))
+        return True
+
     in_flight = 0
-    for _ in range(min(args.workers, len(pending))):
-        tasks.put(pending.pop(0))
+    m = model()
+    while in_flight < args.workers and pending and start_one(m):
         in_flight += 1
+    if not in_flight:
+        print("groundtruth2: no run fits in this call", flush=True)
     try:
         while in_flight:
             if time.time() - t0 > args.hard_stop:
@@ -361,22 +534,26 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
                 continue
             if kind == "fatal":
                 raise SystemExit(f"error: worker {wid} could not start: {payload}")
-            if kind in ("ready", "start"):
+            if kind == "ready":
+                continue
+            if kind == "start":
+                share.start(wid, time.time())
                 continue
             in_flight -= 1
+            conc = share.end(wid, time.time())
             if kind == "done":
-                store.add(task, payload)
+                store.add(task, dict(payload, concurrency=conc, workers=args.workers))
                 session["finished"] += 1
                 print(f"[{time.time() - t0:5.0f}s] {task['plan']:7s} {task['arch']:4s} {task['tag']:7s} "
                       f"seed {task['seed']}: top-1 {payload.get('top1')} ({payload.get('status')}, "
-                      f"{payload.get('seconds', 0):.0f} s, {payload.get('images_per_s', 0):.0f} img/s)", flush=True)
+                      f"{payload.get('seconds', 0):.0f} s, {payload.get('images_per_s', 0):.0f} img/s, "
+                      f"{conc or 0:.1f} runs on the GPU)", flush=True)
             else:
                 store.fail(task, payload, wid)
                 session["failed"] += 1
                 print(f"[{time.time() - t0:5.0f}s] {task['plan']} {task['arch']} {task['tag']} FAILED: {payload}",
                       flush=True)
-            if pending and time.time() - t0 < args.time_budget:
-                tasks.put(pending.pop(0))
+            if pending and start_one(model()):
                 in_flight += 1
     finally:
         for _ in workers:
@@ -385,6 +562,33 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
             w.join(timeout=10)
             if w.is_alive():
                 w.terminate()
+    if pending:
+        print(f"groundtruth2: {len(pending)} run(s) not started in this call (they stay for the next)", flush=True)
+
+
+class _ShareClock:
+    """Mean number of runs training at once over each run's life (the ``concurrency`` of its record)."""
+
+    def __init__(self) -> None:
+        self.area: dict[int, float] = {}
+        self.since: dict[int, float] = {}
+        self.last = 0.0
+
+    def _advance(self, now: float) -> None:
+        for w in self.area:
+            self.area[w] += (now - self.last) * len(self.area)
+        self.last = now
+
+    def start(self, wid: int, now: float) -> None:
+        self._advance(now)
+        self.area[wid], self.since[wid] = 0.0, now
+
+    def end(self, wid: int, now: float) -> Optional[float]:
+        if wid not in self.area:
+            return None
+        self._advance(now)
+        area, since = self.area.pop(wid), self.since.pop(wid)
+        return round(area / (now - since), 3) if now > since else 1.0
 
 
 # =============================================================================================
@@ -415,9 +619,41 @@ def kendall(a: list[float], b: list[float]) -> Optional[float]:
     return None if t is None or not math.isfinite(t) else round(float(t), 4)
 
 
-def _runs(data: dict[str, Any], **match: Any) -> list[dict[str, Any]]:
-    return [r for r in data["runs"].values()
-            if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
+def spearman(a: list[float], b: list[float]) -> Optional[float]:
+    if len(a) < 3 or len(set(a)) < 2 or len(set(b)) < 2:  # undefined on a constant input
+        return None
+    from scipy.stats import spearmanr
+
+    r = spearmanr(a, b).statistic
+    return None if r is None or not math.isfinite(r) else round(float(r), 4)
+
+
+PLAN_NAMES = ("data", "canvas", "recipe", "budget", "gt")
+
+
+def plan_members(args: argparse.Namespace, pool: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Every plan's runs as ``build_plans`` makes them from the same arguments, each plan whole (a run
+    shared by two plans is in both, with each plan's ``plan`` and ``tag``). The recipe plan also holds
+    its base: the base recipe on ``--task``, seed 0, at the probe epochs, tagged ``base``."""
+    members = {name: build_plans([name], args, pool) for name in PLAN_NAMES}
+    members["recipe"] = [_run("recipe", a, args.task, 0, recipe_dict(args.probe_epochs), "base")
+                         for a in RECIPE_ARCHS] + members["recipe"]
+    return members
+
+
+def finished_by_plan(data: dict[str, Any], args: argparse.Namespace) -> dict[str, list[dict[str, Any]]]:
+    """Per plan, its finished runs (with a top-1), looked up by ``run_key``: the stored record with this
+    plan's ``plan`` and ``tag`` (the stored labels are those of the first plan that trained the run)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, runs in plan_members(args, data["archs"]).items():
+        recs = [(r, data["runs"].get(run_key(r))) for r in runs]
+        out[name] = [dict(rec, plan=r["plan"], tag=r["tag"]) for r, rec in recs
+                     if rec is not None and rec.get("top1") is not None]
+    return out
+
+
+def _runs(runs: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
+    return [r for r in runs if all(r.get(k) == v for k, v in match.items()) and r.get("top1") is not None]
 
 
 def _by_arch(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -433,17 +669,17 @@ def seed_sd(by_arch: dict[str, list[float]]) -> Optional[float]:
     return round(statistics.fmean(statistics.variance(v) for v in pairs) ** 0.5, 3) if pairs else None
 
 
-def data_table(data: dict[str, Any]) -> list[dict[str, Any]]:
+def data_table(plans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Per data variant: top-1 (seed 0) of each arch, tau(params, top-1), spread sd."""
     rows = []
     for plan, tag in (("data", "40k"), ("data", "160k"), ("data", "stream"), ("canvas", "128px")):
-        runs = [r for r in _runs(data, plan=plan, tag=tag) if r["seed"] == 0]
+        runs = [r for r in _runs(plans.get(plan, []), tag=tag) if r["seed"] == 0]
         if not runs:
             continue
         top1 = {r["arch"]: r["top1"] for r in runs}
         params = {r["arch"]: r["params"] for r in runs}
         archs = sorted(top1)
-        sd = seed_sd(_by_arch(_runs(data, plan=plan, tag=tag)))
+        sd = seed_sd(_by_arch(_runs(plans.get(plan, []), tag=tag)))
         rows.append(dict(variant=tag, data=runs[0]["data"], train_images=_train_images(runs[0]["data"]),
                          top1=top1, size_tau_params=kendall([params[a] for a in archs], [top1[a] for a in archs]),
                          spread_sd=round(statistics.stdev(top1.values()), 3) if len(top1) > 1 else None,
@@ -461,35 +697,159 @@ def _train_images(data: str) -> Any:
     return EPOCH_IMAGES
 
 
-def summarize(data: dict[str, Any]) -> dict[str, Any]:
-    """The issue's summary keys (None where that part of the experiment has not run yet)."""
+def recipe_table(plans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per recipe (``base``, then each of ``RECIPE_VARIANTS``): top-1, largest swing and collapse of
+    FasterViT-2/3 and the smallest net (seed 0)."""
+    rows = []
+    for variant in ("base", *RECIPE_VARIANTS):
+        runs = [r for r in _runs(plans.get("recipe", []), tag=variant) if r["seed"] == 0]
+        if not runs:
+            continue
+        rows.append(dict(variant=variant, changes=RECIPE_VARIANTS.get(variant, {}),
+                         top1={r["arch"]: r["top1"] for r in runs},
+                         largest_swing={r["arch"]: round(largest_swing(r["top1_history"]), 2) for r in runs},
+                         collapsed={r["arch"]: collapsed(r["top1_history"]) for r in runs}))
+    return rows
+
+
+BUDGETS = ("E/4", "E", "2E")
+
+
+def budget_table(plans: dict[str, list[dict[str, Any]]], data: dict[str, Any]) -> dict[str, Any]:
+    """Per budget of the budget plan: top-1 per arch (seed 0), tau(params, top-1), and the seed sd
+    where a seed-1 twin of a run (same arch, data, recipe) is in the results file; tau between budgets."""
+    per: dict[str, Any] = {}
+    top1: dict[str, dict[str, float]] = {}
+    for tag in BUDGETS:
+        runs = [r for r in _runs(plans.get("budget", []), tag=tag) if r["seed"] == 0]
+        top1[tag] = {r["arch"]: r["top1"] for r in runs}
+        twins = {r["arch"]: data["runs"].get(run_key(dict(r, seed=1))) for r in runs}
+        pairs = {a: [top1[tag][a], t["top1"]] for a, t in twins.items() if t and t.get("top1") is not None}
+        archs = sorted(top1[tag])
+        params = {r["arch"]: r["params"] for r in runs}
+        per[tag] = dict(top1=top1[tag], n=len(runs),
+                        size_tau_params=kendall([params[a] for a in archs], [top1[tag][a] for a in archs]),
+                        seed_sd=seed_sd(pairs), n_seed_pairs=len(pairs),
+                        collapsed=sum(collapsed(r["top1_history"]) for r in runs))
+
+    def tau(x: str, y: str) -> dict[str, Any]:
+        common = sorted(set(top1[x]) & set(top1[y]))
+        return dict(kendall_tau=kendall([top1[x][a] for a in common], [top1[y][a] for a in common]), n=len(common))
+
+    return dict(budgets=per, tau=dict(quarter_vs_E=tau("E/4", "E"), E_vs_2E=tau("E", "2E"),
+                                      quarter_vs_2E=tau("E/4", "2E")))
+
+
+#: a gap between two presets' mean top-1 is beyond seed noise when it exceeds this many standard errors
+NOISE_Z = 1.96
+
+
+def presets_order(by_arch: dict[str, list[float]], sd: Optional[float]) -> dict[str, Any]:
+    """Does the paper's order FV-0 < 1 < 2 < 3 hold on the mean top-1, and is every step of it larger
+    than ``NOISE_Z`` standard errors of the difference (pooled seed sd, the presets' seed counts)?"""
+    have = [a for a in PRESETS if a in by_arch]
+    means = {a: round(statistics.fmean(by_arch[a]), 3) for a in have}
+    if len(have) < len(PRESETS):
+        return dict(mean_top1={_name(a): v for a, v in means.items()}, paper_order=None, beyond_noise=None,
+                    note=f"only {len(have)} of the 4 presets trained")
+    steps = list(zip(PRESETS, PRESETS[1:]))
+    holds = all(means[b] > means[a] for a, b in steps)
+    gaps = {f"{_name(a)} -> {_name(b)}": round(means[b] - means[a], 3) for a, b in steps}
+    if sd is None:
+        beyond = None
+        note = "no seed sd yet: noise unknown"
+    else:
+        se = {f"{_name(a)} -> {_name(b)}": sd * (1 / len(by_arch[a]) + 1 / len(by_arch[b])) ** 0.5 for a, b in steps}
+        beyond = holds and all(gaps[k] > NOISE_Z * se[k] for k in gaps)
+        note = f"each step's gap against {NOISE_Z} x seed sd x sqrt(1/n_a + 1/n_b)"
+    return dict(mean_top1={_name(a): v for a, v in means.items()}, steps=gaps, paper_order=holds,
+                beyond_noise=beyond, note=note)
+
+
+def gt_table(plans: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The gt plan: size, seed agreement, spread against seed noise, the presets' order."""
+    by_arch = _by_arch(plans.get("gt", []))
+    reseeded = {a: v for a, v in by_arch.items() if len(v) >= 2}
+    sd = seed_sd(by_arch)
+    first = [statistics.fmean(v) for v in by_arch.values()]
+    spread = round(statistics.stdev(first), 3) if len(first) > 1 else None
+    return dict(n_archs=len(by_arch), n_reseeded=len(reseeded),
+                seed_kendall_tau=kendall([v[0] for v in reseeded.values()], [v[1] for v in reseeded.values()]),
+                spread_sd_of_means=spread, seed_sd=sd,
+                spread_over_seed_sd=round(spread / sd, 2) if spread and sd else None, target_spread_over_seed_sd=4.0,
+                presets=presets_order(by_arch, sd))
+
+
+def proxies_tau(plans: dict[str, list[dict[str, Any]]], pool: dict[str, dict[str, Any]],
+                source: Path = ARCH_SOURCE) -> dict[str, Any]:
+    """Kendall tau and Spearman rho against the gt plan's mean top-1 (over seeds) of every zero-cost
+    proxy of the first ground truth (``source``: its ``proxies`` records, higher = better), of its
+    params and FLOPs (proxy records ``params``/``flops``), and of its 4-epoch top-1 (``full`` runs of its
+    seed), over the architectures present in both; ``n`` per row."""
+    gt = {a: statistics.fmean(v) for a, v in _by_arch(plans.get("gt", [])).items()}
+    if not gt:
+        return dict(n_gt_archs=0, rows={}, source=str(source.name),
+                    note="no gt-plan run finished yet: nothing to rank the proxies against")
+    old = json.loads(source.read_text())
+    ids = {a["name"]: a["arch_id"] for a in old["archs"]}
+    seed = old.get("settings", {}).get("seed", 0)
+    old_top1 = {r["arch_id"]: r["top1"] for r in old["runs"]
+                if r.get("kind") == "full" and r.get("seed") == seed and r.get("top1") is not None}
+    scores: dict[str, dict[str, float]] = {}
+    for arch in gt:
+        i = ids.get(arch, (pool.get(arch) or {}).get("arch_id"))
+        for name, v in ((old.get("proxies") or {}).get(i) or {}).get("values", {}).items():
+            if v.get("value") is not None and math.isfinite(v["value"]):
+                scores.setdefault(name, {})[arch] = v["value"]
+        if i in old_top1:
+            scores.setdefault("top1_4ep_first_gt", {})[arch] = old_top1[i]
+    rows = {}
+    for name, s in scores.items():
+        archs = sorted(s)
+        x, y = [s[a] for a in archs], [gt[a] for a in archs]
+        rows[name] = dict(kendall_tau=kendall(x, y), spearman=spearman(x, y), n=len(archs))
+    rows = dict(sorted(rows.items(), key=lambda kv: -(kv[1]["kendall_tau"] if kv[1]["kendall_tau"] is not None
+                                                      else -9)))
+    return dict(n_gt_archs=len(gt), rows=rows, source=str(source.name),
+                note="against the gt plan's mean top-1 over seeds; proxies as recorded by bench/groundtruth.py "
+                     "(higher = better); top1_4ep_first_gt is the first ground truth's 4-epoch top-1")
+
+
+def chosen_task(args: argparse.Namespace) -> dict[str, Any]:
+    """The budget/gt plans' task from the arguments: dataset, training images, E, the full recipe."""
+    return dict(dataset=args.task, train_images=_train_images(args.task), epochs=args.budget_epochs,
+                recipe=recipe_dict(args.budget_epochs))
+
+
+def summarize(data: dict[str, Any], args: Optional[argparse.Namespace] = None) -> dict[str, Any]:
+    """The issue's summary keys (None where that part of the experiment has not run yet), plus the
+    recipe, budget, gt and proxy tables. Runs are selected by plan membership (``finished_by_plan``)
+    with the plans rebuilt from ``args`` (the CLI's defaults when None)."""
+    args = args if args is not None else parse_args([])
+    plans = finished_by_plan(data, args)
     runs = [r for r in data["runs"].values() if r.get("top1") is not None]
     gpus = sorted({r["gpu"] for r in runs})
-    sweep = data_table(data)
-    gt = _runs(data, plan="gt")
+    sweep = data_table(plans)
+    gt = plans["gt"]
     gt_by_arch = _by_arch(gt)
-    budget = {tag: {r["arch"]: r["top1"] for r in _runs(data, plan="budget", tag=tag)} for tag in ("E/4", "E", "2E")}
-
-    def budget_tau(x: str, y: str) -> Optional[float]:
-        common = sorted(set(budget[x]) & set(budget[y]))
-        return kendall([budget[x][a] for a in common], [budget[y][a] for a in common])
-
-    chosen = data.get("chosen") or {}
+    budget = budget_table(plans, data)
+    gtt = gt_table(plans)
+    chosen = chosen_task(args)
     reseeded = {a: v for a, v in gt_by_arch.items() if len(v) >= 2}
-    first = [v[0] for v in reseeded.values()]
-    second = [v[1] for v in reseeded.values()]
     presets = {a: v for a, v in gt_by_arch.items() if a in PRESETS}
     gt_params = {r["arch"]: r["params"] for r in gt if r["seed"] == 0}
     gt_top1 = {a: v[0] for a, v in gt_by_arch.items()}
     common = sorted(set(gt_params) & set(gt_top1))
     return dict(
-        gpu=", ".join(gpus), dataset=chosen.get("dataset"), train_images=chosen.get("train_images"),
-        epochs=chosen.get("epochs"), recipe=chosen.get("recipe") or dict(BASE_RECIPE),
-        budget_tau=dict(quarter_vs_E=budget_tau("E/4", "E"), E_vs_2E=budget_tau("E", "2E")),
+        gpu=", ".join(gpus), dataset=chosen["dataset"], train_images=chosen["train_images"],
+        epochs=chosen["epochs"], recipe=chosen["recipe"],
+        budget_tau=dict(quarter_vs_E=budget["tau"]["quarter_vs_E"]["kendall_tau"],
+                        E_vs_2E=budget["tau"]["E_vs_2E"]["kendall_tau"]),
         presets_top1={_PRESET_FULL[a]: v for a, v in sorted(presets.items())},
         data_sweep=[dict(train_images=row["train_images"], top1={_name(a): v for a, v in row["top1"].items()},
                          variant=row["variant"]) for row in sweep],
-        n_archs=len(gt_by_arch), n_reseeded=len(reseeded), seed_kendall_tau=kendall(first, second),
+        n_archs=len(gt_by_arch), n_reseeded=len(reseeded),
+        seed_kendall_tau=kendall([v[0] for v in reseeded.values()], [v[1] for v in reseeded.values()]),
         spread_sd=round(statistics.stdev(gt_top1.values()), 3) if len(gt_top1) > 1 else None,
         seed_sd=seed_sd(gt_by_arch),
         size_tau_params=kendall([gt_params[a] for a in common], [gt_top1[a] for a in common]),
@@ -497,7 +857,10 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         status=("complete" if gt_by_arch and len(gt_by_arch) >= 30 else
                 f"in progress: {len(runs)} run(s) recorded, {len(gt_by_arch)} ground-truth architecture(s) of the "
                 f"gt plan (see groundtruth2.json; --dry-run lists what is left)"),
-        probes=sweep,
+        probes=sweep, recipe_probes=recipe_table(plans), budget=budget, gt=gtt,
+        proxies_tau=proxies_tau(plans, data["archs"], args.arch_source or ARCH_SOURCE),
+        plan_args=dict(task=args.task, probe_epochs=args.probe_epochs, budget_epochs=args.budget_epochs,
+                       n_archs=args.n_archs, n_reseed=args.n_reseed),
     )
 
 
@@ -509,7 +872,13 @@ def _name(arch: str) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """README table of the data/canvas probes: top-1 per arch and variant, tau, spread, seed sd."""
+    """README tables: the data/canvas probes, the recipe probes, the budgets, the ground truth, the proxies."""
+    return "\n\n".join([probes_markdown(summary), recipe_markdown(summary), budget_markdown(summary),
+                        gt_markdown(summary), proxies_markdown(summary)])
+
+
+def probes_markdown(summary: dict[str, Any]) -> str:
+    """Top-1 per arch and data variant, tau, spread, seed sd."""
     rows = summary["probes"]
     archs = [a for a in SMALLEST + PRESETS if any(a in r["top1"] for r in rows)]
     head = "| variant | train images | " + " | ".join(_name(a) for a in archs) + \
@@ -524,30 +893,96 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def recipe_markdown(summary: dict[str, Any]) -> str:
+    """Top-1 / largest swing (collapsed marked) per recipe variant and arch."""
+    rows = summary.get("recipe_probes") or []
+    if not rows:
+        return "Recipe probes: none finished yet."
+    head = "| recipe | " + " | ".join(_name(a) for a in RECIPE_ARCHS) + " |"
+    lines = ["Recipe probes: top-1 (largest fall between two evaluations)", "", head,
+             "|---|" + "---:|" * len(RECIPE_ARCHS)]
+    for r in rows:
+        cells = [(f"{r['top1'][a]:.2f} ({r['largest_swing'][a]:.1f})" + (" collapsed" if r["collapsed"][a] else ""))
+                 if a in r["top1"] else "–" for a in RECIPE_ARCHS]
+        name = r["variant"] + (" " + ", ".join(f"{k}={v}" for k, v in r["changes"].items()) if r["changes"] else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def budget_markdown(summary: dict[str, Any]) -> str:
+    b = summary.get("budget") or {}
+    per = b.get("budgets") or {}
+    archs = sorted({a for v in per.values() for a in v["top1"]}, key=lambda a: (a not in PRESETS, a))
+    if not archs:
+        return "Budgets: no budget-plan run finished yet."
+    lines = ["| budget | " + " | ".join(_name(a) for a in archs) + " | τ(params, top-1) | seed sd |",
+             "|---|" + "---:|" * (len(archs) + 2)]
+    for tag in BUDGETS:
+        v = per[tag]
+        cells = [f"{v['top1'][a]:.2f}" if a in v["top1"] else "–" for a in archs]
+        lines.append(f"| {tag} | " + " | ".join(cells) + f" | {_fmt(v['size_tau_params'])} | {_fmt(v['seed_sd'])} |")
+    t = b["tau"]
+    lines += ["", "τ between budgets: " + ", ".join(f"{k} {_fmt(x['kendall_tau'])} (n={x['n']})"
+                                                   for k, x in t.items())]
+    return "\n".join(lines)
+
+
+def gt_markdown(summary: dict[str, Any]) -> str:
+    g = summary.get("gt") or {}
+    if not g.get("n_archs"):
+        return "Ground truth (gt plan): no run finished yet."
+    p = g["presets"]
+    if p["paper_order"] is None:
+        order = "n/a (" + p["note"] + ")"
+    elif not p["paper_order"]:
+        order = "does not hold"
+    else:
+        order = "holds, " + {None: "seed noise unknown", True: "beyond seed noise", False: "within seed noise"}[
+            p["beyond_noise"]]
+    means = ", ".join(f"{k} {v:.2f}" for k, v in p["mean_top1"].items()) or "–"
+    return "\n".join([
+        "| archs | reseeded | seed τ | spread sd | seed sd | spread / seed sd (target ≥ 4) | presets' mean top-1 | "
+        "FV-0 < 1 < 2 < 3 |", "|---:|---:|---:|---:|---:|---:|---|---|",
+        f"| {g['n_archs']} | {g['n_reseeded']} | {_fmt(g['seed_kendall_tau'])} | {_fmt(g['spread_sd_of_means'])} | "
+        f"{_fmt(g['seed_sd'])} | {_fmt(g['spread_over_seed_sd'])} | {means} | {order} |"])
+
+
+def proxies_markdown(summary: dict[str, Any]) -> str:
+    p = summary.get("proxies_tau") or {}
+    if not p.get("rows"):
+        return f"Proxies against the new ground truth: {p.get('note', 'not computed')}."
+    lines = [f"Proxies against the new ground truth ({p['n_gt_archs']} archs of the gt plan)", "",
+             "| proxy | Kendall τ | Spearman ρ | n |", "|---|---:|---:|---:|"]
+    for name, r in p["rows"].items():
+        lines.append(f"| {name} | {_fmt(r['kendall_tau'])} | {_fmt(r['spearman'])} | {r['n']} |")
+    return "\n".join(lines)
+
+
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def stand_alone_truth(data: dict[str, Any]) -> dict[str, Any]:
+def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] = None) -> dict[str, Any]:
     """The ``gt`` plan as ``bench/supernet.py`` reads a ground truth: ``archs`` with config and the mean top-1
     over seeds (the architecture at 224 px: the supernet moves it to its training resolution)."""
     from search_spaces import FasterViTConfig
 
-    by_arch = _by_arch(_runs(data, plan="gt"))
+    args = args if args is not None else parse_args([])
+    by_arch = _by_arch(finished_by_plan(data, args)["gt"])
     archs = [dict(arch_id=FasterViTConfig.from_dict(data["archs"][a]["config"]).arch_id, name=a,
                   config=data["archs"][a]["config"],
                   top1=round(statistics.fmean(v), 3), seeds=len(v)) for a, v in by_arch.items()]
-    return dict(archs=archs, source="bench/groundtruth2.py (plan gt)", task=(data.get("chosen") or {}).get("dataset"))
+    return dict(archs=archs, source="bench/groundtruth2.py (plan gt)", task=args.task)
 
 
 def analyze(args: argparse.Namespace) -> int:
     path = args.out or DEFAULT_OUT
     data = json.loads(path.read_text())
-    summary = summarize(data)
+    summary = summarize(data, args)
     out = args.summary_out or SUMMARY
     write_json(out, summary)
     if args.export_truth is not None:
-        write_json(args.export_truth, stand_alone_truth(data))
+        write_json(args.export_truth, stand_alone_truth(data, args))
         print(f"-> {args.export_truth} (stand-alone top-1 of the gt plan, for bench/supernet.py --groundtruth)")
     print(markdown(summary))
     print(f"-> {out}")
@@ -571,11 +1006,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=3, help="training processes sharing the GPU")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per worker")
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    p.add_argument("--time-budget", type=float, default=420.0, help="seconds after which no new run starts")
-    p.add_argument("--hard-stop", type=float, default=540.0, help="seconds after which running runs are cut")
+    p.add_argument("--time-budget", type=float, default=420.0,
+                   help="seconds after which only runs whose duration was measured\non their arch start (if they fit)")
+    p.add_argument("--hard-stop", type=float, default=540.0,
+                   help="seconds after which running runs are cut;\na run starts only if predicted to end 10%% before")
     p.add_argument("--analyze", action="store_true", help="write the summary JSON from --out and print the table")
     p.add_argument("--dry-run", action="store_true", help="list the runs still to do; train nothing")
     p.add_argument("--limit", type=int, default=None, help="run at most this many of the runs still to do")
+    p.add_argument("--arch-source", type=Path, default=None,
+                   help=f"--analyze: the first ground truth (proxy scores) [{ARCH_SOURCE.relative_to(ROOT)}]")
     p.add_argument("--export-truth", type=Path, default=None,
                    help="--analyze: also write the gt plan as bench/supernet.py's ground truth JSON")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny archs, 4 steps per run (checks the whole path)")

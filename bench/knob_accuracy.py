@@ -164,7 +164,8 @@ def markdown(summary: dict[str, Any]) -> str:
 # main
 # =============================================================================================
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None, help=f"results JSON (default {DEFAULT_OUT.relative_to(ROOT)})")
     p.add_argument("--preset", default="faster_vit_0_224", help="the model every knob is applied to")
     p.add_argument("--seeds", default="0,1,2", help="training seeds (comma list, >= 2 for a noise estimate)")
@@ -178,8 +179,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def recipe(args: argparse.Namespace) -> dict[str, Any]:
-    """The ground truth's recipe (``bench/groundtruth.py`` defaults; tiny under ``--smoke``)."""
-    d = gt.parse_args([])
+    """The first ground truth's recipe (``bench/groundtruth.py`` with ``EARLIER_ARGS``: the recipe of the
+    committed knob-accuracy record; tiny under ``--smoke``)."""
+    d = gt.parse_args(list(gt.EARLIER_ARGS))
     s = dict(data=d.data, resolution=d.resolution, epochs=d.epochs, subset=d.subset, val_subset=d.val_subset,
              batch_size=d.batch_size, lr=d.lr, weight_decay=d.weight_decay, warmup=d.warmup,
              label_smoothing=d.label_smoothing, drop_path=d.drop_path, grad_clip=d.grad_clip, amp=not d.no_amp,

@@ -77,9 +77,11 @@ def test_the_gt_plan_exports_the_supernet_benchs_ground_truth(gt2):
     from search_spaces import PRESETS
 
     cfg = PRESETS["faster_vit_0_224"].to_dict()
-    run = dict(plan="gt", arch="fv0", data="d", tag="E", recipe={}, top1=80.0, params=1)
-    data = dict(archs={"fv0": dict(config=cfg)}, runs={"a": dict(run, seed=0), "b": dict(run, seed=1, top1=82.0)})
-    (arch,) = gt2.stand_alone_truth(data)["archs"]
+    args = _args(gt2, n_archs=1, n_reseed=1)
+    first, second = gt2.plan_gt(args.budget_epochs, args.task, ["fv0"], 1)  # found by run_key, not by label
+    data = dict(archs={"fv0": dict(config=cfg)}, runs={gt2.run_key(first): dict(first, plan="data", top1=80.0),
+                                                       gt2.run_key(second): dict(second, top1=82.0)})
+    (arch,) = gt2.stand_alone_truth(data, args)["archs"]
     assert arch["top1"] == 81.0 and arch["seeds"] == 2 and arch["arch_id"] == PRESETS["faster_vit_0_224"].arch_id
 
 
@@ -111,3 +113,191 @@ def test_the_readme_table_of_finished_runs_is_the_json():
         cells = [c.strip() for c in line.split("|")]
         assert cells[header.index(names[r["arch"]])] == f"{r['top1']:.2f}", (r["arch"], r["tag"], r["top1"])
     assert f"**Status: {len(data['runs'])} of the 118 runs done**" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# fit-aware scheduling (synthetic finished runs, no training)
+# ---------------------------------------------------------------------------------------------
+def _done(gt2, arch, seconds, end, steps=100, **extra):
+    recipe = dict(steps=steps, batch_size=100, resolution=64)
+    return dict(arch=arch, status="ok", seconds=seconds, recipe=recipe,
+                finished_at=f"2026-01-01T00:{end // 60:02d}:{end % 60:02d}", **extra)
+
+
+def _todo(arch, steps=100, resolution=64, tag="E"):
+    return dict(plan="gt", arch=arch, tag=tag, seed=0, data="d", recipe=dict(steps=steps, batch_size=100,
+                                                                              resolution=resolution))
+
+
+def test_concurrency_is_rebuilt_from_overlapping_records(gt2):
+    a = _done(gt2, "big", 100.0, 100)  # 0..100 s
+    b = _done(gt2, "small", 50.0, 100)  # 50..100 s: shares half of a's life
+    assert gt2.run_concurrency(a, [a, b]) == 1.5 and gt2.run_concurrency(b, [a, b]) == 2.0
+    assert gt2.run_concurrency(dict(a, concurrency=3.0), [a, b]) == 3.0  # recorded by the driver: trusted
+
+
+def test_the_duration_model_divides_out_contention_and_falls_back_by_params(gt2):
+    # "big" trained 10,000 images in 100 s while 2 runs shared the GPU throughout: 50 s alone
+    finished = [_done(gt2, "big", 100.0, 100, concurrency=2.0), _done(gt2, "small", 10.0, 200, concurrency=1.0)]
+    archs = {"big": dict(params=100), "small": dict(params=1), "mid": dict(params=10), "unknown": {}}
+    m = gt2.DurationModel(finished, archs, workers=4)
+    assert m.solo(_todo("big")) == (50.0, "arch")
+    assert m.wall(_todo("big", steps=200)) == (400.0, "arch")  # twice the steps, 4 workers busy
+    assert m.solo(_todo("big", resolution=128))[0] == 200.0  # 4x the pixels, same arch at another resolution
+    solo, basis = m.solo(_todo("mid"))  # power law through (1, 10 s) and (100, 50 s): 10 * 10**0.35
+    assert basis == "params" and abs(solo - 10 * 10 ** (0.5 * 0.69897)) < 1e-6
+    assert m.solo(_todo("unknown")) == (60.0 / 20_000 * 10_000, "global")
+    assert gt2.DurationModel([], archs, workers=4).solo(_todo("big"))[1] == "assumed"
+
+
+def test_choose_next_skips_runs_that_would_be_cut_and_fills_with_shorter_ones(gt2):
+    finished = [_done(gt2, "big", 100.0, 100, concurrency=1.0), _done(gt2, "small", 10.0, 200, concurrency=1.0)]
+    m = gt2.DurationModel(finished, {"big": {}, "small": {}, "guess": {}}, workers=2)
+    pending = [_todo("big"), _todo("small"), _todo("big", steps=50)]  # walls 200, 20, 100 s
+    assert gt2.choose_next(pending, m, 0.0, 420.0, 540.0) == (0, [])  # priority order when all fit
+    i, passed = gt2.choose_next(pending, m, 400.0, 420.0, 540.0)  # 400 + 220 > 540: the big run waits
+    assert i == 1 and [j for j, _ in passed] == [0] and "ends after the hard stop" in passed[0][1]
+    assert gt2.choose_next(pending, m, 425.0, 420.0, 540.0)[0] == 1  # past the time budget, a measured run still fits
+    assert gt2.choose_next(pending, m, 530.0, 420.0, 540.0)[0] is None  # nothing fits 10 s before the hard stop
+    # the 10 % margin: 200 s + 20 s must end before the hard stop
+    assert gt2.choose_next(pending[:1], m, 320.0, 420.0, 540.0)[0] == 0
+    assert gt2.choose_next(pending[:1], m, 321.0, 420.0, 540.0)[0] is None
+    # past --time-budget a run whose duration is only a guess does not start
+    i, passed = gt2.choose_next([_todo("guess", steps=10), _todo("small")], m, 425.0, 420.0, 540.0)
+    assert i == 1 and "global estimate" in passed[0][1]
+    assert gt2.choose_next([_todo("guess")], m, 10.0, 420.0, 540.0)[0] == 0  # before it, a guess that fits goes
+    _, passed = gt2.choose_next([_todo("big", steps=300)], m, 0.0, 420.0, 540.0)  # 600 s with 2 workers
+    assert "never fits a call" in passed[0][1]
+
+
+def test_the_share_clock_averages_the_runs_on_the_gpu(gt2):
+    clock = gt2._ShareClock()
+    clock.start(0, 0.0)
+    clock.start(1, 10.0)
+    assert clock.end(1, 20.0) == 2.0  # shared its whole life
+    assert clock.end(0, 40.0) == 1.25  # 10 s alone, 10 s shared, 20 s alone: (10 + 20 + 20) / 40
+    assert clock.end(5, 41.0) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# analysis on synthetic stores
+# ---------------------------------------------------------------------------------------------
+def _pool(n_extra=14):
+    names = ["fv0", "fv1", "fv2", "fv3", "s00", "s21"] + [f"x{i:02d}" for i in range(n_extra)]
+    return {n: dict(params=1000 + i, arch_id=f"id-{n}") for i, n in enumerate(names)}
+
+
+def _args(gt2, **kw):
+    import argparse
+
+    base = dict(task=gt2.DATA_STREAM, probe_epochs=16.0, budget_epochs=16.0, n_archs=8, n_reseed=2, arch_source=None)
+    return argparse.Namespace(**dict(base, **kw))
+
+
+def _record(run, top1, history=None, params=1):
+    return dict(run, top1=top1, top1_history=history or [[1, top1 - 5], [2, top1]], params=params, seconds=1.0,
+                status="ok", gpu="cpu")
+
+
+def _store(gt2, pool, runs_top1):
+    """A results file holding ``runs`` (as build_plans dedups them: first plan's labels) with the given top-1."""
+    return dict(archs=pool, runs={gt2.run_key(r): _record(r, t, params=pool[r["arch"]]["params"])
+                                  for r, t in runs_top1})
+
+
+def test_shared_runs_count_in_every_plan_that_holds_them(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    runs = gt2.build_plans(["data", "budget", "gt"], args, pool)
+    # the data plan's stream runs come first: the gt/budget runs of the same archs are stored as plan "data"
+    assert {r["plan"] for r in runs if r["arch"] == "fv0" and r["seed"] == 0 and r["data"] == gt2.DATA_STREAM
+            and r["recipe"]["steps"] == gt2.steps_for(16.0, 512)} == {"data"}
+    data = _store(gt2, pool, [(r, 80.0 + pool[r["arch"]]["params"] % 7 + r["seed"] * 0.1) for r in runs])
+    assert not [r for r in data["runs"].values() if r["plan"] == "gt" and r["arch"] == "fv0"]
+    plans = gt2.finished_by_plan(data, args)
+    assert len({r["arch"] for r in plans["gt"]}) == 8 and {"fv0", "fv1", "s00"} <= {r["arch"] for r in plans["gt"]}
+    assert all(r["plan"] == "gt" and r["tag"] == "E" for r in plans["gt"])
+    assert {r["arch"] for r in plans["budget"] if r["tag"] == "E"} >= set(gt2.PRESETS)  # the gt plan's runs, too
+    s = gt2.summarize(data, args)
+    assert s["n_archs"] == 8 and s["n_reseeded"] == 2 and set(s["presets_top1"]) == {
+        "faster_vit_0", "faster_vit_1", "faster_vit_2", "faster_vit_3"}
+    assert s["budget"]["budgets"]["E"]["n"] == 14 and s["budget_tau"]["E_vs_2E"] == 1.0  # same top-1 per arch
+    # another --n-archs selects other runs of the same file
+    assert gt2.summarize(data, _args(gt2, n_archs=6))["n_archs"] == 6
+
+
+def test_the_chosen_task_comes_from_the_arguments(gt2):
+    s = gt2.summarize(dict(archs=_pool(), runs={}), _args(gt2, budget_epochs=24.0))
+    assert s["dataset"] == gt2.DATA_STREAM and s["train_images"] == "on-the-fly" and s["epochs"] == 24.0
+    assert s["recipe"]["lr"] == 3.5e-4 and s["recipe"]["steps"] == gt2.steps_for(24.0, 512)
+    s = gt2.summarize(dict(archs=_pool(), runs={}), _args(gt2, task="fmnist-odd:train=160000"))
+    assert s["train_images"] == 160000 and REQUIRED <= set(s)
+    assert "no gt-plan run" in s["proxies_tau"]["note"] and s["gt"]["n_archs"] == 0
+    text = gt2.markdown(s)  # nothing trained: every table says so instead of failing
+    assert "Recipe probes: none finished yet" in text and "no run finished yet" in text
+
+
+def test_the_recipe_table_has_the_base_and_every_variant_with_swings(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    base = [r for r in gt2.plan_members(args, pool)["recipe"] if r["tag"] == "base"]
+    lrhalf = [r for r in gt2.plan_recipe(16.0, args.task) if r["tag"] == "lrhalf"]
+    assert len(base) == len(lrhalf) == 3 and lrhalf[0]["recipe"]["lr"] == 1.75e-4
+    dip = [[1, 60.0], [2, 42.0], [3, 80.0]]
+    crash = [[1, 60.0], [2, 30.0], [3, 35.0]]
+    runs = {gt2.run_key(r): _record(r, 80.0, dip if r["arch"] == "fv2" else None) for r in base}
+    runs.update({gt2.run_key(r): _record(r, 35.0 if r["arch"] == "fv3" else 85.0, crash if r["arch"] == "fv3" else None)
+                 for r in lrhalf})
+    rows = gt2.summarize(dict(archs=pool, runs=runs), args)["recipe_probes"]
+    assert [r["variant"] for r in rows] == ["base", "lrhalf"]
+    assert rows[0]["largest_swing"]["fv2"] == 18.0 and not rows[0]["collapsed"]["fv2"]
+    assert rows[1]["collapsed"] == {"fv2": False, "fv3": True, "s00": False}
+    assert "lrhalf lr=0.000175" in gt2.recipe_markdown(dict(recipe_probes=rows))
+
+
+def test_the_budget_table_taus_and_seed_sd(gt2):
+    pool = _pool()
+    args = _args(gt2)
+    runs = gt2.plan_budget(16.0, args.task, gt2.budget_archs(pool))
+    archs = gt2.budget_archs(pool)
+    rank = {a: i for i, a in enumerate(archs)}
+    top1 = {"E/4": lambda a: 70.0 - rank[a], "E": lambda a: 80.0 + rank[a], "2E": lambda a: 90.0 + rank[a]}
+    data = _store(gt2, pool, [(r, top1[r["tag"]](r["arch"])) for r in runs])
+    twin = next(r for r in runs if r["tag"] == "E" and r["arch"] == "fv0")
+    data["runs"][gt2.run_key(dict(twin, seed=1))] = _record(dict(twin, seed=1), 81.0)  # fv0 at E: 80 and 81
+    b = gt2.budget_table(gt2.finished_by_plan(data, args), data)
+    assert b["tau"]["quarter_vs_E"] == dict(kendall_tau=-1.0, n=14) and b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0
+    assert b["budgets"]["E"]["seed_sd"] == round(0.5 ** 0.5, 3) and b["budgets"]["2E"]["seed_sd"] is None
+    assert b["budgets"]["E"]["size_tau_params"] is not None
+
+
+def test_the_presets_order_against_seed_noise(gt2):
+    ordered = {"fv0": [80.0, 80.2], "fv1": [82.0, 82.2], "fv2": [84.0], "fv3": [86.0]}
+    assert gt2.presets_order(ordered, 0.2)["beyond_noise"] is True
+    assert gt2.presets_order(ordered, 2.0)["beyond_noise"] is False  # same means, noise too large
+    assert gt2.presets_order(ordered, None)["beyond_noise"] is None
+    flipped = dict(ordered, fv3=[83.0])
+    assert gt2.presets_order(flipped, 0.2)["paper_order"] is False and not gt2.presets_order(flipped, 0.2)[
+        "beyond_noise"]
+    assert gt2.presets_order({"fv0": [1.0]}, 0.1)["paper_order"] is None
+
+
+def test_proxies_tau_on_the_new_ground_truth(gt2, tmp_path):
+    pool = _pool()
+    names = ["fv0", "fv1", "fv2", "fv3", "s00"]
+    source = tmp_path / "groundtruth.json"
+    source.write_text(json.dumps(dict(
+        settings=dict(seed=0), archs=[dict(name=n, arch_id=f"id-{n}") for n in names],
+        proxies={f"id-{n}": dict(values=dict(good=dict(value=float(i)), bad=dict(value=-float(i)),
+                                             broken=dict(value=None)))
+                 for i, n in enumerate(names[:4])},  # s00 has no proxy record
+        runs=[dict(kind="full", seed=0, arch_id=f"id-{n}", top1=50.0 - i) for i, n in enumerate(names)]
+        + [dict(kind="full", seed=1, arch_id="id-fv0", top1=99.0)])))
+    gt_runs = [r for r in gt2.plan_gt(16.0, gt2.DATA_STREAM, names + ["s21"], 1)]
+    data = _store(gt2, pool, [(r, 80.0 + names.index(r["arch"]) if r["arch"] in names else 70.0) for r in gt_runs])
+    p = gt2.summarize(data, _args(gt2, arch_source=source))["proxies_tau"]
+    assert p["n_gt_archs"] == 6
+    assert p["rows"]["good"] == dict(kendall_tau=1.0, spearman=1.0, n=4)
+    assert p["rows"]["bad"]["kendall_tau"] == -1.0 and "broken" not in p["rows"]
+    assert p["rows"]["top1_4ep_first_gt"] == dict(kendall_tau=-1.0, spearman=-1.0, n=5)
+    assert "| good | 1.00 | 1.00 | 4 |" in gt2.markdown(gt2.summarize(data, _args(gt2, arch_source=source)))
