@@ -634,10 +634,15 @@ PLAN_NAMES = ("data", "canvas", "recipe", "budget", "gt")
 def plan_members(args: argparse.Namespace, pool: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Every plan's runs as ``build_plans`` makes them from the same arguments, each plan whole (a run
     shared by two plans is in both, with each plan's ``plan`` and ``tag``). The recipe plan also holds
-    its base: the base recipe on ``--task``, seed 0, at the probe epochs, tagged ``base``."""
+    its base: the base recipe on ``--task``, seed 0, at the probe epochs, tagged ``base``. The gt plan
+    also holds a seed-1 twin of each of its archs it does not re-seed itself: another plan may have
+    trained it (the data plan's second seed on the stream), and then it counts as a second seed here."""
     members = {name: build_plans([name], args, pool) for name in PLAN_NAMES}
     members["recipe"] = [_run("recipe", a, args.task, 0, recipe_dict(args.probe_epochs), "base")
                          for a in RECIPE_ARCHS] + members["recipe"]
+    gt_keys = {run_key(r) for r in members["gt"]}
+    twins = [dict(r, seed=1) for r in members["gt"] if r["seed"] == 0]
+    members["gt"] += [r for r in twins if run_key(r) not in gt_keys]
     return members
 
 
