@@ -176,6 +176,26 @@ def _kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def of_protocol(base: Predictor, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], dict[str, int]]:
+    """The measured records of ``base``'s protocol (mode, dtype, batch), and how many of each other
+    protocol were set aside: a profile dataset holds its quick mode and a ``best`` subset in one file.
+
+    Raises ``PredictorError`` when no measured record has the base's protocol."""
+    measured = [dict(r) for r in records if r.get("error") is None and r.get("images_per_s") and r.get("config")]
+    want = tuple(str(base.meta.get(k)) for k in PROTOCOL_KEYS)
+    kept = [r for r in measured if tuple(str(r.get(k)) for k in PROTOCOL_KEYS) == want]
+    aside: dict[str, int] = {}
+    for r in measured:
+        if tuple(str(r.get(k)) for k in PROTOCOL_KEYS) != want:
+            label = ", ".join(f"{k} {r.get(k)}" for k in PROTOCOL_KEYS)
+            aside[label] = aside.get(label, 0) + 1
+    if not kept:
+        found = "; ".join(f"{n} of {label}" for label, n in aside.items()) or "no measured record"
+        raise PredictorError(f"no record has predictor {base.name!r}'s protocol "
+                             f"({', '.join(f'{k} {base.meta.get(k)}' for k in PROTOCOL_KEYS)}); found {found}")
+    return kept, aside
+
+
 def _usable(base: Predictor, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], dict[str, Any]]:
     """The records with a throughput, checked against the base's protocol and for one GPU."""
     usable = [dict(r) for r in records if r.get("error") is None and r.get("images_per_s") and r.get("config")]

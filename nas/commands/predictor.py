@@ -103,14 +103,16 @@ def adapt_cmd(
     is in the file's meta. Measured records go to FOLDER/NAME-samples.jsonl (resumable).
     """
     from evaluators.predictor import load_predictor, read_records
-    from evaluators.predictor_transfer import adapt, adapt_on_gpu, choose_correction, default_name, design
+    from evaluators.predictor_transfer import adapt, adapt_on_gpu, choose_correction, default_name, design, of_protocol
 
     with user_errors():
         choose_correction(samples, correction)
         predictor = load_predictor(base, search_dirs=[folder])
         if records is not None:
-            measured = [r for r in read_records(records) if r.get("config") and r.get("images_per_s")
-                        and r.get("error") is None]
+            measured, aside = of_protocol(predictor, read_records(records))
+            for label, n in aside.items():
+                err_console.print(f"set aside {n} record(s) of {records} with {label}: not {predictor.name!r}'s "
+                                  "protocol", highlight=False)
             picked = [measured[i] for i in design(predictor, [r["config"] for r in measured], samples, seed=seed)]
             gpu = str(picked[0].get("gpu_name"))
             adapted = adapt(predictor, picked, name=out or default_name(predictor.name, gpu, samples),

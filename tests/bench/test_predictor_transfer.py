@@ -36,7 +36,8 @@ def test_the_summary_has_the_issue_keys_and_names_both_gpus(summary):
     assert summary["gpu"] == summary["target_gpu"]  # the card the held-out configs were measured on
     records = [json.loads(line) for line in H100.read_text().splitlines()]
     assert {r["gpu_name"] for r in records} == {summary["target_gpu"]}
-    assert summary["n_heldout"] >= 200 and summary["full"]["n_train"] + summary["n_heldout"] == len(records)
+    quick = [r for r in records if r["mode"] == "cudagraph"]  # the file also holds the best-mode subset
+    assert summary["n_heldout"] >= 200 and summary["full"]["n_train"] + summary["n_heldout"] == len(quick)
     assert set(summary["adapt"]) == {"5", "10", "20", "50"}
     for row in [summary["raw"], summary["full"], *summary["adapt"].values()]:
         assert 0 <= row["within_10pct"] <= 1 and -1 <= row["spearman"] <= 1

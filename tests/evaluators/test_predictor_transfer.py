@@ -124,7 +124,7 @@ def test_memory_bound_slowdown_needs_and_gets_the_roofline_correction(base, h200
 
 def test_the_h100_is_reached_from_ten_h200_designed_samples(base):
     """The committed H100 records: 10 designed samples of the first 100, tested on the other 263."""
-    h100 = read_records(SHIPPED / "h100-profile.jsonl")
+    h100 = [r for r in read_records(SHIPPED / "h100-profile.jsonl") if r["mode"] == "cudagraph"]  # the quick mode
     pool, test = h100[:100], h100[100:]
     raw = evaluate(base, test)["images_per_s"]
     p = adapt(base, [pool[i] for i in design(base, [r["config"] for r in pool], 10)], name="h")
@@ -222,6 +222,7 @@ def test_cli_adapt_from_recorded_profiles_and_its_errors(tmp_path, monkeypatch):
     h100 = str(SHIPPED / "h100-profile.jsonl")
     r = runner.invoke(app, ["predictor", "adapt", "--base", "h200", "--samples", "10", "--records", h100])
     assert r.exit_code == 0, r.output
+    assert "set aside 25 record(s)" in _text(r.stderr) and "with mode best, dtype fp16, batch_size 128" in _text(r.stderr)
     out = _text(r.stdout)
     assert "h200-to-h100-80gb-hbm3-n10: NVIDIA H100 80GB HBM3 (cudagraph, fp16, batch 128), adapted from h200 " \
            "(NVIDIA H200) with 10 configs on" in out
@@ -254,7 +255,10 @@ def test_cli_adapt_from_recorded_profiles_and_its_errors(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------------------------------ the H100 data
 def test_the_h100_dataset_is_the_h200_sample_on_another_card_and_h100_is_fitted_on_it():
-    h100 = read_records(SHIPPED / "h100-profile.jsonl")
+    records = read_records(SHIPPED / "h100-profile.jsonl")
+    h100 = [r for r in records if r["mode"] == "cudagraph"]  # the quick mode; the best-mode subset follows it
+    best = [r for r in records if r["mode"] == "best"]
+    assert len(h100) + len(best) == len(records) and {r["index"] for r in best} <= {r["index"] for r in h100}
     h200 = {r["key"]: r for r in read_records(SHIPPED / "h200-profile.jsonl")}
     assert len(h100) >= 300 and {r["gpu_name"] for r in h100} == {"NVIDIA H100 80GB HBM3"}
     assert not any(r["error"] for r in h100) and all(r["key"] in h200 for r in h100)  # the same configs, measured twice
@@ -270,3 +274,13 @@ def test_the_h100_dataset_is_the_h200_sample_on_another_card_and_h100_is_fitted_
     assert (f"{p.meta['n_train']} training configs, {held['n']} held out: images/s within ±10 % for "
             f"{100 * held['within_10pct']:.1f}% (Spearman {held['spearman']:.4f}") in readme
     assert f"the first {len(h100)} configs of the H200 dataset's seeded sample" in readme
+
+
+def test_records_of_another_protocol_are_set_aside_and_none_of_the_base_is_an_error(base):
+    from evaluators.predictor_transfer import of_protocol
+
+    records = read_records(SHIPPED / "h100-profile.jsonl")
+    kept, aside = of_protocol(base, records)
+    assert {r["mode"] for r in kept} == {"cudagraph"} and aside == {"mode best, dtype fp16, batch_size 128": 25}
+    with pytest.raises(PredictorError, match="no record has predictor 'h200'.s protocol .*found 25 of mode best"):
+        of_protocol(base, [r for r in records if r["mode"] == "best"])
