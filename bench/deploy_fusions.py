@@ -32,7 +32,8 @@ max |fp32|), the error fp16 inference already accepts.
 Time: a best-mode compile of one preset is 3.6-7 s from a warm Inductor cache on an H200 and
 ~25-60 s cold, so round 1 (cold: official, plain, then gelu, which shares most kernels with plain)
 dominates; each measurement prints its compile and wall seconds, and the JSON is rewritten after
-every model (``complete`` false until the last), so a run cut short keeps what it measured.
+every model (``complete`` false until the last), so a run cut short keeps what it measured (run
+the models it missed with ``--models ... --out`` another file: a run rewrites its whole ``--out``).
 ``results/benchmarks/deploy-fusions.json`` is written by a GPU run only; a CPU run needs ``--out``.
 """
 
