@@ -33,6 +33,12 @@ dims to multiples of 8 (``search_spaces.padding``; same logits): ``channels_padd
 was padded, ``channels_kept`` every part left unpadded and why (a model other than a FasterViT is
 one such part, and is measured as it is).
 
+``gelu_epilogue=True`` (off by default) runs each MLP's fc1 -> GELU as one GEMM with a bias+GELU
+epilogue (``search_spaces.fuse_gelu_epilogue``, after the padding when both are on): on CUDA the
+MLPs' GELU becomes tanh-approximate (``bench/deploy_fusions.py`` states the tolerance), on the CPU
+it stays exact. ``gelu_fused`` counts the fused MLPs, ``gelu_kept`` lists every GELU left as its own
+operation and why (a model other than a FasterViT is one such part, and is measured as it is).
+
 ``profile_kernels=True`` adds, after the timed samples, one more pass of the same prepared step under
 ``torch.profiler``: ``kernel_us`` holds the microseconds per forward of every GPU kernel by name (on
 a CPU, every ATen op's self time). It explains a number; it is not part of it (the profiler slows
@@ -58,7 +64,14 @@ from typing import Any, Callable, ContextManager, Iterator, Mapping, Optional, S
 import torch
 import torch.nn as nn
 
-from search_spaces import FasterViT, FasterViTConfig, as_resolution, pad_channels as pad_model_channels, resolve_config
+from search_spaces import (
+    FasterViT,
+    FasterViTConfig,
+    as_resolution,
+    fuse_gelu_epilogue,
+    pad_channels as pad_model_channels,
+    resolve_config,
+)
 
 from .checks import at_least
 from .nvml import NvmlProbe, NvmlSample, NvmlUnavailable, open_probe, summarize_samples
@@ -142,6 +155,9 @@ class ThroughputRecord:
     pad_channels: Optional[int] = None  # the multiple widths and head dims were padded to (None: not padded)
     channels_padded: Optional[list[dict[str, Any]]] = None  # pad_channels: {part, real, padded} of each change
     channels_kept: Optional[list[dict[str, str]]] = None  # pad_channels: {part, reason} of each part left as it is
+    gelu_epilogue: bool = False  # the MLPs' fc1 -> GELU fused into one GEMM with a bias+GELU epilogue
+    gelu_fused: Optional[int] = None  # gelu_epilogue: how many MLPs were fused
+    gelu_kept: Optional[list[dict[str, str]]] = None  # gelu_epilogue: {part, reason} of each GELU left separate
     wall_s: Optional[float] = None
     timestamp: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
@@ -195,6 +211,7 @@ def measure_throughput(
     inductor_cache: Union[str, Path, None] = None,
     profile_kernels: bool = False,
     pad_channels: Optional[int] = None,
+    gelu_epilogue: bool = False,
 ) -> ThroughputRecord:
     """Measure images/s of a network (see the module docstring for the protocol).
 
@@ -232,6 +249,10 @@ def measure_throughput(
             multiples of this (``search_spaces.pad_channels``; same outputs); what was padded and
             what was kept, with the reason, go to ``channels_padded`` / ``channels_kept``. Needs
             ``deploy``. Default: off.
+        gelu_epilogue: after the deploy step (and the padding), fuse each MLP's fc1 -> GELU into one
+            GEMM with a bias+GELU epilogue (``search_spaces.fuse_gelu_epilogue``; tanh-approximate
+            GELU on CUDA); ``gelu_fused`` / ``gelu_kept`` say what was fused and what was not, with
+            the reason. Needs ``deploy``. Default: off.
 
     Raises ``NoGPUError`` for a CUDA device without a GPU and ``ValueError`` for bad options.
     """
@@ -242,6 +263,10 @@ def measure_throughput(
         at_least("pad_channels", pad_channels)
         if not deploy:
             raise ValueError(f"pad_channels={pad_channels} needs deploy=True: channel padding is a deploy-time step")
+    if not isinstance(gelu_epilogue, bool):
+        raise ValueError(f"gelu_epilogue={gelu_epilogue!r} must be true or false")
+    if gelu_epilogue and not deploy:
+        raise ValueError("gelu_epilogue=True needs deploy=True: the GELU epilogue is a deploy-time step")
     dev = resolve_device(device)
     if mode in ("cudagraph", "best") and dev.type != "cuda":
         what = "CUDA graphs" if mode == "cudagraph" else "torch.compile with CUDA graphs (reduce-overhead)"
@@ -254,7 +279,8 @@ def measure_throughput(
                          "pass deploy=True or a fresh model")
     record = ThroughputRecord(model=label, arch_id=arch_id, mode=mode, dtype=dtype, batch_size=batch_size,
                               resolution=res, channels_last=channels_last, deploy=deploy, warmup=warmup,
-                              repeats=repeats, pad_channels=pad_channels, **_host_facts(dev))
+                              repeats=repeats, pad_channels=pad_channels, gelu_epilogue=gelu_epilogue,
+                              **_host_facts(dev))
     probe: Optional[NvmlProbe] = None
     if dev.type == "cuda":
         probe, record.nvml_error = open_probe(dev)
@@ -373,6 +399,8 @@ class _Run:
             _deploy(model, amp_dtype, x[:1], self._autocast(amp_dtype))
             if rec.pad_channels is not None:
                 _pad(model, rec)
+            if rec.gelu_epilogue:
+                _fuse_gelu(model, rec)
         model.to(memory_format=fmt)
         with torch.inference_mode(), self._autocast(amp_dtype):
             self.fn = self.model
@@ -687,6 +715,19 @@ def _pad(model: nn.Module, record: ThroughputRecord) -> None:
         return
     done = pad_model_channels(model, record.pad_channels).to_dict()
     record.channels_padded, record.channels_kept = done["padded"], done["kept"]
+
+
+def _fuse_gelu(model: nn.Module, record: ThroughputRecord) -> None:
+    """GELU into the MLPs' fc1 GEMM epilogue, written into ``record`` (kept as it is, with the reason, when the
+    model is not a FasterViT)."""
+    if not isinstance(model, FasterViT):
+        record.gelu_fused = 0
+        kind = f"{type(model).__module__}.{type(model).__qualname__}"
+        record.gelu_kept = [dict(part="model", reason=f"{kind} is not this generator's FasterViT: the GELU epilogue "
+                                 "applies to those only")]
+        return
+    done = fuse_gelu_epilogue(model).to_dict()
+    record.gelu_fused, record.gelu_kept = len(done["fused"]), done["kept"]
 
 
 @contextlib.contextmanager

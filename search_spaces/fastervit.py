@@ -14,7 +14,9 @@ Deploy (``model.switch_to_deploy()``) is an explicit step: it evaluates every po
 for the configured resolution, stores the results as buffers (aligned for the fused attention
 kernels, in the dtype the model will run in) and folds BatchNorm into the preceding convolutions.
 ``search_spaces.padding.pad_channels`` may follow it: widths and head dims zero-padded to a multiple
-of 8 for the tensor-core kernels, with the same outputs. ``forward`` never changes module state.
+of 8 for the tensor-core kernels, with the same outputs; so may
+``search_spaces.gelu_epilogue.fuse_gelu_epilogue`` (the MLPs' GELU in the fc1 GEMM's epilogue), in
+either order. ``forward`` never changes module state.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from timm.layers import DropPath, LayerNorm2d, trunc_normal_, use_fused_attn
 from .config import FasterViTConfig, StageGeometry
 from .presets import resolve_config
 
-__all__ = ["FasterViT", "ChannelPadding", "build_model", "checkpoint_filter_fn", "window_order", "DEPLOYABLE"]
+__all__ = ["FasterViT", "ChannelPadding", "GeluEpilogue", "build_model", "checkpoint_filter_fn", "window_order",
+           "DEPLOYABLE"]
 
 _BIAS_ALIGN = 16  # fused attention kernels want the mask's row stride a multiple of this
 
@@ -848,6 +851,21 @@ class ChannelPadding:
                     kept=[dict(part=p, reason=why) for p, why in self.kept])
 
 
+@dataclass
+class GeluEpilogue:
+    """What ``search_spaces.gelu_epilogue.fuse_gelu_epilogue`` did to a deployed model (``model.gelu_epilogue``).
+
+    ``fused``: names of the MLPs whose fc1 GEMM now applies bias and GELU in its epilogue;
+    ``kept``: (part, reason) of every GELU left as a separate operation.
+    """
+
+    fused: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(fused=list(self.fused), kept=[dict(part=p, reason=why) for p, why in self.kept])
+
+
 class FasterViT(nn.Module):
     """FasterViT built from a ``FasterViTConfig``."""
 
@@ -875,6 +893,7 @@ class FasterViT(nn.Module):
         self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes > 0 else nn.Identity()
         self.deployed = False
         self.channel_padding: Optional[ChannelPadding] = None  # set by search_spaces.padding.pad_channels
+        self.gelu_epilogue: Optional[GeluEpilogue] = None  # set by search_spaces.gelu_epilogue.fuse_gelu_epilogue
         self.feature_info = self._feature_info()
         self.apply(self._init_weights)
 

@@ -5,17 +5,24 @@ from __future__ import annotations
 import json
 import sys
 import types
+from typing import Any
 
 import pytest
 import torch
 import torch.nn as nn
 
 from evaluators import nvml
-from evaluators.profiler import (NoGPUError, ThroughputRecord, build_official, measure_official, measure_throughput,
-                                 resolve_device)
+from evaluators.profiler import (
+    NoGPUError,
+    ThroughputRecord,
+    build_official,
+    measure_official,
+    measure_throughput,
+    resolve_device,
+)
 from search_spaces import build_model
 
-CPU = dict(device="cpu", mode="eager", dtype="fp32", batch_size=2, warmup=1, repeats=3)
+CPU: dict[str, Any] = dict(device="cpu", mode="eager", dtype="fp32", batch_size=2, warmup=1, repeats=3)
 OFFICIAL_TINY = dict(resolution=64, dim=16, in_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2],
                      window_size=[2, 2, 2, 2], ct_size=1)
 
@@ -39,7 +46,8 @@ def test_profile_kernels_lists_the_ops_of_one_forward(tiny_config):
     assert measure_throughput(tiny_config, **CPU).kernel_us is None
     rec = measure_throughput(tiny_config, **CPU, latency_b1=False, profile_kernels=True)
     assert rec.error is None and rec.kernel_us, rec.kernel_us
-    assert any("conv" in name for name in rec.kernel_us) and any("linear" in name or "mm" in name for name in rec.kernel_us)
+    assert any("conv" in name for name in rec.kernel_us)
+    assert any("linear" in name or "mm" in name for name in rec.kernel_us)
     values = list(rec.kernel_us.values())
     assert all(v > 0 for v in values) and values == sorted(values, reverse=True)
     # one forward's op time is of the order of the timed forward (not the sum over all profiled calls)
@@ -67,7 +75,8 @@ def test_cpu_record_fields(tiny_config):
     for key in ("device", "gpu_name", "driver", "torch_version", "mode", "dtype", "batch_size", "resolution",
                 "channels_last", "deploy", "images_per_s", "images_per_s_min", "images_per_s_max", "cv", "latency_ms",
                 "latency_b1_ms", "peak_mem_mb", "sm_clock_mhz", "max_sm_clock_mhz", "temperature_c", "power_w",
-                "throttle_reasons", "warmup", "repeats", "compile_s", "inductor_cache", "wall_s", "error", "timestamp", "nvml_error"):
+                "throttle_reasons", "warmup", "repeats", "compile_s", "inductor_cache", "wall_s", "error", "timestamp",
+                "nvml_error", "gelu_epilogue", "gelu_fused", "gelu_kept"):
         assert key in d, key
     assert d["device"] == "cpu" and d["gpu_name"] == "cpu" and d["cpu_name"]
     assert d["error"] is None
@@ -209,6 +218,44 @@ def test_channel_padding_needs_deploy_and_names_what_it_cannot_pad(tiny_config):
     assert rec.error is None and rec.channels_padded == []
     assert rec.channels_kept == [{"part": "model", "reason": "fastervit.models.faster_vit.FasterViT is not this "
                                   "generator's FasterViT: channel padding applies to those only"}]
+
+
+def test_gelu_epilogue_is_off_by_default_and_recorded_when_on(tiny_config):
+    from search_spaces.gelu_epilogue import GeluEpilogueMlp
+
+    rec = measure_throughput(tiny_config, **CPU)
+    assert rec.gelu_epilogue is False and rec.gelu_fused is None and rec.gelu_kept is None
+    model = build_model(tiny_config.replace(dim=12, num_heads=(1, 1, 2, 4)))
+    rec = measure_throughput(model, gelu_epilogue=True, pad_channels=8, **CPU)  # padded, then fused
+    assert rec.error is None and (rec.images_per_s or 0) > 0
+    d = rec.to_dict()
+    json.dumps(d)
+    mlps = [n for n, m in model.named_modules() if isinstance(m, GeluEpilogueMlp)]
+    assert d["gelu_epilogue"] is True and d["gelu_fused"] == len(mlps) == 5  # stage 3: 2 blocks x (mlp, ct_mlp)
+    assert d["gelu_kept"] == [{"part": f"stages.{i} conv blocks", "reason": "GELU after a 3x3 convolution (cuDNN): "
+                               "no GEMM epilogue carries it"} for i in (0, 1)]
+    assert model.gelu_epilogue is not None and model.channel_padding is not None
+    fc1: Any = model.get_submodule(mlps[0] + ".fc1")
+    assert fc1.in_features == 48  # widths 12, 24, 48 (aligned): the padded layers
+    assert d["channels_padded"] == [{"part": "stages.0 width", "real": 12, "padded": 16}]
+
+
+def test_gelu_epilogue_compiles(tiny_config):
+    rec = measure_throughput(tiny_config, gelu_epilogue=True, compile_options={"backend": "eager"}, latency_b1=False,
+                             **{**CPU, "mode": "compile"})
+    assert rec.error is None and rec.gelu_fused == 5 and (rec.images_per_s or 0) > 0
+
+
+def test_gelu_epilogue_needs_deploy_and_names_what_it_cannot_fuse(tiny_config):
+    with pytest.raises(ValueError, match="gelu_epilogue=True needs deploy=True"):
+        measure_throughput(tiny_config, deploy=False, gelu_epilogue=True, **CPU)
+    with pytest.raises(ValueError, match="gelu_epilogue=1 must be true or false"):
+        measure_throughput(tiny_config, gelu_epilogue=1, **CPU)  # type: ignore[arg-type]
+    model = build_official("faster_vit_0_224", device="cpu", **dict[str, Any](OFFICIAL_TINY))
+    rec = measure_throughput(model, resolution=64, gelu_epilogue=True, **CPU)
+    assert rec.error is None and rec.gelu_fused == 0
+    assert rec.gelu_kept == [{"part": "model", "reason": "fastervit.models.faster_vit.FasterViT is not this "
+                              "generator's FasterViT: the GELU epilogue applies to those only"}]
 
 
 def test_resolution_of_built_fastervit_must_match(tiny_config):
