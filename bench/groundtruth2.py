@@ -785,6 +785,33 @@ def gt_table(plans: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
                 presets=presets_order(by_arch, sd))
 
 
+#: ``first_gt_scores``' name of the first ground truth's 4-epoch top-1 (a short training, not a zero-cost proxy)
+FIRST_GT_TOP1 = "top1_4ep_first_gt"
+
+
+def first_gt_scores(archs: Any, pool: dict[str, dict[str, Any]], source: Path = ARCH_SOURCE
+                    ) -> tuple[dict[str, dict[str, float]], dict[str, Optional[str]]]:
+    """The first ground truth's scores of ``archs`` (names): per score, arch -> value, for every zero-cost proxy
+    record of ``source`` (``params``/``flops`` included; finite values only) and its 4-epoch top-1 (``full`` runs
+    of its seed, as ``FIRST_GT_TOP1``); and the first ground truth's arch_id each name was looked up by (its
+    ``archs``' entry of that name, else the pool's ``arch_id``)."""
+    old = json.loads(Path(source).read_text())
+    ids = {a["name"]: a["arch_id"] for a in old["archs"]}
+    seed = old.get("settings", {}).get("seed", 0)
+    old_top1 = {r["arch_id"]: r["top1"] for r in old["runs"]
+                if r.get("kind") == "full" and r.get("seed") == seed and r.get("top1") is not None}
+    scores: dict[str, dict[str, float]] = {}
+    used: dict[str, Optional[str]] = {}
+    for arch in archs:
+        i = used[arch] = ids.get(arch, (pool.get(arch) or {}).get("arch_id"))
+        for name, v in ((old.get("proxies") or {}).get(i) or {}).get("values", {}).items():
+            if v.get("value") is not None and math.isfinite(v["value"]):
+                scores.setdefault(name, {})[arch] = v["value"]
+        if i in old_top1:
+            scores.setdefault(FIRST_GT_TOP1, {})[arch] = old_top1[i]
+    return scores, used
+
+
 def proxies_tau(plans: dict[str, list[dict[str, Any]]], pool: dict[str, dict[str, Any]],
                 source: Path = ARCH_SOURCE) -> dict[str, Any]:
     """Kendall tau and Spearman rho against the gt plan's mean top-1 (over seeds) of every zero-cost
@@ -795,19 +822,7 @@ def proxies_tau(plans: dict[str, list[dict[str, Any]]], pool: dict[str, dict[str
     if not gt:
         return dict(n_gt_archs=0, rows={}, source=str(source.name),
                     note="no gt-plan run finished yet: nothing to rank the proxies against")
-    old = json.loads(source.read_text())
-    ids = {a["name"]: a["arch_id"] for a in old["archs"]}
-    seed = old.get("settings", {}).get("seed", 0)
-    old_top1 = {r["arch_id"]: r["top1"] for r in old["runs"]
-                if r.get("kind") == "full" and r.get("seed") == seed and r.get("top1") is not None}
-    scores: dict[str, dict[str, float]] = {}
-    for arch in gt:
-        i = ids.get(arch, (pool.get(arch) or {}).get("arch_id"))
-        for name, v in ((old.get("proxies") or {}).get(i) or {}).get("values", {}).items():
-            if v.get("value") is not None and math.isfinite(v["value"]):
-                scores.setdefault(name, {})[arch] = v["value"]
-        if i in old_top1:
-            scores.setdefault("top1_4ep_first_gt", {})[arch] = old_top1[i]
+    scores, _ = first_gt_scores(gt, pool, source)
     rows = {}
     for name, s in scores.items():
         archs = sorted(s)
@@ -967,17 +982,76 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] = None) -> dict[str, Any]:
-    """The ``gt`` plan as ``bench/supernet.py`` reads a ground truth: ``archs`` with config and the mean top-1
-    over seeds (the architecture at 224 px: the supernet moves it to its training resolution)."""
+#: the shipped throughput predictor whose images/s the exported ground truth carries (``evaluators.predictor``)
+TRUTH_PREDICTOR = "h100"
+#: the exported ground truth's short-training baseline: the budget plan's E/4 top-1 (issue #30's ``train@f``)
+SHORT_TRAINING = "train@E/4"
+
+
+def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] = None, *,
+                      num_classes: Optional[int] = None) -> dict[str, Any]:
+    """The ``gt`` plan as ``bench/supernet.py`` reads a ground truth (``--groundtruth``).
+
+    ``archs``: per architecture its config (224 px as deployed: the supernet moves it to its training
+    resolution), the mean top-1 over seeds, ``params`` and ``flops`` of the config as trained (the recipe's
+    resolution, the task's classes: as the runs' recorded ``params``, checked equal), and ``throughput``:
+    images/s of the 224-px config PREDICTED for the GPU of ``TRUTH_PREDICTOR`` (``throughput_source`` says
+    which predictor, GPU and protocol; ``throughput_outside_range`` names what it extrapolates).
+    ``proxies`` (``{arch_id: {"values": {name: {"value": v}}}}``): the first ground truth's zero-cost proxy
+    scores (``first_gt_scores``; params/FLOPs are the archs' own) and ``SHORT_TRAINING``, the budget plan's
+    E/4 top-1 (seed 0) where it has one. ``num_classes``: the task's (None: loaded from ``args.task``)."""
+    from evaluators.cost import analytic_flops, analytic_params
+    from evaluators.predictor import load_predictor
     from search_spaces import FasterViTConfig
 
     args = args if args is not None else parse_args([])
-    by_arch = _by_arch(finished_by_plan(data, args)["gt"])
-    archs = [dict(arch_id=FasterViTConfig.from_dict(data["archs"][a]["config"]).arch_id, name=a,
-                  config=data["archs"][a]["config"],
-                  top1=round(statistics.fmean(v), 3), seeds=len(v)) for a, v in by_arch.items()]
-    return dict(archs=archs, source="bench/groundtruth2.py (plan gt)", task=args.task)
+    plans = finished_by_plan(data, args)
+    by_arch = _by_arch(plans["gt"])
+    recorded = {r["arch"]: r.get("params") for r in plans["gt"]}
+    resolution = int(recipe_dict(args.budget_epochs)["resolution"])
+    if num_classes is None:
+        from evaluators.data import load_dataset
+
+        num_classes = load_dataset(args.task, data_dir=getattr(args, "data_dir", None)).num_classes
+    predictor = load_predictor(TRUTH_PREDICTOR)
+    cfgs = {a: FasterViTConfig.from_dict(data["archs"][a]["config"]) for a in by_arch}
+    predicted = dict(zip(cfgs, predictor.predict_many(list(cfgs.values()))))
+    first, first_ids = first_gt_scores(by_arch, data["archs"], getattr(args, "arch_source", None) or ARCH_SOURCE)
+    short = {r["arch"]: r["top1"] for r in _runs(plans.get("budget", []), tag="E/4") if r["seed"] == 0}
+    archs, proxies = [], {}
+    for a, top1s in by_arch.items():
+        cfg = cfgs[a]
+        trained = cfg.at_resolution(resolution).replace(num_classes=num_classes)
+        params = analytic_params(trained)
+        if recorded.get(a) is not None and recorded[a] != params:
+            raise ValueError(f"{a}: the gt runs recorded params {recorded[a]}, but its config at {resolution} px with "
+                             f"{num_classes} classes has {params}: the export would not describe what was trained")
+        if first_ids.get(a) is not None and first_ids[a] != cfg.arch_id:
+            raise ValueError(f"{a}: the first ground truth's arch_id {first_ids[a]} is not its config's "
+                             f"{cfg.arch_id}: its proxy scores belong to another architecture")
+        row = dict(arch_id=cfg.arch_id, name=a, config=data["archs"][a]["config"],
+                   top1=round(statistics.fmean(top1s), 3), seeds=len(top1s), params=params,
+                   flops=analytic_flops(trained), throughput=predicted[a]["images_per_s"])
+        outside = predictor.outside_range(cfg)
+        if outside:
+            row["throughput_outside_range"] = outside
+        archs.append(row)
+        values = {name: dict(value=v[a]) for name, v in first.items()
+                  if a in v and name not in ("params", "flops", FIRST_GT_TOP1)}
+        if a in short:
+            values[SHORT_TRAINING] = dict(value=short[a])
+        if values:
+            proxies[cfg.arch_id] = dict(values=values)
+    m = predictor.meta
+    return dict(archs=archs, proxies=proxies, source="bench/groundtruth2.py (plan gt)", task=args.task,
+                size_at=dict(resolution=resolution, num_classes=num_classes,
+                             note="params and flops of each config as trained (as the gt runs' recorded params)"),
+                throughput_source=dict(kind="predicted", predictor=predictor.name, gpu=predictor.gpu,
+                                       resolution=sorted({c.resolution[0] for c in cfgs.values()}),
+                                       mode=m.get("mode"), dtype=m.get("dtype"), batch_size=m.get("batch_size"),
+                                       describe=predictor.describe()),
+                proxies_source=dict(zero_cost=str(getattr(args, "arch_source", None) or ARCH_SOURCE.relative_to(ROOT)),
+                                    short_training=f"{SHORT_TRAINING}: the budget plan's E/4 top-1, seed 0"))
 
 
 def analyze(args: argparse.Namespace) -> int:

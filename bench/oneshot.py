@@ -21,7 +21,9 @@ of the two. The stand-alone recipe is the train proxy's (``TrainRecipe`` at ``--
 smoothing 0.1, no clipping, no augmentation); the supernet is trained with that recipe, and a run
 refuses to go on when the supernet's confirmation recipe and B's training recipe differ (naming the
 fields). ``--train-recipe JSON|FILE`` (``nas search --train-recipe``; ground truth 2's summary file)
-replaces those defaults for all three methods and the supernet alike. Up to ``--confirm-top``
+replaces those defaults for all three methods and the supernet alike (the rules, shared with
+``bench/supernet.py``, are ``bench/bench_recipe.py``'s: a summary's recorded ``steps`` must be
+``--epochs`` on the data, its step mode and evaluation cadence are dropped). Up to ``--confirm-top``
 points of each front are confirmed, spread evenly along it by throughput (both ends kept), the same
 rule for every method.
 
@@ -86,6 +88,7 @@ for _p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 import multifidelity as mf  # noqa: E402
+from bench_recipe import bench_recipe, check_budget, check_recipe, supernet_recipe  # noqa: E402
 from multifidelity import ARCH, SOURCE, Unit, hypervolume, study_key  # noqa: E402
 
 BENCH = "oneshot"
@@ -105,11 +108,6 @@ EXPERIMENT_KEYS = ("data", "space", "epochs", "resolution", "batch_size", "subse
                    "calib_images", "a_search_seconds", "a_population", "b_population", "min_budget", "eta",
                    "confirm_top", "trials_cap", "chunk_trials", "reference", "presets", "preset_seeds", "device",
                    "smoke", "train_recipe")
-#: ``--train-recipe`` keys the supernet follows (as ``SupernetRecipe`` fields) besides ``augment``
-SUPERNET_FOLLOWS = ("lr", "lr_scaling", "weight_decay", "warmup", "label_smoothing", "grad_clip", "drop_path_rate")
-#: keys the benchmark's own options set, and those options (checked by ``nas.estimators.with_train_recipe``)
-SET_BY_OPTIONS = {"batch_size": "--batch-size", "resolution": "--resolution", "epochs": "--epochs",
-                  "subset": "--subset", "val_subset": "--val-subset"}
 BUDGET_RULE = ("B and C: study time budget = A's total GPU-seconds of the same seed (supernet calls + search + "
                "confirmation); their confirmation (same rule as A's: stand-alone at E, two seeds) is counted on "
                "top, so gpu_seconds B and C >= A")
@@ -154,52 +152,6 @@ def experiment(args: argparse.Namespace) -> dict[str, Any]:
                 train_recipe=bench_recipe(args.train_recipe),
                 recipe=("evaluators.train.train_proxy defaults at epochs/batch_size/subset/resolution (supernet too)"
                         + ("" if args.train_recipe is None else ", with train_recipe's fields (supernet too)")))
-
-
-def bench_recipe(text: Optional[str]) -> Optional[dict[str, Any]]:
-    """``--train-recipe`` (JSON or a file; ``nas.estimators.read_train_recipe``) as the fields all three
-    methods train with: the step mode (``compile``) is dropped, since it changes speed, not the truth,
-    and each run picks its own; a field the supernet cannot follow (``ema_decay``, ``amp``...) is refused."""
-    if text is None:
-        return None
-    from nas.estimators import read_train_recipe
-
-    try:
-        fields = read_train_recipe(text)
-    except (ValueError, FileNotFoundError) as e:
-        raise _bad(str(e)) from None
-    fields.pop("compile", None)
-    known = set(SUPERNET_FOLLOWS) | set(SET_BY_OPTIONS) | {"augment"}
-    extra = sorted(k for k, v in fields.items() if k not in known and v is not None)
-    if extra:
-        raise _bad(f"--train-recipe sets {', '.join(extra)}, which the supernet's training cannot follow (it takes "
-                   f"{', '.join(sorted(known))}): the three methods would train differently")
-    return fields
-
-
-def check_recipe(exp: dict[str, Any]) -> None:
-    """Refuse, before anything trains, a recipe that its own options contradict (batch, resolution...)."""
-    if not exp.get("train_recipe"):
-        return
-    from evaluators.train import TrainRecipe
-    from nas.estimators import with_train_recipe
-
-    base = TrainRecipe(epochs=float(exp["epochs"]), batch_size=int(exp["batch_size"]), resolution=exp["resolution"],
-                       subset=exp["subset"], val_subset=exp["val_subset"])
-    try:
-        with_train_recipe(base, json.dumps(exp["train_recipe"]), option_of=SET_BY_OPTIONS)
-    except ValueError as e:
-        raise _bad(str(e)) from None
-
-
-def supernet_recipe(recipe: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """``train_supernet`` keywords of the benchmark's recipe (``augment`` as ``augment_crop``/``augment_flip``)."""
-    if not recipe:
-        return {}
-    out = {k: recipe[k] for k in SUPERNET_FOLLOWS if k in recipe}
-    augment = recipe.get("augment") or {}
-    out.update(augment_crop=float(augment.get("crop", 0.0)), augment_flip=bool(augment.get("flip", False)))
-    return out
 
 
 def search_settings(exp: dict[str, Any], method: str, seed: int, *, storage: str, results_dir: str,
@@ -900,6 +852,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         search_settings(exp, m, 0, storage="sqlite:///:memory:", results_dir=str(args.results_dir),
                         supernet_dir=Path("unused"))
     check_recipe(exp)
+    check_budget(args.train_recipe, data=exp["data"], data_dir=exp["data_dir"], epochs=exp["epochs"],
+                 batch_size=exp["batch_size"], subset=exp["subset"])
     if args.smoke:
         return smoke(args, t0)
     bench = open_bench(args, t0, supernet_max_steps=args.supernet_max_steps)

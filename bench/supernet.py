@@ -38,8 +38,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from bench_recipe import bench_recipe, check_recipe, check_steps, recipe_steps, supernet_recipe  # noqa: E402
 
 from evaluators.jsonfile import finite, write_json  # noqa: E402
 
@@ -50,7 +53,10 @@ PAUSED = 75  # exit status: run the same command again
 PRESETS = ("faster_vit_0_224", "faster_vit_1_224", "faster_vit_2_224", "faster_vit_3_224")
 #: settings a resume must repeat
 SETTING_KEYS = ("space", "data", "epochs", "resolution", "batch_size", "lr", "warmup", "sandwich_n", "subset",
-                "val_subset", "calib_images", "seed", "groundtruth", "presets")
+                "val_subset", "calib_images", "seed", "groundtruth", "presets", "train_recipe")
+#: this script's options that a ``--train-recipe`` field may also set (besides ``SET_BY_OPTIONS``)
+OWN_OPTIONS = {"lr": "--lr", "warmup": "--warmup"}
+DEFAULT_RESOLUTION = 64
 
 
 def _gpu() -> str:
@@ -91,7 +97,7 @@ def read_groundtruth(path: Path) -> dict[str, Any]:
                 proxies.setdefault(name, {})[arch_id] = float(value)
     if len(out) < 3:
         raise ValueError(f"{path}: only {len(out)} architectures have a stand-alone top-1 (3 needed)")
-    return dict(archs=out, proxies=proxies, source=str(path))
+    return dict(archs=out, proxies=proxies, source=str(path), throughput_source=d.get("throughput_source"))
 
 
 def smoke_groundtruth(space: Any, out: Path, *, data: Any, n: int, steps: int, resolution: int) -> Path:
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
 
     from evaluators.augment import Augment
     from evaluators.data import load_dataset
-    from evaluators.supernet import InheritedAccuracy, load_supernet, train_supernet
+    from evaluators.supernet import InheritedAccuracy, SupernetRecipe, load_supernet, train_supernet
     from evaluators.train import train_proxy
     from search_spaces import resolve_config
     from search_spaces.elastic import SupernetError
@@ -171,16 +177,17 @@ def run(args: argparse.Namespace) -> int:
             smoke_groundtruth(space, out, data=splits, n=9, steps=2, resolution=args.resolution)
         args.groundtruth = str(gt_path)
     gt = read_groundtruth(Path(args.groundtruth))
-    settings = {k: getattr(args, k) for k in SETTING_KEYS}
+    n_train = len(splits.train) if args.subset is None else min(args.subset, len(splits.train))
+    batch = args.batch_size or SupernetRecipe.batch_size  # the recipe's recorded budget must be --epochs here
+    check_steps(recipe_steps(args.recipe_source), epochs=args.epochs, batch_size=batch, train_images=n_train)
+    settings = dict({k: getattr(args, k) for k in SETTING_KEYS}, train_recipe_source=args.recipe_source)
     store = Store(out / RESULTS, settings)
     device = "cpu" if args.smoke else args.device
-    recipe = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, sandwich_n=args.sandwich_n,
-                  subset=args.subset, seed=args.seed)
-    recipe = {k: v for k, v in recipe.items() if v is not None}
+    recipe = supernet_kwargs(args)
     run_dir = out / "supernet-run"
     evaluation = {"calib_images": args.calib_images} if args.calib_images else {}
 
-    # 1. the supernet (resumable by itself)
+    # 1. the supernet (resumable by itself), with --train-recipe's fields
     if store.data["supernet"] is None or store.data["supernet"]["status"] != "done":
         left = _left(t0, args.time_budget)
         r = train_supernet(space, data=splits, out=run_dir, epochs=args.epochs, resolution=args.resolution,
@@ -202,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
         alone = train_proxy(sn.largest, data=splits, resolution=args.resolution, epochs=args.epochs,
                         batch_size=rec["batch_size"], lr=rec["lr"], lr_scaling=rec["lr_scaling"],
                         weight_decay=rec["weight_decay"], warmup=rec["warmup"], label_smoothing=rec["label_smoothing"],
-                        grad_clip=rec["grad_clip"], subset=rec["subset"], val_subset=args.val_subset, seed=rec["seed"],
+                        grad_clip=rec["grad_clip"], drop_path_rate=rec.get("drop_path_rate"), subset=rec["subset"],
+                        val_subset=args.val_subset, seed=rec["seed"],
                         augment=Augment(rec["augment_crop"], rec["augment_flip"]), device=device,
                         progress=not args.smoke)
         store.data["standalone"] = dict(top1=alone.top1, train_seconds=alone.train_seconds, seconds=alone.seconds,
@@ -239,6 +247,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def supernet_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``train_supernet``'s recipe keywords: the options given, then ``--train-recipe``'s fields (checked against
+    them by ``apply_recipe``)."""
+    recipe = dict(batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, sandwich_n=args.sandwich_n,
+                  subset=args.subset, seed=args.seed)
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    recipe.update(supernet_recipe(args.train_recipe))
+    return recipe
+
+
 def _tau(x: list[float], y: list[float]) -> dict[str, Any]:
     from evaluators.proxy_fit import kendall_ci
 
@@ -251,6 +269,14 @@ def _tertiles(keys: list[str], order: dict[str, float]) -> list[list[str]]:
     ranked = sorted(keys, key=lambda k: order[k])
     n = len(ranked)
     return [ranked[i * n // 3:(i + 1) * n // 3] for i in range(3)]
+
+
+def _throughput_source(src: Any) -> str:
+    """One line for where the ground truth's throughput comes from (its ``throughput_source``)."""
+    if not isinstance(src, dict):
+        return "the ground truth's (source not recorded)"
+    what = src.get("kind", "measured")
+    return f"{what} images/s on {src.get('gpu')} ({src.get('predictor') or src.get('protocol', '')})".rstrip(" ()")
 
 
 def analyse(data: dict[str, Any], gt: dict[str, Any], sn: Any) -> dict[str, Any]:
@@ -269,6 +295,8 @@ def analyse(data: dict[str, Any], gt: dict[str, Any], sn: Any) -> dict[str, Any]
                                    flops=a.get("flops") or analytic_flops(cfg))
     has_tp = all(a.get("throughput") for a in archs)
     tertile_key = "throughput" if has_tp else "params"
+    tertiles_by = (f"throughput: {_throughput_source(gt.get('throughput_source'))}" if has_tp else
+                   "params (the ground truth has no throughput for every architecture)")
     order = {a["arch_id"]: (a["throughput"] if has_tp else sizes[a["arch_id"]]["params"]) for a in archs}
     tertiles = _tertiles(ids, order)
 
@@ -298,8 +326,9 @@ def analyse(data: dict[str, Any], gt: dict[str, Any], sn: Any) -> dict[str, Any]
                       cost_ratio=gpu_s / alone["train_seconds"] if alone["train_seconds"] else None,
                       eval_s_per_arch=statistics.median(eval_s)),
         baselines={name: dict(kendall_tau=b["kendall_tau"]) for name, b in baselines.items()},
-        presets_top1_supernet=presets)
-    details = dict(tertile_key=tertile_key, tertiles=tertiles, tau=main, tertile_tau=per_tertile, baselines=baselines,
+        presets_top1_supernet=presets, tertiles_by=tertiles_by, train_recipe=data["settings"].get("train_recipe"))
+    details = dict(tertile_key=tertile_key, tertiles_by=tertiles_by, throughput_source=gt.get("throughput_source"),
+                   tertiles=tertiles, tau=main, tertile_tau=per_tertile, baselines=baselines,
                    supernet_gpu_seconds=gpu_s, standalone_train_seconds=alone["train_seconds"],
                    supernet_images_per_s=sup_ips, standalone_images_per_s=alone["images_per_s"],
                    speed_ratio=sup_ips / alone["images_per_s"] if sup_ips and alone["images_per_s"] else None,
@@ -319,10 +348,17 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--space", default="default", help="search space of the supernet (built-in name or YAML)")
     p.add_argument("--data", default="fmnist-odd", help="dataset (the ground truth's)")
     p.add_argument("--epochs", type=float, default=None, help="budget E (the ground truth's)")
-    p.add_argument("--resolution", type=int, default=64, help="training resolution (the ground truth's)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch (default: the trainer's)")
-    p.add_argument("--lr", type=float, default=None, help="peak LR at batch 256 (default: the trainer's)")
-    p.add_argument("--warmup", type=float, default=None, help="warm-up fraction (default: the trainer's)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help=f"training resolution (the ground truth's; default: the recipe's, else {DEFAULT_RESOLUTION})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="global batch (default: the recipe's, else the trainer's)")
+    p.add_argument("--lr", type=float, default=None, help="peak LR at batch 256 (default: the recipe's, else the "
+                   "trainer's)")
+    p.add_argument("--warmup", type=float, default=None, help="warm-up fraction (default: the recipe's, else the "
+                   "trainer's)")
+    p.add_argument("--train-recipe", dest="recipe_source", default=None, metavar="JSON|FILE",
+                   help="the ground truth's training recipe, which the supernet and the stand-alone run\n"
+                        "follow (e.g. results/benchmarks/groundtruth2-summary.json; bench/bench_recipe.py)")
     p.add_argument("--sandwich-n", type=int, default=None, help="random subnets a step (default: the trainer's)")
     p.add_argument("--subset", type=int, default=None, help="training images (default: all)")
     p.add_argument("--val-subset", type=int, default=None, help="validation images (default: all)")
@@ -347,7 +383,32 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.calib_images = args.calib_images or 16
     if not args.smoke and (args.groundtruth is None or args.epochs is None):
         p.error("--groundtruth and --epochs are needed (or --smoke)")
+    apply_recipe(args)
     return args
+
+
+def apply_recipe(args: argparse.Namespace) -> None:
+    """``--train-recipe`` as ``args.train_recipe`` (its fields; None without one), refused before anything trains
+    when the supernet cannot follow a field or an option given contradicts it (one error naming both); options
+    not given take the recipe's batch, resolution, LR and warm-up."""
+    args.train_recipe = fields = bench_recipe(args.recipe_source)
+    fields = fields or {}
+    clashes = [f"{k} {fields[k]!r} (the option {o} is {getattr(args, k)!r})" for k, o in OWN_OPTIONS.items()
+               if k in fields and getattr(args, k) is not None and getattr(args, k) != fields[k]]
+    if clashes:
+        raise SystemExit(f"error: --train-recipe sets {'; '.join(clashes)}: pass the options with the recipe's "
+                         f"values, or drop them")
+    for k in ("batch_size", "resolution", *OWN_OPTIONS):
+        if getattr(args, k) is None and fields.get(k) is not None:
+            setattr(args, k, fields[k])
+    if args.resolution is None:
+        args.resolution = DEFAULT_RESOLUTION
+    if fields:  # the options the recipe shares with this script's must agree with it
+        from evaluators.supernet import SupernetRecipe
+
+        check_recipe(dict(train_recipe=fields, epochs=args.epochs, batch_size=args.batch_size or
+                          SupernetRecipe.batch_size, resolution=args.resolution, subset=args.subset,
+                          val_subset=args.val_subset))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
