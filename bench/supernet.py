@@ -143,6 +143,7 @@ class Store:
             self.data = dict(benchmark="supernet", settings=settings, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
                              sessions=[], supernet=None, standalone=None, evals={})
         self.data["sessions"].append(dict(started=time.strftime("%Y-%m-%dT%H:%M:%S"), gpu=_gpu(), units=[]))
+        self.save()  # the settings (and this session) are on file before anything trains
 
     def save(self, unit: Optional[str] = None) -> None:
         if unit:

@@ -302,3 +302,105 @@ def test_proxies_tau_on_the_new_ground_truth(gt2, tmp_path):
     assert p["rows"]["bad"]["kendall_tau"] == -1.0 and "broken" not in p["rows"]
     assert p["rows"]["top1_4ep_first_gt"] == dict(kendall_tau=-1.0, spearman=-1.0, n=5)
     assert "| good | 1.00 | 1.00 | 4 |" in gt2.markdown(gt2.summarize(data, _args(gt2, arch_source=source)))
+
+
+def _configured_pool():
+    """Pool entries with real configs (224 px) and the params ground truth 2's runs record (64 px, 10 classes)."""
+    from evaluators.cost import analytic_params
+    from search_spaces import PRESETS
+
+    names = {"fv0": "faster_vit_0_224", "fv1": "faster_vit_1_224", "s00": "faster_vit_0_224", "x00": "faster_vit_2_224"}
+    pool = {}
+    for n, preset in names.items():
+        cfg = PRESETS[preset]
+        if n == "s00":  # another architecture than fv0
+            cfg = cfg.replace(mlp_ratio=2.0)
+        pool[n] = dict(config=cfg.to_dict(), arch_id=cfg.arch_id,
+                       params=analytic_params(cfg.at_resolution(64).replace(num_classes=10)))
+    return pool
+
+
+def _first_gt(path, pool, ids=None):
+    ids = ids or {n: p["arch_id"] for n, p in pool.items()}
+    path.write_text(json.dumps(dict(
+        settings=dict(seed=0), archs=[dict(name=n, arch_id=i) for n, i in ids.items()],
+        proxies={ids[n]: dict(values=dict(good=dict(value=float(k)), params=dict(value=1.0), flops=dict(value=2.0),
+                                          broken=dict(value=None)))
+                 for k, n in enumerate(["fv0", "fv1", "s00"])},  # x00 has no proxy record
+        runs=[dict(kind="full", seed=0, arch_id=i, top1=40.0) for i in ids.values()])))
+    return path
+
+
+def test_the_exported_truth_carries_sizes_predicted_throughput_and_baselines(gt2, tmp_path):
+    from evaluators.cost import analytic_flops
+    from evaluators.predictor import load_predictor
+    from search_spaces import FasterViTConfig
+
+    sys.path.insert(0, str(BENCH))
+    import supernet
+
+    pool = _configured_pool()
+    args = _args(gt2, n_archs=4, n_reseed=1, arch_source=_first_gt(tmp_path / "gt1.json", pool))
+    runs = gt2.build_plans(["budget", "gt"], args, pool)
+    top1 = {"E/4": 60.0, "E": 80.0, "2E": 85.0}
+    data = _store(gt2, pool, [(r, top1[r["tag"]] + list(pool).index(r["arch"]) + r["seed"]) for r in runs])
+    truth = gt2.stand_alone_truth(data, args, num_classes=10)
+    p = load_predictor("h100")
+    assert truth["throughput_source"]["predictor"] == "h100" and "H100" in truth["throughput_source"]["gpu"]
+    assert truth["throughput_source"]["resolution"] == [224] and truth["size_at"] == dict(
+        truth["size_at"], resolution=64, num_classes=10)
+    by_name = {a["name"]: a for a in truth["archs"]}
+    assert set(by_name) == set(pool)
+    for n, a in by_name.items():
+        cfg = FasterViTConfig.from_dict(pool[n]["config"])
+        assert a["arch_id"] == cfg.arch_id and a["params"] == pool[n]["params"]
+        assert a["flops"] == analytic_flops(cfg.at_resolution(64).replace(num_classes=10))
+        assert a["throughput"] == p.predict(cfg)["images_per_s"]
+    assert by_name["fv0"]["top1"] == 80.5 and by_name["fv0"]["seeds"] == 2  # re-seeded: seeds 0 and 1
+    proxies = truth["proxies"]
+    assert proxies[by_name["fv1"]["arch_id"]]["values"] == {"good": {"value": 1.0}, "train@E/4": {"value": 61.0}}
+    assert proxies[by_name["x00"]["arch_id"]]["values"] == {"train@E/4": {"value": 63.0}}  # no zero-cost record
+    # bench/supernet.py reads all of it: throughput tertiles, sizes, both baselines
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(truth))
+    gt = supernet.read_groundtruth(path)
+    assert all(a["throughput"] and a["params"] and a["flops"] for a in gt["archs"])
+    assert gt["proxies"]["train@E/4"] == {by_name[n]["arch_id"]: 60.0 + i for i, n in enumerate(pool)}
+    assert set(gt["proxies"]) == {"good", "train@E/4"} and gt["throughput_source"]["predictor"] == "h100"
+    assert "h100" in supernet._throughput_source(gt["throughput_source"])
+    sys.path.remove(str(BENCH))
+
+
+def test_the_export_refuses_sizes_or_arch_ids_that_are_not_the_trained_ones(gt2, tmp_path):
+    pool = _configured_pool()
+    args = _args(gt2, n_archs=4, n_reseed=1, arch_source=_first_gt(tmp_path / "gt1.json", pool))
+    runs = gt2.build_plans(["gt"], args, pool)
+    data = _store(gt2, pool, [(r, 80.0) for r in runs])
+    with pytest.raises(ValueError, match="recorded params .* at 64 px with 100 classes"):
+        gt2.stand_alone_truth(data, args, num_classes=100)
+    ids = {n: p["arch_id"] for n, p in pool.items()}
+    bad = _first_gt(tmp_path / "bad.json", pool, dict(ids, fv1=ids["x00"]))
+    with pytest.raises(ValueError, match="fv1: the first ground truth's arch_id"):
+        gt2.stand_alone_truth(data, _args(gt2, n_archs=4, n_reseed=1, arch_source=bad), num_classes=10)
+
+
+def test_the_committed_ground_truths_agree_on_arch_ids_and_export(gt2, tmp_path):
+    from search_spaces import FasterViTConfig
+
+    sys.path.insert(0, str(BENCH))
+    import supernet
+
+    data = json.loads((ROOT / "results" / "benchmarks" / "groundtruth2.json").read_text())
+    first = json.loads(gt2.ARCH_SOURCE.read_text())
+    first_ids = {a["name"]: a["arch_id"] for a in first["archs"]}
+    assert len(data["archs"]) == 60 and set(data["archs"]) == set(first_ids)
+    assert all(FasterViTConfig.from_dict(a["config"]).arch_id == first_ids[n] for n, a in data["archs"].items())
+    truth = gt2.stand_alone_truth(data, gt2.parse_args([]), num_classes=10)  # checks the runs' recorded params
+    path = tmp_path / "truth.json"
+    path.write_text(json.dumps(truth))
+    gt = supernet.read_groundtruth(path)
+    ids = {a["arch_id"] for a in gt["archs"]}
+    assert len(ids) >= 3 and all(a["throughput"] > 0 for a in gt["archs"])
+    assert all(set(v) == ids for name, v in gt["proxies"].items() if name != "train@E/4")
+    assert {"synflow", "az_progressivity", "naswot"} <= set(gt["proxies"])
+    sys.path.remove(str(BENCH))
