@@ -9,20 +9,40 @@ On a ground truth of stand-alone top-1s (same data, recipe and budget E), in one
               the presets, with its seconds.
   analysis    Kendall tau (95 % bootstrap CI) of inherited vs stand-alone top-1 over all
               architectures and inside each throughput tertile (params when the ground truth
-              has no throughput), the same for the baselines (params, FLOPs, the ground truth's
-              own proxies), the mean gap, the cost ratio and seconds per architecture.
+              has no throughput; the summary's ``tertiles_by`` says which), the same for the
+              baselines (params, FLOPs, the ground truth's own proxies: zero-cost scores and
+              ``train@E/4``), the mean gap, the cost ratio and seconds per architecture.
 
 The results file (``supernet-bench.json``) is written after every unit and refuses a resume with
 other settings; the summary (``supernet-summary.json``) has the issue's keys.
 
     python bench/supernet.py --smoke --out-dir /tmp/sn                     # CPU, a tiny space, ~1 min
-    python bench/supernet.py --groundtruth results/benchmarks/groundtruth2.json --space default \\
-        --data fmnist-odd --epochs 16 --resolution 64 --time-budget 540      # GPU, repeat until exit 0
 
-A ground truth is a JSON with ``archs`` (each with ``arch_id`` and ``config``; ``top1`` and
-``throughput`` when it has them) and, as ``bench/groundtruth.py`` writes, ``runs`` (``arch_id``,
-``top1``, ``kind``: the mean over the ``full`` runs' seeds is the stand-alone top-1) and
-``proxies`` (``{arch_id: {"values": {name: {"value": v}}}}``).
+On ground truth 2 (issue #29: its ``gt`` plan finished), the ground truth is exported on the CPU, then
+the supernet is trained on the GPU with the same data, recipe and budget E (16 epochs, 64 px, ground
+truth 2's recipe from its summary: grad clip 1.0, label smoothing 0.1, weight decay 0.05, crop 0.0625
++ flip, lr 3.5e-4 sqrt-scaled at batch 512, 20 % warm-up; its recorded 1248 steps are checked to be
+16 epochs of this data):
+
+    python bench/groundtruth2.py --analyze --export-truth results/benchmarks/groundtruth2-truth.json
+    PYTHONPATH=. python bench/supernet.py --groundtruth results/benchmarks/groundtruth2-truth.json \\
+        --space default --data fmnist-odd:train=stream --data-dir .data/fmnist --epochs 16 --resolution 64 \\
+        --train-recipe results/benchmarks/groundtruth2-summary.json --time-budget 540
+                                                            # GPU: run it again while it exits 75
+
+Each call stops before ``--time-budget`` seconds (one GPU run of <= 9 minutes); the supernet's folder
+(``--out-dir``/supernet-run, GBs of weights and optimizer state) must stay between calls, so keep the
+GPU machine warm. ``--train-recipe`` follows ``bench/bench_recipe.py``'s rules (as ``bench/oneshot.py``):
+a field the supernet cannot follow is refused, an option that contradicts the recipe is refused naming
+both, options not given take the recipe's batch, resolution, LR and warm-up; the recipe is part of the
+settings a resume must repeat and is written into the results file and the summary.
+
+A ground truth is a JSON with ``archs`` (each with ``arch_id`` and ``config``; ``top1``, ``params``,
+``flops`` and ``throughput`` when it has them; ``throughput_source`` at the top says where the
+throughput comes from: ``bench/groundtruth2.py --export-truth`` writes all of them, the throughput
+predicted for an H100 by the shipped ``h100`` predictor) and, as ``bench/groundtruth.py`` writes,
+``runs`` (``arch_id``, ``top1``, ``kind``: the mean over the ``full`` runs' seeds is the stand-alone
+top-1) and ``proxies`` (``{arch_id: {"values": {name: {"value": v}}}}``).
 """
 
 from __future__ import annotations
@@ -171,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     out = Path(args.out_dir)
     space = load_space(args.space)
-    splits = load_dataset(args.data)
+    splits = load_dataset(args.data, data_dir=args.data_dir)
     if args.smoke and not args.groundtruth:
         gt_path = out / "smoke-groundtruth.json"
         if not gt_path.is_file():
@@ -181,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     n_train = len(splits.train) if args.subset is None else min(args.subset, len(splits.train))
     batch = args.batch_size or SupernetRecipe.batch_size  # the recipe's recorded budget must be --epochs here
     check_steps(recipe_steps(args.recipe_source), epochs=args.epochs, batch_size=batch, train_images=n_train)
-    settings = dict({k: getattr(args, k) for k in SETTING_KEYS}, train_recipe_source=args.recipe_source)
+    settings = dict({k: getattr(args, k) for k in SETTING_KEYS}, train_recipe_source=args.recipe_source,
+                    data_dir=args.data_dir)
     store = Store(out / RESULTS, settings)
     device = "cpu" if args.smoke else args.device
     recipe = supernet_kwargs(args)
@@ -348,6 +369,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--groundtruth", help="ground-truth JSON of stand-alone top-1s (see the module docstring)")
     p.add_argument("--space", default="default", help="search space of the supernet (built-in name or YAML)")
     p.add_argument("--data", default="fmnist-odd", help="dataset (the ground truth's)")
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files (default: the system's)")
     p.add_argument("--epochs", type=float, default=None, help="budget E (the ground truth's)")
     p.add_argument("--resolution", type=int, default=None,
                    help=f"training resolution (the ground truth's; default: the recipe's, else {DEFAULT_RESOLUTION})")
