@@ -8,9 +8,10 @@ The rules, shared here so the two cannot drift apart:
   a top-level ``recipe``);
 - how a run goes, not what it trains, is dropped: the step mode (``compile``: each run picks its own)
   and the evaluation cadence (``eval_every``, ``eval_batch_size``);
-- ``steps`` (a summary file records the budget it trained) is not a recipe's to set, but it must be
-  the budget of the benchmark's ``--epochs`` on its data (``check_steps``), else the supernet would
-  not be trained at the ground truth's budget;
+- the budget: a summary file's recorded ``steps`` come back as its ``epochs`` (``read_train_recipe``),
+  which ``--epochs`` must equal like any option the recipe also sets; an inline recipe's ``steps``
+  must be the budget of ``--epochs`` on the benchmark's data (``check_steps``), else the supernet
+  would not be trained at the ground truth's budget;
 - a field the supernet's training cannot follow (``ema_decay``, ``amp``...) is refused;
 - a field a benchmark option also sets (batch, resolution, epochs, subsets) must agree with it
   (``check_recipe``: one error naming both).

@@ -92,11 +92,26 @@ def read_train_recipe(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise ValueError(f"{source}: not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if isinstance(data, dict) and isinstance(data.get("recipe"), dict):
-        data = data["recipe"]
+        data = _recorded_recipe(data, source)
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a JSON object of TrainRecipe fields (lr, warmup, grad_clip, augment, "
                          f"...)")
     return data
+
+
+def _recorded_recipe(summary: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The ``recipe`` a results summary recorded, as a ``--train-recipe``: its evaluation cadence
+    dropped, and its budget in ``steps`` given back as the summary's ``epochs`` (so ``--train-epochs``
+    must agree with it, as any option a recipe also sets)."""
+    recipe = {k: v for k, v in summary["recipe"].items() if k not in ("eval_every", "eval_batch_size")}
+    if "steps" in recipe:
+        epochs = summary.get("epochs")
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
+            raise ValueError(f"{source}: its recipe records a budget of {recipe['steps']} steps but the file has no "
+                             f"'epochs' to say what that is on other data; drop 'steps' from the recipe")
+        del recipe["steps"]
+        recipe["epochs"] = float(epochs)
+    return recipe
 
 
 def with_train_recipe(recipe: TrainRecipe, text: str, option_of: Mapping[str, str] = _OPTION_OF) -> TrainRecipe:

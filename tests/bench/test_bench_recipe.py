@@ -30,16 +30,24 @@ def test_ground_truth_2s_summary_is_a_recipe_with_its_budget_checked(mods):
     br, _, _ = mods
     fields = br.bench_recipe(str(GT2_SUMMARY))
     recipe = json.loads(GT2_SUMMARY.read_text())["recipe"]
-    assert fields == {k: v for k, v in recipe.items() if k not in ("compile", "steps", "eval_every")}
+    # a summary's budget in steps comes back as its epochs (nas.estimators.read_train_recipe)
+    epochs = json.loads(GT2_SUMMARY.read_text())["epochs"]
+    assert fields == dict({k: v for k, v in recipe.items() if k not in ("compile", "steps", "eval_every")},
+                          epochs=epochs)
     assert br.supernet_recipe(fields) == dict(lr=3.5e-4, lr_scaling="sqrt", weight_decay=0.05, warmup=0.2,
                                               label_smoothing=0.1, grad_clip=1.0, drop_path_rate=0.0,
                                               augment_crop=0.0625, augment_flip=True)
-    steps = br.recipe_steps(str(GT2_SUMMARY))
-    assert steps == recipe["steps"]
-    br.check_steps(steps, epochs=16, batch_size=512, train_images=40_000)  # 16 x 78 steps: its budget
+    assert br.recipe_steps(str(GT2_SUMMARY)) is None
+    assert recipe["steps"] == 1248 and epochs == 16.0  # 16 x 78 steps at batch 512 on 40k canvases
+    settings = dict(train_recipe=fields, epochs=16, batch_size=512, resolution=64, subset=None, val_subset=None)
+    br.check_recipe(settings)
+    with pytest.raises(SystemExit, match=r"epochs 16.0 \(the option --epochs is 8.0\)"):
+        br.check_recipe(dict(settings, epochs=8))
+    # an inline recipe with steps: checked against --epochs on the data
+    steps = br.recipe_steps('{"steps": 1248}')
+    br.check_steps(steps, epochs=16, batch_size=512, train_images=40_000)
     with pytest.raises(SystemExit, match=r"records steps 1248, but --epochs 8 is 624 steps at batch 512 .*\(16\)"):
         br.check_steps(steps, epochs=8, batch_size=512, train_images=40_000)
-    br.check_recipe(dict(train_recipe=fields, epochs=16, batch_size=512, resolution=64, subset=None, val_subset=None))
 
 
 @pytest.mark.parametrize("argv, message", [

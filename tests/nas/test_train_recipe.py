@@ -91,3 +91,27 @@ def test_it_is_refused_without_the_train_proxy(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["search", "--space", "tiny.yaml", "--device", "cpu", "--objective", "accuracy,params",
                                  "--proxy", "grad_norm", "--train-recipe", '{"grad_clip": 1.0}', "--trials", "1"])
     assert r.exit_code == 2 and "--train-recipe" in r.output
+
+
+def test_the_committed_ground_truth_summary_is_a_recipe_with_its_budget_in_epochs():
+    """groundtruth2-summary.json records steps and an evaluation cadence: the cadence is dropped, the
+    steps come back as its epochs, which --train-epochs must then equal."""
+    from pathlib import Path
+
+    path = str(Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "groundtruth2-summary.json")
+    summary = json.loads(Path(path).read_text())
+    assert "steps" in summary["recipe"] and "eval_every" in summary["recipe"]
+    fields = read_train_recipe(path)
+    assert "steps" not in fields and "eval_every" not in fields and fields["epochs"] == summary["epochs"]
+    ok = TrainRecipe(epochs=summary["epochs"], batch_size=512, resolution=64)
+    r = with_train_recipe(ok, path)
+    assert (r.epochs, r.lr, r.warmup, r.grad_clip) == (summary["epochs"], 3.5e-4, 0.2, 1.0) and r.steps is None
+    with pytest.raises(ValueError, match=r"epochs 16.0 \(the option --train-epochs is 4.0\)"):
+        with_train_recipe(TrainRecipe(epochs=4.0, batch_size=512, resolution=64), path)
+
+
+def test_a_summary_recording_steps_without_epochs_is_refused(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"recipe": {"lr": 1e-3, "steps": 100}}))
+    with pytest.raises(ValueError, match="records a budget of 100 steps but the file has no 'epochs'"):
+        read_train_recipe(str(path))
