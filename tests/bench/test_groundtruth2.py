@@ -96,7 +96,7 @@ def test_the_dry_run_estimate_counts_pixels_and_uses_measured_rates(gt2):
     assert "200 img/s with 2 workers, from 1 finished runs" in line and "~0 min" in line  # 5000 / 200 s
 
 
-def test_the_readme_table_of_finished_runs_is_the_json():
+def test_the_readme_table_of_finished_runs_is_the_json(gt2):
     """Every finished data-plan run is in the README's row of its data variant and seed, in its arch's column."""
     root = Path(__file__).resolve().parents[2]
     data = json.loads((root / "results" / "benchmarks" / "groundtruth2.json").read_text())
@@ -113,6 +113,10 @@ def test_the_readme_table_of_finished_runs_is_the_json():
         cells = [c.strip() for c in line.split("|")]
         assert cells[header.index(names[r["arch"]])] == f"{r['top1']:.2f}", (r["arch"], r["tag"], r["top1"])
     assert f"**Status: {len(data['runs'])} of the 121 runs done**" in text
+    flat = " ".join(text.split())
+    for rep in data.get("repeats", []):  # a same-seed repeat beside the run it repeats
+        first = data["runs"][gt2.run_key(rep)]
+        assert f"gave {first['top1']:.2f} and {rep['top1']:.2f}" in flat
 
 
 # ---------------------------------------------------------------------------------------------
