@@ -2,10 +2,10 @@
 
 A sampler may propose an architecture (``FasterViTConfig.arch_id``) that an earlier trial of the study
 measured with the same settings (``measurement_key``: device, dataset, seed, profiler protocol with
-``--pad-channels`` when set, and the accuracy estimator's identity: proxy, resolution, train budget,
-rungs...). ``cached_source`` finds that trial; ``reuse_measurements`` copies its measurements into the
-new trial and records ``cache_hit`` (``nas.record``) naming the original, so nothing is trained or
-profiled twice. A source stopped at a ``--fidelity sh`` rung stops the new trial the same way.
+``--pad-channels`` and ``--gelu-epilogue`` when set, and the accuracy estimator's identity: proxy,
+resolution, train budget, rungs...). ``cached_source`` finds that trial; ``reuse_measurements`` copies
+its measurements into the new trial and records ``cache_hit`` (``nas.record``) naming the original, so
+nothing is trained or profiled twice. A source stopped at a ``--fidelity sh`` rung stops the new trial the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ def measurement_key(ev: Any) -> dict[str, Any]:
         key.update(batch_size=s.batch_size, dtype=s.dtype, profile_mode=s.profile_mode)
         if s.pad_channels is not None:  # only when set: keys of unpadded studies stay as they were
             key.update(pad_channels=s.pad_channels)
+        if s.gelu_epilogue:  # only when set: keys of unfused studies stay as they were
+            key.update(gelu_epilogue=True)
     if ev.estimator is not None:
         key.update(estimator=ev.estimator.identity)
     return key

@@ -5,8 +5,9 @@
 
 Every model is measured with ``evaluators.profiler.measure_throughput`` under one protocol (batch,
 dtype, mode, channels-last; the search's defaults): FasterViT-0..6 from our generator (deployed,
-as a search measures them; with ``pad_channels`` also channel-padded), with ``official`` also
-NVIDIA's code (never padded: its profiler record says why), and each Table 1 peer that timm
+as a search measures them; with ``pad_channels`` also channel-padded, with ``gelu_epilogue`` their
+MLPs' fc1 -> GELU fused into one GEMM), with ``official`` also NVIDIA's code (never padded nor
+fused: its profiler record says why), and each Table 1 peer that timm
 builds, with random weights (throughput does not depend on them) at the resolution Table 1 gives.
 Params are counted on the built model and FLOPs with ``torch.utils.flop_counter.FlopCounterMode``
 (MACs of convolutions, matrix products and attention; one image) the same way for every model.
@@ -127,6 +128,7 @@ class CompareSettings:
     seed: int = 0
     proxy: Optional[str] = None  # an accuracy estimator (e.g. supernet:DIR) scoring our FasterViT rows
     pad_channels: Optional[int] = None  # our FasterViT rows: widths and head dims zero-padded to multiples of this
+    gelu_epilogue: bool = False  # our FasterViT rows: each MLP's fc1 -> GELU as one GEMM with a bias+GELU epilogue
 
     def resolved(self) -> "CompareSettings":
         """GPU: the search's protocol (batch 128, fp16, CUDA graphs, 3 warm-up, 10 samples); CPU: tiny (checks only)."""
@@ -152,6 +154,8 @@ class CompareSettings:
             if getattr(s, name) < 1:
                 raise ValueError(f"{name}={getattr(s, name)} must be >= 1")
         check_int("--pad-channels", s.pad_channels, minimum=1, optional=True)
+        if not isinstance(s.gelu_epilogue, bool):
+            raise ValueError(f"--gelu-epilogue={s.gelu_epilogue!r} must be true or false")
         return s
 
     @property
@@ -228,6 +232,9 @@ class CompareResult:
                              "convolutions, matrix products and attention; the paper's GFLOPs are MACs too)")
         if self.settings.get("pad_channels"):
             d["flops_method"] += "; our FasterViT rows counted unpadded (the architecture's MACs, not its zeros')"
+        if self.settings.get("gelu_epilogue"):
+            d["flops_method"] += ("; our FasterViT rows counted unfused (FlopCounterMode has no rule for the fused "
+                                  "GEMM+GELU op; the MACs are the same)")
         return d
 
 
@@ -269,14 +276,18 @@ def _jobs(models: Sequence[Published], s: CompareSettings) -> list[tuple[Publish
     return jobs
 
 
-def _padding(code: str, s: CompareSettings) -> dict[str, Any]:
-    """``pad_channels`` for the profiler: ours padded; the official code gets it too, so its record says why it is
-    measured as it is; timm peers have no deploy step to pad after."""
-    return dict(pad_channels=s.pad_channels) if s.pad_channels is not None and code != "timm" else {}
+def _deploy_steps(code: str, s: CompareSettings) -> dict[str, Any]:
+    """``pad_channels`` and ``gelu_epilogue`` for the profiler: ours padded / fused; the official code gets them
+    too, so its record says why it is measured as it is; timm peers have no deploy step to follow."""
+    if code == "timm":
+        return {}
+    steps: dict[str, Any] = dict(pad_channels=s.pad_channels) if s.pad_channels is not None else {}
+    return dict(steps, gelu_epilogue=True) if s.gelu_epilogue else steps
 
 
 def _architecture_macs(p: Published, dev: Any, s: CompareSettings) -> int:
-    """MACs of our FasterViT as designed (deployed, not padded): a padded model also multiplies its zero channels."""
+    """MACs of our FasterViT as designed (deployed, not padded nor fused): a padded model also multiplies its zero
+    channels, and FlopCounterMode does not count the fused GEMM+GELU op."""
     return count_macs(_build(p, "nas", dev, s.seed).switch_to_deploy(), p.resolution, dev)
 
 
@@ -311,7 +322,7 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
             rec = profiler.measure_throughput(model, batch_size=pr.batch_size, resolution=res, dtype=pr.dtype,
                                               mode=mode, warmup=pr.warmup, repeats=pr.repeats, device=dev,
                                               latency_b1=False, seed=s.seed, deploy=code != "timm",
-                                              **_padding(code, s))
+                                              **_deploy_steps(code, s))
         except Exception as e:  # a model this mode cannot run (e.g. a refused capture): recorded, the run goes on
             row.error = f"{mode} failed: {type(e).__name__}: {str(e)[:300]}"
             rows.append(row)
@@ -323,10 +334,10 @@ def _measure_one(p: Published, code: str, s: CompareSettings) -> list[ModelRow]:
         else:
             row.img_s = rec.images_per_s
             row.ratio = float(f"{rec.images_per_s / p.a100_img_s:.4g}")
-        if gmacs is None:  # counted on the model as measured (deployed where it has a deploy step; not padded)
+        if gmacs is None:  # counted on the model as measured (deployed where it has a deploy step; not padded/fused)
             try:
-                padded = s.pad_channels is not None and code == "nas"
-                gmacs = round((_architecture_macs(p, dev, s) if padded else count_macs(model, res, dev)) / 1e9, 3)
+                changed = (s.pad_channels is not None or s.gelu_epilogue) and code == "nas"
+                gmacs = round((_architecture_macs(p, dev, s) if changed else count_macs(model, res, dev)) / 1e9, 3)
             except torch.cuda.OutOfMemoryError:
                 gmacs = None
         rows.append(row)
@@ -377,7 +388,8 @@ def _variant_img_s(code: str, over: dict[str, Any], s: CompareSettings, mode: st
                    ) -> tuple[Optional[float], Optional[str]]:
     pr = s.protocol
     kw: dict[str, Any] = dict(batch_size=pr.batch_size, dtype=pr.dtype, mode=mode, warmup=pr.warmup,
-                              repeats=pr.repeats, device=pr.device, latency_b1=False, seed=s.seed, **_padding(code, s))
+                              repeats=pr.repeats, device=pr.device, latency_b1=False, seed=s.seed,
+                              **_deploy_steps(code, s))
     try:
         if code == "nas":
             changes = {k: tuple(v) if isinstance(v, list) else v for k, v in over.items()}

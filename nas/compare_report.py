@@ -25,10 +25,13 @@ def _where(d: Mapping[str, Any]) -> str:
 
 
 def padded_label(d: Mapping[str, Any]) -> str:
-    """The suffix ``(padded to N)`` when ``nas compare --pad-channels N`` padded our FasterViT rows; empty
-    otherwise, also for a JSON written before the option existed."""
-    n = d["settings"].get("pad_channels")
-    return f" (padded to {n})" if n else ""
+    """The suffix ``(padded to N)`` when ``nas compare --pad-channels N`` padded our FasterViT rows,
+    ``(GELU epilogue)`` when ``--gelu-epilogue`` fused their MLPs (both: ``(padded to N, GELU epilogue)``);
+    empty otherwise, also for a JSON written before the options existed."""
+    s = d["settings"]  # the words of nas.labels.deploy_steps (not imported: rendering stays free of torch)
+    steps = [f"padded to {s['pad_channels']}"] if s.get("pad_channels") else []
+    steps += ["GELU epilogue"] if s.get("gelu_epilogue") else []
+    return f" ({', '.join(steps)})" if steps else ""
 
 
 def axis_titles(d: Mapping[str, Any], mode: Optional[str] = None) -> tuple[str, str]:
@@ -171,6 +174,9 @@ def write_compare_html(d: Mapping[str, Any], path: Path | str, *, plotlyjs: str 
     s, env = d["settings"], d["environment"]
     pad = (f"; ours padded to {s['pad_channels']}: widths and head dims zero-padded to multiples of "
            f"{s['pad_channels']}, the official code as it is" if s.get("pad_channels") else "")
+    if s.get("gelu_epilogue"):
+        pad += ("; ours with the GELU epilogue: each MLP's fc1 -> GELU as one GEMM with a bias+GELU epilogue "
+                "(search_spaces.fuse_gelu_epilogue; tanh-approximate GELU on CUDA), the official code as it is")
     cond = (f"Measured {esc(d['created'])} on {esc(_where(d))} (torch {esc(env.get('torch'))}, "
             f"timm {esc(env.get('timm'))}, CUDA {esc(env.get('cuda'))}): batch {s['batch_size']}, "
             f"{esc(s['dtype'])}, modes {esc(', '.join(s['modes']))}, "

@@ -15,7 +15,7 @@ from search_spaces.space import load_space
 from .estimators import estimator_label
 from .objectives import OBJECTIVES
 
-__all__ = ["objective_label", "metric_labels", "display_scale", "format_value"]
+__all__ = ["objective_label", "metric_labels", "deploy_steps", "display_scale", "format_value"]
 
 _DISPLAY_SCALE = {"params": (1e6, "params (M)"), "flops": (1e9, "GFLOPs (fvcore GMACs, 1 image)")}
 
@@ -25,33 +25,40 @@ def objective_label(name: str, settings: Optional[Mapping[str, Any]] = None, *,
     """The label of objective ``name`` in a study run with ``settings`` (a ``SearchSettings.to_dict()``).
 
     Accuracy reads ``accuracy`` (the estimator's label), else the label of the estimator the
-    settings name; throughput names batch, resolution, dtype, profiler mode and channel padding
-    (``--pad-channels``). ``resolution``: the measured input size (default: the fixed resolution of
+    settings name; throughput names batch, resolution, dtype, profiler mode and the deploy steps
+    (``--pad-channels``, ``--gelu-epilogue``). ``resolution``: the measured input size (default: the fixed resolution of
     the settings' space, when it can be read).
     """
     s = dict(settings or {})
     if name == "accuracy":
         return accuracy if accuracy is not None else estimator_label(s)
     res = resolution if resolution is not None else _space_resolution(s.get("space"))
-    padded = f"padded to {s['pad_channels']}" if s.get("pad_channels") else None  # --pad-channels
+    steps = ", ".join(deploy_steps(s)) or None
     if name == "throughput":
         parts = [f"batch {s['batch_size']}" if s.get("batch_size") else None, f"{res} px" if res else None,
-                 s.get("dtype"), s.get("profile_mode"), padded]
+                 s.get("dtype"), s.get("profile_mode"), steps]
         return f"throughput, img/s ({', '.join(p for p in parts if p)})"
     if name == "latency":
-        parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode"), padded]
+        parts = ["batch 1", f"{res} px" if res else None, s.get("dtype"), s.get("profile_mode"), steps]
         return f"latency, ms ({', '.join(p for p in parts if p)})"
     if name in ("predicted_throughput", "predicted_latency"):
         base = objective_label(name[len("predicted_"):], s, resolution=res)
         return f"{base[:-1]}, predicted by {s.get('predictor') or '?'})" if base.endswith(")") else f"{base}, predicted"
     if name == "memory":
-        return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'}{', ' + padded if padded else ''})"
+        return f"peak GPU memory, MB (batch {s.get('batch_size') or '?'}{', ' + steps if steps else ''})"
     if name == "params":
         return "params (count)"
     if name == "flops":
         return f"FLOPs (fvcore MACs, 1 image{f', {res} px' if res else ''})"
     obj = OBJECTIVES.get(name)
     return f"{name} ({obj.unit})" if obj else name
+
+
+def deploy_steps(settings: Mapping[str, Any]) -> list[str]:
+    """The deploy-time steps measured values were taken with, as labels read them: ``padded to N``
+    (``--pad-channels``), ``GELU epilogue`` (``--gelu-epilogue``); none for settings made before them."""
+    steps = [f"padded to {settings['pad_channels']}"] if settings.get("pad_channels") else []
+    return steps + (["GELU epilogue"] if settings.get("gelu_epilogue") else [])
 
 
 def metric_labels(names: Sequence[str], settings: Optional[Mapping[str, Any]] = None, **kw: Any) -> list[str]:

@@ -47,7 +47,8 @@ RUNG_EPOCHS = "rung_epochs"      # float: its budget in epochs
 RUNG_ACCURACY = "rung_accuracy"  # float: validation top-1 at that rung
 CACHE_HIT = "cache_hit"          # int: the trial whose measurements this one reused (same arch_id)
 MEASURED_WITH = "measured_with"  # dict: what a measurement depends on: device, data, seed, profiler protocol
-                                 #   (pad_channels when set), estimator (its identity); a cache hit needs the same
+                                 #   (pad_channels, gelu_epilogue when set), estimator (its identity);
+                                 #   a cache hit needs the same
 
 # ---- trial system attributes (heartbeats; see nas.heartbeat) -------------------------------------
 HEARTBEAT_KEY = "nas:heartbeat"  # float: unix time of the last beat

@@ -19,7 +19,8 @@ accuracy estimator           accuracy is an objective or constraint: its identit
                              ``--proxy``/``--data``/``--train-*``... settings that changed it
 task (``--data``)            no accuracy: the head's classes still set params, FLOPs and throughput
 profiler protocol            a measured throughput/latency/memory: device, batch, dtype, profile mode,
-                             ``--pad-channels`` (a study made before it existed was unpadded)
+                             ``--pad-channels``, ``--gelu-epilogue`` (a study made before one existed was
+                             measured without it)
 predictor                    a predicted objective or constraint
 ============================ ===========================================================================
 """
@@ -43,7 +44,8 @@ __all__ = ["Conflict", "space_meaning", "resume_conflicts", "objective_conflict"
 
 PROFILER_SETTINGS = {"device": "--device", "batch_size": "--batch-size", "dtype": "--dtype",
                      "profile_mode": "profile mode"}
-UNSET_MEANS_OFF = {"pad_channels": "--pad-channels"}  # absent from a stored study: off (it did not exist then)
+# absent from a stored study: off (it did not exist then); None and False both read "off"
+UNSET_MEANS_OFF = {"pad_channels": "--pad-channels", "gelu_epilogue": "--gelu-epilogue"}
 _NOT_MEANING = ("data_dir",)  # where the files are, not what they hold
 _SPACE_PARTS = ("base", "fixed", "knobs")  # a space's name, description and constraints do not change a value
 
@@ -57,6 +59,7 @@ class Conflict:
     now: Any
     detail: str = ""  # what differs inside it (a space's knobs, an estimator's identity)
     off: bool = False  # an option whose None means "off" (``--pad-channels``): shown as off, resumed by dropping it
+    #                    (a flag's True is shown as "on", resumed by giving the flag)
 
     @property
     def option(self) -> bool:
@@ -65,6 +68,8 @@ class Conflict:
     def _show(self, value: Any) -> str:
         if self.off and value is None:
             return "off"
+        if self.off and value is True:
+            return "on"
         if self.option and isinstance(value, (list, tuple)):
             return ",".join(map(str, value))
         return str(value) if self.option and value is not None else repr(value)
@@ -80,9 +85,16 @@ class Conflict:
         """The option that resumes with the stored value (None: no option gives it back, e.g. an edited space file)."""
         if self.off and self.stored is None and self.now is not None:
             return f"drop {self.setting}"
+        if self.off and self.stored is True:
+            return self.setting
         if not self.option or self.stored is None or self.stored == self.now:
             return None
         return f"{self.setting} {self._show(self.stored)}"
+
+
+def _on(value: Any) -> Any:
+    """An ``UNSET_MEANS_OFF`` setting's value, None when off (absent, None or a flag's False)."""
+    return None if value is None or value is False else value
 
 
 def _plain(value: Any) -> Any:
@@ -243,8 +255,8 @@ def resume_conflicts(study: Any, settings: SearchSettings, objectives: Sequence[
         out += _setting_conflicts(stored, settings, {"data": "--data"})
     if "profile" in needs:
         out += _setting_conflicts(stored, settings, PROFILER_SETTINGS)
-        out += [Conflict(option, stored.get(field), getattr(settings, field), off=True)
-                for field, option in UNSET_MEANS_OFF.items() if stored.get(field) != getattr(settings, field)]
+        out += [Conflict(option, _on(stored.get(field)), _on(getattr(settings, field)), off=True)
+                for field, option in UNSET_MEANS_OFF.items() if _on(stored.get(field)) != _on(getattr(settings, field))]
     if "predict" in needs and stored.get("predictor") != settings.predictor:
         out.append(Conflict("predictor", stored.get("predictor"), settings.predictor))
     return out

@@ -165,6 +165,9 @@ class ThroughputOptions:
     # zero-pad the deployed model's widths and head dims to multiples of this before timing
     # (search_spaces.pad_channels; same outputs); part of what a measured value means. None: off
     pad_channels: Optional[int] = None
+    # run each MLP's fc1 -> GELU as one GEMM with a bias+GELU epilogue before timing
+    # (search_spaces.fuse_gelu_epilogue; tanh-approximate GELU on CUDA); part of what a measured value means
+    gelu_epilogue: bool = False
 
     DEVICE_DEFAULTS: ClassVar[dict[str, tuple[Any, Any]]] = {"batch_size": (128, 2),
                                                              "profile_mode": ("cudagraph", "eager"),
@@ -178,6 +181,8 @@ class ThroughputOptions:
         check_int("repeats", self.repeats, minimum=1, optional=True)
         _one_of("dtype", self.dtype, DTYPES)
         check_int("--pad-channels", self.pad_channels, minimum=1, optional=True)
+        if not isinstance(self.gelu_epilogue, bool):
+            raise ValueError(f"--gelu-epilogue={self.gelu_epilogue!r} must be true or false")
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,7 @@ class SearchSettings(SearchOptions, EstimatorOptions, ThroughputOptions, Storage
         for group in GROUPS:
             group._check(self)  # type: ignore[attr-defined]
         self._check_predicted()
-        self._check_padding()
+        self._check_deploy_steps()
         if self.fidelity == "sh" and "accuracy" not in self.objectives:
             raise ValueError(f"--fidelity sh ranks trials on accuracy at each rung: add 'accuracy' to the objectives "
                              f"({', '.join(self.objectives)})")
@@ -255,22 +260,28 @@ class SearchSettings(SearchOptions, EstimatorOptions, ThroughputOptions, Storage
         if needs and not self.predictor:
             raise ValueError(f"{needs[0]} needs a predictor: --throughput predicted:NAME (or --latency)")
 
-    def _check_padding(self) -> None:
-        """``--pad-channels`` changes what the profiler measures: it needs a measured objective or constraint,
-        and a predicted one cannot follow it (the predictors are fitted on unpadded measurements)."""
-        if self.pad_channels is None:
+    def _check_deploy_steps(self) -> None:
+        """``--pad-channels`` and ``--gelu-epilogue`` change what the profiler measures: each needs a measured
+        objective or constraint, and a predicted one cannot follow it (the predictors are fitted on measurements
+        of the plain deployed model)."""
+        steps = [(f"--pad-channels {self.pad_channels}", "unpadded measurements (their datasets and fit settings "
+                  "record no padding), so they cannot predict a padded model", "--pad-channels")
+                 ] if self.pad_channels is not None else []
+        if self.gelu_epilogue:
+            steps.append(("--gelu-epilogue", "unfused measurements (their datasets and fit settings record no GELU "
+                          "epilogue), so they cannot predict a fused model", "--gelu-epilogue"))
+        if not steps:
             return
         needs = {o.needs for o in parse_objectives(self.objectives)}
         needs |= {c.objective.needs for c in map(parse_constraint, self.constraints)}
+        option, fitted, flag = steps[0]
         if "predict" in needs:
-            raise ValueError(f"--pad-channels {self.pad_channels} with a predicted throughput/latency (predictor "
-                             f"{self.predictor!r}): throughput predictors are fitted on unpadded measurements (their "
-                             f"datasets and fit settings record no padding), so they cannot predict a padded model; "
-                             f"measure it (--throughput measured) or drop --pad-channels")
+            raise ValueError(f"{option} with a predicted throughput/latency (predictor {self.predictor!r}): "
+                             f"throughput predictors are fitted on {fitted}; measure it (--throughput measured) "
+                             f"or drop {flag}")
         if "profile" not in needs:
-            raise ValueError(f"--pad-channels {self.pad_channels} only applies when a measured throughput, latency or "
-                             f"memory is an objective or constraint (this run: --objective "
-                             f"{','.join(self.objectives)}); drop it")
+            raise ValueError(f"{option} only applies when a measured throughput, latency or memory is an objective "
+                             f"or constraint (this run: --objective {','.join(self.objectives)}); drop it")
 
     @property
     def is_resolved(self) -> bool:

@@ -201,7 +201,7 @@ class Evaluator:
                              "settings first (SearchSettings.resolved)")
         rec = measure_throughput(cfg, batch_size=s.batch_size, dtype=s.dtype, mode=s.profile_mode,
                                  repeats=s.repeats, device=s.device, latency_b1="latency" in self._needed(),
-                                 pad_channels=s.pad_channels)
+                                 pad_channels=s.pad_channels, gelu_epilogue=s.gelu_epilogue)
         return rec.to_dict()
 
     def _predict(self, cfg: FasterViTConfig) -> dict[str, Any]:

@@ -57,6 +57,10 @@ def compare(
         None, "--pad-channels", metavar="N", help="Measure our FasterViT rows with their widths and head dims "
         "zero-padded to multiples of N after the deploy step (8: tensor cores; same outputs). The official code "
         "and the timm peers are measured as they are. Default: off."),
+    gelu_epilogue: bool = typer.Option(
+        False, "--gelu-epilogue", help="Measure our FasterViT rows with each MLP's fc1 -> GELU as one GEMM with a "
+        "bias+GELU epilogue after the deploy step (search_spaces.fuse_gelu_epilogue; tanh-approximate GELU on "
+        "CUDA). The official code and the timm peers are measured as they are. Default: off."),
 ) -> None:
     """Measure FasterViT-0..6 and the paper's Table 1 peers with our profiler; table, figure, JSON, front."""
     import json
@@ -71,6 +75,9 @@ def compare(
         if pad_channels is not None:
             fail(f"--pad-channels {pad_channels} chooses how models are measured; --render draws a JSON measured "
                  "earlier (its settings say whether it was padded): drop one")
+        if gelu_epilogue:
+            fail("--gelu-epilogue chooses how models are measured; --render draws a JSON measured earlier (its "
+                 "settings say whether the GELU epilogue was on): drop one")
         with user_errors():
             d = json.loads(Path(render).read_text())
     else:
@@ -79,7 +86,8 @@ def compare(
         split = (lambda v: [x.strip() for x in v.split(",") if x.strip()] if v else None)  # noqa: E731
         settings = CompareSettings(models=split(models), device=device, batch_size=batch_size, dtype=dtype,
                                    modes=split(mode), warmup=warmup, repeats=repeats, official=official, tables=tables,
-                                   proxy=proxy, pad_channels=pad_channels)
+                                   proxy=proxy, pad_channels=pad_channels,
+                                   gelu_epilogue=gelu_epilogue)
         with user_errors():
             settings = settings.resolved()
             resolve_models(settings.models)

@@ -32,6 +32,10 @@ def profile(
     pad_channels: Optional[int] = typer.Option(
         None, "--pad-channels", metavar="N", help="After the deploy step, zero-pad the widths and attention head "
         "dims to multiples of N (8: tensor cores, fused attention; same outputs). Default: off."),
+    gelu_epilogue: bool = typer.Option(
+        False, "--gelu-epilogue", help="After the deploy step (and the padding), run each MLP's fc1 -> GELU as one "
+        "GEMM with a bias+GELU epilogue (search_spaces.fuse_gelu_epilogue; tanh-approximate GELU on CUDA, exact "
+        "on the CPU). Default: off."),
     device: str = typer.Option("cuda", help="cuda | cuda:N | cpu."),
     warmup: Optional[int] = typer.Option(None, help="Warm-up forward passes [GPU: 3, CPU: 1]."),
     repeats: Optional[int] = typer.Option(None, help="Timed samples [GPU: 20, CPU: 5]."),
@@ -67,12 +71,17 @@ def profile(
     options: dict[str, Any] = {k: defaults[k] if v is None else v for k, v in chosen.items()}
     if pad_channels is not None and no_deploy:
         fail(f"--pad-channels {pad_channels} pads the deployed model: drop --no-deploy (or --pad-channels)")
+    if gelu_epilogue and no_deploy:
+        fail("--gelu-epilogue fuses the deployed model's MLPs: drop --no-deploy (or --gelu-epilogue)")
     if sample is not None:
         if resolution is not None or as_json:
             fail("--resolution and --json are for one network; with --sample use --resolutions (records go to --out)")
         if pad_channels is not None:
             fail(f"--pad-channels {pad_channels} is for one network: --sample collects a dataset for `nas predictor "
                  "fit`, and predictors are fitted unpadded (a dataset's records are not keyed by padding)")
+        if gelu_epilogue:
+            fail("--gelu-epilogue is for one network: --sample collects a dataset for `nas predictor fit`, and "
+                 "predictors are fitted unfused (a dataset's records are not keyed by the GELU epilogue)")
         _sample(sample, out, space=space, resolutions=resolutions, seed=seed, dev=dev, deploy=not no_deploy,
                 channels_last=not no_channels_last, **options)
         return
@@ -84,7 +93,7 @@ def profile(
     with user_errors():
         record = measure_throughput(cfg, resolution=resolution, deploy=not no_deploy,
                                     channels_last=not no_channels_last, device=dev, pad_channels=pad_channels,
-                                    **options)
+                                    gelu_epilogue=gelu_epilogue, **options)
     if as_json:
         print_json(record.to_dict())
     else:
@@ -127,6 +136,8 @@ def _print_table(name: str, r: Any) -> None:
                           f"{'channels_last' if r.channels_last else 'contiguous'}")
     if r.pad_channels is not None:
         t.add_row("channel padding", padding_summary(r))
+    if r.gelu_epilogue:
+        t.add_row("GELU epilogue", gelu_summary(r))
     t.add_row("images/s (median)", num(r.images_per_s, ",.1f"))
     t.add_row("images/s (min / max)", f"{num(r.images_per_s_min, ',.1f')} / {num(r.images_per_s_max, ',.1f')}")
     t.add_row("CV over samples", num(None if r.cv is None else 100 * r.cv, ".2f", " %"))
@@ -158,4 +169,13 @@ def padding_summary(r: Any, most: int = 6) -> str:
     shown = ", ".join(changes[:most]) + (f" and {len(changes) - most} more" if len(changes) > most else "")
     kept = ", ".join(k["part"] for k in r.channels_kept or [])
     return (f"to multiples of {r.pad_channels}: {shown or 'nothing to pad'}"
+            + (f"; kept as they are: {kept} (reasons: --json)" if kept else ""))
+
+
+def gelu_summary(r: Any) -> str:
+    """What ``--gelu-epilogue`` fused and kept, in one line (every part, with the reasons, is in ``--json``)."""
+    if r.gelu_fused is None:  # the measurement failed before the fusion step
+        return "not reached"
+    kept = ", ".join(k["part"] for k in r.gelu_kept or [])
+    return (f"{r.gelu_fused} MLP(s) fused (fc1 + bias + GELU in one GEMM)"
             + (f"; kept as they are: {kept} (reasons: --json)" if kept else ""))

@@ -73,6 +73,12 @@ def search(
              "same outputs) before timing, as `nas export`'s model card deploys it. Part of what a measured value "
              "means (a study keeps one); not with a predicted throughput (predictors are fitted unpadded). "
              "Default: off."),
+    gelu_epilogue: bool = typer.Option(
+        THROUGHPUT.gelu_epilogue, "--gelu-epilogue",
+        help="Profiler: after the deploy step (and the padding), run each MLP's fc1 -> GELU as one GEMM with a "
+             "bias+GELU epilogue (search_spaces.fuse_gelu_epilogue; tanh-approximate GELU on CUDA) before timing. "
+             "Part of what a measured value means (a study keeps one); not with a predicted throughput "
+             "(predictors are fitted unfused). Default: off."),
     train_epochs: float = typer.Option(ESTIMATOR.train_epochs, help=_TRAIN + "the full training budget in epochs."),
     train_subset: Optional[int] = typer.Option(ESTIMATOR.train_subset,
                                                help=_TRAIN + "training images (a fixed subset)."),
@@ -129,7 +135,7 @@ def search(
             train_val_subset=train_val_subset, train_batch_size=train_batch_size, train_recipe=train_recipe,
             fidelity=fidelity,
             min_budget=min_budget, eta=eta, batch_size=batch_size, dtype=dtype, predictor=predictor,
-            pad_channels=pad_channels,
+            pad_channels=pad_channels, gelu_epilogue=gelu_epilogue,
             storage=storage, study=study, results_dir=results_dir, quiet=quiet,
             measure_references=measure_references, device=device, workers=workers,
             backend=backend, ray_address=ray_address, gpus_per_trial=gpus_per_trial)

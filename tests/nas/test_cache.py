@@ -24,3 +24,13 @@ def test_channel_padding_is_part_of_the_key_only_when_set():
     study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0], user_attrs={R.ARCH_ID: "a", R.MEASURED_WITH: plain}))
     assert cached_source(study, "a", -1, plain).number == 0
     assert cached_source(study, "a", -1, padded) is None  # an unpadded throughput is not reused for a padded one
+
+
+def test_gelu_epilogue_is_part_of_the_key_only_when_set():
+    plain, fused = _key(), _key(gelu_epilogue=True)
+    assert "gelu_epilogue" not in plain and _key(gelu_epilogue=False) == plain  # keys of older studies unchanged
+    assert fused == dict(plain, gelu_epilogue=True)
+    assert _key(pad_channels=8, gelu_epilogue=True) == dict(plain, pad_channels=8, gelu_epilogue=True)
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 2.0], user_attrs={R.ARCH_ID: "a", R.MEASURED_WITH: plain}))
+    assert cached_source(study, "a", -1, fused) is None  # an unfused throughput is not reused for a fused one

@@ -153,3 +153,31 @@ def test_pad_channels_reaches_the_profiler_and_is_shown(tiny_config, tmp_path):
                             "--pad-channels", "8"])
     assert r.exit_code == 2 and "predictors are fitted unpadded" in _text(r.output)
     assert not (tmp_path / "d.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------------ --gelu-epilogue
+def test_gelu_epilogue_reaches_the_profiler_and_is_shown(tiny_config, tmp_path):
+    from search_spaces import FasterViT, fuse_gelu_epilogue
+
+    path = str(tiny_config.save(tmp_path / "tiny.json"))
+    expected = fuse_gelu_epilogue(FasterViT(tiny_config).switch_to_deploy()).to_dict()
+    assert expected["fused"] and expected["kept"]  # the tiny model has both: the table shows both
+    args = ["profile", path, "--device", "cpu", "--batch-size", "2", "--repeats", "2", "--warmup", "1"]
+    r = runner.invoke(app, [*args, "--gelu-epilogue", "--json"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads(r.stdout)
+    assert rec["gelu_epilogue"] is True and rec["images_per_s"] > 0
+    assert rec["gelu_fused"] == len(expected["fused"]) and rec["gelu_kept"] == expected["kept"]
+    r = runner.invoke(app, [*args, "--gelu-epilogue", "--pad-channels", "8"])
+    assert r.exit_code == 0, r.output
+    out = _text(r.stdout)  # table cells wrap: check the pieces
+    assert "GELU epilogue" in out and f"{len(expected['fused'])} MLP(s) fused" in out and "channel padding" in out
+    assert "stages.0 conv" in out and "(reasons: --json)" in out  # what was kept: the conv blocks' GELUs
+    r = runner.invoke(app, args)  # default: off, and the table says nothing about it
+    assert r.exit_code == 0 and "GELU epilogue" not in r.stdout
+    r = runner.invoke(app, [*args, "--gelu-epilogue", "--no-deploy"])
+    assert r.exit_code == 2 and "--gelu-epilogue fuses the deployed model's MLPs: drop --no-deploy" in _text(r.output)
+    r = runner.invoke(app, ["profile", "--sample", "2", "--out", str(tmp_path / "d.jsonl"), "--device", "cpu",
+                            "--gelu-epilogue"])
+    assert r.exit_code == 2 and "predictors are fitted unfused" in _text(r.output)
+    assert not (tmp_path / "d.jsonl").exists()

@@ -262,3 +262,49 @@ def test_padded_rows_count_the_architecture_macs(tiny_fastervit_0):
     pad_channels(padded, 8)
     macs = cmp._architecture_macs(tiny_fastervit_0, "cpu", s)
     assert macs == cmp.count_macs(plain, 64, "cpu") < cmp.count_macs(padded, 64, "cpu")
+
+
+# ------------------------------------------------------------------------------------------ --gelu-epilogue
+def test_gelu_epilogue_fuses_our_rows_records_it_and_renders(tiny_fastervit_0, tmp_path):
+    out = tmp_path / "gelu"
+    args = ["compare", "--device", "cpu", "--models", "FasterViT-0", "--official", "--batch-size", "1", "--repeats",
+            "1", "--warmup", "1"]
+    r = runner.invoke(app, [*args, "--gelu-epilogue", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.with_suffix(".json").read_text())
+    assert d["settings"]["gelu_epilogue"] is True
+    ours, official = ({r["code"]: r for r in d["rows"]}[c] for c in ("nas", "official"))
+    assert ours["img_s"] > 0 and official["img_s"] > 0
+    assert ours["profile"]["gelu_epilogue"] is True and ours["profile"]["gelu_fused"] > 0
+    assert official["profile"]["gelu_fused"] == 0  # measured as it is, and the record says why
+    assert "is not this generator's FasterViT" in official["profile"]["gelu_kept"][0]["reason"]
+    assert "counted unfused" in d["flops_method"]
+    assert ours["gmacs"] == round(cmp._architecture_macs(tiny_fastervit_0, "cpu", cmp.CompareSettings()) / 1e9, 3)
+    from nas.compare_report import table_rows
+
+    assert [row[1] for row in table_rows(d)] == ["nas: faster_vit_0_224 (GELU epilogue)",  # the CLI's and HTML's
+                                                 "official: official:faster_vit_0_224"]
+    html = out.with_suffix(".html").read_text()
+    assert "ours with the GELU epilogue" in html and "(our generator) (GELU epilogue)" in html
+    d["settings"]["pad_channels"] = 8  # both steps: one label
+    assert table_rows(d)[0][1] == "nas: faster_vit_0_224 (padded to 8, GELU epilogue)"
+    # a JSON written before the option existed renders as before; --render does not take the option
+    del d["settings"]["gelu_epilogue"], d["settings"]["pad_channels"]
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))
+    r = runner.invoke(app, ["compare", "--render", str(old), "--out", str(tmp_path / "old")])
+    assert r.exit_code == 0, r.output
+    assert "GELU epilogue" not in r.output and "GELU epilogue" not in (tmp_path / "old.html").read_text()
+    r = runner.invoke(app, ["compare", "--render", str(old), "--gelu-epilogue", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "--render draws a JSON measured earlier" in " ".join(r.output.split())
+
+
+def test_deploy_steps_reach_both_fastervit_codes_and_no_peer():
+    """What the profiler is told per code (the main rows and Tables S.2/S.3 alike): the official code gets the
+    steps too, so that its record says why it is measured as it is."""
+    both = cmp.CompareSettings(device="cpu", pad_channels=8, gelu_epilogue=True).resolved()
+    assert cmp._deploy_steps("nas", both) == cmp._deploy_steps("official", both) == dict(pad_channels=8,
+                                                                                          gelu_epilogue=True)
+    assert cmp._deploy_steps("timm", both) == {} and cmp._deploy_steps("nas", cmp.CompareSettings()) == {}
+    with pytest.raises(ValueError, match="--gelu-epilogue='yes' must be true or false"):
+        cmp.CompareSettings(device="cpu", gelu_epilogue="yes").resolved()  # type: ignore[arg-type]

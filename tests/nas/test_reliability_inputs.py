@@ -74,6 +74,11 @@ def _params_study(name: str = "p", trials: int = 2, *extra: str) -> None:
     (["--objective", "params,throughput", "--throughput", "predicted:h100", "--pad-channels", "8"],
      "--pad-channels 8 with a predicted throughput/latency (predictor 'h100'): throughput predictors are fitted on "
      "unpadded measurements"),
+    (["--gelu-epilogue"], "--gelu-epilogue only applies when a measured throughput, latency or memory is an "
+                          "objective or constraint (this run: --objective params,flops); drop it"),
+    (["--objective", "params,throughput", "--throughput", "predicted:h100", "--gelu-epilogue"],
+     "--gelu-epilogue with a predicted throughput/latency (predictor 'h100'): throughput predictors are fitted on "
+     "unfused measurements"),
     # values are checked whether or not they apply
     (["--eta", "1", "--min-budget", "-5"], "--eta=1 must be an integer >= 2"),
     (["--gpus-per-trial", "-1"], "--gpus-per-trial=-1.0 must be >= 0"),

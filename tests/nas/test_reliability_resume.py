@@ -180,3 +180,27 @@ def test_another_channel_padding_is_refused(workdir):
     _refused([*args, "--study", "plain", "--pad-channels", "8"], "plain", "--pad-channels off, not 8")
     r = runner.invoke(app, [*args, "--study", "plain"])
     assert r.exit_code == 0, r.output
+
+
+def test_another_gelu_epilogue_is_refused(workdir):
+    """--gelu-epilogue changes what a measured throughput means: recorded with each value, compared on resume."""
+    args = [*BASE, "--objective", "params,throughput", "--batch-size", "2"]
+    assert runner.invoke(app, [*args, "--study", "plain"]).exit_code == 0
+    r = runner.invoke(app, [*args, "--study", "fused", "--gelu-epilogue"])
+    assert r.exit_code == 0, r.output
+    (fused,) = optuna.load_study(study_name="fused", storage=DB).trials
+    (plain,) = optuna.load_study(study_name="plain", storage=DB).trials
+    assert fused.user_attrs[R.PROFILE]["gelu_epilogue"] is True and fused.user_attrs[R.PROFILE]["gelu_fused"] > 0
+    assert plain.user_attrs[R.PROFILE]["gelu_epilogue"] is False and plain.user_attrs[R.PROFILE]["gelu_fused"] is None
+    assert fused.user_attrs[R.MEASURED_WITH] == dict(plain.user_attrs[R.MEASURED_WITH], gelu_epilogue=True)
+    assert optuna.load_study(study_name="fused", storage=DB).metric_names[1].endswith(", GELU epilogue)")
+    _refused(args + ["--study", "fused"], "fused", "--gelu-epilogue on, not off", "(--gelu-epilogue)")
+    _refused([*args, "--study", "plain", "--gelu-epilogue"], "plain", "--gelu-epilogue off, not on",
+             "(drop --gelu-epilogue)")
+    # a study stored before the option existed has no key: it was unfused, and resumes as such
+    study = optuna.load_study(study_name="plain", storage=DB)
+    study.set_user_attr(R.STUDY_SETTINGS, {k: v for k, v in study.user_attrs[R.STUDY_SETTINGS].items()
+                                           if k != "gelu_epilogue"})
+    _refused([*args, "--study", "plain", "--gelu-epilogue"], "plain", "--gelu-epilogue off, not on")
+    r = runner.invoke(app, [*args, "--study", "plain"])
+    assert r.exit_code == 0, r.output
