@@ -21,8 +21,8 @@ other settings; the summary (``supernet-summary.json``) has the issue's keys.
 On ground truth 2 (issue #29: its ``gt`` plan finished), the ground truth is exported on the CPU, then
 the supernet is trained on the GPU with the same data, recipe and budget E (16 epochs, 64 px, ground
 truth 2's recipe from its summary: grad clip 1.0, label smoothing 0.1, weight decay 0.05, crop 0.0625
-+ flip, lr 3.5e-4 sqrt-scaled at batch 512, 20 % warm-up; its recorded 1248 steps are checked to be
-16 epochs of this data):
++ flip, lr 3.5e-4 sqrt-scaled at batch 512, 20 % warm-up; the budget it recorded, 1248 steps, comes back
+as the summary's 16 epochs, which ``--epochs`` must equal):
 
     python bench/groundtruth2.py --analyze --export-truth results/benchmarks/groundtruth2-truth.json
     PYTHONPATH=. python bench/supernet.py --groundtruth results/benchmarks/groundtruth2-truth.json \\
