@@ -176,17 +176,28 @@ def _kmeans_pp(Z: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ fit
+def _measured(records: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The records that hold a measurement (a config and its images/s, no error)."""
+    return [dict(r) for r in records if r.get("error") is None and r.get("images_per_s") and r.get("config")]
+
+
+def _protocol(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """(mode, dtype, batch) of a record or a predictor's meta, as strings."""
+    return tuple(str(meta.get(k)) for k in PROTOCOL_KEYS)
+
+
 def of_protocol(base: Predictor, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], dict[str, int]]:
     """The measured records of ``base``'s protocol (mode, dtype, batch), and how many of each other
     protocol were set aside: a profile dataset holds its quick mode and a ``best`` subset in one file.
 
     Raises ``PredictorError`` when no measured record has the base's protocol."""
-    measured = [dict(r) for r in records if r.get("error") is None and r.get("images_per_s") and r.get("config")]
-    want = tuple(str(base.meta.get(k)) for k in PROTOCOL_KEYS)
-    kept = [r for r in measured if tuple(str(r.get(k)) for k in PROTOCOL_KEYS) == want]
+    want = _protocol(base.meta)
+    kept: list[dict] = []
     aside: dict[str, int] = {}
-    for r in measured:
-        if tuple(str(r.get(k)) for k in PROTOCOL_KEYS) != want:
+    for r in _measured(records):
+        if _protocol(r) == want:
+            kept.append(r)
+        else:
             label = ", ".join(f"{k} {r.get(k)}" for k in PROTOCOL_KEYS)
             aside[label] = aside.get(label, 0) + 1
     if not kept:
@@ -198,7 +209,7 @@ def of_protocol(base: Predictor, records: Sequence[Mapping[str, Any]]) -> tuple[
 
 def _usable(base: Predictor, records: Sequence[Mapping[str, Any]]) -> tuple[list[dict], dict[str, Any]]:
     """The records with a throughput, checked against the base's protocol and for one GPU."""
-    usable = [dict(r) for r in records if r.get("error") is None and r.get("images_per_s") and r.get("config")]
+    usable = _measured(records)
     for key in PROTOCOL_KEYS:
         seen = sorted({str(r.get(key)) for r in usable})
         if seen and seen != [str(base.meta.get(key))]:
