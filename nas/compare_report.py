@@ -9,6 +9,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from evaluators.jsonfile import atomic_write_bytes
 
+from .deploy_steps import deploy_steps
 from .plots import COLORS, base_layout, esc, figure_html, table_html, write_page
 
 __all__ = ["write_compare_html", "write_compare_png", "axis_titles", "table_header", "table_rows", "reading",
@@ -28,9 +29,7 @@ def padded_label(d: Mapping[str, Any]) -> str:
     """The suffix ``(padded to N)`` when ``nas compare --pad-channels N`` padded our FasterViT rows,
     ``(GELU epilogue)`` when ``--gelu-epilogue`` fused their MLPs (both: ``(padded to N, GELU epilogue)``);
     empty otherwise, also for a JSON written before the options existed."""
-    s = d["settings"]  # the words of nas.labels.deploy_steps (not imported: rendering stays free of torch)
-    steps = [f"padded to {s['pad_channels']}"] if s.get("pad_channels") else []
-    steps += ["GELU epilogue"] if s.get("gelu_epilogue") else []
+    steps = deploy_steps(d["settings"])
     return f" ({', '.join(steps)})" if steps else ""
 
 

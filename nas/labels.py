@@ -12,6 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from search_spaces.space import load_space
 
+from .deploy_steps import deploy_steps
 from .estimators import estimator_label
 from .objectives import OBJECTIVES
 
@@ -52,13 +53,6 @@ def objective_label(name: str, settings: Optional[Mapping[str, Any]] = None, *,
         return f"FLOPs (fvcore MACs, 1 image{f', {res} px' if res else ''})"
     obj = OBJECTIVES.get(name)
     return f"{name} ({obj.unit})" if obj else name
-
-
-def deploy_steps(settings: Mapping[str, Any]) -> list[str]:
-    """The deploy-time steps measured values were taken with, as labels read them: ``padded to N``
-    (``--pad-channels``), ``GELU epilogue`` (``--gelu-epilogue``); none for settings made before them."""
-    steps = [f"padded to {settings['pad_channels']}"] if settings.get("pad_channels") else []
-    return steps + (["GELU epilogue"] if settings.get("gelu_epilogue") else [])
 
 
 def metric_labels(names: Sequence[str], settings: Optional[Mapping[str, Any]] = None, **kw: Any) -> list[str]:
