@@ -703,15 +703,18 @@ def _deploy(model: nn.Module, amp_dtype: Optional[torch.dtype], x: torch.Tensor,
         m.switch_to_deploy()
 
 
+def _not_ours(model: nn.Module, step: str) -> list[dict[str, str]]:
+    """The record's "kept" entry of a deploy ``step`` on a model other than this generator's FasterViT."""
+    kind = f"{type(model).__module__}.{type(model).__qualname__}"
+    return [dict(part="model", reason=f"{kind} is not this generator's FasterViT: {step} applies to those only")]
+
+
 def _pad(model: nn.Module, record: ThroughputRecord) -> None:
     """Channel padding of the deployed model, written into ``record`` (kept as it is, with the reason, when
     it is not a FasterViT)."""
     assert record.pad_channels is not None
     if not isinstance(model, FasterViT):
-        record.channels_padded = []
-        kind = f"{type(model).__module__}.{type(model).__qualname__}"
-        record.channels_kept = [dict(part="model", reason=f"{kind} is not this generator's FasterViT: channel "
-                                     "padding applies to those only")]
+        record.channels_padded, record.channels_kept = [], _not_ours(model, "channel padding")
         return
     done = pad_model_channels(model, record.pad_channels).to_dict()
     record.channels_padded, record.channels_kept = done["padded"], done["kept"]
@@ -721,10 +724,7 @@ def _fuse_gelu(model: nn.Module, record: ThroughputRecord) -> None:
     """GELU into the MLPs' fc1 GEMM epilogue, written into ``record`` (kept as it is, with the reason, when the
     model is not a FasterViT)."""
     if not isinstance(model, FasterViT):
-        record.gelu_fused = 0
-        kind = f"{type(model).__module__}.{type(model).__qualname__}"
-        record.gelu_kept = [dict(part="model", reason=f"{kind} is not this generator's FasterViT: the GELU epilogue "
-                                 "applies to those only")]
+        record.gelu_fused, record.gelu_kept = 0, _not_ours(model, "the GELU epilogue")
         return
     done = fuse_gelu_epilogue(model).to_dict()
     record.gelu_fused, record.gelu_kept = len(done["fused"]), done["kept"]
