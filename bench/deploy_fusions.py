@@ -271,6 +271,32 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return data
 
 
+PRESET_LABEL = {f"faster_vit_{i}_224": f"FasterViT-{i}" for i in range(7)} | {"faster_vit_4_21k_224": "FasterViT-4"}
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The README's table: per model and mode, img/s of each variant (official first), ratios of the
+    fused variants to ours plain and to the official code, and whether the logit check passed."""
+    lines = ["| model | mode | official | ours plain | + GELU epilogue | + pad 8 + GELU epilogue | "
+             "epilogue / plain | epilogue / official | logits within tolerance |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+
+    def num(v: Optional[float], fmt: str) -> str:
+        return "–" if v is None else format(v, fmt)
+
+    for name, entry in data["models"].items():
+        ok = all(r["fp32_ok"] and r["half_ok"] for r in entry["logits"]["variants"].values())
+        for mode, row in entry["modes"].items():
+            med, over_off = row["images_per_s"], row.get("over_official", {})
+            best = "pad8_gelu" if "pad8_gelu" in med else "gelu"
+            lines.append(
+                f"| {PRESET_LABEL.get(name, name)} | {mode} | {num(med.get('official'), ',.0f')} | "
+                f"{med['plain']:,.0f} | {med['gelu']:,.0f} | {num(med.get('pad8_gelu'), ',.0f')} | "
+                f"{row['over_plain'][best]:.3f}× | {num(over_off.get(best), '.3f')}"
+                f"{'×' if best in over_off else ''} | {'yes' if ok else 'no'} |")
+    return "\n".join(lines)
+
+
 def output_path(args: argparse.Namespace) -> Path:
     """``--out``, or the committed JSON for a GPU run; a CPU run without ``--out`` is refused."""
     if args.out is not None:

@@ -42,6 +42,9 @@ def test_smoke_measures_every_variant_and_checks_the_logits(tmp_path):
     plain_k, fused_k = row["variants"]["plain"]["gelu_kernels_us"], fused["gelu_kernels_us"]
     assert "aten::_addmm_activation" in fused_k and "aten::_addmm_activation" not in plain_k
     assert fused_k.get("aten::gelu", 0.0) < plain_k["aten::gelu"]
+    table = bench.markdown(data).splitlines()  # the README's table, from this run's JSON
+    assert len(table) == 3 and table[2].startswith(f"| FasterViT-0 | eager | {med['official']:,.0f} | ")
+    assert f"| {row['over_plain']['gelu']:.3f}× | {row['over_official']['gelu']:.3f}× | yes |" in table[2]
 
 
 def test_results_go_to_the_committed_json_from_a_gpu_only(tmp_path):
