@@ -62,21 +62,28 @@ def _weights_lines(w: Mapping[str, Any]) -> list[str]:
     return [f"- **Weights: {w['kind']}** from `{w['source']}` (sha256 {w['sha256'][:16]}…)."]
 
 
+GELU_EPILOGUE = ("`search_spaces.fuse_gelu_epilogue(model)`: each transformer MLP's fc1 → GELU runs as one GEMM "
+                 "with a bias+GELU epilogue (`torch._addmm_activation`), so the GELU no longer reads and writes the "
+                 "hidden activation as a kernel of its own; the same logits on the CPU, while on CUDA its GELU is "
+                 "tanh-approximate (logits close to, not equal to, the exact-GELU model's)")
+
+
 def _deploy_lines(plan: Optional[Mapping[str, Any]]) -> list[str]:
-    """How to run the model fastest, when channel padding would change it (``export.json``'s ``channel_padding``)."""
-    if not plan:  # an export.json written before the plan was recorded
-        return []
+    """How to run the model fastest after loading it: the deploy step, channel padding when it would change the
+    model (``export.json``'s ``channel_padding``), then the GELU epilogue (any FasterViT)."""
+    head = "- **Deploy fast:** after loading it in PyTorch, `model.switch_to_deploy()` then "
+    if not plan or not (plan.get("error") or plan["padded"]):  # nothing to pad (or an export.json from before)
+        return [f"{head}{GELU_EPILOGUE}."]
     n = plan["multiple"]
-    how = (f"- **Deploy fast:** after loading it in PyTorch, `model.switch_to_deploy()` then "
-           f"`search_spaces.pad_channels(model, {n})`"
+    how = (f"{head}`search_spaces.pad_channels(model, {n})`"
            f" (same logits; fp16 tensor cores and fused attention want multiples of {n})")
     if plan.get("error"):
-        return [f"{how}: it zero-pads every width and head dim that is not a multiple of {n} (what it would pad "
-                f"here could not be worked out: {plan['error']})."]
-    if not plan["padded"]:
-        return []
-    return [f"{how}: it zero-pads " + ", ".join(f"{p['part']} {p['real']}→{p['padded']}" for p in plan["padded"])
-            + "."]
+        pad = (f"{how}: it zero-pads every width and head dim that is not a multiple of {n} (what it would pad "
+               f"here could not be worked out: {plan['error']}).")
+    else:
+        parts = ", ".join(f"{p['part']} {p['real']}→{p['padded']}" for p in plan["padded"])
+        pad = f"{how}: it zero-pads {parts}."
+    return [f"{pad} Then {GELU_EPILOGUE}."]
 
 
 def model_card(meta: Mapping[str, Any], cfg: Any, out: Union[str, Path]) -> str:

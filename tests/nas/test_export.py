@@ -401,12 +401,14 @@ def test_cli_export_from_study_and_config(syn, tmp_path):
     assert FasterViTConfig.load(out2 / "config.json") == cfg
     card = (out2 / "README.md").read_text()
     assert "initialised, not trained" in card and "no measurements" in card
-    assert "Deploy fast" not in card  # widths 8..64, head dims 8..32: padding would change nothing
+    # widths 8..64, head dims 8..32: padding would change nothing, so the advice is the GELU epilogue only
+    assert ("**Deploy fast:** after loading it in PyTorch, `model.switch_to_deploy()` then "
+            "`search_spaces.fuse_gelu_epilogue(model)`:" in card and "pad_channels" not in card)
     _outputs_match(out2, cfg, ())
 
 
 def test_card_says_how_to_deploy_fast_when_padding_would_change_the_model(tmp_path):
-    from search_spaces import pad_channels
+    from search_spaces import fuse_gelu_epilogue, pad_channels
 
     cfg = FasterViTConfig(**{**BASE, "dim": 12, "num_heads": [1, 1, 2, 4]})  # stage-0 width 12
     res = export_model(tmp_path / "odd", config=cfg, formats=("safetensors",))
@@ -421,6 +423,12 @@ def test_card_says_how_to_deploy_fast_when_padding_would_change_the_model(tmp_pa
         done = pad_channels(model.switch_to_deploy(), 8)
         assert torch.allclose(model(x), ref, atol=1e-4)
     assert res.metadata["channel_padding"] == done.to_dict()
+    # then the GELU epilogue, as the card says: tanh-approximate on CUDA, the same logits on the CPU
+    assert ("it zero-pads stages.0 width 12→16. Then `search_spaces.fuse_gelu_epilogue(model)`:" in card
+            and "on CUDA its GELU is tanh-approximate" in card)
+    with torch.no_grad():
+        fused = fuse_gelu_epilogue(model)
+        assert fused.fused and torch.allclose(model(x), ref, atol=1e-4)
 
 
 def test_cli_errors_exit_2(syn, real_study, tmp_path):
