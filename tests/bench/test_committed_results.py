@@ -151,10 +151,13 @@ def test_h100_best_subset_and_its_repeat_are_what_the_readme_says():
     root = RESULTS.parents[1]
     first = {r["key"]: r for r in map(json.loads, (root / "evaluators/predictors/h100-profile.jsonl").open())}
     again = [json.loads(line) for line in (RESULTS / "h100-best-repeat.jsonl").open()]
-    assert len(again) == summary["n_best"] and all(r["mode"] == "best" for r in again)
+    best = [r for r in first.values() if r["mode"] == "best"]
+    assert len(best) == summary["n_best"] == summary["n_both"]
+    assert all(r["mode"] == "best" and r["key"] in first for r in again)
+    assert f"the first {len(again)} measured again" in text
     ratio = [r["images_per_s"] / first[r["key"]]["images_per_s"] for r in again]
     assert f"came out at {min(ratio):.3f}–{max(ratio):.3f}× the first (sd {statistics.pstdev(ratio) * 100:.1f} %)" in text
-    speedup = [r["images_per_s"] / first[r["key"].replace("|best|", "|cudagraph|")]["images_per_s"] for r in again]
+    speedup = [r["images_per_s"] / first[r["key"].replace("|best|", "|cudagraph|")]["images_per_s"] for r in best]
     assert (f"`best` is {min(speedup):.2f}–{max(speedup):.2f}× the quick mode "
             f"(median {statistics.median(speedup):.2f}×)") in text
 
@@ -372,3 +375,32 @@ def test_attention_backends_table_is_the_committed_run():
     assert not [k for k, r in data["results"].items() if r["error"]]
     for row in attention_backends.markdown(data):
         assert row in README, f"README lacks the attention-backends row {row!r}"
+
+
+def test_deploy_fusions_run_and_its_readme_table():
+    """The GPU run of bench/deploy_fusions.py: the README's table is its markdown, and the reading's
+    numbers (gain, kernel µs, logit changes) are its own."""
+    import deploy_fusions
+
+    data = json.loads((RESULTS / "deploy-fusions.json").read_text())
+    assert data["gpu"] == "NVIDIA H100 80GB HBM3" and data["complete"] and data["official"]
+    text = " ".join(README.split())
+    for line in deploy_fusions.markdown(data).splitlines():
+        assert line in README, f"README lacks the deploy-fusions row {line!r}"
+    entry = data["models"]["faster_vit_0_224"]
+    row = entry["modes"]["best"]
+    assert f"The epilogue pays {(row['over_plain']['gelu'] - 1) * 100:.1f} % on FasterViT-0" in text
+    plain, fused = row["variants"]["plain"], row["variants"]["gelu"]
+    separate = sum(us for k, us in plain["gelu_kernels_us"].items() if k.startswith("triton_poi_fused_gelu_view"))
+    assert (f"kernels fall from {plain['kernel_total_us']:,.0f} to {fused['kernel_total_us']:,.0f} µs per forward, the "
+            f"separate GELU passes after fc1 ({separate:,.0f} µs) gone") in text
+    med = row["images_per_s"]
+    assert f"from {med['plain'] / med['official']:.2f}× to {med['gelu'] / med['official']:.2f}× on this card" in text
+    check = entry["logits"]
+
+    def sci(x: float) -> str:  # the README writes 1.1e-4, not 1.1e-04
+        return f"{x:.1e}".replace("e-0", "e-")
+
+    assert (f"fp32 logits moved by {sci(check['variants']['gelu']['fp32_rel'])} of their range and fp16 by "
+            f"{sci(check['variants']['gelu']['half_rel'])} (the plain model's own fp16 noise: "
+            f"{sci(check['plain_half_vs_fp32_rel'])})") in text
