@@ -33,7 +33,9 @@ Time: a best-mode compile of one preset is 3.6-7 s from a warm Inductor cache on
 ~25-60 s cold, so round 1 (cold: official, plain, then gelu, which shares most kernels with plain)
 dominates; each measurement prints its compile and wall seconds, and the JSON is rewritten after
 every model (``complete`` false until the last), so a run cut short keeps what it measured (run
-the models it missed with ``--models ... --out`` another file: a run rewrites its whole ``--out``).
+the models it missed with ``--models ... --merge``: the models already in ``--out`` are kept, unless
+measured again, when the run's settings and GPU are theirs; without ``--merge`` a run rewrites its
+whole ``--out``).
 ``results/benchmarks/deploy-fusions.json`` is written by a GPU run only; a CPU run needs ``--out``.
 """
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import json
 import os
 import platform
 import statistics
@@ -89,6 +92,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--official", action="store_true", help="also the official code's model in every round")
     p.add_argument("--pad-always", action="store_true", help="pad8_gelu also where padding changes nothing")
     p.add_argument("--smoke", action="store_true", help="CPU, eager, FasterViT-0 at batch 1, one round")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the models already in --out (same GPU and settings, else refused)")
     args = p.parse_args(argv)
     if args.smoke:
         args.device, args.modes, args.batch_size, args.rounds, args.repeats = "cpu", "eager", 1, 1, 3
@@ -250,6 +255,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         resolution=224, dtype="fp32" if args.smoke else "fp16", rounds=args.rounds, repeats=args.repeats,
         official=args.official, tolerance_rel=TANH_GELU_REL_TOL, models={}, complete=False,
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if args.merge:
+        data["models"] = kept_models(out, data)
     print(f"deploy fusions on {gpu}: {len(names)} model(s) x {len(modes)} mode(s) x {args.rounds} round(s)", flush=True)
     for name in names:
         variants = variants_for(name, args.pad_always)
@@ -269,6 +276,25 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     data["complete"] = True
     write_json(out, data)
     return data
+
+
+#: what a merged run must share with the file it adds to
+MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "modes", "batch_size", "resolution", "dtype", "rounds", "repeats", "official",
+              "tolerance_rel", "disable_addmm_cuda_lt")
+
+
+def kept_models(out: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The models of an earlier run in ``out`` (none if there is no file), refused by name when that run's
+    GPU or settings differ from this one's: one table holds one protocol."""
+    if not out.exists():
+        return {}
+    old = json.loads(out.read_text())
+    differ = [f"{k} {old.get(k)!r} there, {data[k]!r} here" for k in MERGE_KEYS if old.get(k) != data[k]]
+    if differ:
+        raise SystemExit(f"--merge: {out} was measured otherwise ({'; '.join(differ)}); pass another --out")
+    data["earlier_runs"] = old.get("earlier_runs", []) + [{k: old.get(k) for k in ("created", "host", "wall_s")}
+                                                         | dict(models=list(old.get("models", {})))]
+    return dict(old.get("models", {}))
 
 
 PRESET_LABEL = {f"faster_vit_{i}_224": f"FasterViT-{i}" for i in range(7)} | {"faster_vit_4_21k_224": "FasterViT-4"}

@@ -87,3 +87,22 @@ def test_tanh_gelu_changes_fastervit_0_within_the_benchs_tolerance():
     trained_like = init_model("faster_vit_0_224", bench.LOGIT_SEED).eval()
     _randomise(trained_like)
     assert _tanh_change(trained_like.switch_to_deploy(), x[:2]) <= bench.TANH_GELU_REL_TOL / 2
+
+
+def test_merge_keeps_the_earlier_models_of_the_same_protocol_and_refuses_another(tmp_path):
+    out = tmp_path / "fusions.json"
+    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    earlier = dict(first, models={"faster_vit_9_224": first["models"]["faster_vit_0_224"]}, created="then", host="h1")
+    out.write_text(json.dumps(earlier))
+    assert bench.main(["--smoke", "--out", str(out), "--merge"]) == 0
+    merged = json.loads(out.read_text())
+    assert list(merged["models"]) == ["faster_vit_9_224", "faster_vit_0_224"] and merged["complete"]
+    assert merged["earlier_runs"] == [dict(created="then", host="h1", wall_s=first["wall_s"],
+                                           models=["faster_vit_9_224"])]
+    assert bench.main(["--smoke", "--out", str(out)]) == 0  # without --merge the file is this run's alone
+    assert list(json.loads(out.read_text())["models"]) == ["faster_vit_0_224"]
+    out.write_text(json.dumps(dict(earlier, batch_size=128, official=True)))
+    with pytest.raises(SystemExit, match=r"measured otherwise \(batch_size 128 there, 1 here; official True there, "
+                                         r"False here\); pass another --out"):
+        bench.main(["--smoke", "--out", str(out), "--merge"])
