@@ -279,8 +279,8 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 #: what a merged run must share with the file it adds to
-MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "modes", "batch_size", "resolution", "dtype", "rounds", "repeats", "official",
-              "tolerance_rel", "disable_addmm_cuda_lt")
+MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "modes", "batch_size", "resolution", "dtype", "rounds", "repeats",
+              "official", "tolerance_rel", "disable_addmm_cuda_lt")
 
 
 def kept_models(out: Path, data: dict[str, Any]) -> dict[str, Any]:
