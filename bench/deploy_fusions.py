@@ -27,6 +27,14 @@ max |fp32|), the error fp16 inference already accepts.
 
     python bench/deploy_fusions.py --official                      # GPU: FasterViT-0..3, best mode
     python bench/deploy_fusions.py --official --modes best,cudagraph --models faster_vit_4_21k_224
+    python bench/deploy_fusions.py --official --modes autotune --models faster_vit_0_224 --merge \
+        --out results/benchmarks/deploy-fusions.json          # Inductor's Triton templates, same table
+
+``autotune`` is not a profiler mode of its own: the profiler's ``compile`` mode with
+``torch.compile(mode="max-autotune", dynamic=False)`` (CUDA graphs too): Inductor benchmarks its Triton
+GEMM and convolution templates against cuBLAS/cuDNN per shape and can fuse the bias, the GELU and the
+residual add into the template's epilogue, the route issue #34 names beside the cuBLASLt epilogue.
+Its first compile autotunes every shape (minutes per preset).
     python bench/deploy_fusions.py --smoke --out /tmp/fusions.json # CPU, eager, tiny
 
 Time: a best-mode compile of one preset is 3.6-7 s from a warm Inductor cache on an H200 and
@@ -83,7 +91,8 @@ PLAIN, GELU, PAD8_GELU = Variant("plain", None, False), Variant("gelu", None, Tr
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=MODELS, help="comma list of presets (default FasterViT-0..3)")
-    p.add_argument("--modes", default="best", help="comma list of profiler modes (best, cudagraph, eager, compile)")
+    p.add_argument("--modes", default="best",
+                   help=f"comma list of modes: the profiler's ({', '.join(PROFILER_MODES)}) or autotune")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds over the variants")
     p.add_argument("--repeats", type=int, default=20, help="timed samples per measurement")
@@ -99,6 +108,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         args.device, args.modes, args.batch_size, args.rounds, args.repeats = "cpu", "eager", 1, 1, 3
         args.models = "faster_vit_0_224"
     return args
+
+
+#: the profiler's modes (``evaluators.profiler.MODES``, not imported here: torch loads lazily)
+PROFILER_MODES = ("eager", "cudagraph", "compile", "best")
+#: bench modes that are a profiler mode with fixed torch.compile options
+COMPILE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "autotune": ("compile", {"mode": "max-autotune", "dynamic": False})}
+
+
+def profiler_mode(mode: str) -> tuple[str, Optional[dict[str, Any]]]:
+    """The profiler mode and torch.compile options of a bench mode; an unknown one is refused by name."""
+    if mode in COMPILE_VARIANTS:
+        return COMPILE_VARIANTS[mode]
+    if mode not in PROFILER_MODES:
+        known = ", ".join(PROFILER_MODES + tuple(COMPILE_VARIANTS))
+        raise SystemExit(f"--modes: unknown mode {mode!r}; choose from {known}")
+    return mode, None
 
 
 def variants_for(name: str, pad_always: bool) -> list[Variant]:
@@ -192,8 +218,11 @@ def measure_mode(name: str, mode: str, variants: list[Variant], args: argparse.N
     """Median images/s of each variant (and the official model) over alternating rounds, with their ratios."""
     from evaluators.profiler import measure_official, measure_throughput
 
-    opts: dict[str, Any] = dict(batch_size=args.batch_size, mode=mode, device=args.device, latency_b1=False,
+    prof_mode, compile_options = profiler_mode(mode)
+    opts: dict[str, Any] = dict(batch_size=args.batch_size, mode=prof_mode, device=args.device, latency_b1=False,
                                 dtype="fp32" if args.smoke else "fp16", repeats=args.repeats)
+    if compile_options:
+        opts["compile_options"] = compile_options
     keys = (["official"] if args.official else []) + [v.key for v in variants]
     runs: dict[str, list[float]] = {k: [] for k in keys}
     compile_s: dict[str, list[Optional[float]]] = {k: [] for k in keys}
@@ -248,15 +277,19 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     device = resolve_device(args.device)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for m in modes:
+        profiler_mode(m)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     data: dict[str, Any] = dict(
         benchmark="deploy-fusions", gpu=gpu, host=platform.node(), torch=torch.__version__, cuda=torch.version.cuda,
         disable_addmm_cuda_lt=os.environ.get("DISABLE_ADDMM_CUDA_LT"), modes=modes, batch_size=args.batch_size,
         resolution=224, dtype="fp32" if args.smoke else "fp16", rounds=args.rounds, repeats=args.repeats,
         official=args.official, tolerance_rel=TANH_GELU_REL_TOL, models={}, complete=False,
+        compile_variants={m: COMPILE_VARIANTS[m] for m in modes if m in COMPILE_VARIANTS},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if args.merge:
         data["models"] = kept_models(out, data)
+        data["modes"] = sorted({m for e in data["models"].values() for m in e["modes"]} | set(modes), key=modes_order)
     print(f"deploy fusions on {gpu}: {len(names)} model(s) x {len(modes)} mode(s) x {args.rounds} round(s)", flush=True)
     for name in names:
         variants = variants_for(name, args.pad_always)
@@ -266,7 +299,9 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                              for k, r in check["variants"].items())
         print(f"  [{time.perf_counter() - started:6.0f} s] {name} logits vs plain (tolerance {TANH_GELU_REL_TOL:.0e}, "
               f"half floor {check['plain_half_vs_fp32_rel']:.2e}): {verdicts}", flush=True)
-        entry: dict[str, Any] = dict(variants=[v.key for v in variants], logits=check, modes={})
+        earlier = data["models"].get(name, {}).get("modes", {})  # --merge: the modes not measured again stay
+        entry: dict[str, Any] = dict(variants=[v.key for v in variants], logits=check,
+                                     modes={m: r for m, r in earlier.items() if m not in modes})
         data["models"][name] = entry
         for mode in modes:
             entry["modes"][mode] = measure_mode(name, mode, variants, args, started)
@@ -279,13 +314,20 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 #: what a merged run must share with the file it adds to
-MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "modes", "batch_size", "resolution", "dtype", "rounds", "repeats",
+MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "batch_size", "resolution", "dtype", "rounds", "repeats",
               "official", "tolerance_rel", "disable_addmm_cuda_lt")
+
+
+def modes_order(mode: str) -> int:
+    """best first, then the other profiler modes, then the compile variants (the table's row order)."""
+    order = ("best",) + tuple(m for m in PROFILER_MODES if m != "best") + tuple(COMPILE_VARIANTS)
+    return order.index(mode) if mode in order else len(order)
 
 
 def kept_models(out: Path, data: dict[str, Any]) -> dict[str, Any]:
     """The models of an earlier run in ``out`` (none if there is no file), refused by name when that run's
-    GPU or settings differ from this one's: one table holds one protocol."""
+    GPU or settings differ from this one's: one table holds one protocol. A model measured again keeps
+    the modes this run does not measure."""
     if not out.exists():
         return {}
     old = json.loads(out.read_text())
@@ -294,6 +336,7 @@ def kept_models(out: Path, data: dict[str, Any]) -> dict[str, Any]:
         raise SystemExit(f"--merge: {out} was measured otherwise ({'; '.join(differ)}); pass another --out")
     data["earlier_runs"] = old.get("earlier_runs", []) + [{k: old.get(k) for k in ("created", "host", "wall_s")}
                                                          | dict(models=list(old.get("models", {})))]
+    data["compile_variants"] = old.get("compile_variants", {}) | data["compile_variants"]
     return dict(old.get("models", {}))
 
 
@@ -312,7 +355,7 @@ def markdown(data: dict[str, Any]) -> str:
 
     for name, entry in data["models"].items():
         ok = all(r["fp32_ok"] and r["half_ok"] for r in entry["logits"]["variants"].values())
-        for mode, row in entry["modes"].items():
+        for mode, row in sorted(entry["modes"].items(), key=lambda kv: modes_order(kv[0])):
             med, over_off = row["images_per_s"], row.get("over_official", {})
             best = "pad8_gelu" if "pad8_gelu" in med else "gelu"
             lines.append(

@@ -106,3 +106,45 @@ def test_merge_keeps_the_earlier_models_of_the_same_protocol_and_refuses_another
     with pytest.raises(SystemExit, match=r"measured otherwise \(batch_size 128 there, 1 here; official True there, "
                                          r"False here\); pass another --out"):
         bench.main(["--smoke", "--out", str(out), "--merge"])
+
+
+def test_autotune_is_the_compile_mode_with_max_autotune_and_unknown_modes_are_refused(monkeypatch):
+    from types import SimpleNamespace
+
+    import evaluators.profiler as profiler
+
+    assert set(bench.PROFILER_MODES) == set(profiler.MODES)
+    assert bench.profiler_mode("best") == ("best", None)
+    assert bench.profiler_mode("autotune") == ("compile", {"mode": "max-autotune", "dynamic": False})
+    with pytest.raises(SystemExit, match="unknown mode 'fast'; choose from eager, cudagraph, compile, best, autotune"):
+        bench.main(["--modes", "best,fast", "--device", "cpu", "--out", "unused.json"])
+    seen = []
+
+    def fake(name, **kw):  # what the bench asks the profiler for, per measurement
+        seen.append(dict(kw, name=name))
+        return SimpleNamespace(error=None, images_per_s=100.0 + len(seen), compile_s=1.0, wall_s=1.0, gelu_fused=1,
+                               gelu_kept=[], channels_padded=[], kernel_us={"k": 1.0})
+
+    monkeypatch.setattr(profiler, "measure_throughput", fake)
+    monkeypatch.setattr(profiler, "measure_official", fake)
+    args = bench.parse_args(["--modes", "autotune", "--rounds", "1", "--official", "--device", "cpu"])
+    row = bench.measure_mode("faster_vit_0_224", "autotune", [bench.PLAIN, bench.GELU], args, 0.0)
+    assert [s["mode"] for s in seen] == ["compile"] * 3
+    assert all(s["compile_options"] == {"mode": "max-autotune", "dynamic": False} for s in seen)
+    assert set(row["images_per_s"]) == {"official", "plain", "gelu"}
+
+
+def test_merge_keeps_the_modes_a_model_does_not_measure_again(tmp_path):
+    out = tmp_path / "fusions.json"
+    assert bench.main(["--smoke", "--out", str(out)]) == 0
+    first = json.loads(out.read_text())
+    entry = first["models"]["faster_vit_0_224"]
+    earlier = copy.deepcopy(first)
+    earlier["models"]["faster_vit_0_224"]["modes"] = {"autotune": entry["modes"]["eager"]}
+    out.write_text(json.dumps(earlier))
+    assert bench.main(["--smoke", "--out", str(out), "--merge"]) == 0
+    merged = json.loads(out.read_text())
+    assert list(merged["models"]["faster_vit_0_224"]["modes"]) == ["autotune", "eager"]
+    assert merged["modes"] == ["eager", "autotune"]
+    rows = bench.markdown(merged).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == ["eager", "autotune"]  # the profiler's modes first
