@@ -288,8 +288,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         compile_variants={m: COMPILE_VARIANTS[m] for m in modes if m in COMPILE_VARIANTS},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if args.merge:
-        data["models"] = kept_models(out, data)
-        data["modes"] = sorted({m for e in data["models"].values() for m in e["modes"]} | set(modes), key=modes_order)
+        merge_earlier(out, data)
     print(f"deploy fusions on {gpu}: {len(names)} model(s) x {len(modes)} mode(s) x {args.rounds} round(s)", flush=True)
     for name in names:
         variants = variants_for(name, args.pad_always)
@@ -324,20 +323,24 @@ def modes_order(mode: str) -> int:
     return order.index(mode) if mode in order else len(order)
 
 
-def kept_models(out: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """The models of an earlier run in ``out`` (none if there is no file), refused by name when that run's
-    GPU or settings differ from this one's: one table holds one protocol. A model measured again keeps
-    the modes this run does not measure."""
+def merge_earlier(out: Path, data: dict[str, Any]) -> None:
+    """Start this run's ``data`` from the earlier run in ``out`` (none if there is no file): its models,
+    modes and compile variants, and a line of provenance under ``earlier_runs``. Refused by name when
+    that run's GPU or settings differ from this one's: one table holds one protocol. (A model measured
+    again keeps the modes this run does not measure: ``run``.)"""
     if not out.exists():
-        return {}
+        data["modes"] = sorted(data["modes"], key=modes_order)
+        return
     old = json.loads(out.read_text())
     differ = [f"{k} {old.get(k)!r} there, {data[k]!r} here" for k in MERGE_KEYS if old.get(k) != data[k]]
     if differ:
         raise SystemExit(f"--merge: {out} was measured otherwise ({'; '.join(differ)}); pass another --out")
-    data["earlier_runs"] = old.get("earlier_runs", []) + [{k: old.get(k) for k in ("created", "host", "wall_s")}
-                                                         | dict(models=list(old.get("models", {})))]
+    data["models"] = dict(old.get("models", {}))
+    data["modes"] = sorted({m for e in data["models"].values() for m in e["modes"]} | set(data["modes"]),
+                           key=modes_order)
     data["compile_variants"] = old.get("compile_variants", {}) | data["compile_variants"]
-    return dict(old.get("models", {}))
+    data["earlier_runs"] = old.get("earlier_runs", []) + [{k: old.get(k) for k in ("created", "host", "wall_s")}
+                                                         | dict(models=list(data["models"]))]
 
 
 PRESET_LABEL = {f"faster_vit_{i}_224": f"FasterViT-{i}" for i in range(7)} | {"faster_vit_4_21k_224": "FasterViT-4"}
