@@ -742,9 +742,19 @@ def budget_table(plans: dict[str, list[dict[str, Any]]], data: dict[str, Any]) -
                         seed_sd=seed_sd(pairs), n_seed_pairs=len(pairs),
                         collapsed=sum(collapsed(r["top1_history"]) for r in runs))
 
+    params = {r["arch"]: r["params"] for r in plans.get("budget", [])}
+
     def tau(x: str, y: str) -> dict[str, Any]:
+        """Rank agreement of two budgets on the archs run at both, and how the spread, the size
+        trend and each arch's top-1 move between them (does capacity show more with budget?)."""
         common = sorted(set(top1[x]) & set(top1[y]))
-        return dict(kendall_tau=kendall([top1[x][a] for a in common], [top1[y][a] for a in common]), n=len(common))
+        a, b = [top1[x][k] for k in common], [top1[y][k] for k in common]
+        size = [params[k] for k in common]
+        gain = [v - u for u, v in zip(a, b)]
+        moved = dict(spread_sd=[round(statistics.stdev(a), 3), round(statistics.stdev(b), 3)],
+                     size_tau_params=[kendall(size, a), kendall(size, b)],
+                     gain=[round(min(gain), 2), round(max(gain), 2)]) if len(common) >= 2 else {}
+        return dict(kendall_tau=kendall(a, b), n=len(common), **moved)
 
     return dict(budgets=per, tau=dict(quarter_vs_E=tau("E/4", "E"), E_vs_2E=tau("E", "2E"),
                                       quarter_vs_2E=tau("E/4", "2E")))
@@ -949,7 +959,11 @@ def budget_markdown(summary: dict[str, Any]) -> str:
     t = b["tau"]
     lines += ["", "τ between budgets: " + ", ".join(f"{k} {_fmt(x['kendall_tau'])} (n={x['n']})"
                                                    for k, x in t.items())]
-    return "\n".join(lines)
+    moved = [f"- {k}, on the {x['n']} archs run at both: spread sd {_fmt(x['spread_sd'][0])} → "
+             f"{_fmt(x['spread_sd'][1])}, τ(params, top-1) {_fmt(x['size_tau_params'][0])} → "
+             f"{_fmt(x['size_tau_params'][1])}, top-1 gain {x['gain'][0]:+.2f} to {x['gain'][1]:+.2f}"
+             for k, x in t.items() if "gain" in x]
+    return "\n".join(lines + ([""] + moved if moved else []))
 
 
 def gt_markdown(summary: dict[str, Any]) -> str:

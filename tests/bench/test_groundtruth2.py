@@ -273,9 +273,15 @@ def test_the_budget_table_taus_and_seed_sd(gt2):
     twin = next(r for r in runs if r["tag"] == "E" and r["arch"] == "fv0")
     data["runs"][gt2.run_key(dict(twin, seed=1))] = _record(dict(twin, seed=1), 81.0)  # fv0 at E: 80 and 81
     b = gt2.budget_table(gt2.finished_by_plan(data, args), data)
-    assert b["tau"]["quarter_vs_E"] == dict(kendall_tau=-1.0, n=14) and b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0
+    assert b["tau"]["quarter_vs_E"]["kendall_tau"] == -1.0 and b["tau"]["quarter_vs_E"]["n"] == 14
+    assert b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0
     assert b["budgets"]["E"]["seed_sd"] == round(0.5 ** 0.5, 3) and b["budgets"]["2E"]["seed_sd"] is None
     assert b["budgets"]["E"]["size_tau_params"] is not None
+    moved = b["tau"]["E_vs_2E"]  # every arch gains 10 points from E to 2E: same spread, same size trend
+    assert moved["gain"] == [10.0, 10.0] and moved["spread_sd"][0] == moved["spread_sd"][1] > 0
+    assert moved["size_tau_params"][0] == moved["size_tau_params"][1] is not None
+    assert b["tau"]["quarter_vs_E"]["gain"][0] < b["tau"]["quarter_vs_E"]["gain"][1]  # E/4 reversed: gains differ
+    assert "- E_vs_2E, on the 14 archs run at both:" in gt2.budget_markdown(dict(budget=b))
 
 
 def test_the_presets_order_against_seed_noise(gt2):
@@ -410,3 +416,33 @@ def test_the_committed_ground_truths_agree_on_arch_ids_and_export(gt2, tmp_path)
     assert all(set(v) == ids for name, v in gt["proxies"].items() if name != "train@E/4")
     assert {"synflow", "az_progressivity", "naswot"} <= set(gt["proxies"])
     sys.path.remove(str(BENCH))
+
+
+def test_the_readme_tables_and_reading_are_the_committed_summary(gt2):
+    """The committed summary is what --analyze makes of the committed runs, and the README's budget,
+    gt and proxy tables and the numbers of its reading come from it."""
+    data = json.loads((ROOT / "results" / "benchmarks" / "groundtruth2.json").read_text())
+    committed = json.loads((ROOT / "results" / "benchmarks" / "groundtruth2-summary.json").read_text())
+    assert json.loads(json.dumps(gt2.summarize(data, gt2.parse_args([])))) == committed
+    readme = (ROOT / "README.md").read_text()
+    for block in (gt2.budget_markdown(committed), gt2.gt_markdown(committed), gt2.proxies_markdown(committed)):
+        assert block in readme
+    text = " ".join(readme.split())
+    moved = committed["budget"]["tau"]["E_vs_2E"]
+    assert (f"gains {moved['gain'][0]:.1f}–{moved['gain'][1]:.1f} points" in text
+            and f"τ(E, 2E) is {moved['kendall_tau']:.2f}" in text)
+    size = moved["size_tau_params"]
+    assert (f"shrinks from sd {moved['spread_sd'][0]:.2f} at E to {moved['spread_sd'][1]:.2f} at 2E and "
+            f"τ(params, top-1) falls from {size[0]:.2f} to {size[1]:.2f}") in text
+    two_e = committed["budget"]["budgets"]["2E"]["top1"].values()
+    assert f"(top-1 {min(two_e):.1f}–{max(two_e):.1f} % at 2E" in text
+    g, rows = committed["gt"], committed["proxies_tau"]["rows"]
+    assert f"two seeds at E agree at τ {g['seed_kendall_tau']:.2f} only" in text
+    assert f"spread of the means {g['spread_over_seed_sd']:.1f}× the seed sd" in text
+    first = rows["top1_4ep_first_gt"]["kendall_tau"]
+    assert f"ranks these {committed['proxies_tau']['n_gt_archs']} at τ {first:.2f}" in text
+    assert f"is at {rows['az_progressivity']['kendall_tau']:.2f}".replace("-", "−") in text
+    assert max(r["kendall_tau"] for k, r in rows.items() if k != "top1_4ep_first_gt") < 0.35
+    probe = {p["variant"]: p["top1"] for p in committed["recipe_probes"]}
+    base, half = probe["base"]["s00"], probe["lrhalf"]["s00"]
+    assert f"half the LR costs s00 {base - half:.2f} points at E ({half:.2f} against {base:.2f})" in text
