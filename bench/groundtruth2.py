@@ -297,7 +297,10 @@ def run_plans(args: argparse.Namespace) -> int:
         model = DurationModel(store.data["runs"].values(), store.data["archs"], args.workers)
         for r in todo:
             wall, basis = model.wall(r)
-            never = "  NEVER FITS a call (--workers/--hard-stop)" if wall * (1 + FIT_MARGIN) > args.hard_stop else ""
+            cap = fitting_cap(r, model, args.hard_stop)
+            never = ("" if cap >= args.workers else "  NEVER FITS a call (--hard-stop)" if cap == 0 else
+                     f"  fits with at most {cap} run(s) on the GPU: a call starts it first and keeps {cap} in flight"
+                     + ("" if basis == "arch" else " (once its architecture is measured)"))
             print(f"  {r['plan']:7s} {r['arch']:4s} {r['tag']:7s} seed {r['seed']} {r['data']}  "
                   f"~{wall:.0f} s with {args.workers} workers ({basis}){never}")
         if todo:
@@ -449,7 +452,7 @@ def choose_next(pending: list[dict[str, Any]], model: DurationModel, elapsed: fl
         wall, basis = model.wall(run)
         need = wall * (1 + margin)
         if elapsed + need > hard_stop:
-            never = " (never fits a call with these workers: pass fewer --workers or a larger --hard-stop)" \
+            never = " (never fits a call with every worker busy: a call reserves it when it is the first such run)" \
                 if need > hard_stop else ""
             passed.append((i, f"predicted {wall:.0f} s ({basis}) + {margin:.0%} margin ends after the hard stop "
                               f"({elapsed:.0f} + {need:.0f} > {hard_stop:.0f} s){never}"))
@@ -460,6 +463,30 @@ def choose_next(pending: list[dict[str, Any]], model: DurationModel, elapsed: fl
             continue
         return i, passed
     return None, passed
+
+
+def fitting_cap(run: dict[str, Any], model: DurationModel, hard_stop: float, margin: float = FIT_MARGIN) -> int:
+    """The most runs that may share the GPU with ``run`` (itself included) for it to end before
+    ``hard_stop`` when started now: ``model.workers`` if it fits a full call, 0 if it does not fit
+    even alone."""
+    solo, _ = model.solo(run)
+    return min(model.workers, int(hard_stop // (solo * (1 + margin)))) if solo > 0 else model.workers
+
+
+def reserve_long_run(pending: list[dict[str, Any]], model: DurationModel, hard_stop: float,
+                     margin: float = FIT_MARGIN) -> Optional[tuple[int, int]]:
+    """At the start of a call: (index in ``pending``, cap) of the first run, in priority order, that
+    would never fit with every worker busy but fits with at most ``cap`` runs on the GPU; the driver
+    starts it first and keeps at most ``cap`` runs in flight until it ends. None if there is none.
+
+    Only runs measured on their architecture are reserved (a guessed duration does not justify idling
+    workers), and the other runs are still predicted with every worker busy, so lifting the cap when
+    the reserved run ends cannot push them past the hard stop."""
+    for i, run in enumerate(pending):
+        cap = fitting_cap(run, model, hard_stop, margin)
+        if 1 <= cap < model.workers and model.solo(run)[1] == "arch":
+            return i, cap
+    return None
 
 
 def gpu_time_estimate(todo: list[dict[str, Any]], finished: Any, workers: int,
@@ -520,7 +547,18 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
 
     in_flight = 0
     m = model()
-    while in_flight < args.workers and pending and start_one(m):
+    cap, reserved = args.workers, None
+    pick = reserve_long_run(pending, m, args.hard_stop)
+    if pick is not None:
+        i, cap = pick
+        reserved = run_key(pending[i])
+        r = pending[i]
+        print(f"[{time.time() - t0:5.0f}s] reserved: {r['plan']} {r['arch']} {r['tag']} seed {r['seed']} fits only "
+              f"with at most {cap} run(s) on the GPU; it goes first and the call keeps {cap} in flight until it "
+              "ends", flush=True)
+        tasks.put(pending.pop(i))
+        in_flight = 1
+    while in_flight < cap and pending and start_one(m):
         in_flight += 1
     if not in_flight:
         print("groundtruth2: no run fits in this call", flush=True)
@@ -558,7 +596,10 @@ def _drive(store: Store, todo: list[dict[str, Any]], setup: dict[str, Any], args
                 session["failed"] += 1
                 print(f"[{time.time() - t0:5.0f}s] {task['plan']} {task['arch']} {task['tag']} FAILED: {payload}",
                       flush=True)
-            if pending and start_one(model()):
+            if run_key(task) == reserved:
+                cap, reserved = args.workers, None
+            m = model()
+            while in_flight < cap and pending and start_one(m):
                 in_flight += 1
     finally:
         for _ in workers:

@@ -176,6 +176,22 @@ def test_choose_next_skips_runs_that_would_be_cut_and_fills_with_shorter_ones(gt
     assert "never fits a call" in passed[0][1]
 
 
+def test_a_run_too_long_for_a_full_call_is_reserved_with_fewer_runs_beside_it(gt2):
+    finished = [_done(gt2, "big", 100.0, 100, concurrency=1.0), _done(gt2, "small", 10.0, 200, concurrency=1.0)]
+    m = gt2.DurationModel(finished, {"big": {}, "small": {}, "guess": {}}, workers=4)
+    long, short = _todo("big", steps=300), _todo("small")  # solo 300 s and 10 s
+    assert gt2.fitting_cap(long, m, 540.0) == 1  # 300 s * 1.1 fits once, not twice, in 540 s
+    assert gt2.fitting_cap(long, m, 700.0) == 2 and gt2.fitting_cap(short, m, 540.0) == 4
+    assert gt2.fitting_cap(long, m, 300.0) == 0  # not even alone: never reserved
+    assert gt2.reserve_long_run([short, long], m, 540.0) == (1, 1)  # the short one fits a full call
+    assert gt2.reserve_long_run([short, _todo("big")], m, 540.0) is None  # 100 s * 4 fits: nothing to reserve
+    assert gt2.reserve_long_run([long], m, 300.0) is None
+    # a guessed duration never idles workers, even if the guess says it would fit alone
+    assert gt2.reserve_long_run([_todo("guess", steps=3000)], m, 10 ** 6 / 300) is None
+    # the first such run in priority order is reserved, with the largest cap that fits
+    assert gt2.reserve_long_run([short, _todo("big", steps=200), long], m, 540.0) == (1, 2)
+
+
 def test_the_share_clock_averages_the_runs_on_the_gpu(gt2):
     clock = gt2._ShareClock()
     clock.start(0, 0.0)
