@@ -36,7 +36,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "bench"):
@@ -131,11 +131,21 @@ def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
             for name, v in RECIPE_VARIANTS.items() for a in RECIPE_ARCHS]
 
 
-def plan_budget(epochs: float, data: str, archs: list[str]) -> list[dict[str, Any]]:
+#: archs of the budget plan trained with a second seed at 2E: the spread there is judged against its
+#: own seed noise (the smallest, so cheapest: ~2 GPU-minutes for four on an H100)
+N_RESEED_2E = 4
+
+
+def plan_budget(epochs: float, data: str, archs: list[str], reseed_2e: Sequence[str] = ()) -> list[dict[str, Any]]:
     runs = []
     for f, tag in ((1.0, "E"), (0.25, "E/4"), (2.0, "2E")):
         runs += [_run("budget", a, data, 0, recipe_dict(epochs * f), tag) for a in archs]
-    return runs
+    return runs + [_run("budget", a, data, 1, recipe_dict(epochs * 2.0), "2E") for a in reseed_2e]
+
+
+def smallest_archs(archs: list[str], pool: dict[str, dict[str, Any]], n: int = N_RESEED_2E) -> list[str]:
+    """The ``n`` archs of ``archs`` with the fewest params (the pool's count)."""
+    return sorted(archs, key=lambda a: pool[a].get("params") or 0)[:n]
 
 
 def plan_gt(epochs: float, data: str, archs: list[str], n_reseed: int) -> list[dict[str, Any]]:
@@ -165,7 +175,8 @@ def build_plans(names: list[str], args: argparse.Namespace, pool: dict[str, dict
         elif name == "recipe":
             runs += plan_recipe(args.probe_epochs, args.task)
         elif name == "budget":
-            runs += plan_budget(args.budget_epochs, args.task, budget_archs(pool))
+            archs = budget_archs(pool)
+            runs += plan_budget(args.budget_epochs, args.task, archs, smallest_archs(archs, pool))
         elif name == "gt":
             runs += plan_gt(args.budget_epochs, args.task, list(pool)[:args.n_archs], args.n_reseed)
         else:

@@ -63,6 +63,11 @@ def test_plans_share_runs_and_steps_are_nominal_epochs(gt2):
     both = gt2.build_plans(["data", "budget"], args, pool)
     keys = [gt2.run_key(r) for r in both]
     assert len(keys) == len(set(keys))  # a run in two plans (stream, seed 0, E) is trained once
+    # the budget plan's second seed at 2E: its four smallest archs, so the 2E spread has its own seed sd
+    reseeded = [r["arch"] for r in both if r["plan"] == "budget" and r["seed"] == 1]
+    assert reseeded == ["fv0", "fv1", "fv2", "fv3"]  # params 0..3 in this pool
+    assert all(r["tag"] == "2E" and r["recipe"]["steps"] == gt2.steps_for(32.0, 512)
+               for r in both if r["plan"] == "budget" and r["seed"] == 1)
 
 
 def test_readme_quotes_the_odd_task_ceiling_from_its_json():
@@ -281,17 +286,18 @@ def test_the_recipe_table_has_the_base_and_every_variant_with_swings(gt2):
 def test_the_budget_table_taus_and_seed_sd(gt2):
     pool = _pool()
     args = _args(gt2)
-    runs = gt2.plan_budget(16.0, args.task, gt2.budget_archs(pool))
     archs = gt2.budget_archs(pool)
+    runs = gt2.plan_budget(16.0, args.task, archs, reseed_2e=["s00"])
     rank = {a: i for i, a in enumerate(archs)}
     top1 = {"E/4": lambda a: 70.0 - rank[a], "E": lambda a: 80.0 + rank[a], "2E": lambda a: 90.0 + rank[a]}
-    data = _store(gt2, pool, [(r, top1[r["tag"]](r["arch"])) for r in runs])
+    data = _store(gt2, pool, [(r, top1[r["tag"]](r["arch"]) + 2.0 * r["seed"]) for r in runs])  # s00 2E: +2
     twin = next(r for r in runs if r["tag"] == "E" and r["arch"] == "fv0")
     data["runs"][gt2.run_key(dict(twin, seed=1))] = _record(dict(twin, seed=1), 81.0)  # fv0 at E: 80 and 81
     b = gt2.budget_table(gt2.finished_by_plan(data, args), data)
     assert b["tau"]["quarter_vs_E"]["kendall_tau"] == -1.0 and b["tau"]["quarter_vs_E"]["n"] == 14
-    assert b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0
-    assert b["budgets"]["E"]["seed_sd"] == round(0.5 ** 0.5, 3) and b["budgets"]["2E"]["seed_sd"] is None
+    assert b["tau"]["E_vs_2E"]["kendall_tau"] == 1.0 and b["budgets"]["2E"]["n"] == 14  # seed 1 is not a row
+    assert b["budgets"]["E"]["seed_sd"] == round(0.5 ** 0.5, 3) and b["budgets"]["2E"]["seed_sd"] == round(2 ** 0.5, 3)
+    assert b["budgets"]["E/4"]["seed_sd"] is None
     assert b["budgets"]["E"]["size_tau_params"] is not None
     moved = b["tau"]["E_vs_2E"]  # every arch gains 10 points from E to 2E: same spread, same size trend
     assert moved["gain"] == [10.0, 10.0] and moved["spread_sd"][0] == moved["spread_sd"][1] > 0
