@@ -317,10 +317,13 @@ MERGE_KEYS = ("benchmark", "gpu", "torch", "cuda", "batch_size", "resolution", "
               "official", "tolerance_rel", "disable_addmm_cuda_lt")
 
 
+#: the table's row order: best first, then the other profiler modes, then the compile variants
+MODE_ORDER = ("best",) + tuple(m for m in PROFILER_MODES if m != "best") + tuple(COMPILE_VARIANTS)
+
+
 def modes_order(mode: str) -> int:
-    """best first, then the other profiler modes, then the compile variants (the table's row order)."""
-    order = ("best",) + tuple(m for m in PROFILER_MODES if m != "best") + tuple(COMPILE_VARIANTS)
-    return order.index(mode) if mode in order else len(order)
+    """A mode's place in ``MODE_ORDER`` (an unknown one last)."""
+    return MODE_ORDER.index(mode) if mode in MODE_ORDER else len(MODE_ORDER)
 
 
 def merge_earlier(out: Path, data: dict[str, Any]) -> None:

@@ -494,8 +494,10 @@ def reserve_long_run(pending: list[dict[str, Any]], model: DurationModel, hard_s
     workers), and the other runs are still predicted with every worker busy, so lifting the cap when
     the reserved run ends cannot push them past the hard stop."""
     for i, run in enumerate(pending):
+        if model.solo(run)[1] != "arch":
+            continue
         cap = fitting_cap(run, model, hard_stop, margin)
-        if 1 <= cap < model.workers and model.solo(run)[1] == "arch":
+        if 1 <= cap < model.workers:
             return i, cap
     return None
 
@@ -782,19 +784,17 @@ def budget_table(plans: dict[str, list[dict[str, Any]]], data: dict[str, Any]) -
     where a seed-1 twin of a run (same arch, data, recipe) is in the results file; tau between budgets."""
     per: dict[str, Any] = {}
     top1: dict[str, dict[str, float]] = {}
+    params = {r["arch"]: r["params"] for r in plans.get("budget", [])}
     for tag in BUDGETS:
         runs = [r for r in _runs(plans.get("budget", []), tag=tag) if r["seed"] == 0]
         top1[tag] = {r["arch"]: r["top1"] for r in runs}
         twins = {r["arch"]: data["runs"].get(run_key(dict(r, seed=1))) for r in runs}
         pairs = {a: [top1[tag][a], t["top1"]] for a, t in twins.items() if t and t.get("top1") is not None}
         archs = sorted(top1[tag])
-        params = {r["arch"]: r["params"] for r in runs}
         per[tag] = dict(top1=top1[tag], n=len(runs),
                         size_tau_params=kendall([params[a] for a in archs], [top1[tag][a] for a in archs]),
                         seed_sd=seed_sd(pairs), n_seed_pairs=len(pairs),
                         collapsed=sum(collapsed(r["top1_history"]) for r in runs))
-
-    params = {r["arch"]: r["params"] for r in plans.get("budget", [])}
 
     def tau(x: str, y: str) -> dict[str, Any]:
         """Rank agreement of two budgets on the archs run at both, and how the spread, the size
