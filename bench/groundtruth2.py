@@ -1125,6 +1125,109 @@ def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] =
                                     short_training=f"{SHORT_TRAINING}: the budget plan's E/4 top-1, seed 0"))
 
 
+
+# =============================================================================================
+# figure
+# =============================================================================================
+#: the task's Bayes ceilings (results/benchmarks/odd-ceiling.json: a 92.8 % item classifier's posteriors)
+CEILING = ROOT / "results" / "benchmarks" / "odd-ceiling.json"
+BUDGET_TAGS = (("E/4", 0.25), ("E", 1.0), ("2E", 2.0))
+
+
+def _ceiling(items: int = 3) -> Optional[float]:
+    if not CEILING.is_file():
+        return None
+    rows = json.loads(CEILING.read_text()).get("ceilings", [])
+    return next((float(r["odd_top1_bayes"]) for r in rows if r.get("items") == items), None)
+
+
+def history_epochs(run: dict[str, Any]) -> list[tuple[float, float]]:
+    """A run's top-1 history against nominal epochs (step x batch / 40k)."""
+    batch = int(run.get("recipe", {}).get("batch_size", BASE_RECIPE["batch_size"]))
+    return [(step * batch / EPOCH_IMAGES, top1) for step, top1 in run["top1_history"]]
+
+
+def budget_lines(plans: dict[str, list[dict[str, Any]]], epochs: float) -> dict[str, list[tuple[float, float]]]:
+    """Per arch of the budget plan: (epochs, top-1 of seed 0) at each budget it has finished."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for tag, f in BUDGET_TAGS:
+        for r in _runs(plans.get("budget", []), tag=tag, seed=0):
+            out.setdefault(r["arch"], []).append((epochs * f, r["top1"]))
+    return {a: sorted(v) for a, v in out.items()}
+
+
+def _short(arch: str) -> str:
+    return _name(arch).replace("faster_vit_", "FasterViT-")
+
+
+def plot(data: dict[str, Any], args: argparse.Namespace, path: Path) -> Optional[Path]:
+    """The curves behind the tables. Left: top-1 against budget (E/4, E, 2E) per arch of the budget plan,
+    coloured by params, with the task's ceiling. Middle: top-1 histories of FasterViT-0..3 and the two
+    smallest nets at E and 2E (seed 0). Right: the gt plan's mean top-1 against params, the seed range
+    of the re-seeded archs as bars, the presets named."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib import cm, colors
+    except ImportError:
+        print("note: matplotlib is not installed: no figure", flush=True)
+        return None
+    plans = finished_by_plan(data, args)
+    params = {a: r.get("params") for runs in plans.values() for r in runs for a in [r["arch"]] if r.get("params")}
+    if not params:
+        print("note: no finished run: no figure", flush=True)
+        return None
+    norm = colors.LogNorm(vmin=min(params.values()), vmax=max(params.values()))
+    cmap = matplotlib.colormaps["viridis"]
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(18, 5.5))
+    ceiling = _ceiling()
+    for a, pts in budget_lines(plans, args.budget_epochs).items():
+        named = a in PRESETS + SMALLEST
+        ax.plot(*zip(*pts), "o-", color=cmap(norm(params.get(a, 1.0))), lw=2.2 if named else 1.0, ms=4)
+        if named:
+            ax.annotate(_short(a), pts[-1], textcoords="offset points", xytext=(4, 0), fontsize=7)
+    fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="params")
+    budgets = [args.budget_epochs * f for _, f in BUDGET_TAGS]
+    ax.set(xscale="log", xlabel="nominal epochs (40k images each)", ylabel="top-1 % (seed 0)",
+           title=f"budget plan on {args.task}: E/4, E, 2E")
+    ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.minorticks_off()
+    styles = {"E": "-", "2E": "--"}
+    for tag, style in styles.items():
+        for r in _runs(plans.get("budget", []), tag=tag, seed=0):
+            if r["arch"] in PRESETS + SMALLEST:
+                bx.plot(*zip(*history_epochs(r)), style, color=cmap(norm(params.get(r["arch"], 1.0))), lw=1.2,
+                        label=f"{_short(r['arch'])} at {tag}")
+    bx.set(xlabel="nominal epochs", ylabel="top-1 % (validation)", ylim=(40, 92),
+           title="curves of FasterViT-0..3 and the smallest nets (solid E, dashed 2E)")
+    gt = _by_arch(plans.get("gt", []))
+    for a, v in gt.items():
+        mean = statistics.fmean(v)
+        preset = a in PRESETS
+        cx.errorbar([params.get(a, 1.0)], [mean], yerr=[[mean - min(v)], [max(v) - mean]] if len(v) > 1 else None,
+                    fmt="s" if preset else "o", color="black" if preset else cmap(norm(params.get(a, 1.0))),
+                    ms=6 if preset else 4, capsize=2)
+        if preset:
+            cx.annotate(_short(a), (params.get(a, 1.0), mean), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    cx.set(xscale="log", xlabel="params", ylabel="top-1 % (mean over seeds; bar: seed range)",
+           title=f"gt plan at E = {args.budget_epochs:g}: {len(gt)} archs")
+    for a in (ax, bx, cx):
+        if ceiling is not None:
+            a.axhline(ceiling, color="grey", ls=":", lw=1)
+        a.grid(alpha=0.3)
+    if ceiling is not None:
+        ax.plot([], [], ":", color="grey", label=f"task ceiling {ceiling:g} % (odd_ceiling.py)")
+        ax.legend(fontsize=8, loc="lower right")
+    if bx.get_legend_handles_labels()[0]:
+        bx.legend(fontsize=7, ncol=2, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def analyze(args: argparse.Namespace) -> int:
     path = args.out or DEFAULT_OUT
     data = json.loads(path.read_text())
@@ -1136,6 +1239,9 @@ def analyze(args: argparse.Namespace) -> int:
         print(f"-> {args.export_truth} (stand-alone top-1 of the gt plan, for bench/supernet.py --groundtruth)")
     print(markdown(summary))
     print(f"-> {out}")
+    figure = plot(data, args, out.with_suffix(".png"))
+    if figure is not None:
+        print(f"-> {figure}")
     return 0
 
 

@@ -41,6 +41,7 @@ def test_smoke_runs_resume_and_summarize(gt2, tmp_path, capsys):
     assert REQUIRED <= set(summary) and summary["gpu"] == "cpu"
     assert summary["data_sweep"][0]["train_images"] == "on-the-fly" and len(summary["data_sweep"][0]["top1"]) == 3
     assert set(summary["budget_tau"]) == {"quarter_vs_E", "E_vs_2E"}
+    assert (tmp_path / "summary.png").stat().st_size > 10_000  # the curves behind the tables
 
 
 def test_collapse_needs_a_fall_that_does_not_recover(gt2):
@@ -468,3 +469,12 @@ def test_the_readme_tables_and_reading_are_the_committed_summary(gt2):
     probe = {p["variant"]: p["top1"] for p in committed["recipe_probes"]}
     base, half = probe["base"]["s00"], probe["lrhalf"]["s00"]
     assert f"half the LR costs s00 {base - half:.2f} points at E ({half:.2f} against {base:.2f})" in text
+
+
+def test_the_figure_reads_budgets_and_histories_in_nominal_epochs(gt2):
+    args = gt2.parse_args(["--budget-epochs", "16"])
+    runs = [dict(arch="s00", seed=0, tag=tag, top1=top1) for tag, top1 in (("2E", 88.0), ("E", 84.5), ("E/4", 71.5))]
+    runs.append(dict(arch="s00", seed=1, tag="2E", top1=87.0))  # a second seed is not a budget point
+    assert gt2.budget_lines({"budget": runs}, args.budget_epochs) == {"s00": [(4.0, 71.5), (16.0, 84.5), (32.0, 88.0)]}
+    run = dict(recipe=dict(batch_size=512), top1_history=[[78, 19.3], [1248, 85.1]])
+    assert gt2.history_epochs(run) == [(78 * 512 / 40_000, 19.3), (1248 * 512 / 40_000, 85.1)]
