@@ -669,6 +669,20 @@ def largest_swing(history: list[list[float]]) -> float:
     return max([acc[i - 1] - acc[i] for i in range(1, len(acc))] + [0.0])
 
 
+#: a fall between two evaluations that the issue calls a swing ("no epoch-to-epoch swings of tens of points")
+SWING_POINTS = 10.0
+
+
+def swing_summary(runs: list[dict[str, Any]], threshold: float = SWING_POINTS) -> dict[str, Any]:
+    """How unstable the recipe still is: runs whose top-1 fell by ``threshold`` points or more between two
+    evaluations (and recovered or not), and the largest such fall with its run."""
+    falls = sorted(((largest_swing(r["top1_history"]), r) for r in runs), key=lambda x: -x[0])
+    worst = [dict(plan=r["plan"], arch=r["arch"], tag=r.get("tag", ""), seed=r["seed"], points=round(f, 2))
+             for f, r in falls[:3] if f > 0]
+    return dict(threshold=threshold, runs=len(runs), runs_at_or_over=sum(f >= threshold for f, _ in falls),
+                largest=worst)
+
+
 def kendall(a: list[float], b: list[float]) -> Optional[float]:
     if len(a) < 3:
         return None
@@ -941,6 +955,7 @@ def summarize(data: dict[str, Any], args: Optional[argparse.Namespace] = None) -
         seed_sd=seed_sd(gt_by_arch),
         size_tau_params=kendall([gt_params[a] for a in common], [gt_top1[a] for a in common]),
         collapsed_runs=sum(collapsed(r["top1_history"]) for r in runs),
+        swings=swing_summary(runs),
         status=("complete" if gt_by_arch and len(gt_by_arch) >= 30 else
                 f"in progress: {len(runs)} run(s) recorded, {len(gt_by_arch)} ground-truth architecture(s) of the "
                 f"gt plan (see groundtruth2.json; --dry-run lists what is left)"),
@@ -958,10 +973,26 @@ def _name(arch: str) -> str:
     return _PRESET_FULL.get(arch, arch)
 
 
+def _short(arch: str) -> str:
+    return _name(arch).replace("faster_vit_", "FasterViT-")
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """README tables: the data/canvas probes, the recipe probes, the budgets, the ground truth, the proxies."""
-    return "\n\n".join([probes_markdown(summary), recipe_markdown(summary), budget_markdown(summary),
-                        gt_markdown(summary), proxies_markdown(summary)])
+    return "\n\n".join([probes_markdown(summary), stability_markdown(summary), recipe_markdown(summary),
+                        budget_markdown(summary), gt_markdown(summary), proxies_markdown(summary)])
+
+
+def stability_markdown(summary: dict[str, Any]) -> str:
+    """One line: collapsed runs, runs with a swing, the largest swings."""
+    w = summary.get("swings") or {}
+    if not w.get("runs"):
+        return "Stability: no run finished yet."
+    worst = "; ".join(f"{_short(x['arch'])} ({x['plan']} {x['tag']}, seed {x['seed']}) {x['points']:.1f}"
+                      for x in w["largest"])
+    return (f"Stability over {w['runs']} runs: {summary['collapsed_runs']} collapsed; {w['runs_at_or_over']} fell by "
+            f"≥ {w['threshold']:g} points between two evaluations"
+            f"{' and recovered' if summary['collapsed_runs'] == 0 else ''} (largest falls: {worst})")
 
 
 def probes_markdown(summary: dict[str, Any]) -> str:
@@ -1131,7 +1162,8 @@ def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] =
 # =============================================================================================
 #: the task's Bayes ceilings (results/benchmarks/odd-ceiling.json: a 92.8 % item classifier's posteriors)
 CEILING = ROOT / "results" / "benchmarks" / "odd-ceiling.json"
-BUDGET_TAGS = (("E/4", 0.25), ("E", 1.0), ("2E", 2.0))
+#: each budget of the budget plan as a multiple of E
+BUDGET_FACTOR = {"E/4": 0.25, "E": 1.0, "2E": 2.0}
 
 
 def _ceiling(items: int = 3) -> Optional[float]:
@@ -1150,14 +1182,10 @@ def history_epochs(run: dict[str, Any]) -> list[tuple[float, float]]:
 def budget_lines(plans: dict[str, list[dict[str, Any]]], epochs: float) -> dict[str, list[tuple[float, float]]]:
     """Per arch of the budget plan: (epochs, top-1 of seed 0) at each budget it has finished."""
     out: dict[str, list[tuple[float, float]]] = {}
-    for tag, f in BUDGET_TAGS:
+    for tag in BUDGETS:
         for r in _runs(plans.get("budget", []), tag=tag, seed=0):
-            out.setdefault(r["arch"], []).append((epochs * f, r["top1"]))
+            out.setdefault(r["arch"], []).append((epochs * BUDGET_FACTOR[tag], r["top1"]))
     return {a: sorted(v) for a, v in out.items()}
-
-
-def _short(arch: str) -> str:
-    return _name(arch).replace("faster_vit_", "FasterViT-")
 
 
 def plot(data: dict[str, Any], args: argparse.Namespace, path: Path) -> Optional[Path]:
@@ -1189,7 +1217,7 @@ def plot(data: dict[str, Any], args: argparse.Namespace, path: Path) -> Optional
         if named:
             ax.annotate(_short(a), pts[-1], textcoords="offset points", xytext=(4, 0), fontsize=7)
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="params")
-    budgets = [args.budget_epochs * f for _, f in BUDGET_TAGS]
+    budgets = [args.budget_epochs * BUDGET_FACTOR[t] for t in BUDGETS]
     ax.set(xscale="log", xlabel="nominal epochs (40k images each)", ylabel="top-1 % (seed 0)",
            title=f"budget plan on {args.task}: E/4, E, 2E")
     ax.set_xticks(budgets, [f"{b:g}" for b in budgets])

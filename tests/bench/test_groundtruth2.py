@@ -448,7 +448,8 @@ def test_the_readme_tables_and_reading_are_the_committed_summary(gt2):
     committed = json.loads((ROOT / "results" / "benchmarks" / "groundtruth2-summary.json").read_text())
     assert json.loads(json.dumps(gt2.summarize(data, gt2.parse_args([])))) == committed
     readme = (ROOT / "README.md").read_text()
-    for block in (gt2.budget_markdown(committed), gt2.gt_markdown(committed), gt2.proxies_markdown(committed)):
+    for block in (gt2.stability_markdown(committed), gt2.budget_markdown(committed), gt2.gt_markdown(committed),
+                  gt2.proxies_markdown(committed)):
         assert block in readme
     text = " ".join(readme.split())
     moved = committed["budget"]["tau"]["E_vs_2E"]
@@ -469,6 +470,11 @@ def test_the_readme_tables_and_reading_are_the_committed_summary(gt2):
     probe = {p["variant"]: p["top1"] for p in committed["recipe_probes"]}
     base, half = probe["base"]["s00"], probe["lrhalf"]["s00"]
     assert f"half the LR costs s00 {base - half:.2f} points at E ({half:.2f} against {base:.2f})" in text
+    w = committed["swings"]
+    assert (f"{w['runs_at_or_over']} of {w['runs']} fell by ≥ 10 points between two evaluations" in text
+            and f"{gt2._short(w['largest'][0]['arch'])} at {w['largest'][0]['tag']}, fell "
+                f"{w['largest'][0]['points']:.1f} points" in text)
+    assert (ROOT / "results" / "benchmarks" / "groundtruth2-summary.png").is_file()
 
 
 def test_the_figure_reads_budgets_and_histories_in_nominal_epochs(gt2):
@@ -478,3 +484,14 @@ def test_the_figure_reads_budgets_and_histories_in_nominal_epochs(gt2):
     assert gt2.budget_lines({"budget": runs}, args.budget_epochs) == {"s00": [(4.0, 71.5), (16.0, 84.5), (32.0, 88.0)]}
     run = dict(recipe=dict(batch_size=512), top1_history=[[78, 19.3], [1248, 85.1]])
     assert gt2.history_epochs(run) == [(78 * 512 / 40_000, 19.3), (1248 * 512 / 40_000, 85.1)]
+
+
+def test_swings_count_falls_between_evaluations_and_name_the_largest(gt2):
+    runs = [dict(plan="budget", arch="fv1", tag="2E", seed=0, top1_history=[[1, 60.0], [2, 82.0], [3, 50.0], [4, 88.0]]),
+            dict(plan="gt", arch="s06", tag="E", seed=0, top1_history=[[1, 70.0], [2, 59.5], [3, 85.0]]),
+            dict(plan="gt", arch="s07", tag="E", seed=0, top1_history=[[1, 70.0], [2, 80.0], [3, 85.0]])]
+    w = gt2.swing_summary(runs)
+    assert (w["runs"], w["runs_at_or_over"]) == (3, 2)
+    assert [(x["arch"], x["points"]) for x in w["largest"]] == [("fv1", 32.0), ("s06", 10.5)]  # no zero falls
+    line = gt2.stability_markdown(dict(swings=w, collapsed_runs=0))
+    assert "2 fell by ≥ 10 points between two evaluations and recovered" in line and "FasterViT-1 (budget 2E" in line
