@@ -16,7 +16,9 @@ minutes add up to the whole experiment:
 
 Architectures come from the first ground truth's file (``results/benchmarks/groundtruth.json``:
 60 archs of the default space, named fv0..fv3, s00..s55), so the two can be compared arch by arch.
-Epochs count nominal 40k-canvas epochs for every data size: equal steps, equal images seen.
+Epochs count nominal 40k-canvas epochs for every size of ``fmnist-odd``: equal steps, equal images
+seen. On another ``--task`` (``imagefolder:PATH``: a user checking a budget on their own data) the
+recipe, budget and gt plans count epochs of that task's training split.
 
     python bench/groundtruth2.py --smoke                                 # CPU, tiny, checks the path
     python bench/groundtruth2.py --plans data,canvas --time-budget 420    # GPU, resumable
@@ -26,6 +28,7 @@ Epochs count nominal 40k-canvas epochs for every data size: equal steps, equal i
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -73,15 +76,15 @@ COLLAPSE_DROP = 20.0
 # =============================================================================================
 # runs
 # =============================================================================================
-def steps_for(epochs: float, batch_size: int) -> int:
-    """Steps of ``epochs`` nominal 40k-canvas epochs (last partial batch dropped, as the trainer does)."""
-    return max(1, round(epochs * (EPOCH_IMAGES // batch_size)))
+def steps_for(epochs: float, batch_size: int, epoch_images: int = EPOCH_IMAGES) -> int:
+    """Steps of ``epochs`` epochs of ``epoch_images`` (last partial batch dropped, as the trainer does)."""
+    return max(1, round(epochs * max(1, epoch_images // batch_size)))
 
 
-def recipe_dict(epochs: float, **changes: Any) -> dict[str, Any]:
+def recipe_dict(epochs: float, epoch_images: int = EPOCH_IMAGES, **changes: Any) -> dict[str, Any]:
     """A full ``TrainRecipe`` dict: the base recipe, ``changes``, and the steps of ``epochs``."""
     r = dict(BASE_RECIPE, **changes)
-    r["steps"] = steps_for(epochs, r["batch_size"])
+    r["steps"] = steps_for(epochs, r["batch_size"], epoch_images)
     r["eval_every"] = max(1, r["steps"] // 16)
     return r
 
@@ -126,8 +129,8 @@ RECIPE_VARIANTS: dict[str, dict[str, Any]] = {
 RECIPE_ARCHS = ("fv2", "fv3", "s00")
 
 
-def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
-    return [_run("recipe", a, data, 0, recipe_dict(epochs, **v), name)
+def plan_recipe(epochs: float, data: str, epoch_images: int = EPOCH_IMAGES) -> list[dict[str, Any]]:
+    return [_run("recipe", a, data, 0, recipe_dict(epochs, epoch_images, **v), name)
             for name, v in RECIPE_VARIANTS.items() for a in RECIPE_ARCHS]
 
 
@@ -136,11 +139,12 @@ def plan_recipe(epochs: float, data: str) -> list[dict[str, Any]]:
 N_RESEED_2E = 4
 
 
-def plan_budget(epochs: float, data: str, archs: list[str], reseed_2e: Sequence[str] = ()) -> list[dict[str, Any]]:
+def plan_budget(epochs: float, data: str, archs: list[str], reseed_2e: Sequence[str] = (),
+                epoch_images: int = EPOCH_IMAGES) -> list[dict[str, Any]]:
     runs = []
     for f, tag in ((1.0, "E"), (0.25, "E/4"), (2.0, "2E")):
-        runs += [_run("budget", a, data, 0, recipe_dict(epochs * f), tag) for a in archs]
-    return runs + [_run("budget", a, data, 1, recipe_dict(epochs * 2.0), "2E") for a in reseed_2e]
+        runs += [_run("budget", a, data, 0, recipe_dict(epochs * f, epoch_images), tag) for a in archs]
+    return runs + [_run("budget", a, data, 1, recipe_dict(epochs * 2.0, epoch_images), "2E") for a in reseed_2e]
 
 
 def smallest_archs(archs: list[str], pool: dict[str, dict[str, Any]], n: int = N_RESEED_2E) -> list[str]:
@@ -148,8 +152,9 @@ def smallest_archs(archs: list[str], pool: dict[str, dict[str, Any]], n: int = N
     return sorted(archs, key=lambda a: pool[a].get("params") or 0)[:n]
 
 
-def plan_gt(epochs: float, data: str, archs: list[str], n_reseed: int) -> list[dict[str, Any]]:
-    r = recipe_dict(epochs)
+def plan_gt(epochs: float, data: str, archs: list[str], n_reseed: int, epoch_images: int = EPOCH_IMAGES
+            ) -> list[dict[str, Any]]:
+    r = recipe_dict(epochs, epoch_images)
     runs = [_run("gt", a, data, 0, r, "E") for a in archs]
     step = max(1, len(archs) // max(1, n_reseed))
     return runs + [_run("gt", a, data, 1, r, "E") for a in archs[::step][:n_reseed]]
@@ -165,6 +170,21 @@ def budget_archs(pool: dict[str, dict[str, Any]], n: int = 14) -> list[str]:
     return fixed + [rest[round(i * (len(rest) - 1) / max(1, k - 1))] for i in range(k)]
 
 
+def task_epoch_images(args: argparse.Namespace) -> int:
+    """Images in one epoch of ``--task``: nominal 40k for ``fmnist-odd`` (every size: equal steps), else the
+    task's training split, counted once (an image folder is listed, not read)."""
+    return _epoch_images(args.task, getattr(args, "data_dir", None))
+
+
+@functools.lru_cache(maxsize=8)
+def _epoch_images(task: str, data_dir: Optional[str]) -> int:
+    if task.split(":")[0] == DATA_64:
+        return EPOCH_IMAGES
+    from evaluators.data import load_dataset
+
+    return len(load_dataset(task, data_dir=data_dir).train)
+
+
 def build_plans(names: list[str], args: argparse.Namespace, pool: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for name in names:
@@ -173,12 +193,14 @@ def build_plans(names: list[str], args: argparse.Namespace, pool: dict[str, dict
         elif name == "canvas":
             runs += plan_canvas(args.probe_epochs)
         elif name == "recipe":
-            runs += plan_recipe(args.probe_epochs, args.task)
+            runs += plan_recipe(args.probe_epochs, args.task, task_epoch_images(args))
         elif name == "budget":
             archs = budget_archs(pool)
-            runs += plan_budget(args.budget_epochs, args.task, archs, smallest_archs(archs, pool))
+            runs += plan_budget(args.budget_epochs, args.task, archs, smallest_archs(archs, pool),
+                                task_epoch_images(args))
         elif name == "gt":
-            runs += plan_gt(args.budget_epochs, args.task, list(pool)[:args.n_archs], args.n_reseed)
+            runs += plan_gt(args.budget_epochs, args.task, list(pool)[:args.n_archs], args.n_reseed,
+                            task_epoch_images(args))
         else:
             raise SystemExit(f"error: unknown plan {name!r}; choose from data, canvas, recipe, budget, gt")
     seen: set[str] = set()
@@ -711,8 +733,8 @@ def plan_members(args: argparse.Namespace, pool: dict[str, dict[str, Any]]) -> d
     also holds a seed-1 twin of each of its archs it does not re-seed itself: another plan may have
     trained it (the data plan's second seed on the stream), and then it counts as a second seed here."""
     members = {name: build_plans([name], args, pool) for name in PLAN_NAMES}
-    members["recipe"] = [_run("recipe", a, args.task, 0, recipe_dict(args.probe_epochs), "base")
-                         for a in RECIPE_ARCHS] + members["recipe"]
+    base = recipe_dict(args.probe_epochs, task_epoch_images(args))
+    members["recipe"] = [_run("recipe", a, args.task, 0, base, "base") for a in RECIPE_ARCHS] + members["recipe"]
     gt_keys = {run_key(r) for r in members["gt"]}
     twins = [dict(r, seed=1) for r in members["gt"] if r["seed"] == 0]
     members["gt"] += [r for r in twins if run_key(r) not in gt_keys]
@@ -918,8 +940,9 @@ def proxies_tau(plans: dict[str, list[dict[str, Any]]], pool: dict[str, dict[str
 
 def chosen_task(args: argparse.Namespace) -> dict[str, Any]:
     """The budget/gt plans' task from the arguments: dataset, training images, E, the full recipe."""
-    return dict(dataset=args.task, train_images=_train_images(args.task), epochs=args.budget_epochs,
-                recipe=recipe_dict(args.budget_epochs))
+    own = args.task.split(":")[0] != DATA_64
+    return dict(dataset=args.task, train_images=task_epoch_images(args) if own else _train_images(args.task),
+                epochs=args.budget_epochs, recipe=recipe_dict(args.budget_epochs, task_epoch_images(args)))
 
 
 def summarize(data: dict[str, Any], args: Optional[argparse.Namespace] = None) -> dict[str, Any]:
@@ -990,14 +1013,17 @@ def stability_markdown(summary: dict[str, Any]) -> str:
         return "Stability: no run finished yet."
     worst = "; ".join(f"{_short(x['arch'])} ({x['plan']} {x['tag']}, seed {x['seed']}) {x['points']:.1f}"
                       for x in w["largest"])
+    recovered = " and recovered" if summary["collapsed_runs"] == 0 else ""
+    largest = f" (largest falls: {worst})" if worst else ""
     return (f"Stability over {w['runs']} runs: {summary['collapsed_runs']} collapsed; {w['runs_at_or_over']} fell by "
-            f"≥ {w['threshold']:g} points between two evaluations"
-            f"{' and recovered' if summary['collapsed_runs'] == 0 else ''} (largest falls: {worst})")
+            f"≥ {w['threshold']:g} points between two evaluations{recovered}{largest}")
 
 
 def probes_markdown(summary: dict[str, Any]) -> str:
     """Top-1 per arch and data variant, tau, spread, seed sd."""
     rows = summary["probes"]
+    if not rows:
+        return "Data probes: none finished yet (the `data` and `canvas` plans)."
     archs = [a for a in SMALLEST + PRESETS if any(a in r["top1"] for r in rows)]
     head = "| variant | train images | " + " | ".join(_name(a) for a in archs) + \
         " | τ(params, top-1) | spread sd | seed sd | collapsed |"
@@ -1174,9 +1200,13 @@ def _ceiling(items: int = 3) -> Optional[float]:
 
 
 def history_epochs(run: dict[str, Any]) -> list[tuple[float, float]]:
-    """A run's top-1 history against nominal epochs (step x batch / 40k)."""
-    batch = int(run.get("recipe", {}).get("batch_size", BASE_RECIPE["batch_size"]))
-    return [(step * batch / EPOCH_IMAGES, top1) for step, top1 in run["top1_history"]]
+    """A run's top-1 history against epochs: the run's own epochs per step where it recorded them, else
+    nominal ones (step x batch / 40k)."""
+    if run.get("epochs") and run.get("steps"):
+        per_step = float(run["epochs"]) / int(run["steps"])
+    else:
+        per_step = int(run.get("recipe", {}).get("batch_size", BASE_RECIPE["batch_size"])) / EPOCH_IMAGES
+    return [(step * per_step, top1) for step, top1 in run["top1_history"]]
 
 
 def budget_lines(plans: dict[str, list[dict[str, Any]]], epochs: float) -> dict[str, list[tuple[float, float]]]:

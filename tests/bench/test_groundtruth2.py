@@ -264,6 +264,7 @@ def test_the_chosen_task_comes_from_the_arguments(gt2):
     assert "no gt-plan run" in s["proxies_tau"]["note"] and s["gt"]["n_archs"] == 0
     text = gt2.markdown(s)  # nothing trained: every table says so instead of failing
     assert "Recipe probes: none finished yet" in text and "no run finished yet" in text
+    assert "Data probes: none finished yet" in text and "Stability: no run finished yet." in text
 
 
 def test_the_recipe_table_has_the_base_and_every_variant_with_swings(gt2):
@@ -483,7 +484,9 @@ def test_the_figure_reads_budgets_and_histories_in_nominal_epochs(gt2):
     runs.append(dict(arch="s00", seed=1, tag="2E", top1=87.0))  # a second seed is not a budget point
     assert gt2.budget_lines({"budget": runs}, args.budget_epochs) == {"s00": [(4.0, 71.5), (16.0, 84.5), (32.0, 88.0)]}
     run = dict(recipe=dict(batch_size=512), top1_history=[[78, 19.3], [1248, 85.1]])
-    assert gt2.history_epochs(run) == [(78 * 512 / 40_000, 19.3), (1248 * 512 / 40_000, 85.1)]
+    assert gt2.history_epochs(run) == [(pytest.approx(0.9984), 19.3), (pytest.approx(15.9744), 85.1)]
+    run.update(epochs=32.0, steps=2496)  # the run's own epochs per step (e.g. a user's folder) win
+    assert gt2.history_epochs(run) == [(pytest.approx(1.0), 19.3), (pytest.approx(16.0), 85.1)]
 
 
 def test_swings_count_falls_between_evaluations_and_name_the_largest(gt2):
@@ -495,3 +498,25 @@ def test_swings_count_falls_between_evaluations_and_name_the_largest(gt2):
     assert [(x["arch"], x["points"]) for x in w["largest"]] == [("fv1", 32.0), ("s06", 10.5)]  # no zero falls
     line = gt2.stability_markdown(dict(swings=w, collapsed_runs=0))
     assert "2 fell by ≥ 10 points between two evaluations and recovered" in line and "FasterViT-1 (budget 2E" in line
+
+
+def test_on_a_users_image_folder_epochs_count_its_own_training_images(gt2, tmp_path):
+    """``--task imagefolder:PATH``: the budget and gt plans' steps and the summary's train_images come from
+    the folder (1,100 images at batch 512: 2 steps an epoch), not from fmnist-odd's nominal 40k."""
+    from PIL import Image
+
+    img = Image.new("RGB", (8, 8))
+    for split, n in (("train", 550), ("val", 3)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(n):
+                img.save(tmp_path / split / cls / f"{i}.png")
+    args = gt2.parse_args(["--task", f"imagefolder:{tmp_path}", "--budget-epochs", "8", "--n-archs", "3",
+                           "--n-reseed", "1"])
+    pool = {n: {"params": i} for i, n in enumerate(["fv0", "fv1", "fv2", "fv3", "s00", "s21"] +
+                                                   [f"x{i}" for i in range(20)])}
+    runs = gt2.build_plans(["budget", "gt"], args, pool)
+    steps = {r["tag"]: r["recipe"]["steps"] for r in runs}
+    assert steps == {"E": 16, "E/4": 4, "2E": 32} and gt2.steps_for(8.0, 512) == 8 * 78
+    s = gt2.summarize(dict(archs=_pool(), runs={}), args)
+    assert s["train_images"] == 1100 and s["recipe"]["steps"] == 16
