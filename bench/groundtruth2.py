@@ -137,14 +137,17 @@ def plan_recipe(epochs: float, data: str, epoch_images: int = EPOCH_IMAGES) -> l
 #: archs of the budget plan trained with a second seed at 2E: the spread there is judged against its
 #: own seed noise (the smallest, so cheapest: ~2 GPU-minutes for four on an H100)
 N_RESEED_2E = 4
+#: each budget of the budget plan as a multiple of E (tables in this order)
+BUDGET_FACTOR = {"E/4": 0.25, "E": 1.0, "2E": 2.0}
 
 
 def plan_budget(epochs: float, data: str, archs: list[str], reseed_2e: Sequence[str] = (),
                 epoch_images: int = EPOCH_IMAGES) -> list[dict[str, Any]]:
     runs = []
-    for f, tag in ((1.0, "E"), (0.25, "E/4"), (2.0, "2E")):
-        runs += [_run("budget", a, data, 0, recipe_dict(epochs * f, epoch_images), tag) for a in archs]
-    return runs + [_run("budget", a, data, 1, recipe_dict(epochs * 2.0, epoch_images), "2E") for a in reseed_2e]
+    for tag in ("E", "E/4", "2E"):  # priority order: E is shared with the gt plan
+        runs += [_run("budget", a, data, 0, recipe_dict(epochs * BUDGET_FACTOR[tag], epoch_images), tag) for a in archs]
+    two_e = recipe_dict(epochs * BUDGET_FACTOR["2E"], epoch_images)
+    return runs + [_run("budget", a, data, 1, two_e, "2E") for a in reseed_2e]
 
 
 def smallest_archs(archs: list[str], pool: dict[str, dict[str, Any]], n: int = N_RESEED_2E) -> list[str]:
@@ -170,6 +173,11 @@ def budget_archs(pool: dict[str, dict[str, Any]], n: int = 14) -> list[str]:
     return fixed + [rest[round(i * (len(rest) - 1) / max(1, k - 1))] for i in range(k)]
 
 
+def is_fmnist_odd(task: str) -> bool:
+    """Whether ``task`` is (a variant of) the composed fmnist-odd task, whose epochs are nominal."""
+    return task.split(":")[0] == DATA_64
+
+
 def task_epoch_images(args: argparse.Namespace) -> int:
     """Images in one epoch of ``--task``: nominal 40k for ``fmnist-odd`` (every size: equal steps), else the
     task's training split, counted once (an image folder is listed, not read)."""
@@ -178,7 +186,7 @@ def task_epoch_images(args: argparse.Namespace) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _epoch_images(task: str, data_dir: Optional[str]) -> int:
-    if task.split(":")[0] == DATA_64:
+    if is_fmnist_odd(task):
         return EPOCH_IMAGES
     from evaluators.data import load_dataset
 
@@ -789,12 +797,13 @@ def data_table(plans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _train_images(data: str) -> Any:
+def _train_images(data: str, data_dir: Optional[str] = None) -> Any:
+    """Training images of a task: "on-the-fly" for a stream, N for fmnist-odd's ``train=N``, else an epoch."""
     if "train=stream" in data:
         return "on-the-fly"
-    if "train=" in data:
+    if is_fmnist_odd(data) and "train=" in data:
         return int(data.split("train=")[1].split(",")[0])
-    return EPOCH_IMAGES
+    return _epoch_images(data, data_dir)
 
 
 def recipe_table(plans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -812,7 +821,7 @@ def recipe_table(plans: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
     return rows
 
 
-BUDGETS = ("E/4", "E", "2E")
+BUDGETS = tuple(BUDGET_FACTOR)
 
 
 def budget_table(plans: dict[str, list[dict[str, Any]]], data: dict[str, Any]) -> dict[str, Any]:
@@ -940,8 +949,7 @@ def proxies_tau(plans: dict[str, list[dict[str, Any]]], pool: dict[str, dict[str
 
 def chosen_task(args: argparse.Namespace) -> dict[str, Any]:
     """The budget/gt plans' task from the arguments: dataset, training images, E, the full recipe."""
-    own = args.task.split(":")[0] != DATA_64
-    return dict(dataset=args.task, train_images=task_epoch_images(args) if own else _train_images(args.task),
+    return dict(dataset=args.task, train_images=_train_images(args.task, getattr(args, "data_dir", None)),
                 epochs=args.budget_epochs, recipe=recipe_dict(args.budget_epochs, task_epoch_images(args)))
 
 
@@ -1187,8 +1195,6 @@ def stand_alone_truth(data: dict[str, Any], args: Optional[argparse.Namespace] =
 # =============================================================================================
 #: the task's Bayes ceilings (results/benchmarks/odd-ceiling.json: a 92.8 % item classifier's posteriors)
 CEILING = ROOT / "results" / "benchmarks" / "odd-ceiling.json"
-#: each budget of the budget plan as a multiple of E
-BUDGET_FACTOR = {"E/4": 0.25, "E": 1.0, "2E": 2.0}
 
 
 def _ceiling(items: int = 3) -> Optional[float]:
@@ -1239,7 +1245,7 @@ def plot(data: dict[str, Any], args: argparse.Namespace, path: Path) -> Optional
     norm = colors.LogNorm(vmin=min(params.values()), vmax=max(params.values()))
     cmap = matplotlib.colormaps["viridis"]
     fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(18, 5.5))
-    odd = args.task.split(":")[0] == DATA_64
+    odd = is_fmnist_odd(args.task)
     ceiling = _ceiling() if odd else None  # the Bayes ceiling is fmnist-odd's (3 items), not a user's folder's
     unit = "nominal epochs (40k images each)" if odd else "epochs"
     for a, pts in budget_lines(plans, args.budget_epochs).items():
